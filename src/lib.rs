@@ -1,0 +1,18 @@
+//! anomalyd: a streaming anomaly detector for metrics.
+//!
+//! ```text
+//!  Kafka partitions ─► source ─► decode ─► router ─► worker[shard]
+//!    worker, per event, per series (strictly in order):
+//!      features ─► model.predict ─► residual ─► threshold.score ─► model+Adagrad step ─► threshold.observe
+//!                                                     └─► alert lifecycle ─► sinks (bounded queues, retry)
+//!    completion ─► source stores the contiguous offset watermark (at-least-once)
+//! ```
+//!
+//! The detection core ([`optim`], [`model`], [`threshold`], [`detector`]) is
+//! pure: no I/O, no clocks, no async. The daemon and `anomalyd backtest` run
+//! the same per-event code path, [`detector::SeriesDetector::observe`].
+
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod optim;
