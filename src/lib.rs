@@ -10,9 +10,11 @@
 //!
 //! The detection core ([`optim`], [`model`], [`threshold`], [`detector`]) is
 //! pure: no I/O, no clocks, no async. The daemon and `anomalyd backtest` run
-//! the same per-event code path, [`detector::SeriesDetector::observe`].
+//! the same per-event code path, [`detector::Detector::observe`].
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
+pub mod config;
 pub mod event;
 pub mod optim;

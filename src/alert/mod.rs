@@ -1,0 +1,87 @@
+//! Alerts: the message users receive, its lifecycle, and the sinks.
+//!
+//! This module owns the alert message schema ([`Alert`]). The lifecycle
+//! (when a series starts and stops firing) and the sinks that deliver alerts
+//! live in submodules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether an alert is active or has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// The rule holds: the series is anomalous.
+    Firing,
+    /// The rule stopped holding; `ended_at` says when.
+    Resolved,
+}
+
+impl AlertStatus {
+    /// The label value used in metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Firing => "firing",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+/// How bad an anomaly is, from its score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Score at or above the alert threshold.
+    Warning,
+    /// Score at or above the critical threshold.
+    Critical,
+}
+
+impl Severity {
+    /// The label value used in metrics, logs and Alertmanager labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One alert message, as sent to every sink (JSON shape documented in the
+/// README).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable id of the alerting series: 16 hex digits of
+    /// [`crate::event::SeriesKey::fingerprint`]. Firing and resolved messages
+    /// of one series share it; it is the Kafka message key.
+    pub fingerprint: String,
+    /// Firing or resolved.
+    pub status: AlertStatus,
+    /// The series in selector form, e.g. `cpu{host="a"}`.
+    pub series: String,
+    /// The series' metric name under `__name__`, plus its labels.
+    pub labels: BTreeMap<String, String>,
+    /// When the alert started firing (RFC 3339, event time).
+    pub started_at: String,
+    /// When it resolved (RFC 3339, event time); `null` while firing.
+    pub ended_at: Option<String>,
+    /// Event time of the observation this message reports (RFC 3339).
+    pub ts: String,
+    /// The observed value.
+    pub value: f64,
+    /// The model's expected value.
+    pub expected: f64,
+    /// Lower edge of the normal band.
+    pub lower: f64,
+    /// Upper edge of the normal band.
+    pub upper: f64,
+    /// Anomaly score in [0, 1).
+    pub score: f64,
+    /// The score threshold the rule compares against.
+    pub threshold: f64,
+    /// Warning or critical.
+    pub severity: Severity,
+    /// The model kind that produced the expectation (`regression`, ...).
+    pub model: String,
+}
