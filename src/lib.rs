@@ -16,5 +16,6 @@
 
 pub mod alert;
 pub mod config;
+pub mod detector;
 pub mod event;
 pub mod optim;
