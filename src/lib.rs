@@ -19,3 +19,4 @@ pub mod config;
 pub mod detector;
 pub mod event;
 pub mod optim;
+pub mod telemetry;

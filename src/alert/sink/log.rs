@@ -1,0 +1,108 @@
+//! The `log` sink: one structured INFO line per alert.
+//!
+//! This module owns how an alert looks in the daemon's own log. It is the
+//! default sink, so a fresh install shows its alerts somewhere. Where the
+//! log goes is [`crate::telemetry::init`]'s business.
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::{AlertSink, SinkError, SinkOptions, validate_queue};
+use crate::alert::{Alert, AlertStatus};
+use crate::config::Problems;
+
+/// The `sink` label of this sink.
+pub const NAME: &str = "log";
+
+/// The `[sinks.log]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSinkConfig {
+    /// Write one INFO line per alert.
+    pub enabled: bool,
+    /// Alerts held before the overflow policy applies.
+    pub queue_capacity: usize,
+    /// Alerts written per batch.
+    pub max_batch_alerts: usize,
+}
+
+impl Default for LogSinkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue_capacity: 10_000,
+            max_batch_alerts: 100,
+        }
+    }
+}
+
+impl LogSinkConfig {
+    /// Records every problem under `prefix` (e.g. `sinks.log`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        if self.enabled {
+            validate_queue(prefix, self.queue_capacity, self.max_batch_alerts, problems);
+        }
+    }
+
+    /// Runner settings. Writing a log line does not fail, so there is
+    /// nothing to retry.
+    pub fn options(&self) -> SinkOptions {
+        SinkOptions {
+            queue_capacity: self.queue_capacity,
+            max_batch_alerts: self.max_batch_alerts,
+            ..SinkOptions::default()
+        }
+    }
+}
+
+/// Writes alerts to the log.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogSink;
+
+impl AlertSink for LogSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
+        for a in batch {
+            let ended_at = a.ended_at.as_deref().unwrap_or("");
+            match a.status {
+                AlertStatus::Firing => info!(
+                    fingerprint = %a.fingerprint,
+                    status = a.status.as_str(),
+                    severity = a.severity.as_str(),
+                    series = %a.series,
+                    value = a.value,
+                    expected = a.expected,
+                    lower = a.lower,
+                    upper = a.upper,
+                    score = a.score,
+                    threshold = a.threshold,
+                    model = %a.model,
+                    started_at = %a.started_at,
+                    ts = %a.ts,
+                    "Anomaly alert firing."
+                ),
+                AlertStatus::Resolved => info!(
+                    fingerprint = %a.fingerprint,
+                    status = a.status.as_str(),
+                    severity = a.severity.as_str(),
+                    series = %a.series,
+                    value = a.value,
+                    expected = a.expected,
+                    lower = a.lower,
+                    upper = a.upper,
+                    score = a.score,
+                    threshold = a.threshold,
+                    model = %a.model,
+                    started_at = %a.started_at,
+                    ended_at,
+                    ts = %a.ts,
+                    "Anomaly alert resolved."
+                ),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! Secrets for sinks: read from an environment variable or a file, never
+//! from the config file, never printed.
+//!
+//! This module owns [`Secret`] (a string whose `Debug` is redacted) and
+//! [`AuthConfig`], the optional auth header of the HTTP sinks. Kafka's
+//! secret options use [`read_secret`] too.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::SinkBuildError;
+use crate::config::Problems;
+
+/// A secret value. `Debug` prints `Secret(<redacted>)`; there is no
+/// `Display` and no `Serialize`, so it cannot end up in a log or a config
+/// dump by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Reads a secret from environment variable `env_var` (looked up through
+/// `env`) or from `file` (trailing whitespace trimmed). `key` is the config
+/// key naming the source, for error messages. `Ok(None)` when neither is
+/// given.
+pub fn read_secret(
+    key: &str,
+    env_var: Option<&str>,
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret>, SinkBuildError> {
+    if let Some(var) = env_var {
+        return match env(var) {
+            Some(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            _ => Err(SinkBuildError::SecretEnv {
+                key: key.to_owned(),
+                var: var.to_owned(),
+            }),
+        };
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| SinkBuildError::SecretFile {
+            key: key.to_owned(),
+            path: path.display().to_string(),
+            source,
+        })?;
+        let value = text.trim_end().to_owned();
+        if value.is_empty() {
+            return Err(SinkBuildError::BadSecret {
+                key: key.to_owned(),
+            });
+        }
+        return Ok(Some(Secret(value)));
+    }
+    Ok(None)
+}
+
+/// The `auth` sub-section of an HTTP sink: an optional header carrying a
+/// token. The token itself comes from `token_env` or `token_file`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Header name.
+    pub header: String,
+    /// Text put before the token with a space (`Bearer` gives
+    /// `Authorization: Bearer <token>`); empty sends the token alone.
+    pub scheme: String,
+    /// Name of an environment variable holding the token.
+    pub token_env: Option<String>,
+    /// Path of a file holding the token (trailing newline ignored), e.g. a
+    /// mounted Kubernetes secret.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            header: "Authorization".to_owned(),
+            scheme: "Bearer".to_owned(),
+            token_env: None,
+            token_file: None,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Records every problem under `prefix` (e.g. `sinks.webhook.auth`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            !(self.token_env.is_some() && self.token_file.is_some()),
+            format!("{prefix}.token_file"),
+            "set either token_env or token_file, not both",
+        );
+        problems.check(
+            HeaderName::from_bytes(self.header.as_bytes()).is_ok(),
+            format!("{prefix}.header"),
+            format!("`{}` is not a valid HTTP header name", self.header),
+        );
+        problems.check(
+            self.token_env.as_deref() != Some(""),
+            format!("{prefix}.token_env"),
+            "is empty; name an environment variable or remove the key",
+        );
+    }
+
+    /// The header to send, if a token source is configured. `prefix` is
+    /// this section's key.
+    pub fn header(
+        &self,
+        prefix: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<(HeaderName, HeaderValue)>, SinkBuildError> {
+        let key = if self.token_env.is_some() {
+            format!("{prefix}.token_env")
+        } else {
+            format!("{prefix}.token_file")
+        };
+        let Some(token) = read_secret(
+            &key,
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+            env,
+        )?
+        else {
+            return Ok(None);
+        };
+        let name =
+            HeaderName::from_bytes(self.header.as_bytes()).map_err(|_| SinkBuildError::Config {
+                key: format!("{prefix}.header"),
+                message: format!("`{}` is not a valid HTTP header name", self.header),
+            })?;
+        let text = if self.scheme.is_empty() {
+            token.expose().to_owned()
+        } else {
+            format!("{} {}", self.scheme, token.expose())
+        };
+        let mut value =
+            HeaderValue::from_str(&text).map_err(|_| SinkBuildError::BadSecret { key })?;
+        // Keeps the value out of hyper's and reqwest's Debug output.
+        value.set_sensitive(true);
+        Ok(Some((name, value)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(s.expose(), "hunter2");
+    }
+
+    #[test]
+    fn header_from_env_and_file() {
+        let env = |k: &str| (k == "TOKEN").then(|| "abc".to_owned());
+        let auth = AuthConfig {
+            token_env: Some("TOKEN".into()),
+            ..AuthConfig::default()
+        };
+        let (n, v) = auth.header("sinks.webhook.auth", &env).unwrap().unwrap();
+        assert_eq!(n.as_str(), "authorization");
+        assert_eq!(v.to_str().unwrap(), "Bearer abc");
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("abc"));
+
+        let missing = AuthConfig {
+            token_env: Some("NOPE".into()),
+            ..AuthConfig::default()
+        };
+        let err = missing
+            .header("sinks.webhook.auth", &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sinks.webhook.auth.token_env") && err.contains("NOPE"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tok");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let file = AuthConfig {
+            header: "X-Api-Key".into(),
+            scheme: String::new(),
+            token_env: None,
+            token_file: Some(path),
+        };
+        let (n, v) = file.header("a", &env).unwrap().unwrap();
+        assert_eq!((n.as_str(), v.to_str().unwrap()), ("x-api-key", "s3cret"));
+
+        assert!(AuthConfig::default().header("a", &env).unwrap().is_none());
+    }
+
+    #[test]
+    fn validate_names_keys() {
+        let a = AuthConfig {
+            header: "bad header".into(),
+            scheme: "Bearer".into(),
+            token_env: Some("X".into()),
+            token_file: Some("/x".into()),
+        };
+        let mut p = Problems::new();
+        a.validate("s.auth", &mut p);
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["s.auth.token_file", "s.auth.header"]);
+    }
+}

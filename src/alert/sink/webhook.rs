@@ -1,0 +1,170 @@
+//! The `webhook` sink: a JSON POST of alert batches to any HTTP endpoint.
+//!
+//! This module owns the webhook body and its HTTP exchange. The body is
+//!
+//! ```json
+//! {"version": 1, "alerts": [ <Alert>, ... ]}
+//! ```
+//!
+//! where each `<Alert>` is [`crate::alert::Alert`] serialised as is (the
+//! same JSON as the Kafka sink's message value). Non-finite numbers are
+//! written as `null`. `version` changes only if the envelope changes
+//! incompatibly. Any 2xx answer is success; 408, 429, 5xx and transport
+//! errors are retried; other answers drop the batch (reason `rejected`).
+
+use std::time::Duration;
+
+use reqwest::Url;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use super::secret::AuthConfig;
+use super::{
+    AlertSink, RetryConfig, SinkBuildError, SinkError, SinkOptions, http_client, validate_queue,
+    validate_url,
+};
+use crate::alert::Alert;
+use crate::config::Problems;
+
+/// The `sink` label of this sink.
+pub const NAME: &str = "webhook";
+
+/// Version of the body envelope.
+pub const BODY_VERSION: u32 = 1;
+
+/// The JSON body of one POST.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WebhookBody<A> {
+    /// Envelope version, [`BODY_VERSION`].
+    pub version: u32,
+    /// The alerts, oldest first.
+    pub alerts: A,
+}
+
+/// The `[sinks.webhook]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// POST alerts to `url`.
+    pub enabled: bool,
+    /// Receiver URL (`http://` or `https://`, no credentials in it).
+    pub url: String,
+    /// Time limit of one request, in milliseconds.
+    pub timeout_ms: u64,
+    /// Optional auth header; the token comes from an env var or a file.
+    pub auth: AuthConfig,
+    /// Alerts held while the receiver is slow or down.
+    pub queue_capacity: usize,
+    /// Alerts per POST.
+    pub max_batch_alerts: usize,
+    /// Backoff between attempts.
+    pub retry: RetryConfig,
+}
+
+impl Default for WebhookSinkConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: String::new(),
+            timeout_ms: 10_000,
+            auth: AuthConfig::default(),
+            queue_capacity: 10_000,
+            max_batch_alerts: 100,
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+impl WebhookSinkConfig {
+    /// Records every problem under `prefix` (e.g. `sinks.webhook`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        if !self.enabled {
+            return;
+        }
+        if self.url.is_empty() {
+            problems.push(
+                format!("{prefix}.url"),
+                "is required when the webhook sink is enabled; set the receiver URL or `enabled = false`",
+            );
+        } else {
+            validate_url(&format!("{prefix}.url"), &self.url, problems);
+        }
+        problems.check(
+            self.timeout_ms >= 1,
+            format!("{prefix}.timeout_ms"),
+            "must be at least 1 (milliseconds)",
+        );
+        self.auth.validate(&format!("{prefix}.auth"), problems);
+        validate_queue(prefix, self.queue_capacity, self.max_batch_alerts, problems);
+        self.retry.validate(&format!("{prefix}.retry"), problems);
+    }
+
+    /// Runner settings.
+    pub fn options(&self) -> SinkOptions {
+        SinkOptions {
+            queue_capacity: self.queue_capacity,
+            max_batch_alerts: self.max_batch_alerts,
+            retry: self.retry.clone(),
+            jitter_seed: None,
+        }
+    }
+}
+
+/// POSTs alert batches as JSON.
+#[derive(Debug)]
+pub struct WebhookSink {
+    client: reqwest::Client,
+    url: Url,
+    /// The auth header, marked sensitive so it never shows in Debug.
+    auth: Option<(HeaderName, HeaderValue)>,
+}
+
+impl WebhookSink {
+    /// Builds the sink; reads the auth token now, so a missing secret fails
+    /// startup instead of every delivery. `prefix` is the section's key.
+    pub fn new(
+        config: &WebhookSinkConfig,
+        prefix: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, SinkBuildError> {
+        let url = Url::parse(&config.url).map_err(|e| SinkBuildError::Config {
+            key: format!("{prefix}.url"),
+            message: format!("`{}` is not a valid URL: {e}", config.url),
+        })?;
+        Ok(Self {
+            client: http_client(Duration::from_millis(config.timeout_ms))?,
+            url,
+            auth: config.auth.header(&format!("{prefix}.auth"), env)?,
+        })
+    }
+}
+
+impl AlertSink for WebhookSink {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
+        let body = serde_json::to_vec(&WebhookBody {
+            version: BODY_VERSION,
+            alerts: batch,
+        })?;
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some((name, value)) = &self.auth {
+            req = req.header(name.clone(), value.clone());
+        }
+        let resp = req.send().await.map_err(SinkError::http)?;
+        let status = resp.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SinkError::HttpStatus {
+                status: status.as_u16(),
+            })
+        }
+    }
+}

@@ -1,0 +1,867 @@
+//! Prometheus metrics: one [`Metrics`] struct of typed handles.
+//!
+//! This module owns every metric name, help text, type and label set of the
+//! daemon, registered into a [`prometheus::Registry`] that the caller
+//! injects (no globals, so tests build as many as they like). Label values
+//! come from enums ([`AlertStatus`], [`Severity`], [`DropReason`]) or from
+//! sets fixed at construction (decode-failure and skip reasons, sink names
+//! from code, Kafka partitions from the assignment). The one exception,
+//! per-series gauges, is off by default and capped by
+//! [`PerSeriesConfig::max_series`]. Serving the registry over HTTP is
+//! [`super::http`]'s job; deciding when to count is the caller's.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::alert::sink::DropReason;
+use crate::alert::{AlertStatus, Severity};
+use crate::config::Problems;
+use crate::event::SeriesKey;
+
+/// The label value that absorbs reasons nobody registered, so a caller that
+/// passes an unexpected reason cannot grow the label set.
+pub const OTHER_REASON: &str = "other";
+
+/// The `[metrics]` section: the HTTP endpoint and the opt-in per-series
+/// gauges.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address the HTTP server (`/metrics`, `/healthz`, `/readyz`) listens
+    /// on, as `ip:port`. Loopback by default; use `0.0.0.0:9898` to let a
+    /// Prometheus on another host scrape it.
+    pub listen_addr: String,
+    /// Per-series gauges of value, expected value, band and score.
+    pub per_series: PerSeriesConfig,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen_addr: "127.0.0.1:9898".to_owned(),
+            per_series: PerSeriesConfig::default(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// The parsed [`MetricsConfig::listen_addr`].
+    pub fn socket_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        self.listen_addr.parse()
+    }
+
+    /// Records every problem under `prefix` (e.g. `metrics`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        if let Err(e) = self.socket_addr() {
+            problems.push(
+                format!("{prefix}.listen_addr"),
+                format!(
+                    "`{}` is not an `ip:port` address ({e}); write e.g. `127.0.0.1:9898`",
+                    self.listen_addr
+                ),
+            );
+        }
+        self.per_series
+            .validate(&format!("{prefix}.per_series"), problems);
+    }
+}
+
+/// The `[metrics.per_series]` section. Each exported series adds five time
+/// series to every scrape, so this is off by default and capped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerSeriesConfig {
+    /// Export `anomalyd_series_{value,expected,lower,upper,score}` per series.
+    pub enabled: bool,
+    /// At most this many series are exported (first come, first served;
+    /// a slot frees when its series is evicted). Updates for further series
+    /// are counted in `anomalyd_series_export_refused_total`.
+    pub max_series: usize,
+    /// Only series whose metric name is listed are exported; empty means
+    /// every metric name.
+    pub metric_names: Vec<String>,
+}
+
+impl Default for PerSeriesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_series: 100,
+            metric_names: Vec::new(),
+        }
+    }
+}
+
+impl PerSeriesConfig {
+    /// Records every problem under `prefix` (e.g. `metrics.per_series`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            !self.enabled || self.max_series >= 1,
+            format!("{prefix}.max_series"),
+            "must be at least 1 when per-series gauges are enabled; set `enabled = false` to export none",
+        );
+        problems.check(
+            self.max_series <= 100_000,
+            format!("{prefix}.max_series"),
+            "is above 100000; every series adds five time series per scrape, lower it",
+        );
+    }
+}
+
+/// Errors from building [`Metrics`].
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A metric could not be created or registered (a name clash in the
+    /// injected registry, e.g. building two `Metrics` on one registry).
+    #[error("cannot register metric: {0}")]
+    Register(#[from] prometheus::Error),
+}
+
+/// The numbers the opt-in per-series gauges show for one observation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesSample {
+    /// The observed value.
+    pub value: f64,
+    /// The model's expectation.
+    pub expected: f64,
+    /// Lower edge of the normal band.
+    pub lower: f64,
+    /// Upper edge of the normal band.
+    pub upper: f64,
+    /// Anomaly score in [0, 1).
+    pub score: f64,
+}
+
+/// Counters of one reason-labelled family, pre-registered from a fixed list.
+#[derive(Debug)]
+struct ReasonCounters {
+    by_reason: HashMap<String, IntCounter>,
+    /// Where unknown reasons go.
+    other: IntCounter,
+}
+
+impl ReasonCounters {
+    fn new(vec: &IntCounterVec, reasons: &[&str]) -> Self {
+        let by_reason = reasons
+            .iter()
+            .filter(|r| **r != OTHER_REASON)
+            .map(|r| ((*r).to_owned(), vec.with_label_values(&[*r])))
+            .collect();
+        Self {
+            by_reason,
+            other: vec.with_label_values(&[OTHER_REASON]),
+        }
+    }
+
+    fn get(&self, reason: &str) -> &IntCounter {
+        self.by_reason.get(reason).unwrap_or(&self.other)
+    }
+}
+
+/// Handles for one alert sink, labelled with its name. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    /// The sink's name, the `sink` label value.
+    name: &'static str,
+    /// `anomalyd_alerts_delivered_total{sink, status}`, indexed firing, resolved.
+    delivered: [IntCounter; 2],
+    /// `anomalyd_sink_failures_total{sink}`.
+    failures: IntCounter,
+    /// `anomalyd_alerts_dropped_total{sink, reason}`, indexed by [`DropReason::index`].
+    dropped: Vec<IntCounter>,
+    /// `anomalyd_sink_queue_length{sink}`.
+    queue_length: IntGauge,
+    /// `anomalyd_sink_send_seconds{sink}`.
+    send_seconds: Histogram,
+}
+
+impl SinkMetrics {
+    /// The `sink` label value.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Alerts this sink delivered, by status.
+    pub fn delivered(&self, status: AlertStatus) -> &IntCounter {
+        match status {
+            AlertStatus::Firing => &self.delivered[0],
+            AlertStatus::Resolved => &self.delivered[1],
+        }
+    }
+
+    /// Failed delivery attempts (each retry counts).
+    pub fn failures(&self) -> &IntCounter {
+        &self.failures
+    }
+
+    /// Alerts this sink dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> &IntCounter {
+        &self.dropped[reason.index()]
+    }
+
+    /// Alerts waiting in this sink's queue (in-flight batch excluded).
+    pub fn queue_length(&self) -> &IntGauge {
+        &self.queue_length
+    }
+
+    /// Duration of one delivery attempt.
+    pub fn send_seconds(&self) -> &Histogram {
+        &self.send_seconds
+    }
+}
+
+/// One exported series: its label value and its five gauges.
+#[derive(Debug)]
+struct SeriesSlot {
+    label: String,
+    gauges: [Gauge; 5],
+}
+
+/// The opt-in per-series gauges with their cap.
+#[derive(Debug)]
+struct SeriesExport {
+    max_series: usize,
+    /// Metric names to export; empty = all.
+    names: HashSet<String>,
+    /// value, expected, lower, upper, score: one vec per quantity.
+    vecs: [GaugeVec; 5],
+    exported: IntGauge,
+    refused: IntCounter,
+    /// Exported series by fingerprint, so the hot path hashes a u64 instead
+    /// of formatting the series name.
+    slots: Mutex<HashMap<u64, SeriesSlot>>,
+}
+
+/// All metrics of the daemon as typed handles. Build one per process (or
+/// per test) over an injected registry and share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    messages_received: IntCounter,
+    events_decoded: IntCounter,
+    events_failed: ReasonCounters,
+    events_processed: IntCounter,
+    events_skipped: ReasonCounters,
+    processing_seconds: Histogram,
+    /// Indexed `[status][severity]`.
+    alerts_emitted: [[IntCounter; 2]; 2],
+    sink_delivered: IntCounterVec,
+    sink_failures: IntCounterVec,
+    sink_dropped: IntCounterVec,
+    sink_queue_length: IntGaugeVec,
+    sink_send_seconds: HistogramVec,
+    series_active: IntGauge,
+    series_evicted: IntCounter,
+    consumer_lag: IntGaugeVec,
+    offsets_committed: IntCounter,
+    snapshots_written: IntCounter,
+    snapshot_failures: IntCounter,
+    snapshot_seconds: Histogram,
+    snapshot_bytes: IntGauge,
+    per_series: Option<SeriesExport>,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, MetricsError> {
+    let c = IntCounter::new(name, help)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, MetricsError> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, MetricsError> {
+    let g = IntGauge::new(name, help)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge_vec(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, MetricsError> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> Result<Histogram, MetricsError> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+/// Buckets for per-event processing: 5 µs to ~80 ms, doubling.
+fn processing_buckets() -> Vec<f64> {
+    (0..15).map(|i| 5e-6 * f64::from(1u32 << i)).collect()
+}
+
+/// Buckets for snapshot writes: 10 ms to ~160 s, doubling.
+fn snapshot_buckets() -> Vec<f64> {
+    (0..15).map(|i| 0.01 * f64::from(1u32 << i)).collect()
+}
+
+impl Metrics {
+    /// Registers every metric into `registry`.
+    ///
+    /// `decode_failure_reasons` and `skip_reasons` are the complete label
+    /// vocabularies of `anomalyd_events_failed_total` and
+    /// `anomalyd_events_skipped_total` (the decoder and pipeline own them);
+    /// they are registered at 0 so dashboards see them before the first
+    /// failure. A reason outside the list is counted as `other`.
+    pub fn new(
+        registry: Registry,
+        config: &MetricsConfig,
+        decode_failure_reasons: &[&str],
+        skip_reasons: &[&str],
+    ) -> Result<Self, MetricsError> {
+        let r = &registry;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "anomalyd_build_info",
+                "Always 1; the version label says which build is running.",
+            ),
+            &["version"],
+        )?;
+        r.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let failed = counter_vec(
+            r,
+            "anomalyd_events_failed_total",
+            "Messages that could not be decoded into events, by reason.",
+            &["reason"],
+        )?;
+        let skipped = counter_vec(
+            r,
+            "anomalyd_events_skipped_total",
+            "Decoded events the detector did not process, by reason.",
+            &["reason"],
+        )?;
+        let emitted = counter_vec(
+            r,
+            "anomalyd_alerts_emitted_total",
+            "Alert messages produced by the alert lifecycle, by status and severity.",
+            &["status", "severity"],
+        )?;
+        let e = |s: AlertStatus, v: Severity| emitted.with_label_values(&[s.as_str(), v.as_str()]);
+        let alerts_emitted = [
+            [
+                e(AlertStatus::Firing, Severity::Warning),
+                e(AlertStatus::Firing, Severity::Critical),
+            ],
+            [
+                e(AlertStatus::Resolved, Severity::Warning),
+                e(AlertStatus::Resolved, Severity::Critical),
+            ],
+        ];
+        let sink_send_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "anomalyd_sink_send_seconds",
+                "Duration of one delivery attempt of a batch of alerts, by sink.",
+            ),
+            &["sink"],
+        )?;
+        r.register(Box::new(sink_send_seconds.clone()))?;
+
+        let per_series = if config.per_series.enabled {
+            let v = |name: &str, help: &str| -> Result<GaugeVec, MetricsError> {
+                let g = GaugeVec::new(Opts::new(name, help), &["series"])?;
+                r.register(Box::new(g.clone()))?;
+                Ok(g)
+            };
+            Some(SeriesExport {
+                max_series: config.per_series.max_series,
+                names: config.per_series.metric_names.iter().cloned().collect(),
+                vecs: [
+                    v(
+                        "anomalyd_series_value",
+                        "Last observed value of the series (opt-in, capped).",
+                    )?,
+                    v(
+                        "anomalyd_series_expected",
+                        "The model's expected value for the last observation (opt-in, capped).",
+                    )?,
+                    v(
+                        "anomalyd_series_lower",
+                        "Lower edge of the normal band at the last observation (opt-in, capped).",
+                    )?,
+                    v(
+                        "anomalyd_series_upper",
+                        "Upper edge of the normal band at the last observation (opt-in, capped).",
+                    )?,
+                    v(
+                        "anomalyd_series_score",
+                        "Anomaly score of the last observation, in [0, 1) (opt-in, capped).",
+                    )?,
+                ],
+                exported: gauge(
+                    r,
+                    "anomalyd_series_exported",
+                    "Series currently exported by the per-series gauges.",
+                )?,
+                refused: counter(
+                    r,
+                    "anomalyd_series_export_refused_total",
+                    "Per-series gauge updates not exported because metrics.per_series.max_series was reached.",
+                )?,
+                slots: Mutex::new(HashMap::new()),
+            })
+        } else {
+            None
+        };
+
+        Ok(Self {
+            messages_received: counter(
+                r,
+                "anomalyd_messages_received_total",
+                "Messages received from the source.",
+            )?,
+            events_decoded: counter(
+                r,
+                "anomalyd_events_decoded_total",
+                "Events decoded from received messages.",
+            )?,
+            events_failed: ReasonCounters::new(&failed, decode_failure_reasons),
+            events_processed: counter(
+                r,
+                "anomalyd_events_processed_total",
+                "Events scored and learned by the detector.",
+            )?,
+            events_skipped: ReasonCounters::new(&skipped, skip_reasons),
+            processing_seconds: histogram(
+                r,
+                "anomalyd_event_processing_seconds",
+                "Time to score and learn one event.",
+                processing_buckets(),
+            )?,
+            alerts_emitted,
+            sink_delivered: counter_vec(
+                r,
+                "anomalyd_alerts_delivered_total",
+                "Alerts a sink delivered, by sink and alert status.",
+                &["sink", "status"],
+            )?,
+            sink_failures: counter_vec(
+                r,
+                "anomalyd_sink_failures_total",
+                "Failed delivery attempts, by sink (each retry counts).",
+                &["sink"],
+            )?,
+            sink_dropped: counter_vec(
+                r,
+                "anomalyd_alerts_dropped_total",
+                "Alerts a sink gave up on, by sink and reason.",
+                &["sink", "reason"],
+            )?,
+            sink_queue_length: gauge_vec(
+                r,
+                "anomalyd_sink_queue_length",
+                "Alerts waiting in a sink's queue.",
+                &["sink"],
+            )?,
+            sink_send_seconds,
+            series_active: gauge(r, "anomalyd_series_active", "Series with state in memory.")?,
+            series_evicted: counter(
+                r,
+                "anomalyd_series_evicted_total",
+                "Series whose state was evicted (idle or over the series limit).",
+            )?,
+            consumer_lag: gauge_vec(
+                r,
+                "anomalyd_kafka_consumer_lag",
+                "Messages between the consumer position and the high watermark, by topic and partition.",
+                &["topic", "partition"],
+            )?,
+            offsets_committed: counter(
+                r,
+                "anomalyd_kafka_offsets_committed_total",
+                "Successful offset commits.",
+            )?,
+            snapshots_written: counter(
+                r,
+                "anomalyd_snapshots_written_total",
+                "State snapshots written.",
+            )?,
+            snapshot_failures: counter(
+                r,
+                "anomalyd_snapshot_failures_total",
+                "State snapshots that failed to write.",
+            )?,
+            snapshot_seconds: histogram(
+                r,
+                "anomalyd_snapshot_seconds",
+                "Time to write one state snapshot.",
+                snapshot_buckets(),
+            )?,
+            snapshot_bytes: gauge(
+                r,
+                "anomalyd_snapshot_bytes",
+                "Size of the last state snapshot written.",
+            )?,
+            per_series,
+            registry,
+        })
+    }
+
+    /// The registry the metrics live in (for the HTTP endpoint).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// One message received from the source.
+    pub fn message_received(&self) {
+        self.messages_received.inc();
+    }
+
+    /// `n` events decoded.
+    pub fn events_decoded(&self, n: u64) {
+        self.events_decoded.inc_by(n);
+    }
+
+    /// One message failed to decode for `reason` (from the registered list;
+    /// anything else counts as `other`).
+    pub fn event_failed(&self, reason: &str) {
+        self.events_failed.get(reason).inc();
+    }
+
+    /// One event scored and learned, taking `elapsed`.
+    pub fn event_processed(&self, elapsed: Duration) {
+        self.events_processed.inc();
+        self.processing_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// One event skipped for `reason` (from the registered list; anything
+    /// else counts as `other`).
+    pub fn event_skipped(&self, reason: &str) {
+        self.events_skipped.get(reason).inc();
+    }
+
+    /// One alert message produced by the lifecycle.
+    pub fn alert_emitted(&self, status: AlertStatus, severity: Severity) {
+        let s = match status {
+            AlertStatus::Firing => 0,
+            AlertStatus::Resolved => 1,
+        };
+        let v = match severity {
+            Severity::Warning => 0,
+            Severity::Critical => 1,
+        };
+        self.alerts_emitted[s][v].inc();
+    }
+
+    /// The handles of sink `name`, created at 0 for every status and drop
+    /// reason so they show up before the first alert. `name` is a
+    /// `'static` string from code, which keeps the `sink` label bounded.
+    pub fn sink(&self, name: &'static str) -> SinkMetrics {
+        SinkMetrics {
+            name,
+            delivered: [
+                self.sink_delivered
+                    .with_label_values(&[name, AlertStatus::Firing.as_str()]),
+                self.sink_delivered
+                    .with_label_values(&[name, AlertStatus::Resolved.as_str()]),
+            ],
+            failures: self.sink_failures.with_label_values(&[name]),
+            dropped: DropReason::ALL
+                .iter()
+                .map(|r| self.sink_dropped.with_label_values(&[name, r.as_str()]))
+                .collect(),
+            queue_length: self.sink_queue_length.with_label_values(&[name]),
+            send_seconds: self.sink_send_seconds.with_label_values(&[name]),
+        }
+    }
+
+    /// Sets the number of series held in memory.
+    pub fn set_series_active(&self, n: i64) {
+        self.series_active.set(n);
+    }
+
+    /// `n` series evicted.
+    pub fn series_evicted(&self, n: u64) {
+        self.series_evicted.inc_by(n);
+    }
+
+    /// Sets the consumer lag of one assigned partition.
+    pub fn set_consumer_lag(&self, topic: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    /// Forgets the lag of a partition that was revoked, so a stale value does
+    /// not linger.
+    pub fn remove_consumer_lag(&self, topic: &str, partition: i32) {
+        // Err only means the partition never had a value: nothing to remove.
+        let _ = self
+            .consumer_lag
+            .remove_label_values(&[topic, &partition.to_string()]);
+    }
+
+    /// One successful offset commit.
+    pub fn offsets_committed(&self) {
+        self.offsets_committed.inc();
+    }
+
+    /// One snapshot written: `bytes` long, taking `elapsed`.
+    pub fn snapshot_written(&self, bytes: u64, elapsed: Duration) {
+        self.snapshots_written.inc();
+        self.snapshot_seconds.observe(elapsed.as_secs_f64());
+        self.snapshot_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// One snapshot failed.
+    pub fn snapshot_failed(&self) {
+        self.snapshot_failures.inc();
+    }
+
+    /// True when per-series gauges are on (callers can skip building a
+    /// [`SeriesSample`] otherwise).
+    pub fn per_series_enabled(&self) -> bool {
+        self.per_series.is_some()
+    }
+
+    /// Updates the per-series gauges of `series`, if they are enabled, the
+    /// series' metric name is selected and the cap leaves room.
+    pub fn observe_series(&self, series: &SeriesKey, sample: &SeriesSample) {
+        let Some(px) = &self.per_series else { return };
+        if !px.names.is_empty() && !px.names.contains(series.name()) {
+            return;
+        }
+        let fp = series.fingerprint();
+        let mut slots = px.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = match slots.get(&fp) {
+            Some(slot) => slot,
+            None if slots.len() < px.max_series => {
+                let label = series.to_string();
+                let gauges = [0, 1, 2, 3, 4].map(|i| px.vecs[i].with_label_values(&[&label]));
+                px.exported.inc();
+                slots.entry(fp).or_insert(SeriesSlot { label, gauges })
+            }
+            None => {
+                px.refused.inc();
+                return;
+            }
+        };
+        let values = [
+            sample.value,
+            sample.expected,
+            sample.lower,
+            sample.upper,
+            sample.score,
+        ];
+        for (g, v) in slot.gauges.iter().zip(values) {
+            g.set(v);
+        }
+    }
+
+    /// Removes the per-series gauges of an evicted series and frees its
+    /// slot.
+    pub fn forget_series(&self, series: &SeriesKey) {
+        let Some(px) = &self.per_series else { return };
+        let mut slots = px.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.remove(&series.fingerprint()) {
+            for v in &px.vecs {
+                // Err only if already absent, which the slot map rules out.
+                let _ = v.remove_label_values(&[&slot.label]);
+            }
+            px.exported.dec();
+        }
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(config: &MetricsConfig) -> Metrics {
+        Metrics::new(
+            Registry::new(),
+            config,
+            &["bad_json", "missing_field"],
+            &["non_finite"],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn families_are_registered_with_help_and_type() {
+        let m = metrics(&MetricsConfig::default());
+        let _ = m.sink("webhook");
+        m.event_failed("bad_json");
+        m.event_failed("never_registered");
+        m.alert_emitted(AlertStatus::Firing, Severity::Critical);
+        let text = m.render().unwrap();
+        for (name, kind) in [
+            ("anomalyd_build_info", "gauge"),
+            ("anomalyd_messages_received_total", "counter"),
+            ("anomalyd_events_failed_total", "counter"),
+            ("anomalyd_event_processing_seconds", "histogram"),
+            ("anomalyd_alerts_dropped_total", "counter"),
+            ("anomalyd_sink_queue_length", "gauge"),
+            ("anomalyd_snapshot_seconds", "histogram"),
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}\n{text}"
+            );
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
+        assert!(text.contains(&format!(
+            "anomalyd_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )));
+        assert!(text.contains("anomalyd_events_failed_total{reason=\"bad_json\"} 1\n"));
+        assert!(text.contains("anomalyd_events_failed_total{reason=\"missing_field\"} 0\n"));
+        assert!(text.contains("anomalyd_events_failed_total{reason=\"other\"} 1\n"));
+        assert!(
+            text.contains(
+                "anomalyd_alerts_dropped_total{reason=\"queue_full\",sink=\"webhook\"} 0\n"
+            )
+        );
+        assert!(text.contains(
+            "anomalyd_alerts_emitted_total{severity=\"critical\",status=\"firing\"} 1\n"
+        ));
+        assert!(
+            !text.contains("anomalyd_series_value"),
+            "per-series is opt-in"
+        );
+    }
+
+    #[test]
+    fn two_metrics_on_one_registry_clash() {
+        let r = Registry::new();
+        let _a = Metrics::new(r.clone(), &MetricsConfig::default(), &[], &[]).unwrap();
+        assert!(Metrics::new(r, &MetricsConfig::default(), &[], &[]).is_err());
+    }
+
+    #[test]
+    fn per_series_cap_is_honoured_and_slots_free_on_eviction() {
+        let mut cfg = MetricsConfig::default();
+        cfg.per_series.enabled = true;
+        cfg.per_series.max_series = 2;
+        let m = metrics(&cfg);
+        let s = SeriesSample {
+            value: 1.0,
+            expected: 2.0,
+            lower: 0.5,
+            upper: 3.5,
+            score: 0.25,
+        };
+        let keys: Vec<SeriesKey> = (0..3)
+            .map(|i| SeriesKey::new("cpu", [("host", format!("h{i}"))]))
+            .collect();
+        for k in &keys {
+            m.observe_series(k, &s);
+        }
+        m.observe_series(&keys[0], &SeriesSample { value: 7.0, ..s });
+        let text = m.render().unwrap();
+        assert!(
+            text.contains("anomalyd_series_value{series=\"cpu{host=\\\"h0\\\"}\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("anomalyd_series_score{series=\"cpu{host=\\\"h1\\\"}\"} 0.25\n"));
+        assert!(!text.contains("h2"), "third series is beyond the cap");
+        assert!(text.contains("anomalyd_series_exported 2\n"));
+        assert!(text.contains("anomalyd_series_export_refused_total 1\n"));
+
+        m.forget_series(&keys[0]);
+        m.observe_series(&keys[2], &s);
+        let text = m.render().unwrap();
+        assert!(!text.contains("h0"));
+        assert!(text.contains("h2"));
+        assert!(text.contains("anomalyd_series_exported 2\n"));
+    }
+
+    #[test]
+    fn per_series_name_filter_selects_metric_names() {
+        let mut cfg = MetricsConfig::default();
+        cfg.per_series.enabled = true;
+        cfg.per_series.metric_names = vec!["mem".to_owned()];
+        let m = metrics(&cfg);
+        let s = SeriesSample {
+            value: 1.0,
+            expected: 1.0,
+            lower: 0.0,
+            upper: 2.0,
+            score: 0.0,
+        };
+        m.observe_series(&SeriesKey::from_name("cpu"), &s);
+        m.observe_series(&SeriesKey::from_name("mem"), &s);
+        let text = m.render().unwrap();
+        assert!(text.contains("anomalyd_series_value{series=\"mem\"} 1\n"));
+        assert!(!text.contains("series=\"cpu\""));
+        assert!(text.contains("anomalyd_series_export_refused_total 0\n"));
+    }
+
+    #[test]
+    fn consumer_lag_is_removed_on_revoke() {
+        let m = metrics(&MetricsConfig::default());
+        m.set_consumer_lag("events", 3, 42);
+        assert!(
+            m.render()
+                .unwrap()
+                .contains("anomalyd_kafka_consumer_lag{partition=\"3\",topic=\"events\"} 42\n")
+        );
+        m.remove_consumer_lag("events", 3);
+        m.remove_consumer_lag("events", 9);
+        assert!(!m.render().unwrap().contains("partition=\"3\""));
+    }
+
+    #[test]
+    fn config_validation_names_keys() {
+        let cfg = MetricsConfig {
+            listen_addr: "localhost".to_owned(),
+            per_series: PerSeriesConfig {
+                enabled: true,
+                max_series: 0,
+                metric_names: vec![],
+            },
+        };
+        let mut p = Problems::new();
+        cfg.validate("metrics", &mut p);
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["metrics.listen_addr", "metrics.per_series.max_series"]
+        );
+        let mut p = Problems::new();
+        MetricsConfig::default().validate("metrics", &mut p);
+        assert!(p.is_empty(), "{p}");
+        assert_eq!(
+            MetricsConfig::default().socket_addr().unwrap(),
+            "127.0.0.1:9898".parse().unwrap()
+        );
+    }
+}
