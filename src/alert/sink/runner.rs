@@ -75,6 +75,10 @@ struct State {
     closed: bool,
 }
 
+/// The sink's [`AlertSink::discarded`], type-erased so the handle is not
+/// generic.
+type DiscardHook = Box<dyn Fn(&Alert, DropReason) + Send + Sync>;
+
 /// State shared by the handle (submit side) and the runner task.
 struct Shared {
     name: &'static str,
@@ -92,7 +96,7 @@ struct Shared {
     drop_log: [RateLimit; DropReason::ALL.len()],
     fail_log: RateLimit,
     /// The sink's [`AlertSink::discarded`].
-    on_discard: Box<dyn Fn(&Alert, DropReason) + Send + Sync>,
+    on_discard: DiscardHook,
 }
 
 impl Shared {
@@ -401,11 +405,11 @@ async fn run<S: AlertSink>(
         if abort.is_cancelled() {
             break;
         }
-        if let (Some(at), Some(d)) = (next_beat, every) {
-            if Instant::now() >= at {
-                beat(&*sink, &shared, &abort).await;
-                next_beat = Some(Instant::now() + d);
-            }
+        if let (Some(at), Some(d)) = (next_beat, every)
+            && Instant::now() >= at
+        {
+            beat(&*sink, &shared, &abort).await;
+            next_beat = Some(Instant::now() + d);
         }
     }
     // Whatever is still queued will not be delivered.

@@ -1,0 +1,358 @@
+//! The webhook sink and the runner against a real HTTP receiver (axum on
+//! 127.0.0.1:0): auth header, body schema, retry after failures, bounded
+//! queue while the receiver is down, isolation from a slow sink.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anomalyd::alert::sink::webhook::{WebhookSink, WebhookSinkConfig};
+use anomalyd::alert::sink::{
+    AlertSink, DropReason, RetryConfig, SinkError, SinkHandle, SinkOptions, Sinks,
+};
+use anomalyd::alert::{Alert, AlertStatus};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::sink_support::{firing, free_port, metrics, poll_until, resolved};
+
+/// (value of the header under test, body) of each accepted request.
+type Seen = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;
+
+/// What the test receiver saw and how it behaves.
+#[derive(Clone, Default)]
+struct Receiver {
+    /// Answer 503 to this many requests first.
+    fail_first: Arc<AtomicUsize>,
+    hits: Arc<AtomicUsize>,
+    got: Seen,
+    header: &'static str,
+}
+
+impl Receiver {
+    fn alerts(&self) -> Vec<serde_json::Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(_, b)| b["alerts"].as_array().unwrap().clone())
+            .collect()
+    }
+}
+
+async fn hook(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    r.hits.fetch_add(1, Ordering::SeqCst);
+    let left = r.fail_first.load(Ordering::SeqCst);
+    if left > 0 {
+        r.fail_first.store(left - 1, Ordering::SeqCst);
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    let auth = headers
+        .get(r.header)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("body is JSON");
+    r.got.lock().unwrap().push((auth, body));
+    StatusCode::OK
+}
+
+/// Starts a receiver; returns its URL.
+async fn start_receiver(r: Receiver) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route("/hook", post(hook)).with_state(r);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
+fn fast_retry(max_attempts: u32) -> RetryConfig {
+    RetryConfig {
+        initial_backoff_ms: 5,
+        max_backoff_ms: 20,
+        multiplier: 2.0,
+        jitter: 0.2,
+        max_attempts,
+    }
+}
+
+fn config(url: String) -> WebhookSinkConfig {
+    WebhookSinkConfig {
+        enabled: true,
+        url,
+        timeout_ms: 5_000,
+        retry: fast_retry(0),
+        ..WebhookSinkConfig::default()
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn token_file_header_arrives_and_body_matches_schema() {
+    let r = Receiver {
+        header: "x-token",
+        ..Receiver::default()
+    };
+    let mut cfg = config(start_receiver(r.clone()).await);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-123\n").unwrap();
+    cfg.auth.header = "X-Token".into();
+    cfg.auth.scheme = String::new();
+    cfg.auth.token_file = Some(token);
+    let m = metrics();
+    let sink = WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap();
+    assert!(
+        !format!("{sink:?}").contains("tok-123"),
+        "token must not print"
+    );
+    let h = SinkHandle::spawn(sink, cfg.options(), m.sink("webhook"));
+
+    let a = firing("c1f6d4cd4f8464c4", "web-1", 0.97);
+    let b = resolved(&a, "2024-05-01T12:05:00Z");
+    h.submit(a.clone());
+    h.submit(b.clone());
+    poll_until("two alerts at the receiver", WAIT, || async {
+        r.alerts().len() == 2
+    })
+    .await;
+
+    let got = r.got.lock().unwrap().clone();
+    for (auth, body) in &got {
+        assert_eq!(auth.as_deref(), Some("tok-123"));
+        assert_eq!(body["version"], 1);
+    }
+    let alerts = r.alerts();
+    // The documented shape, field by field.
+    let first = &alerts[0];
+    assert_eq!(first["fingerprint"], "c1f6d4cd4f8464c4");
+    assert_eq!(first["status"], "firing");
+    assert_eq!(first["series"], "cpu_usage{host=\"web-1\"}");
+    assert_eq!(first["labels"]["__name__"], "cpu_usage");
+    assert_eq!(first["labels"]["host"], "web-1");
+    assert_eq!(first["started_at"], "2024-05-01T12:00:00Z");
+    assert!(first["ended_at"].is_null());
+    assert_eq!(first["value"], 0.97);
+    assert_eq!(first["expected"], 0.42);
+    assert_eq!(first["lower"], 0.1);
+    assert_eq!(first["upper"], 0.74);
+    assert_eq!(first["score"], 0.9991);
+    assert_eq!(first["threshold"], 0.99);
+    assert_eq!(first["severity"], "warning");
+    assert_eq!(first["model"], "regression");
+    assert_eq!(alerts[1]["status"], "resolved");
+    assert_eq!(alerts[1]["ended_at"], "2024-05-01T12:05:00Z");
+    // And it round-trips into the same Alert.
+    let back: Vec<Alert> = alerts
+        .iter()
+        .map(|v| serde_json::from_value(v.clone()).unwrap())
+        .collect();
+    assert_eq!(back, [a, b]);
+
+    assert!(h.flush(Instant::now() + WAIT).await);
+    let s = m.sink("webhook");
+    assert_eq!(s.delivered(AlertStatus::Firing).get(), 1);
+    assert_eq!(s.delivered(AlertStatus::Resolved).get(), 1);
+    let stats = h.shutdown(Instant::now() + WAIT).await;
+    assert_eq!((stats.delivered, stats.dropped), (2, 0));
+}
+
+#[tokio::test]
+async fn token_env_header_arrives_with_scheme() {
+    let r = Receiver {
+        header: "authorization",
+        ..Receiver::default()
+    };
+    let mut cfg = config(start_receiver(r.clone()).await);
+    cfg.auth.token_env = Some("HOOK_TOKEN".into());
+    let env = |k: &str| (k == "HOOK_TOKEN").then(|| "s3cr3t".to_owned());
+    let h = SinkHandle::spawn(
+        WebhookSink::new(&cfg, "sinks.webhook", &env).unwrap(),
+        cfg.options(),
+        metrics().sink("webhook"),
+    );
+    h.submit(firing("01", "a", 1.0));
+    poll_until("the alert", WAIT, || async { r.alerts().len() == 1 }).await;
+    assert_eq!(r.got.lock().unwrap()[0].0.as_deref(), Some("Bearer s3cr3t"));
+
+    // A missing variable fails at build time and names the key.
+    let err = WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("sinks.webhook.auth.token_env") && msg.contains("HOOK_TOKEN"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn receiver_failing_three_times_gets_the_alert_after_retries() {
+    let r = Receiver {
+        fail_first: Arc::new(AtomicUsize::new(3)),
+        header: "authorization",
+        ..Receiver::default()
+    };
+    let cfg = config(start_receiver(r.clone()).await);
+    let m = metrics();
+    let h = SinkHandle::spawn(
+        WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
+        cfg.options(),
+        m.sink("webhook"),
+    );
+    h.submit(firing("01", "a", 1.0));
+    assert!(
+        h.flush(Instant::now() + WAIT).await,
+        "delivered before the deadline"
+    );
+    assert_eq!(r.alerts().len(), 1);
+    assert_eq!(r.hits.load(Ordering::SeqCst), 4);
+    let s = m.sink("webhook");
+    assert_eq!(s.failures().get(), 3);
+    assert_eq!(s.delivered(AlertStatus::Firing).get(), 1);
+    assert_eq!(h.stats().dropped, 0);
+}
+
+#[tokio::test]
+async fn receiver_rejecting_with_4xx_drops_without_retry() {
+    async fn reject() -> StatusCode {
+        StatusCode::BAD_REQUEST
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(
+        async move { axum::serve(listener, Router::new().route("/hook", post(reject))).await },
+    );
+    let cfg = config(url);
+    let m = metrics();
+    let h = SinkHandle::spawn(
+        WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
+        cfg.options(),
+        m.sink("webhook"),
+    );
+    h.submit(firing("01", "a", 1.0));
+    assert!(h.flush(Instant::now() + WAIT).await);
+    let s = m.sink("webhook");
+    assert_eq!(s.dropped(DropReason::Rejected).get(), 1);
+    assert_eq!(s.failures().get(), 1);
+}
+
+#[tokio::test]
+async fn receiver_down_keeps_the_queue_bounded_and_counts_every_drop() {
+    let mut cfg = config(format!("http://127.0.0.1:{}/hook", free_port()));
+    cfg.queue_capacity = 4;
+    cfg.max_batch_alerts = 1;
+    let m = metrics();
+    let h = SinkHandle::spawn(
+        WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
+        cfg.options(),
+        m.sink("webhook"),
+    );
+    for i in 0..50 {
+        h.submit(firing(&format!("{i:016x}"), &format!("h{i}"), f64::from(i)));
+        let s = h.stats();
+        assert!(s.queued <= 4, "queue bounded: {s:?}");
+    }
+    let s = h.stats();
+    assert_eq!(s.delivered, 0);
+    assert_eq!(
+        s.submitted,
+        s.dropped + s.queued as u64 + s.in_flight as u64,
+        "{s:?}"
+    );
+    assert!(s.dropped >= 50 - 4 - 1, "{s:?}");
+    let sm = m.sink("webhook");
+    assert_eq!(sm.dropped(DropReason::QueueFull).get(), s.dropped);
+    assert!(sm.queue_length().get() <= 4);
+    // It keeps trying (and failing) meanwhile.
+    poll_until("repeated failed attempts", WAIT, || async {
+        sm.failures().get() >= 3
+    })
+    .await;
+
+    let end = h
+        .shutdown(Instant::now() + Duration::from_millis(100))
+        .await;
+    assert_eq!(
+        (end.delivered, end.dropped, end.queued, end.in_flight),
+        (0, 50, 0, 0)
+    );
+    assert_eq!(
+        sm.dropped(DropReason::QueueFull).get() + sm.dropped(DropReason::Shutdown).get(),
+        50
+    );
+    assert_eq!(sm.queue_length().get(), 0);
+}
+
+/// A sink whose sends wait for permits the test hands out.
+struct Gated {
+    gate: Arc<Semaphore>,
+    got: Arc<Mutex<Vec<Alert>>>,
+}
+
+impl AlertSink for Gated {
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
+        let permit = self.gate.acquire().await.expect("semaphore open");
+        permit.forget();
+        self.got.lock().unwrap().extend_from_slice(batch);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_sink_does_not_stall_another_sink_or_the_submitter() {
+    let r = Receiver {
+        header: "authorization",
+        ..Receiver::default()
+    };
+    let cfg = config(start_receiver(r.clone()).await);
+    let m = metrics();
+    let gate = Arc::new(Semaphore::new(0));
+    let slow_got = Arc::new(Mutex::new(Vec::new()));
+    let slow = SinkHandle::spawn(
+        Gated {
+            gate: Arc::clone(&gate),
+            got: Arc::clone(&slow_got),
+        },
+        SinkOptions {
+            max_batch_alerts: 10,
+            ..SinkOptions::default()
+        },
+        m.sink("gated"),
+    );
+    let fast = SinkHandle::spawn(
+        WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
+        cfg.options(),
+        m.sink("webhook"),
+    );
+    let sinks = Sinks::from_handles(vec![slow, fast]);
+    for i in 0..3 {
+        sinks.submit(firing(&format!("{i:016x}"), "a", f64::from(i)));
+    }
+    poll_until("the webhook got all three", WAIT, || async {
+        r.alerts().len() == 3
+    })
+    .await;
+    let stats = sinks.stats();
+    assert_eq!(stats[0].name, "gated");
+    assert_eq!(stats[0].delivered, 0);
+    assert_eq!(stats[0].queued + stats[0].in_flight, 3);
+    assert_eq!(stats[1].delivered, 3);
+    assert!(slow_got.lock().unwrap().is_empty());
+
+    // Unblock the slow sink: it catches up.
+    gate.add_permits(100);
+    assert!(sinks.flush(Instant::now() + WAIT).await);
+    assert_eq!(slow_got.lock().unwrap().len(), 3);
+    let end = sinks.shutdown(Instant::now() + WAIT).await;
+    assert!(
+        end.iter().all(|s| s.delivered == 3 && s.dropped == 0),
+        "{end:?}"
+    );
+}
