@@ -356,3 +356,27 @@ async fn a_stuck_sink_does_not_stall_another_sink_or_the_submitter() {
         "{end:?}"
     );
 }
+
+#[tokio::test]
+async fn sinks_start_runs_every_enabled_sink() {
+    use anomalyd::alert::sink::SinksConfig;
+    let r = Receiver {
+        header: "authorization",
+        ..Receiver::default()
+    };
+    let mut cfg = SinksConfig::default();
+    cfg.webhook = config(start_receiver(r.clone()).await);
+    let mut p = anomalyd::config::Problems::new();
+    cfg.validate("sinks", &mut p);
+    assert!(p.is_empty(), "{p}");
+    let m = metrics();
+    let sinks = Sinks::start(&cfg, "sinks", &m, &|_| None).unwrap();
+    let names: Vec<&str> = sinks.stats().iter().map(|s| s.name).collect();
+    assert_eq!(names, ["log", "webhook"]);
+    sinks.submit(firing("01", "a", 1.0));
+    assert!(sinks.flush(Instant::now() + WAIT).await);
+    assert_eq!(r.alerts().len(), 1);
+    let end = sinks.shutdown(Instant::now() + WAIT).await;
+    assert!(end.iter().all(|s| s.delivered == 1), "{end:?}");
+    assert_eq!(m.sink("log").delivered(AlertStatus::Firing).get(), 1);
+}

@@ -202,6 +202,8 @@ pub struct AlertmanagerSink {
     extra_labels: BTreeMap<String, String>,
     /// Firing alerts by fingerprint.
     active: Mutex<HashMap<String, Tracked>>,
+    /// Old label sets ended by a severity change, until delivered.
+    ended: Mutex<Vec<PostableAlert>>,
     metrics: SinkMetrics,
     cap_log: RateLimit,
 }
@@ -270,6 +272,7 @@ impl AlertmanagerSink {
             generator_url: config.generator_url.clone(),
             extra_labels: config.extra_labels.clone(),
             active: Mutex::new(HashMap::new()),
+            ended: Mutex::new(Vec::new()),
             metrics,
             cap_log: RateLimit::default(),
         })
@@ -347,9 +350,12 @@ impl AlertmanagerSink {
     }
 
     /// The body for `batch`, updating the set of tracked firing alerts.
-    fn prepare(&self, batch: &[Alert], now: DateTime<Utc>) -> Vec<PostableAlert> {
+    /// The body starts with the ended label sets not yet delivered; the
+    /// second value says how many, for [`Self::settle`].
+    fn prepare(&self, batch: &[Alert], now: DateTime<Utc>) -> (Vec<PostableAlert>, usize) {
         let mut body = Vec::with_capacity(batch.len());
         let mut over_cap = 0u64;
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
             for a in batch {
@@ -370,9 +376,12 @@ impl AlertmanagerSink {
                     AlertStatus::Resolved => active.remove(&a.fingerprint),
                 };
                 // A different label set (severity changed) is a different
-                // Alertmanager alert: end the old one now.
+                // Alertmanager alert: end the old one now. It is kept until
+                // a request carrying it succeeds, because the tracking map
+                // has already moved on and a retried batch would not
+                // produce it again.
                 if let Some(old) = prev.filter(|t| t.postable.labels != p.labels) {
-                    body.push(PostableAlert {
+                    ended.push(PostableAlert {
                         ends_at: rfc3339(now),
                         ..old.postable
                     });
@@ -380,6 +389,15 @@ impl AlertmanagerSink {
                 body.push(p);
             }
         }
+        // Bounded like the tracking map; the oldest go first (Alertmanager
+        // still expires them at their last endsAt).
+        if ended.len() > self.max_active {
+            let excess = ended.len() - self.max_active;
+            ended.drain(..excess);
+        }
+        let n_ended = ended.len();
+        body.splice(0..0, ended.iter().cloned());
+        drop(ended);
         if over_cap > 0 {
             self.metrics
                 .dropped(DropReason::ResendCapacity)
@@ -394,7 +412,16 @@ impl AlertmanagerSink {
                 );
             }
         }
-        body
+        (body, n_ended)
+    }
+
+    /// Forgets the first `n` ended label sets after a request carrying them
+    /// succeeded. `send` and `heartbeat` run one at a time on the sink's
+    /// task, so nothing was added in front of them meanwhile.
+    fn settle(&self, n: usize) {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        let n = n.min(ended.len());
+        ended.drain(..n);
     }
 
     async fn post(&self, alerts: &[PostableAlert]) -> Result<(), SinkError> {
@@ -430,8 +457,10 @@ impl AlertSink for AlertmanagerSink {
     }
 
     async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
-        let body = self.prepare(batch, Utc::now());
-        self.post(&body).await
+        let (body, n_ended) = self.prepare(batch, Utc::now());
+        self.post(&body).await?;
+        self.settle(n_ended);
+        Ok(())
     }
 
     fn heartbeat_interval(&self) -> Option<Duration> {
@@ -440,18 +469,25 @@ impl AlertSink for AlertmanagerSink {
 
     async fn heartbeat(&self) -> Result<(), SinkError> {
         let now = Utc::now();
-        let alerts: Vec<PostableAlert> = {
+        let (alerts, n_ended) = {
+            let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
             let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-            active
-                .values()
-                .map(|t| PostableAlert {
-                    ends_at: rfc3339(self.firing_ends_at(now, t.starts)),
-                    ..t.postable.clone()
-                })
-                .collect()
+            let mut alerts: Vec<PostableAlert> = ended.clone();
+            alerts.extend(active.values().map(|t| PostableAlert {
+                ends_at: rfc3339(self.firing_ends_at(now, t.starts)),
+                ..t.postable.clone()
+            }));
+            (alerts, ended.len())
         };
+        // The ended label sets lead the list; forget each once its chunk
+        // went through.
+        let (mut sent, mut settled) = (0, 0);
         for chunk in alerts.chunks(self.chunk) {
             self.post(chunk).await?;
+            sent += chunk.len();
+            let ended_sent = sent.min(n_ended);
+            self.settle(ended_sent - settled);
+            settled = ended_sent;
         }
         Ok(())
     }
@@ -550,23 +586,34 @@ mod tests {
     #[test]
     fn tracking_follows_firing_and_resolved_and_severity_changes_resolve_the_old_labels() {
         let (s, _) = sink(&AlertmanagerSinkConfig::default());
-        let body = s.prepare(&[alert("a", AlertStatus::Firing, 5.0)], now());
-        assert_eq!(body.len(), 1);
+        let (body, n) = s.prepare(&[alert("a", AlertStatus::Firing, 5.0)], now());
+        assert_eq!((body.len(), n), (1, 0));
         assert_eq!(s.active_len(), 1);
 
         let mut crit = alert("a", AlertStatus::Firing, 9.0);
         crit.severity = Severity::Critical;
-        let body = s.prepare(&[crit], now());
-        assert_eq!(body.len(), 2, "old warning ended, new critical started");
+        let (body, n) = s.prepare(std::slice::from_ref(&crit), now());
+        assert_eq!(
+            (body.len(), n),
+            (2, 1),
+            "old warning ended, new critical started"
+        );
         assert_eq!(body[0].labels["severity"], "warning");
         assert_eq!(body[0].ends_at, rfc3339(now()));
         assert_eq!(body[1].labels["severity"], "critical");
         assert_eq!(s.active_len(), 1);
 
+        // The request failed and the runner retries the same batch: the
+        // ended warning must still be in it.
+        let (body, n) = s.prepare(&[crit], now());
+        assert_eq!((body.len(), n), (2, 1));
+        assert_eq!(body[0].labels["severity"], "warning");
+        s.settle(n);
+
         let mut res = alert("a", AlertStatus::Resolved, 1.0);
         res.severity = Severity::Critical;
-        let body = s.prepare(&[res], now());
-        assert_eq!(body.len(), 1);
+        let (body, n) = s.prepare(&[res], now());
+        assert_eq!((body.len(), n), (1, 0));
         assert_eq!(s.active_len(), 0);
     }
 
@@ -580,7 +627,7 @@ mod tests {
         let batch: Vec<Alert> = (0..3)
             .map(|i| alert(&format!("s{i}"), AlertStatus::Firing, 1.0))
             .collect();
-        let body = s.prepare(&batch, now());
+        let (body, _) = s.prepare(&batch, now());
         assert_eq!(body.len(), 3, "all are sent once");
         assert_eq!(s.active_len(), 2);
         assert_eq!(m.sink(NAME).dropped(DropReason::ResendCapacity).get(), 1);

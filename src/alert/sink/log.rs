@@ -106,3 +106,61 @@ impl AlertSink for LogSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::alert::sink::queue::tests::alert;
+
+    /// A `Write` into a shared buffer, for capturing log output.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn one_structured_info_line_per_alert() {
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(move || writer.clone())
+            .finish();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            rt.block_on(LogSink.send(&[
+                alert("ab", AlertStatus::Firing, 3.5),
+                alert("ab", AlertStatus::Resolved, 1.0),
+            ]))
+            .unwrap();
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(lines[0]["message"], "Anomaly alert firing.");
+        assert_eq!(lines[0]["fingerprint"], "ab");
+        assert_eq!(lines[0]["value"], 3.5);
+        assert_eq!(lines[0]["series"], "cpu{host=\"ab\"}");
+        assert_eq!(lines[1]["message"], "Anomaly alert resolved.");
+        assert_eq!(lines[1]["ended_at"], "2024-05-01T12:05:00Z");
+    }
+}

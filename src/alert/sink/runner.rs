@@ -272,6 +272,15 @@ impl SinkHandle {
     }
 }
 
+impl Drop for SinkHandle {
+    /// A handle dropped without [`SinkHandle::shutdown`] stops its task (what
+    /// is left is counted as dropped, reason `shutdown`) instead of leaving
+    /// it waiting forever.
+    fn drop(&mut self) {
+        self.abort.cancel();
+    }
+}
+
 /// Every running sink; each alert goes to all of them.
 #[derive(Debug, Default)]
 pub struct Sinks {
