@@ -364,8 +364,10 @@ async fn sinks_start_runs_every_enabled_sink() {
         header: "authorization",
         ..Receiver::default()
     };
-    let mut cfg = SinksConfig::default();
-    cfg.webhook = config(start_receiver(r.clone()).await);
+    let cfg = SinksConfig {
+        webhook: config(start_receiver(r.clone()).await),
+        ..SinksConfig::default()
+    };
     let mut p = anomalyd::config::Problems::new();
     cfg.validate("sinks", &mut p);
     assert!(p.is_empty(), "{p}");
