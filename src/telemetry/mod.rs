@@ -198,12 +198,12 @@ mod tests {
 
     #[test]
     fn log_config_parses_and_rejects_unknown_keys() {
-        let c: LogConfig = toml_like(r#"{"format":"json","level":"warn"}"#).unwrap();
+        let c: LogConfig = from_json(r#"{"format":"json","level":"warn"}"#).unwrap();
         assert_eq!(c.format, LogFormat::Json);
-        assert!(toml_like::<LogConfig>(r#"{"formt":"json"}"#).is_err());
+        assert!(from_json::<LogConfig>(r#"{"formt":"json"}"#).is_err());
     }
 
-    fn toml_like<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
+    fn from_json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
         serde_json::from_str(s)
     }
 
