@@ -21,7 +21,7 @@
 # Events of the series not run are read and skipped; each line says what ran.
 set -euo pipefail
 
-RIVER_VERSION=0.26.1 # keep in step with krcflib's pin in rcf/Cargo.toml.in
+RIVER_VERSION=0.26.1 # pinned, like krcflib in rcf/Cargo.toml.in, so reruns measure the same code
 RIVER_MAX_EVENTS=${RIVER_MAX_EVENTS:-200000}
 RCF_MAX_EVENTS=${RCF_MAX_EVENTS:-60000}
 RCF_MAX_SERIES=${RCF_MAX_SERIES:-2000}
