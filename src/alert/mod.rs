@@ -4,6 +4,8 @@
 //! (when a series starts and stops firing) and the sinks that deliver alerts
 //! live in submodules.
 
+pub mod lifecycle;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -191,7 +191,7 @@ impl RecordCtx {
     pub(super) fn labels(
         &self,
         labels: Option<RawLabels>,
-    ) -> Result<(Vec<(String, String)>, Option<String>), DecodeError> {
+    ) -> Result<(LabelPairs, Option<String>), DecodeError> {
         match labels {
             None => Ok((Vec::new(), None)),
             Some(RawLabels::Other(found)) => Err(DecodeError::WrongType {
@@ -245,6 +245,9 @@ impl RecordCtx {
         }
     }
 }
+
+/// Label pairs in input order, as [`SeriesKey::new`](crate::event::SeriesKey::new) takes them.
+pub(super) type LabelPairs = Vec<(String, String)>;
 
 /// Converts an integer epoch timestamp to milliseconds (sub-millisecond
 /// digits are dropped, rounding toward the past).
@@ -431,7 +434,7 @@ pub(super) enum RawLabels {
     /// An object.
     Map {
         /// Labels with non-empty string values, in input order.
-        pairs: Vec<(String, String)>,
+        pairs: LabelPairs,
         /// The `__name__` label, never part of `pairs`.
         name: Option<String>,
         /// The first bad entry.

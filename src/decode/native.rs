@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn all_timestamp_forms() {
-        let at = |ts: &str| one(&format!(r#"{{"series":"m","ts":{ts},"value":1}}"#)).ts_ms;
+        let at = |ts: &str| one(format!(r#"{{"series":"m","ts":{ts},"value":1}}"#)).ts_ms;
         assert_eq!(at(r#""2026-01-01T00:00:00Z""#), 1_767_225_600_000);
         assert_eq!(at(r#""2026-01-01T00:00:00.250Z""#), 1_767_225_600_250);
         assert_eq!(at(r#""2026-01-01T01:00:00.250+01:00""#), 1_767_225_600_250);
