@@ -16,6 +16,7 @@
 
 pub mod alert;
 pub mod config;
+pub mod decode;
 pub mod detector;
 pub mod event;
 pub mod optim;

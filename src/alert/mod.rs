@@ -4,6 +4,7 @@
 //! (when a series starts and stops firing) and the sinks that deliver alerts
 //! live in submodules.
 
+pub mod lifecycle;
 pub mod sink;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,955 @@
+//! When a series starts firing, escalates and resolves.
+//!
+//! This module owns the alert rule ([`AlertRuleConfig`], compiled once into a
+//! shared [`AlertRule`]), the per-series state machine ([`Lifecycle`], kept
+//! for every series and in snapshots, hence small), and the building of the
+//! [`Alert`] message from a [`Transition`]. It is pure: no I/O and no clock —
+//! time is the event time passed in, so a backtest and the live daemon make
+//! the same decisions. Delivering alerts is the sinks' job.
+//!
+//! The rule, per event of one series:
+//! - a *hit* is a warm decision whose score is at or above `threshold`, whose
+//!   deviation `value - expected` points in `direction`, and whose size
+//!   passes both floors (`min_abs_deviation`, `min_rel_deviation`);
+//! - the rule *holds* when at least `for_events` of the last
+//!   `window_events` events were hits;
+//! - a quiet series starts firing on the first event where the rule holds,
+//!   unless it resolved less than `cooldown_secs` ago (event time);
+//! - a firing series resolves once the rule has not held for
+//!   `resolve_after_events` consecutive events;
+//! - a firing `warning` escalates to `critical` (once, never back) when a
+//!   hit scores at or above the critical threshold.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat};
+use serde::{Deserialize, Serialize};
+
+use super::{Alert, AlertStatus, Severity};
+use crate::config::Problems;
+use crate::detector::Decision;
+use crate::event::SeriesKey;
+
+/// Default alert threshold (score). A placeholder until it is tied to the
+/// detector's default; change it here only.
+pub const DEFAULT_ALERT_THRESHOLD: f64 = 0.5;
+
+/// Largest `window_events`: the window is one 64-bit mask per series.
+pub const MAX_WINDOW_EVENTS: u32 = 64;
+
+/// Largest `cooldown_secs` (365 days).
+pub const MAX_COOLDOWN_SECS: u64 = 365 * 24 * 3600;
+
+/// Which deviations can alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Only values above the expectation (`value > expected`), e.g. latency.
+    Above,
+    /// Only values below the expectation (`value < expected`), e.g.
+    /// throughput.
+    Below,
+    /// Either way.
+    #[default]
+    Both,
+}
+
+/// When a series alerts (`[alert.rule]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    /// Anomaly score (0..1, unitless) at or above which an event is a hit.
+    /// Default 0.5.
+    pub threshold: f64,
+    /// Score at or above which a hit is `critical` instead of `warning`.
+    /// Unset (default): `1 - (1 - threshold) / 10`, i.e. a tail ten times
+    /// rarer than the alert threshold's (0.95 for threshold 0.5).
+    pub critical_threshold: Option<f64>,
+    /// Fire when at least this many of the last `window_events` events are
+    /// hits (events). Default 1.
+    pub for_events: u32,
+    /// Length of that window (events, 1..=64). Default 1: fire on the first
+    /// hit. `3` of `5` rides out single spikes.
+    pub window_events: u32,
+    /// Resolve after the rule has not held for this many consecutive events
+    /// (events). Default 3.
+    pub resolve_after_events: u32,
+    /// After a resolve, do not fire again for this long (seconds of event
+    /// time). Default 0.
+    pub cooldown_secs: u64,
+    /// `above` (value > expected), `below` (value < expected) or `both`
+    /// (default).
+    pub direction: Direction,
+    /// Ignore deviations with `|value - expected|` below this (in the
+    /// metric's own unit). Default 0 (off).
+    pub min_abs_deviation: f64,
+    /// Ignore deviations with `|value - expected|` below this fraction of
+    /// `|expected|` (0.1 = 10 %). Default 0 (off).
+    pub min_rel_deviation: f64,
+}
+
+impl Default for AlertRuleConfig {
+    fn default() -> Self {
+        Self {
+            threshold: DEFAULT_ALERT_THRESHOLD,
+            critical_threshold: None,
+            for_events: 1,
+            window_events: 1,
+            resolve_after_events: 3,
+            cooldown_secs: 0,
+            direction: Direction::Both,
+            min_abs_deviation: 0.0,
+            min_rel_deviation: 0.0,
+        }
+    }
+}
+
+impl AlertRuleConfig {
+    /// Records every problem under `prefix` (e.g. `alert.rule`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        let t = self.threshold;
+        problems.check(
+            t.is_finite() && t > 0.0 && t < 1.0,
+            format!("{prefix}.threshold"),
+            format!("must be a score strictly between 0 and 1 (got {t})"),
+        );
+        if let Some(c) = self.critical_threshold {
+            problems.check(
+                c.is_finite() && c >= t && c < 1.0,
+                format!("{prefix}.critical_threshold"),
+                format!(
+                    "must be at least threshold ({t}) and below 1 (got {c}); \
+                     remove it to use 1 - (1 - threshold) / 10"
+                ),
+            );
+        }
+        problems.check(
+            (1..=MAX_WINDOW_EVENTS).contains(&self.window_events),
+            format!("{prefix}.window_events"),
+            format!(
+                "must be between 1 and {MAX_WINDOW_EVENTS} events (got {})",
+                self.window_events
+            ),
+        );
+        problems.check(
+            self.for_events >= 1 && self.for_events <= self.window_events,
+            format!("{prefix}.for_events"),
+            format!(
+                "must be between 1 and window_events ({}) (got {}); raise window_events \
+                 to require more hits",
+                self.window_events, self.for_events
+            ),
+        );
+        problems.check(
+            self.resolve_after_events >= 1,
+            format!("{prefix}.resolve_after_events"),
+            "must be at least 1 event",
+        );
+        problems.check(
+            self.cooldown_secs <= MAX_COOLDOWN_SECS,
+            format!("{prefix}.cooldown_secs"),
+            format!(
+                "must be at most {MAX_COOLDOWN_SECS} seconds (365 days) (got {})",
+                self.cooldown_secs
+            ),
+        );
+        for (key, v) in [
+            ("min_abs_deviation", self.min_abs_deviation),
+            ("min_rel_deviation", self.min_rel_deviation),
+        ] {
+            problems.check(
+                v.is_finite() && v >= 0.0,
+                format!("{prefix}.{key}"),
+                format!("must be a finite number >= 0; 0 turns the floor off (got {v})"),
+            );
+        }
+    }
+}
+
+/// A validated rule, shared by all series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    /// Hit threshold on the score.
+    threshold: f64,
+    /// Critical threshold on the score (derived when unset).
+    critical_threshold: f64,
+    /// N of N-of-M.
+    for_events: u32,
+    /// Low `window_events` bits set: the M of N-of-M.
+    window_mask: u64,
+    /// K: consecutive non-holding events before resolving.
+    resolve_after_events: u32,
+    /// Cooldown in event-time milliseconds.
+    cooldown_ms: i64,
+    /// Which deviations count.
+    direction: Direction,
+    /// Absolute deviation floor.
+    min_abs_deviation: f64,
+    /// Relative deviation floor.
+    min_rel_deviation: f64,
+}
+
+impl AlertRule {
+    /// Validates `config` (problems are keyed under `prefix`) and compiles it.
+    pub fn new(config: &AlertRuleConfig, prefix: &str) -> Result<Self, Problems> {
+        let mut problems = Problems::new();
+        config.validate(prefix, &mut problems);
+        problems.into_result()?;
+        let critical_threshold = config
+            .critical_threshold
+            .unwrap_or(1.0 - (1.0 - config.threshold) / 10.0);
+        Ok(Self {
+            threshold: config.threshold,
+            critical_threshold,
+            for_events: config.for_events,
+            window_mask: if config.window_events >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << config.window_events) - 1
+            },
+            resolve_after_events: config.resolve_after_events,
+            // At most 365 days, so the product fits easily.
+            cooldown_ms: (config.cooldown_secs * 1000) as i64,
+            direction: config.direction,
+            min_abs_deviation: config.min_abs_deviation,
+            min_rel_deviation: config.min_rel_deviation,
+        })
+    }
+
+    /// The alert threshold (score).
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// The critical threshold (score), derived when not configured.
+    pub fn critical_threshold(&self) -> f64 {
+        self.critical_threshold
+    }
+
+    /// The severity a score earns.
+    pub fn severity(&self, score: f64) -> Severity {
+        if score >= self.critical_threshold {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }
+    }
+
+    /// Whether one observation counts toward firing. Anything non-finite, or
+    /// a decision still warming up, never does.
+    pub fn is_hit(&self, value: f64, decision: &Decision) -> bool {
+        // False for a NaN score, which therefore is not a hit.
+        let scored = decision.score >= self.threshold;
+        if !decision.warm || !scored || !value.is_finite() || !decision.expected.is_finite() {
+            return false;
+        }
+        let deviation = value - decision.expected;
+        let direction_ok = match self.direction {
+            Direction::Above => deviation > 0.0,
+            Direction::Below => deviation < 0.0,
+            Direction::Both => true,
+        };
+        direction_ok
+            && deviation.abs() >= self.min_abs_deviation
+            && deviation.abs() >= self.min_rel_deviation * decision.expected.abs()
+    }
+}
+
+/// A change of a series' alert state, as returned by [`Lifecycle::step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Transition {
+    /// The series started firing at this event.
+    Firing {
+        /// Severity from this event's score.
+        severity: Severity,
+        /// This event's time.
+        started_at_ms: i64,
+    },
+    /// A firing warning became critical at this event.
+    Escalated {
+        /// Always [`Severity::Critical`].
+        severity: Severity,
+        /// When the alert started firing.
+        started_at_ms: i64,
+    },
+    /// The series stopped firing at this event.
+    Resolved {
+        /// The highest severity the alert reached.
+        severity: Severity,
+        /// When the alert started firing.
+        started_at_ms: i64,
+    },
+}
+
+impl Transition {
+    /// The status of the message this transition sends.
+    pub fn status(&self) -> AlertStatus {
+        match self {
+            Self::Firing { .. } | Self::Escalated { .. } => AlertStatus::Firing,
+            Self::Resolved { .. } => AlertStatus::Resolved,
+        }
+    }
+
+    /// The alert's severity.
+    pub fn severity(&self) -> Severity {
+        match *self {
+            Self::Firing { severity, .. }
+            | Self::Escalated { severity, .. }
+            | Self::Resolved { severity, .. } => severity,
+        }
+    }
+
+    /// When the alert started firing.
+    pub fn started_at_ms(&self) -> i64 {
+        match *self {
+            Self::Firing { started_at_ms, .. }
+            | Self::Escalated { started_at_ms, .. }
+            | Self::Resolved { started_at_ms, .. } => started_at_ms,
+        }
+    }
+
+    /// A label value for metrics and logs: `firing`, `escalated` or
+    /// `resolved`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Firing { .. } => "firing",
+            Self::Escalated { .. } => "escalated",
+            Self::Resolved { .. } => "resolved",
+        }
+    }
+}
+
+/// The alert state of one series: 24 bytes, `Copy`, snapshotted with the
+/// series. A rule change between snapshots is tolerated: the window is
+/// re-masked on the next event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// Hit flags of the last events, newest in bit 0.
+    hits: u64,
+    /// Firing: when it started. Quiet: when it last resolved (for the
+    /// cooldown), `i64::MIN` if never. One field serves both because the
+    /// two are never needed at once.
+    since_ms: i64,
+    /// Firing: consecutive events on which the rule did not hold.
+    clear_run: u32,
+    /// Whether the series is firing.
+    firing: bool,
+    /// Firing: the alert's severity so far.
+    severity: Severity,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            hits: 0,
+            since_ms: i64::MIN,
+            clear_run: 0,
+            firing: false,
+            severity: Severity::Warning,
+        }
+    }
+}
+
+impl Lifecycle {
+    /// A quiet series that never fired.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the series is firing.
+    pub fn is_firing(&self) -> bool {
+        self.firing
+    }
+
+    /// When the current alert started, if firing.
+    pub fn started_at_ms(&self) -> Option<i64> {
+        self.firing.then_some(self.since_ms)
+    }
+
+    /// The current alert's severity, if firing.
+    pub fn severity(&self) -> Option<Severity> {
+        self.firing.then_some(self.severity)
+    }
+
+    /// Feeds one observation (in event-time order) and returns the
+    /// transition it causes, if any.
+    pub fn step(
+        &mut self,
+        rule: &AlertRule,
+        ts_ms: i64,
+        value: f64,
+        decision: &Decision,
+    ) -> Option<Transition> {
+        let hit = rule.is_hit(value, decision);
+        self.hits = ((self.hits << 1) | u64::from(hit)) & rule.window_mask;
+        let holds = self.hits.count_ones() >= rule.for_events;
+
+        if self.firing {
+            if holds {
+                self.clear_run = 0;
+                if hit
+                    && self.severity == Severity::Warning
+                    && rule.severity(decision.score) == Severity::Critical
+                {
+                    self.severity = Severity::Critical;
+                    return Some(Transition::Escalated {
+                        severity: Severity::Critical,
+                        started_at_ms: self.since_ms,
+                    });
+                }
+                return None;
+            }
+            self.clear_run = self.clear_run.saturating_add(1);
+            if self.clear_run < rule.resolve_after_events {
+                return None;
+            }
+            let started_at_ms = self.since_ms;
+            self.firing = false;
+            self.clear_run = 0;
+            self.since_ms = ts_ms;
+            return Some(Transition::Resolved {
+                severity: self.severity,
+                started_at_ms,
+            });
+        }
+
+        // `since_ms` is `i64::MIN` before the first resolve: no cooldown.
+        if holds && ts_ms >= self.since_ms.saturating_add(rule.cooldown_ms) {
+            self.firing = true;
+            self.since_ms = ts_ms;
+            self.clear_run = 0;
+            // The rule can hold on an event that is not itself a hit (N of
+            // M): its score says nothing, so start at warning.
+            self.severity = if hit {
+                rule.severity(decision.score)
+            } else {
+                Severity::Warning
+            };
+            return Some(Transition::Firing {
+                severity: self.severity,
+                started_at_ms: ts_ms,
+            });
+        }
+        None
+    }
+}
+
+/// Earliest instant [`rfc3339_ms`] prints as itself: 0000-01-01T00:00:00Z.
+const MIN_RFC3339_MS: i64 = -62_167_219_200_000;
+/// Latest instant [`rfc3339_ms`] prints as itself: 9999-12-31T23:59:59.999Z.
+const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// Formats epoch milliseconds as RFC 3339 UTC with milliseconds
+/// (`2026-01-01T00:00:00.000Z`). Times outside years 0000..=9999, which RFC
+/// 3339 cannot write, are clamped to its range.
+pub fn rfc3339_ms(ts_ms: i64) -> String {
+    DateTime::from_timestamp_millis(ts_ms.clamp(MIN_RFC3339_MS, MAX_RFC3339_MS))
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// `x` if finite; NaN becomes `nan_to`, ±Inf the largest finite float of
+/// that sign. Alert consumers get numbers, never `null`.
+fn finite(x: f64, nan_to: f64) -> f64 {
+    if x.is_nan() {
+        nan_to
+    } else {
+        x.clamp(f64::MIN, f64::MAX)
+    }
+}
+
+/// Builds the message for `transition`, caused by the observation
+/// (`ts_ms`, `value`, `decision`) of series `key`. `model` names the model
+/// kind (e.g. `regression`). All numbers in the message are finite.
+pub fn build_alert(
+    key: &SeriesKey,
+    transition: &Transition,
+    ts_ms: i64,
+    value: f64,
+    decision: &Decision,
+    rule: &AlertRule,
+    model: &str,
+) -> Alert {
+    let mut labels: BTreeMap<String, String> = key
+        .labels()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // Inserted last so a stray `__name__` label cannot override the name.
+    labels.insert("__name__".to_owned(), key.name().to_owned());
+    let value = finite(value, finite(decision.expected, 0.0));
+    let expected = finite(decision.expected, value);
+    let status = transition.status();
+    Alert {
+        fingerprint: format!("{:016x}", key.fingerprint()),
+        status,
+        series: key.to_string(),
+        labels,
+        started_at: rfc3339_ms(transition.started_at_ms()),
+        ended_at: (status == AlertStatus::Resolved).then(|| rfc3339_ms(ts_ms)),
+        ts: rfc3339_ms(ts_ms),
+        value,
+        expected,
+        lower: finite(decision.lower, expected),
+        upper: finite(decision.upper, expected),
+        score: finite(decision.score, 0.0).clamp(0.0, 1.0),
+        threshold: rule.threshold(),
+        severity: transition.severity(),
+        model: model.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(f: impl FnOnce(&mut AlertRuleConfig)) -> AlertRule {
+        let mut c = AlertRuleConfig::default();
+        f(&mut c);
+        AlertRule::new(&c, "alert.rule").unwrap()
+    }
+
+    /// A warm decision expecting 10 with band [9, 11].
+    fn d(score: f64) -> Decision {
+        Decision {
+            score,
+            expected: 10.0,
+            lower: 9.0,
+            upper: 11.0,
+            warm: true,
+        }
+    }
+
+    /// Runs events `(ts_ms, value, score)` and returns each step's
+    /// transition kind ("" for none).
+    fn run(rule: &AlertRule, lc: &mut Lifecycle, events: &[(i64, f64, f64)]) -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|&(ts, v, s)| lc.step(rule, ts, v, &d(s)).map_or("", |t| t.as_str()))
+            .collect()
+    }
+
+    /// Events one second apart with value 20 (above 10) and these scores.
+    fn scores(s: &[f64]) -> Vec<(i64, f64, f64)> {
+        s.iter()
+            .enumerate()
+            .map(|(i, &s)| (i as i64 * 1000, 20.0, s))
+            .collect()
+    }
+
+    const H: f64 = 0.7; // a warning-level hit with threshold 0.5
+    const L: f64 = 0.1; // not a hit
+
+    #[test]
+    fn defaults_fire_on_first_hit_and_resolve_after_three() {
+        let r = rule(|_| {});
+        let mut lc = Lifecycle::new();
+        assert_eq!(
+            run(&r, &mut lc, &scores(&[L, H, H, L, L, H, L, L, L, L])),
+            ["", "firing", "", "", "", "", "", "", "resolved", ""]
+        );
+        assert!(!lc.is_firing());
+    }
+
+    #[test]
+    fn n_of_m_firing() {
+        let r = rule(|c| {
+            c.for_events = 2;
+            c.window_events = 3;
+            c.resolve_after_events = 1;
+        });
+        // Hits 3 apart never share a window of 3.
+        let mut lc = Lifecycle::new();
+        assert!(
+            run(&r, &mut lc, &scores(&[H, L, L, H, L, L, H]))
+                .iter()
+                .all(|t| t.is_empty())
+        );
+        // Two hits within 3 events fire on the second.
+        let mut lc = Lifecycle::new();
+        assert_eq!(
+            run(&r, &mut lc, &scores(&[H, L, H, H, L, L])),
+            ["", "", "firing", "", "", "resolved"],
+            "holds while 2 of the last 3 are hits ([L,H,H], [H,H,L]); resolves \
+             when the window drops to 1 hit ([H,L,L], K = 1)"
+        );
+    }
+
+    #[test]
+    fn full_64_event_window() {
+        let r = rule(|c| {
+            c.for_events = 64;
+            c.window_events = 64;
+        });
+        let mut lc = Lifecycle::new();
+        let t = run(&r, &mut lc, &scores(&[H; 64]));
+        assert_eq!(t.iter().filter(|t| !t.is_empty()).count(), 1);
+        assert_eq!(t[63], "firing");
+    }
+
+    #[test]
+    fn resolve_after_k_consecutive_and_started_at_is_kept() {
+        let r = rule(|c| c.resolve_after_events = 3);
+        let mut lc = Lifecycle::new();
+        let ev = scores(&[H, L, L, H, L, L, L]);
+        let mut got = Vec::new();
+        for &(ts, v, s) in &ev {
+            got.push(lc.step(&r, ts, v, &d(s)));
+        }
+        assert_eq!(
+            got[0],
+            Some(Transition::Firing {
+                severity: Severity::Warning,
+                started_at_ms: 0
+            })
+        );
+        assert!(
+            got[1..6].iter().all(Option::is_none),
+            "a hit resets the count"
+        );
+        assert_eq!(
+            got[6],
+            Some(Transition::Resolved {
+                severity: Severity::Warning,
+                started_at_ms: 0
+            })
+        );
+    }
+
+    #[test]
+    fn cooldown_blocks_refiring_in_event_time() {
+        let r = rule(|c| {
+            c.resolve_after_events = 1;
+            c.cooldown_secs = 60;
+        });
+        let mut lc = Lifecycle::new();
+        let t = run(
+            &r,
+            &mut lc,
+            &[
+                (0, 20.0, H),      // fires
+                (1_000, 20.0, L),  // resolves at t = 1 s
+                (30_000, 20.0, H), // inside the cooldown
+                (60_999, 20.0, H), // still inside (ends at 61 s)
+                (61_000, 20.0, H), // cooldown over, rule holds: fires
+                (62_000, 20.0, L), // resolves at 62 s
+                (70_000, 20.0, L),
+                (122_000, 20.0, H), // exactly 60 s later: allowed
+            ],
+        );
+        assert_eq!(
+            t,
+            [
+                "firing", "resolved", "", "", "firing", "resolved", "", "firing"
+            ]
+        );
+    }
+
+    #[test]
+    fn direction_filter() {
+        let above = rule(|c| c.direction = Direction::Above);
+        let below = rule(|c| c.direction = Direction::Below);
+        let both = rule(|c| c.direction = Direction::Both);
+        let (hi, lo) = (20.0, 0.0);
+        assert!(above.is_hit(hi, &d(H)));
+        assert!(!above.is_hit(lo, &d(H)));
+        assert!(below.is_hit(lo, &d(H)));
+        assert!(!below.is_hit(hi, &d(H)));
+        assert!(both.is_hit(lo, &d(H)) && both.is_hit(hi, &d(H)));
+        let mut lc = Lifecycle::new();
+        assert_eq!(
+            run(&above, &mut lc, &[(0, lo, 0.99), (1, hi, 0.99)]),
+            ["", "firing"]
+        );
+    }
+
+    #[test]
+    fn deviation_floors() {
+        let abs = rule(|c| c.min_abs_deviation = 1.0);
+        assert!(!abs.is_hit(10.5, &d(H)), "|0.5| < 1");
+        assert!(abs.is_hit(11.0, &d(H)), "|1| is not below 1");
+        assert!(abs.is_hit(8.0, &d(H)));
+        let rel = rule(|c| c.min_rel_deviation = 0.1);
+        assert!(!rel.is_hit(10.9, &d(H)), "0.9 < 0.1 * 10");
+        assert!(rel.is_hit(11.5, &d(H)));
+        let neg = Decision {
+            expected: -100.0,
+            ..d(H)
+        };
+        assert!(!rel.is_hit(-95.0, &neg), "uses |expected|");
+        assert!(rel.is_hit(-111.0, &neg));
+        let both = rule(|c| {
+            c.min_abs_deviation = 5.0;
+            c.min_rel_deviation = 0.1;
+        });
+        assert!(!both.is_hit(12.0, &d(H)), "passes rel (2 >= 1), fails abs");
+        assert!(both.is_hit(15.0, &d(H)));
+    }
+
+    #[test]
+    fn severity_and_escalation() {
+        let r = rule(|_| {});
+        assert_eq!(r.critical_threshold(), 0.95);
+        assert_eq!(r.severity(0.94), Severity::Warning);
+        assert_eq!(r.severity(0.95), Severity::Critical);
+        let mut lc = Lifecycle::new();
+        let ev = scores(&[0.6, 0.97, 0.99, 0.6, L, L, L]);
+        let t: Vec<_> = ev
+            .iter()
+            .map(|&(ts, v, s)| lc.step(&r, ts, v, &d(s)))
+            .collect();
+        assert_eq!(
+            t[0],
+            Some(Transition::Firing {
+                severity: Severity::Warning,
+                started_at_ms: 0
+            })
+        );
+        assert_eq!(
+            t[1],
+            Some(Transition::Escalated {
+                severity: Severity::Critical,
+                started_at_ms: 0
+            })
+        );
+        assert_eq!(t[2], None, "escalates once");
+        assert_eq!(t[3], None, "never de-escalates");
+        assert_eq!(
+            t[6],
+            Some(Transition::Resolved {
+                severity: Severity::Critical,
+                started_at_ms: 0
+            })
+        );
+        // A critical first hit fires as critical.
+        let mut lc = Lifecycle::new();
+        assert_eq!(
+            lc.step(&r, 5, 20.0, &d(0.99)).map(|t| t.severity()),
+            Some(Severity::Critical)
+        );
+        // Explicit critical threshold.
+        let r = rule(|c| c.critical_threshold = Some(0.8));
+        assert_eq!(r.severity(0.8), Severity::Critical);
+    }
+
+    #[test]
+    fn warm_up_never_fires() {
+        let r = rule(|_| {});
+        let mut lc = Lifecycle::new();
+        let cold = Decision {
+            warm: false,
+            ..d(0.999)
+        };
+        for ts in 0..100 {
+            assert_eq!(lc.step(&r, ts, 1e9, &cold), None);
+        }
+        // And a cold event counts as a miss toward resolving.
+        lc.step(&r, 100, 20.0, &d(H));
+        assert!(lc.is_firing());
+        for ts in 101..103 {
+            assert_eq!(lc.step(&r, ts, 20.0, &cold), None);
+        }
+        assert!(matches!(
+            lc.step(&r, 103, 20.0, &cold),
+            Some(Transition::Resolved { .. })
+        ));
+    }
+
+    #[test]
+    fn non_finite_inputs_never_hit_and_messages_stay_finite() {
+        let r = rule(|_| {});
+        let nan_score = d(f64::NAN);
+        let nan_expected = Decision {
+            expected: f64::NAN,
+            ..d(0.99)
+        };
+        assert!(!r.is_hit(20.0, &nan_score));
+        assert!(!r.is_hit(20.0, &nan_expected));
+        assert!(!r.is_hit(f64::NAN, &d(0.99)));
+        assert!(!r.is_hit(f64::INFINITY, &d(0.99)));
+
+        let key = SeriesKey::new("m", [("k", "v")]);
+        let t = Transition::Resolved {
+            severity: Severity::Warning,
+            started_at_ms: 0,
+        };
+        let wild = Decision {
+            score: f64::NAN,
+            expected: f64::NAN,
+            lower: f64::NEG_INFINITY,
+            upper: f64::NAN,
+            warm: true,
+        };
+        let a = build_alert(&key, &t, 1000, f64::NAN, &wild, &r, "regression");
+        for x in [a.value, a.expected, a.lower, a.upper, a.score, a.threshold] {
+            assert!(x.is_finite(), "{a:?}");
+        }
+        assert_eq!(a.lower, f64::MIN);
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains("null"), "{json}");
+    }
+
+    #[test]
+    fn serde_round_trip_continues_identically() {
+        let r = rule(|c| {
+            c.for_events = 2;
+            c.window_events = 4;
+            c.resolve_after_events = 2;
+            c.cooldown_secs = 3;
+        });
+        // A deterministic pseudo-random sequence of scores (seeded LCG).
+        let mut x: u64 = 0x5eed;
+        let ev: Vec<(i64, f64, f64)> = (0..400)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let s = (x >> 11) as f64 / (1u64 << 53) as f64;
+                (i * 700, if x & 1 == 0 { 20.0 } else { 0.0 }, s)
+            })
+            .collect();
+        let mut straight = Lifecycle::new();
+        let expected = run(&r, &mut straight, &ev);
+        assert!(expected.iter().filter(|t| **t == "firing").count() >= 3);
+
+        for cut in [1, 57, 133, 250] {
+            let mut lc = Lifecycle::new();
+            let mut got = run(&r, &mut lc, &ev[..cut]);
+            let bytes = postcard::to_stdvec(&lc).unwrap();
+            let mut from_postcard: Lifecycle = postcard::from_bytes(&bytes).unwrap();
+            let mut from_json: Lifecycle =
+                serde_json::from_str(&serde_json::to_string(&lc).unwrap()).unwrap();
+            assert_eq!(from_postcard, lc);
+            assert_eq!(from_json, lc);
+            let rest_json = run(&r, &mut from_json, &ev[cut..]);
+            got.extend(run(&r, &mut from_postcard, &ev[cut..]));
+            assert_eq!(got, expected, "cut at {cut}");
+            assert_eq!(rest_json, expected[cut..]);
+        }
+    }
+
+    #[test]
+    fn state_is_small() {
+        assert!(std::mem::size_of::<Lifecycle>() <= 32);
+        assert_eq!(std::mem::size_of::<Lifecycle>(), 24);
+    }
+
+    #[test]
+    fn alert_message() {
+        let r = rule(|_| {});
+        let key = SeriesKey::new("up", [("job", "x")]);
+        let dec = Decision {
+            score: 0.97,
+            expected: 1.0,
+            lower: 0.9,
+            upper: 1.1,
+            warm: true,
+        };
+        let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+        let fire = Transition::Firing {
+            severity: Severity::Critical,
+            started_at_ms: start,
+        };
+        let a = build_alert(&key, &fire, start, 0.0, &dec, &r, "regression");
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({
+                "fingerprint": "c1f6d4cd4f8464c4",
+                "status": "firing",
+                "series": "up{job=\"x\"}",
+                "labels": {"__name__": "up", "job": "x"},
+                "started_at": "2026-01-01T00:00:00.000Z",
+                "ended_at": null,
+                "ts": "2026-01-01T00:00:00.000Z",
+                "value": 0.0,
+                "expected": 1.0,
+                "lower": 0.9,
+                "upper": 1.1,
+                "score": 0.97,
+                "threshold": 0.5,
+                "severity": "critical",
+                "model": "regression"
+            })
+        );
+        let resolved = Transition::Resolved {
+            severity: Severity::Critical,
+            started_at_ms: start,
+        };
+        let a = build_alert(
+            &key,
+            &resolved,
+            start + 90_250,
+            1.0,
+            &d(0.1),
+            &r,
+            "regression",
+        );
+        assert_eq!(a.status, AlertStatus::Resolved);
+        assert_eq!(a.started_at, "2026-01-01T00:00:00.000Z");
+        assert_eq!(a.ended_at.as_deref(), Some("2026-01-01T00:01:30.250Z"));
+        assert_eq!(a.ts, "2026-01-01T00:01:30.250Z");
+        // Zero-padded to 16 digits.
+        let f = build_alert(&SeriesKey::from_name("a"), &fire, 0, 0.0, &dec, &r, "m").fingerprint;
+        assert_eq!(f.len(), 16);
+        assert!(
+            f.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+    }
+
+    #[test]
+    fn rfc3339_formatting_and_clamping() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(MAX_RFC3339_MS), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(i64::MIN), "0000-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn config_defaults_keys_and_validation() {
+        let c: AlertRuleConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, AlertRuleConfig::default());
+        assert!(serde_json::from_str::<AlertRuleConfig>(r#"{"treshold":0.9}"#).is_err());
+        let c: AlertRuleConfig =
+            serde_json::from_str(r#"{"direction":"below","critical_threshold":0.99}"#).unwrap();
+        assert_eq!(c.direction, Direction::Below);
+
+        let bad = AlertRuleConfig {
+            threshold: 1.0,
+            critical_threshold: Some(0.2),
+            for_events: 5,
+            window_events: 65,
+            resolve_after_events: 0,
+            cooldown_secs: MAX_COOLDOWN_SECS + 1,
+            direction: Direction::Both,
+            min_abs_deviation: -1.0,
+            min_rel_deviation: f64::NAN,
+        };
+        let err = AlertRule::new(&bad, "alert.rule").unwrap_err();
+        let keys: Vec<&str> = err.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "alert.rule.threshold",
+                "alert.rule.critical_threshold",
+                "alert.rule.window_events",
+                "alert.rule.resolve_after_events",
+                "alert.rule.cooldown_secs",
+                "alert.rule.min_abs_deviation",
+                "alert.rule.min_rel_deviation",
+            ]
+        );
+        let bad = AlertRuleConfig {
+            for_events: 3,
+            window_events: 2,
+            ..AlertRuleConfig::default()
+        };
+        let err = AlertRule::new(&bad, "r").unwrap_err();
+        assert_eq!(
+            err.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(),
+            ["r.for_events"]
+        );
+    }
+}
