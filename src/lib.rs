@@ -15,7 +15,10 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod backtest;
 pub mod config;
 pub mod detector;
 pub mod event;
+pub mod model;
 pub mod optim;
+pub mod threshold;
