@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Problems;
 use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
-use crate::threshold::{ThresholdConfig, ThresholdState, Thresholds};
+use crate::model::Forecast;
+use crate::threshold::{Observation, ThresholdConfig, ThresholdState, Thresholds};
 
 /// What the detector concluded about one observation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -228,6 +229,32 @@ impl Detector {
         self.model.owns(&state.model) && self.thresholds.owns(&state.threshold)
     }
 
+    /// The band: values that would score below the alert threshold. It is
+    /// the intersection of what each channel allows (forecast residual,
+    /// level, range); when that is empty (e.g. the forecast has moved outside
+    /// the usual level), every value would alert and the band collapses to
+    /// the expected value.
+    fn band(&self, threshold: &ThresholdState, f: &Forecast) -> (f64, f64) {
+        let limits = self.thresholds.band(threshold, self.alert_threshold);
+        let r = limits.residual * f.scale;
+        let mut lower = f.expected - r;
+        let mut upper = f.expected + r;
+        if limits.level.is_finite() {
+            let l = limits.level * f.level_scale;
+            lower = lower.max(f.mean - l);
+            upper = upper.min(f.mean + l);
+        }
+        if let Some((lo, hi)) = limits.range {
+            lower = lower.max(lo);
+            upper = upper.min(hi);
+        }
+        if lower <= upper {
+            (lower, upper)
+        } else {
+            (f.expected, f.expected)
+        }
+    }
+
     /// Scores one observation of a series and then learns it.
     ///
     /// Events of one series must come in order; `ts_ms` only feeds the
@@ -267,24 +294,28 @@ impl Detector {
         }
         // Magnitudes beyond 1e12 deviations are all "impossible"; the cap
         // keeps the threshold's statistics finite.
-        let a = forecast.residual.abs().min(1e12);
-        let scored = self.thresholds.score(&state.threshold, a);
-        let half_width = self
-            .thresholds
-            .magnitude_at(&state.threshold, self.alert_threshold)
-            * forecast.scale;
+        let obs = Observation {
+            residual: forecast.residual.abs().min(1e12),
+            level: ((value - forecast.mean) / forecast.level_scale)
+                .abs()
+                .min(1e12),
+            value,
+        };
+        let scored = self.thresholds.score(&state.threshold, &obs);
+        let (lower, upper) = self.band(&state.threshold, &forecast);
         let warm = state.scored >= self.config.threshold.warmup_events;
         let decision = Decision {
             score: if warm { scored.score } else { 0.0 },
             expected: forecast.expected,
-            lower: forecast.expected - half_width,
-            upper: forecast.expected + half_width,
+            lower,
+            upper,
             warm,
         };
         // Train: now the model and the threshold learn this event.
         self.model
             .learn(&mut state.model, &self.optimizer, value, &work);
-        self.thresholds.observe(&mut state.threshold, a, &scored);
+        self.thresholds
+            .observe(&mut state.threshold, &obs, &scored);
         state.scored = state.scored.saturating_add(1);
         Ok(decision)
     }

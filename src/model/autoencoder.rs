@@ -6,7 +6,8 @@
 //! [`crate::threshold`]).
 //!
 //! The input is the window of the last `window` values (the newest one
-//! included) standardised with the series' running statistics; one `tanh`
+//! included), relative to the value before the newest and in units of the
+//! series' typical step ([`Standardizer::scale`]); one `tanh`
 //! hidden layer of `hidden` units (narrower than the window, so the network
 //! must learn the usual shapes instead of copying its input) reconstructs the
 //! window linearly. The residual is the reconstruction error of the newest
@@ -122,16 +123,24 @@ impl OnlineModel for Autoencoder {
         let (w1, rest) = p.split_at(w * h);
         let (b1, rest) = rest.split_at(h);
         let (w2, b2) = rest.split_at(w * h);
-        let mean = Standardizer::mean(stats);
-        let sd = Standardizer::sd(stats);
-        let z = (value - mean) / sd;
+        let scale = Standardizer::scale(stats);
         let filled = Ring::filled(ring);
+        // The window is expressed relative to the previous value (in units of
+        // the typical step), so the autoencoder learns shapes, not levels, and
+        // a level shift is absorbed by the next event.
+        let origin = if filled > 0 {
+            Ring::get(ring, 0)
+        } else {
+            Standardizer::mean(stats)
+        };
+        let z = (value - origin) / scale;
         // Chronological order: x[w - 1] is the newest value.
         let x = &mut work.x[..w];
         x[w - 1] = z.clamp(-INPUT_CLAMP, INPUT_CLAMP);
         for k in 1..w {
+            // A value not seen yet stands at the origin.
             x[w - 1 - k] = if k - 1 < filled {
-                Standardizer::z(stats, Ring::get(ring, k - 1))
+                Standardizer::z(stats, Ring::get(ring, k - 1), origin)
             } else {
                 0.0
             };
@@ -151,10 +160,13 @@ impl OnlineModel for Autoencoder {
         work.y_hat = y_hat;
         work.target = x[w - 1];
         work.ready = ready;
+        work.last = if filled > 0 { Some(origin) } else { None };
         Forecast {
-            expected: mean + sd * y_hat,
+            expected: origin + scale * y_hat,
             residual: z - y_hat,
-            scale: sd,
+            scale,
+            mean: Standardizer::mean(stats),
+            level_scale: Standardizer::level_scale(stats),
             ready,
         }
     }
@@ -193,7 +205,7 @@ impl OnlineModel for Autoencoder {
             optimizer.step(p, sum, &mut state.step, &grad[..np]);
         }
         self.standardizer
-            .update(&mut state.slab[..STANDARDIZER_LEN], value);
+            .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
         Ring::push(&mut state.slab[STANDARDIZER_LEN..re], value);
     }
 }

@@ -29,12 +29,23 @@ const REL_SD_FLOOR: f64 = 1e-9;
 /// above subnormal numbers).
 const ABS_SD_FLOOR: f64 = 1e-12;
 
-/// Online standardisation of one series' values: an exponentially weighted
-/// mean and variance whose horizon grows from 1 to `horizon` events, so the
-/// first events are averaged equally (fast warm-up) and later ones forget at
-/// rate `1 / horizon`.
+/// Online scaling of one series' values: an exponentially weighted mean of
+/// the values and an exponentially weighted mean square of their first
+/// differences, whose horizon grows from 1 to `horizon` events, so the first
+/// events are averaged equally (fast warm-up) and later ones forget at rate
+/// `1 / horizon`.
 ///
-/// State layout in a slab: `[count, mean, var]`.
+/// The unit of every model input and residual is the RMS of the first
+/// differences (the typical step of the series), not the deviation of the
+/// level: a level shift enters it once, as one large step, instead of
+/// inflating the level's variance for a whole horizon and muting every
+/// residual after the shift.
+///
+/// It also keeps the variance of the level, for the level channel of the
+/// threshold (how far a value is from what the series usually is).
+///
+/// State layout in a slab: `[count, mean, mean square of differences,
+/// variance of the level]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Standardizer {
     /// Events after which the weights stop growing.
@@ -42,7 +53,7 @@ pub struct Standardizer {
 }
 
 /// Number of `f64` a [`Standardizer`] keeps in the slab.
-pub const STANDARDIZER_LEN: usize = 3;
+pub const STANDARDIZER_LEN: usize = 4;
 
 impl Standardizer {
     /// Mean of the series so far (slab view `s`).
@@ -51,35 +62,45 @@ impl Standardizer {
         s[1]
     }
 
-    /// Deviation of the series, floored so it is never zero: relative to the
-    /// mean's magnitude (a flat series at 1e12 and one at 1e-9 both get a
-    /// floor on their own scale) and absolutely.
+    /// The scale (RMS of the first differences), floored so it is never
+    /// zero: relative to the mean's magnitude (a flat series at 1e12 and one
+    /// at 1e-9 both get a floor on their own scale) and absolutely.
     #[inline]
-    pub fn sd(s: &[f64]) -> f64 {
+    pub fn scale(s: &[f64]) -> f64 {
         let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
         s[2].sqrt().max(floor)
     }
 
-    /// Standardises `x` with the current statistics, clamped to
-    /// ±[`INPUT_CLAMP`]. Before the first value, the mean is 0 and the
-    /// deviation is the floor, so the first value clamps; models only read
-    /// lags after they hold a value.
+    /// The deviation of the level (floored like [`Standardizer::scale`]).
     #[inline]
-    pub fn z(s: &[f64], x: f64) -> f64 {
-        ((x - s[1]) / Self::sd(s)).clamp(-INPUT_CLAMP, INPUT_CLAMP)
+    pub fn level_scale(s: &[f64]) -> f64 {
+        let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
+        s[3].sqrt().max(floor)
     }
 
-    /// Learns `x` (after it has been scored).
+    /// `(x - origin) / scale`, clamped to ±[`INPUT_CLAMP`].
     #[inline]
-    pub fn update(&self, s: &mut [f64], x: f64) {
+    pub fn z(s: &[f64], x: f64, origin: f64) -> f64 {
+        ((x - origin) / Self::scale(s)).clamp(-INPUT_CLAMP, INPUT_CLAMP)
+    }
+
+    /// Learns `x` (after it has been scored); `prev` is the value before it,
+    /// if any.
+    #[inline]
+    pub fn update(&self, s: &mut [f64], x: f64, prev: Option<f64>) {
         let n = (s[0] + 1.0).min(self.horizon);
         s[0] = n;
         let alpha = 1.0 / n;
         let delta = x - s[1];
         s[1] += alpha * delta;
-        // West's exponentially weighted variance update; exact running
-        // variance while n grows.
-        s[2] = (1.0 - alpha) * (s[2] + alpha * delta * delta);
+        s[3] = (1.0 - alpha) * (s[3] + alpha * delta * delta);
+        if let Some(p) = prev {
+            // The first difference has weight from the second event on; the
+            // count lags by one, which only matters during warm-up.
+            let d = x - p;
+            let beta = 1.0 / (n - 1.0).max(1.0);
+            s[2] += beta * (d * d - s[2]);
+        }
     }
 }
 
@@ -180,16 +201,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn standardizer_matches_running_mean_and_variance_while_growing() {
+    fn scale_is_the_rms_of_differences() {
         let st = Standardizer { horizon: 100.0 };
         let mut s = [0.0; STANDARDIZER_LEN];
-        for x in [1.0, 2.0, 3.0, 4.0] {
-            st.update(&mut s, x);
+        let mut prev = None;
+        for x in [1.0, 3.0, 1.0, 3.0, 1.0] {
+            st.update(&mut s, x, prev);
+            prev = Some(x);
         }
-        assert_eq!(Standardizer::mean(&s), 2.5);
-        // Population variance of 1..4 is 1.25.
-        assert!((s[2] - 1.25).abs() < 1e-12, "{}", s[2]);
-        assert!((Standardizer::z(&s, 2.5 + 1.25f64.sqrt()) - 1.0).abs() < 1e-12);
+        assert_eq!(Standardizer::mean(&s), 1.8);
+        assert_eq!(Standardizer::scale(&s), 2.0);
+        assert_eq!(Standardizer::z(&s, 5.0, 1.0), 2.0);
     }
 
     #[test]
@@ -198,12 +220,12 @@ mod tests {
         for level in [1e-9, 1.0, 1e12] {
             let mut s = [0.0; STANDARDIZER_LEN];
             for _ in 0..50 {
-                st.update(&mut s, level);
+                st.update(&mut s, level, Some(level));
             }
-            assert_eq!(Standardizer::z(&s, level), 0.0);
-            let sd = Standardizer::sd(&s);
+            assert_eq!(Standardizer::z(&s, level, level), 0.0);
+            let sd = Standardizer::scale(&s);
             assert!(sd > 0.0 && sd <= (level * 1e-9).max(1e-12), "{sd}");
-            assert_eq!(Standardizer::z(&s, level * 2.0), INPUT_CLAMP);
+            assert_eq!(Standardizer::z(&s, level * 2.0, level), INPUT_CLAMP);
         }
     }
 

@@ -5,20 +5,23 @@
 //! predict/learn step. It does not score residuals (see
 //! [`crate::threshold`]).
 //!
-//! The target is the new value standardised with the series' running mean and
-//! deviation; the inputs are the last `lags` values standardised the same way,
-//! the calendar features and a bias. The loss is squared error with the error
+//! The model forecasts the *step* from the last value to the next, in units
+//! of the series' typical step ([`Standardizer::scale`]); its inputs are the
+//! last value against the running mean (for mean reversion), the last
+//! `lags - 1` steps, the calendar features and a bias. The loss is squared error with the error
 //! clipped at `error_clip` deviations in the gradient (a Huber loss), so that
-//! an anomaly teaches the model no more than an ordinary large error. The
-//! weights start at persistence (`next = last`), which is a good forecast for
-//! most metrics from the first event on and keeps the warm-up short.
+//! an anomaly teaches the model no more than an ordinary large error. With
+//! all weights at 0 (the start) the forecast is persistence (`next = last`),
+//! a good forecast for most metrics from the first event on, which keeps the
+//! warm-up short; and after a level shift the forecast follows the new level
+//! at once instead of waiting for Adagrad's decaying steps to move a bias.
 //!
 //! State is one slab of `f64`: `[standardiser | ring of lags | weights |
 //! Adagrad accumulators]`, plus the step counter.
 
 use serde::{Deserialize, Serialize};
 
-use super::features::{INPUT_CLAMP, Ring, STANDARDIZER_LEN, Standardizer, TimeFeatures, ring_len};
+use super::features::{Ring, STANDARDIZER_LEN, Standardizer, TimeFeatures, ring_len};
 use super::{Forecast, OnlineModel, Work};
 use crate::optim::Adagrad;
 
@@ -84,11 +87,8 @@ impl OnlineModel for LinearModel {
     type State = LinearState;
 
     fn new_state(&self) -> LinearState {
-        let mut slab = vec![0.0; self.slab_len()].into_boxed_slice();
-        if self.lags > 0 {
-            // Persistence prior: the first lag's weight is 1.
-            slab[self.weights_start()] = 1.0;
-        }
+        let slab = vec![0.0; self.slab_len()].into_boxed_slice();
+        // All weights 0: the forecast starts as persistence.
         LinearState { slab, step: 0 }
     }
 
@@ -101,30 +101,41 @@ impl OnlineModel for LinearModel {
         let w = &slab[self.weights_start()..self.weights_start() + n];
         let x = &mut work.x[..n];
         let filled = Ring::filled(ring);
-        for (k, xk) in x[..self.lags].iter_mut().enumerate() {
-            // A lag not seen yet stands at the mean (0 standardised).
-            *xk = if k < filled {
-                Standardizer::z(stats, Ring::get(ring, k))
-            } else {
-                0.0
-            };
+        let mean = Standardizer::mean(stats);
+        let scale = Standardizer::scale(stats);
+        // Forecasts are steps from the last value (persistence when every
+        // weight is 0), so a level shift is absorbed by the next event.
+        let last = if filled > 0 { Ring::get(ring, 0) } else { mean };
+        if self.lags > 0 {
+            // Input 0: the last level against the mean (lets the model learn
+            // mean reversion); inputs 1..lags: the last lags-1 steps.
+            x[0] = Standardizer::z(stats, last, mean);
+            for (k, xk) in x[1..self.lags].iter_mut().enumerate() {
+                // A step not seen yet counts as no step.
+                *xk = if k + 1 < filled {
+                    Standardizer::z(stats, Ring::get(ring, k), Ring::get(ring, k + 1))
+                } else {
+                    0.0
+                };
+            }
         }
         self.time.write(ts_ms, &mut x[self.lags..n - 1]);
         x[n - 1] = 1.0;
-        let y_hat: f64 = x.iter().zip(w).map(|(a, b)| a * b).sum();
-        let mean = Standardizer::mean(stats);
-        let sd = Standardizer::sd(stats);
-        let z = (value - mean) / sd;
+        let step_hat: f64 = x.iter().zip(w).map(|(a, b)| a * b).sum();
+        let expected = last + scale * step_hat;
         // Scores (and gradients) are meaningful once the lags and the
         // statistics hold real values.
         let ready = filled >= self.lags.max(1) && stats[0] >= 2.0;
-        work.target = z.clamp(-INPUT_CLAMP, INPUT_CLAMP);
-        work.y_hat = y_hat;
+        work.target = Standardizer::z(stats, value, last);
+        work.y_hat = step_hat;
         work.ready = ready;
+        work.last = if filled > 0 { Some(last) } else { None };
         Forecast {
-            expected: mean + sd * y_hat,
-            residual: z - y_hat,
-            scale: sd,
+            expected,
+            residual: (value - expected) / scale,
+            scale,
+            mean: Standardizer::mean(stats),
+            level_scale: Standardizer::level_scale(stats),
             ready,
         }
     }
@@ -137,7 +148,7 @@ impl OnlineModel for LinearModel {
             self.step(state, optimizer, work, n, ws);
         }
         self.standardizer
-            .update(&mut state.slab[..STANDARDIZER_LEN], value);
+            .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
         Ring::push(&mut state.slab[self.ring_start()..ws], value);
     }
 }

@@ -212,8 +212,12 @@ pub struct Forecast {
     pub expected: f64,
     /// `(value - expected) / scale`: the error in deviations of the series.
     pub residual: f64,
-    /// The series' deviation (the unit of `residual`), > 0.
+    /// The series' typical step (the unit of `residual`), > 0.
     pub scale: f64,
+    /// The series' long-run mean (before this value).
+    pub mean: f64,
+    /// The deviation of the series' level around that mean, > 0.
+    pub level_scale: f64,
     /// False while the model has too little history for the forecast to mean
     /// anything (lags not filled yet).
     pub ready: bool,
@@ -236,6 +240,8 @@ pub struct Work {
     pub y_hat: f64,
     /// Whether the forecast was ready (no training before that).
     pub ready: bool,
+    /// The previous value of the series, if any (for the step statistics).
+    pub last: Option<f64>,
 }
 
 impl Default for Work {
@@ -247,6 +253,7 @@ impl Default for Work {
             target: 0.0,
             y_hat: 0.0,
             ready: false,
+            last: None,
         }
     }
 }

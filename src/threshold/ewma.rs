@@ -26,31 +26,33 @@ pub struct Ewma {
 
 impl Ewma {
     #[inline]
-    fn sd(s: &[f64; 3]) -> f64 {
+    fn sd(s: &[f64]) -> f64 {
         s[2].sqrt().max(SD_FLOOR)
     }
 }
 
 impl Threshold for Ewma {
-    type State = [f64; 3];
+    fn state_len(&self) -> usize {
+        3
+    }
 
-    fn new_state(&self) -> [f64; 3] {
-        [0.0; 3]
+    fn init(&self, s: &mut [f64]) {
+        s.fill(0.0);
     }
 
     #[inline]
-    fn surprise(&self, s: &[f64; 3], a: f64) -> f64 {
+    fn surprise(&self, s: &[f64], a: f64) -> f64 {
         let z = ((a - s[1]) / Self::sd(s)).max(0.0);
         0.5 * z * z
     }
 
     #[inline]
-    fn magnitude_at(&self, s: &[f64; 3], surprise: f64) -> f64 {
+    fn magnitude_at(&self, s: &[f64], surprise: f64) -> f64 {
         s[1] + Self::sd(s) * (2.0 * surprise.max(0.0)).sqrt()
     }
 
     #[inline]
-    fn observe(&self, s: &mut [f64; 3], a: f64) {
+    fn observe(&self, s: &mut [f64], a: f64) {
         ew_update(s, self.horizon, a);
     }
 }
@@ -62,7 +64,7 @@ mod tests {
     #[test]
     fn surprise_is_half_z_squared_and_inverts() {
         let t = Ewma { horizon: 100.0 };
-        let mut s = t.new_state();
+        let mut s = [0.0; 3];
         for a in [1.0, 3.0, 1.0, 3.0] {
             t.observe(&mut s, a);
         }
@@ -75,7 +77,7 @@ mod tests {
     #[test]
     fn flat_zero_residuals_make_any_error_surprising() {
         let t = Ewma { horizon: 100.0 };
-        let mut s = t.new_state();
+        let mut s = [0.0; 3];
         for _ in 0..100 {
             t.observe(&mut s, 0.0);
         }
@@ -86,7 +88,7 @@ mod tests {
     #[test]
     fn an_outlier_inflates_the_threshold() {
         let t = Ewma { horizon: 200.0 };
-        let mut s = t.new_state();
+        let mut s = [0.0; 3];
         for i in 0..500 {
             t.observe(&mut s, (i % 2) as f64);
         }

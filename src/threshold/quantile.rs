@@ -38,7 +38,7 @@ impl Quantile {
     /// (height, surprise) of the two reference points and the slope of
     /// surprise per unit of magnitude.
     #[inline]
-    fn line(&self, s: &[f64; 11]) -> (f64, f64, f64) {
+    fn line(&self, s: &[f64]) -> (f64, f64, f64) {
         let (h1, h2) = if s[10] >= 5.0 {
             (s[1], s[2])
         } else {
@@ -61,25 +61,27 @@ fn parabolic(h: &[f64; 5], n: &[f64; 5], i: usize, d: f64) -> f64 {
 }
 
 impl Threshold for Quantile {
-    type State = [f64; 11];
+    fn state_len(&self) -> usize {
+        11
+    }
 
-    fn new_state(&self) -> [f64; 11] {
-        [0.0; 11]
+    fn init(&self, s: &mut [f64]) {
+        s.fill(0.0);
     }
 
     #[inline]
-    fn surprise(&self, s: &[f64; 11], a: f64) -> f64 {
+    fn surprise(&self, s: &[f64], a: f64) -> f64 {
         let (h1, l1, slope) = self.line(s);
         (l1 + (a - h1) * slope).max(0.0)
     }
 
     #[inline]
-    fn magnitude_at(&self, s: &[f64; 11], surprise: f64) -> f64 {
+    fn magnitude_at(&self, s: &[f64], surprise: f64) -> f64 {
         let (h1, l1, slope) = self.line(s);
         h1 + (surprise.max(0.0) - l1) / slope
     }
 
-    fn observe(&self, s: &mut [f64; 11], a: f64) {
+    fn observe(&self, s: &mut [f64], a: f64) {
         let count = s[10] as usize;
         s[10] += 1.0;
         if count < 5 {
@@ -139,7 +141,7 @@ mod tests {
     #[test]
     fn tracks_uniform_quantiles() {
         let t = Quantile { q: 0.9 };
-        let mut s = t.new_state();
+        let mut s = [0.0; 11];
         // A deterministic permutation of 0..10000 (7919 is prime to 10000).
         for i in 0..10_000u64 {
             t.observe(&mut s, ((i * 7919) % 10_000) as f64 / 10_000.0);
@@ -153,7 +155,7 @@ mod tests {
     #[test]
     fn surprise_hits_the_reference_points_and_inverts() {
         let t = Quantile { q: 0.9 };
-        let mut s = t.new_state();
+        let mut s = [0.0; 11];
         for i in 0..1000u64 {
             t.observe(&mut s, ((i * 7919) % 1000) as f64);
         }
@@ -167,7 +169,7 @@ mod tests {
     #[test]
     fn flat_zero_residuals_make_any_error_surprising() {
         let t = Quantile { q: 0.99 };
-        let mut s = t.new_state();
+        let mut s = [0.0; 11];
         for _ in 0..100 {
             t.observe(&mut s, 0.0);
         }

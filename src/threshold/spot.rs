@@ -62,7 +62,7 @@ impl Spot {
     }
 
     #[inline]
-    fn tail(&self, s: &[f64; 7]) -> Tail {
+    fn tail(&self, s: &[f64]) -> Tail {
         let sd = s[2].sqrt().max(SD_FLOOR);
         let mu = s[1];
         let t = mu + self.k() * sd;
@@ -87,14 +87,16 @@ impl Spot {
 }
 
 impl Threshold for Spot {
-    type State = [f64; 7];
+    fn state_len(&self) -> usize {
+        7
+    }
 
-    fn new_state(&self) -> [f64; 7] {
-        [0.0, 0.0, 0.0, 1.0 - self.q, 0.0, 0.0, 0.0]
+    fn init(&self, s: &mut [f64]) {
+        s.copy_from_slice(&[0.0, 0.0, 0.0, 1.0 - self.q, 0.0, 0.0, 0.0]);
     }
 
     #[inline]
-    fn surprise(&self, s: &[f64; 7], a: f64) -> f64 {
+    fn surprise(&self, s: &[f64], a: f64) -> f64 {
         let tl = self.tail(s);
         if a <= tl.t {
             return (tl.lt * (a - tl.mu) / (tl.t - tl.mu)).max(0.0);
@@ -115,7 +117,7 @@ impl Threshold for Spot {
     }
 
     #[inline]
-    fn magnitude_at(&self, s: &[f64; 7], surprise: f64) -> f64 {
+    fn magnitude_at(&self, s: &[f64], surprise: f64) -> f64 {
         let tl = self.tail(s);
         let l = surprise.max(0.0);
         if l <= tl.lt {
@@ -140,7 +142,7 @@ impl Threshold for Spot {
     }
 
     #[inline]
-    fn observe(&self, s: &mut [f64; 7], a: f64) {
+    fn observe(&self, s: &mut [f64], a: f64) {
         let tl = self.tail(s);
         let n = (s[0] + 1.0).min(self.horizon);
         let above = a > tl.t;
@@ -167,7 +169,8 @@ mod tests {
             q: 0.98,
             horizon: 1000.0,
         };
-        let mut s = t.new_state();
+        let mut s = [0.0; 7];
+        t.init(&mut s);
         for a in values {
             t.observe(&mut s, a);
         }
