@@ -1,9 +1,22 @@
 //! The per-event code path shared by the daemon and `anomalyd backtest`.
 //!
 //! This module owns [`Decision`], what the detector says about one
-//! observation of one series.
+//! observation of one series, and [`Detector::observe`], the one function
+//! that produces it. A [`Detector`] holds what all series share (the
+//! configured model, threshold and optimizer); a [`DetectorState`] holds
+//! everything about one series, is plain data (`Clone + Serialize +
+//! Deserialize`) and is deterministic: the same events from the same state
+//! give bit-identical decisions, so a restored snapshot continues exactly.
+//! This module does not decide alerts (see [`crate::alert`]), store
+//! snapshots, or know about series keys.
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::model::{Model, ModelConfig, ModelState, Work};
+use crate::optim::Adagrad;
+use crate::model::Forecast;
+use crate::threshold::{Observation, ThresholdConfig, ThresholdState, Thresholds};
 
 /// What the detector concluded about one observation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -22,4 +35,288 @@ pub struct Decision {
     /// False while the series is still learning: the score is 0 and the
     /// series cannot alert.
     pub warm: bool,
+}
+
+/// `[detector]`: the model and the threshold every series uses.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// The per-series forecasting model.
+    pub model: ModelConfig,
+    /// How residuals become scores.
+    pub threshold: ThresholdConfig,
+}
+
+impl DetectorConfig {
+    /// Records every problem with its full key (`prefix` is e.g.
+    /// `detector`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        self.model.validate(&format!("{prefix}.model"), problems);
+        self.threshold
+            .validate(&format!("{prefix}.threshold"), problems);
+    }
+
+    /// A stable XXH3 hash of exactly the settings that shape per-series
+    /// state and scores (all of `[detector]`; alert rules are not part of
+    /// it). Saved state whose hash differs must be discarded. The encoding
+    /// is explicit (a version tag, then every field by name), so it does not
+    /// depend on serde or on field order in the struct.
+    pub fn model_hash(&self) -> u64 {
+        let m = &self.model;
+        let t = &self.threshold;
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        let mut put = |name: &str, bits: u64| {
+            h.update(name.as_bytes());
+            h.update(&[0xFF]);
+            h.update(&bits.to_le_bytes());
+        };
+        put("anomalyd.detector.v1", 0);
+        put("model.kind", m.kind as u64);
+        put("model.lags", m.lags as u64);
+        put("model.daily_harmonics", m.daily_harmonics as u64);
+        put("model.weekly_harmonics", m.weekly_harmonics as u64);
+        put("model.window", m.window as u64);
+        put("model.hidden", m.hidden as u64);
+        put("model.standardize_events", u64::from(m.standardize_events));
+        put("model.error_clip", m.error_clip.to_bits());
+        put("model.learning_rate", m.learning_rate.to_bits());
+        put("model.initial_accumulator", m.initial_accumulator.to_bits());
+        put("threshold.kind", t.kind as u64);
+        put("threshold.warmup_events", u64::from(t.warmup_events));
+        put("threshold.horizon_events", u64::from(t.horizon_events));
+        put("threshold.quantile", t.quantile.to_bits());
+        put("threshold.smoothing_events", u64::from(t.smoothing_events));
+        h.digest()
+    }
+}
+
+/// Why a detector could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    /// The config has problems (each with its key).
+    #[error("invalid detector configuration:\n{0}")]
+    Config(Problems),
+    /// The alert threshold is not a score in (0, 1).
+    #[error("alert threshold {0} is invalid: it must be a score strictly between 0 and 1")]
+    AlertThreshold(f64),
+}
+
+/// Why an event was not scored. The state is untouched in every case.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum Skipped {
+    /// The value is NaN or infinite; it is never learned.
+    #[error("value {value} is not a finite number")]
+    NonFinite {
+        /// The rejected value.
+        value: f64,
+    },
+    /// The state was made under another detector config (e.g. a snapshot
+    /// restored after the config changed); the caller should replace it
+    /// with [`Detector::new_state`].
+    #[error("series state does not match the detector configuration")]
+    IncompatibleState,
+}
+
+impl Skipped {
+    /// A label value for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NonFinite { .. } => "non_finite",
+            Self::IncompatibleState => "incompatible_state",
+        }
+    }
+}
+
+/// What every series shares: hyper-parameters, the optimizer, the alert
+/// threshold the band is drawn for. Immutable; one per config.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    config: DetectorConfig,
+    model: Model,
+    thresholds: Thresholds,
+    optimizer: Adagrad,
+    alert_threshold: f64,
+    hash: u64,
+}
+
+/// Everything the detector knows about one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorState {
+    /// The model's parameters, accumulators, statistics and lags.
+    model: ModelState,
+    /// The threshold's statistics.
+    threshold: ThresholdState,
+    /// Scored (ready) events so far, saturating; drives the warm-up.
+    scored: u32,
+}
+
+impl DetectorState {
+    /// Bytes this state holds: the value itself plus its heap allocations.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.model.heap_bytes()
+    }
+
+    /// True once the warm-up is over.
+    pub fn scored_events(&self) -> u32 {
+        self.scored
+    }
+}
+
+impl Detector {
+    /// Builds the shared detector. `alert_threshold` is the score at which
+    /// the alerting code fires; the band in each [`Decision`] is the range of
+    /// values that would score below it.
+    pub fn new(config: &DetectorConfig, alert_threshold: f64) -> Result<Self, DetectorError> {
+        let mut problems = Problems::new();
+        config.validate("detector", &mut problems);
+        if !problems.is_empty() {
+            return Err(DetectorError::Config(problems));
+        }
+        if !(alert_threshold > 0.0 && alert_threshold < 1.0) {
+            return Err(DetectorError::AlertThreshold(alert_threshold));
+        }
+        let optimizer = Adagrad::new(config.model.adagrad()).map_err(|e| {
+            let mut p = Problems::new();
+            p.push("detector.model", e.to_string());
+            DetectorError::Config(p)
+        })?;
+        Ok(Self {
+            config: *config,
+            model: config.model.build(),
+            thresholds: config.threshold.build(),
+            optimizer,
+            alert_threshold,
+            hash: config.model_hash(),
+        })
+    }
+
+    /// The config this detector was built from.
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// [`DetectorConfig::model_hash`] of that config.
+    pub fn model_hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// The model's name (`regression` or `autoencoder`).
+    pub fn model_name(&self) -> &'static str {
+        self.model.name()
+    }
+
+    /// The threshold kind's name.
+    pub fn threshold_name(&self) -> &'static str {
+        self.thresholds.name()
+    }
+
+    /// The score the band is drawn for.
+    pub fn alert_threshold(&self) -> f64 {
+        self.alert_threshold
+    }
+
+    /// State for a series never seen.
+    pub fn new_state(&self) -> DetectorState {
+        DetectorState {
+            model: self.model.new_state(),
+            threshold: self.thresholds.new_state(),
+            scored: 0,
+        }
+    }
+
+    /// Whether `state` was made under this detector's config layout.
+    pub fn owns(&self, state: &DetectorState) -> bool {
+        self.model.owns(&state.model) && self.thresholds.owns(&state.threshold)
+    }
+
+    /// The band: values that would score below the alert threshold. It is
+    /// the intersection of what each channel allows (forecast residual,
+    /// level, range); when that is empty (e.g. the forecast has moved outside
+    /// the usual level), every value would alert and the band collapses to
+    /// the expected value.
+    fn band(&self, threshold: &ThresholdState, f: &Forecast) -> (f64, f64) {
+        let limits = self.thresholds.band(threshold, self.alert_threshold);
+        let r = limits.residual * f.scale;
+        let mut lower = f.expected - r;
+        let mut upper = f.expected + r;
+        if limits.level.is_finite() {
+            let l = limits.level * f.level_scale;
+            lower = lower.max(f.mean - l);
+            upper = upper.min(f.mean + l);
+        }
+        if let Some((lo, hi)) = limits.range {
+            lower = lower.max(lo);
+            upper = upper.min(hi);
+        }
+        if lower <= upper {
+            (lower, upper)
+        } else {
+            (f.expected, f.expected)
+        }
+    }
+
+    /// Scores one observation of a series and then learns it.
+    ///
+    /// Events of one series must come in order; `ts_ms` only feeds the
+    /// calendar features (gaps, irregular sampling and repeated timestamps
+    /// are fine). A non-finite value is refused and the state is untouched.
+    pub fn observe(
+        &self,
+        state: &mut DetectorState,
+        ts_ms: i64,
+        value: f64,
+    ) -> Result<Decision, Skipped> {
+        if !value.is_finite() {
+            return Err(Skipped::NonFinite { value });
+        }
+        let mut work = Work::default();
+        // Test-then-train: the forecast and the score use the state as it
+        // was BEFORE this event; the model and the threshold learn the event
+        // only after it has been scored.
+        let forecast = self
+            .model
+            .forecast(&state.model, ts_ms, value, &mut work)
+            .ok_or(Skipped::IncompatibleState)?;
+        if !self.thresholds.owns(&state.threshold) {
+            return Err(Skipped::IncompatibleState);
+        }
+        if !forecast.ready {
+            // Too little history to forecast: learn the value, say nothing.
+            self.model
+                .learn(&mut state.model, &self.optimizer, value, &work);
+            return Ok(Decision {
+                score: 0.0,
+                expected: value,
+                lower: value,
+                upper: value,
+                warm: false,
+            });
+        }
+        // Magnitudes beyond 1e12 deviations are all "impossible"; the cap
+        // keeps the threshold's statistics finite.
+        let obs = Observation {
+            residual: forecast.residual.abs().min(1e12),
+            level: ((value - forecast.mean) / forecast.level_scale)
+                .abs()
+                .min(1e12),
+            value,
+        };
+        let scored = self.thresholds.score(&state.threshold, &obs);
+        let (lower, upper) = self.band(&state.threshold, &forecast);
+        let warm = state.scored >= self.config.threshold.warmup_events;
+        let decision = Decision {
+            score: if warm { scored.score } else { 0.0 },
+            expected: forecast.expected,
+            lower,
+            upper,
+            warm,
+        };
+        // Train: now the model and the threshold learn this event.
+        self.model
+            .learn(&mut state.model, &self.optimizer, value, &work);
+        self.thresholds
+            .observe(&mut state.threshold, &obs, &scored);
+        state.scored = state.scored.saturating_add(1);
+        Ok(decision)
+    }
 }

@@ -5,7 +5,7 @@
 //!    worker, per event, per series (strictly in order):
 //!      features ─► model.predict ─► residual ─► threshold.score ─► model+Adagrad step ─► threshold.observe
 //!                                                     └─► alert lifecycle ─► sinks (bounded queues, retry)
-//!    completion ─► source stores the contiguous offset watermark (at-least-once)
+//!    barrier ─► source commits the contiguous offset watermark (at-least-once)
 //! ```
 //!
 //! The detection core ([`optim`], [`model`], [`threshold`], [`detector`]) is
@@ -15,9 +15,17 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod app;
+pub mod backtest;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod detector;
 pub mod event;
+pub mod model;
 pub mod optim;
+pub mod pipeline;
+pub mod source;
+pub mod state;
 pub mod telemetry;
+pub mod threshold;

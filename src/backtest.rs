@@ -1,0 +1,463 @@
+//! `anomalyd backtest`: replay CSV files through the detector.
+//!
+//! This module owns the offline replay: reading `timestamp,value` CSV files
+//! (one file, or every `*.csv` under a directory), running each row through
+//! [`Detector::observe`] (the very function the daemon calls per event), and
+//! writing one output row per input row, in input order, with the header
+//! [`OUTPUT_HEADER`]. It also draws optional SVG plots ([`plot`]). It does not
+//! own the alert lifecycle: [`alert`] is a plain comparison until the
+//! lifecycle is wired in.
+//!
+//! Timestamps may be NAB's `YYYY-MM-DD HH:MM:SS` (UTC, optional fraction),
+//! RFC 3339, or epoch seconds / milliseconds (integers of 1e11 or more are
+//! read as milliseconds). A row that cannot be read (bad timestamp, bad
+//! value, wrong number of fields) or whose value is not finite is reported on
+//! stderr with its file and line, still written (score 0, empty
+//! `expected`/`lower`/`upper`, no alert), and the run goes on.
+
+pub mod plot;
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime};
+
+use crate::config::Problems;
+use crate::detector::{Decision, Detector, DetectorConfig, DetectorError};
+use crate::threshold::DEFAULT_ALERT_THRESHOLD;
+
+/// The output header, exactly.
+pub const OUTPUT_HEADER: &str = "timestamp,value,anomaly_score,expected,lower,upper,alert";
+
+/// Arguments of `anomalyd backtest`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BacktestArgs {
+    /// A CSV file with header `timestamp,value`, or a directory: every
+    /// `*.csv` under it is replayed.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The output CSV file, or (for a directory input) the output directory,
+    /// which mirrors the input's relative paths.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// A TOML config file; its `[detector]` section (and `alert.threshold`,
+    /// if present) are used, other sections are ignored.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Also draw an SVG plot (series, expected band, alerts) to this file,
+    /// or for a directory input, into this directory.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// The alert threshold (a score in (0, 1)); overrides the config file.
+    #[arg(long)]
+    pub threshold: Option<f64>,
+}
+
+/// Why a backtest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    /// The config file could not be read or is invalid (exit code 2).
+    #[error("config {path}: {message}")]
+    Config {
+        /// The config file (empty for CLI values).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The detector refused the config (exit code 2).
+    #[error(transparent)]
+    Detector(#[from] DetectorError),
+    /// The input path does not exist or is neither a file nor a directory
+    /// (exit code 2).
+    #[error("input {0} is not a file or a directory")]
+    Input(PathBuf),
+    /// Reading or writing a file failed (exit code 1).
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The input CSV has no usable header (exit code 1).
+    #[error("{path}: {message}")]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl BacktestError {
+    /// The process exit code for this error: 2 for bad CLI/config input, 1
+    /// for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config { .. } | Self::Detector(_) | Self::Input(_) => 2,
+            Self::Io { .. } | Self::Csv { .. } => 1,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BacktestError + '_ {
+    move |source| BacktestError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a backtest did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Files replayed.
+    pub files: usize,
+    /// Rows written (= rows read).
+    pub rows: usize,
+    /// Rows that could not be read or had a non-finite value.
+    pub malformed: usize,
+    /// Rows with `alert = 1`.
+    pub alerts: usize,
+}
+
+/// The file's detector settings: `[detector]` and `alert.threshold`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct FileConfig {
+    #[serde(default)]
+    detector: DetectorConfig,
+    #[serde(default)]
+    alert: AlertSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct AlertSection {
+    threshold: Option<f64>,
+}
+
+/// Loads the detector config and alert threshold from a TOML file (other
+/// sections are ignored, so the daemon's config file works as is). Without a
+/// file, the defaults. The one place the backtest reads config, to be
+/// replaced by the daemon's loader.
+pub fn load_config(path: Option<&Path>) -> Result<(DetectorConfig, f64), BacktestError> {
+    let Some(path) = path else {
+        return Ok((DetectorConfig::default(), DEFAULT_ALERT_THRESHOLD));
+    };
+    let cfg_err = |message: String| BacktestError::Config {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = fs::read_to_string(path).map_err(|e| cfg_err(e.to_string()))?;
+    let file: FileConfig = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| cfg_err(e.to_string()))?;
+    let mut problems = Problems::new();
+    file.detector.validate("detector", &mut problems);
+    if !problems.is_empty() {
+        return Err(cfg_err(problems.to_string()));
+    }
+    Ok((
+        file.detector,
+        file.alert.threshold.unwrap_or(DEFAULT_ALERT_THRESHOLD),
+    ))
+}
+
+/// Whether a decision alerts. The one place this is decided in backtests,
+/// until the alert lifecycle (firing state) replaces it.
+#[inline]
+pub fn alert(decision: &Decision, threshold: f64) -> bool {
+    decision.warm && decision.score >= threshold
+}
+
+/// Parses a timestamp into milliseconds since the epoch (UTC); see the module
+/// docs for the formats.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(if n.unsigned_abs() >= 100_000_000_000 {
+            n
+        } else {
+            n.checked_mul(1000)?
+        });
+    }
+    if let Ok(x) = s.parse::<f64>() {
+        return (x.is_finite() && x.abs() < 1e14).then(|| (x * 1000.0).round() as i64);
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Runs a backtest (file or directory mode, by what `--input` is).
+pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
+    let (config, file_threshold) = load_config(args.config.as_deref())?;
+    let threshold = args.threshold.unwrap_or(file_threshold);
+    let detector = Detector::new(&config, threshold)?;
+    if args.input.is_file() {
+        let mut summary = Summary::default();
+        let file = run_file(&detector, &args.input, &args.output, args.plot.as_deref())?;
+        summary.add(file);
+        Ok(summary)
+    } else if args.input.is_dir() {
+        run_dir(&detector, args)
+    } else {
+        Err(BacktestError::Input(args.input.clone()))
+    }
+}
+
+impl Summary {
+    fn add(&mut self, f: FileSummary) {
+        self.files += 1;
+        self.rows += f.rows;
+        self.malformed += f.malformed;
+        self.alerts += f.alerts;
+    }
+}
+
+/// Counts of one file.
+#[derive(Debug, Clone, Copy, Default)]
+struct FileSummary {
+    rows: usize,
+    malformed: usize,
+    alerts: usize,
+}
+
+/// Every `*.csv` under `dir`, as paths relative to it, sorted.
+fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, BacktestError> {
+    let mut out = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let abs = dir.join(&rel);
+        for entry in fs::read_dir(&abs).map_err(io_err(&abs))? {
+            let entry = entry.map_err(io_err(&abs))?;
+            let path = rel.join(entry.file_name());
+            let kind = entry.file_type().map_err(io_err(&abs))?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn run_dir(detector: &Detector, args: &BacktestArgs) -> Result<Summary, BacktestError> {
+    let files = csv_files(&args.input)?;
+    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    if !io::stderr().is_terminal() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut summary = Summary::default();
+    for rel in &files {
+        bar.set_message(rel.display().to_string());
+        let out = args.output.join(rel);
+        let plot = args.plot.as_ref().map(|p| p.join(rel).with_extension("svg"));
+        for p in std::iter::once(&out).chain(plot.as_ref()) {
+            if let Some(parent) = p.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+        }
+        let file = bar.suspend(|| run_file(detector, &args.input.join(rel), &out, plot.as_deref()))?;
+        summary.add(file);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// One output row, kept for the plot.
+#[derive(Debug, Clone, Copy)]
+pub struct Row {
+    /// Milliseconds since the epoch, if the timestamp was readable.
+    pub ts_ms: Option<i64>,
+    /// The value, if readable and finite.
+    pub value: Option<f64>,
+    /// The decision, if the row was scored.
+    pub decision: Option<Decision>,
+    /// Whether the row alerted.
+    pub alert: bool,
+}
+
+fn run_file(
+    detector: &Detector,
+    input: &Path,
+    output: &Path,
+    plot_path: Option<&Path>,
+) -> Result<FileSummary, BacktestError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(input)
+        .map_err(|e| BacktestError::Csv {
+            path: input.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let headers = reader
+        .headers()
+        .map_err(|e| BacktestError::Csv {
+            path: input.to_path_buf(),
+            message: e.to_string(),
+        })?
+        .clone();
+    let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
+    let (Some(ts_col), Some(value_col)) = (col("timestamp"), col("value")) else {
+        return Err(BacktestError::Csv {
+            path: input.to_path_buf(),
+            message: "the header must name the columns `timestamp` and `value`".into(),
+        });
+    };
+    let out_file = fs::File::create(output).map_err(io_err(output))?;
+    let mut out = io::BufWriter::new(out_file);
+    writeln!(out, "{OUTPUT_HEADER}").map_err(io_err(output))?;
+    let mut state = detector.new_state();
+    let mut summary = FileSummary::default();
+    let mut rows = Vec::new();
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = reader.position().line() + 1;
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                // Unreadable bytes (e.g. invalid UTF-8): report and write a
+                // placeholder row so the output stays aligned with the input.
+                eprintln!("{}:{line}: skipped row: {e}", input.display());
+                summary.malformed += 1;
+                summary.rows += 1;
+                writeln!(out, ",,0,,,,0").map_err(io_err(output))?;
+                rows.push(Row {
+                    ts_ms: None,
+                    value: None,
+                    decision: None,
+                    alert: false,
+                });
+                continue;
+            }
+        }
+        let line = record.position().map_or(line, |p| p.line());
+        let ts_raw = record.get(ts_col).unwrap_or("");
+        let value_raw = record.get(value_col).unwrap_or("");
+        let ts = parse_timestamp(ts_raw);
+        let value = value_raw.parse::<f64>().ok();
+        let problem = match (ts, value) {
+            _ if record.len() != headers.len() => Some(format!(
+                "expected {} fields, found {}",
+                headers.len(),
+                record.len()
+            )),
+            (None, _) => Some(format!("cannot read timestamp {ts_raw:?}")),
+            (_, None) => Some(format!("cannot read value {value_raw:?}")),
+            _ => None,
+        };
+        let decision = match (problem, ts, value) {
+            (None, Some(ts), Some(v)) => match detector.observe(&mut state, ts, v) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    eprintln!("{}:{line}: row not scored: {e}", input.display());
+                    None
+                }
+            },
+            (problem, _, _) => {
+                let why = problem.unwrap_or_else(|| "unreadable row".into());
+                eprintln!("{}:{line}: malformed row: {why}", input.display());
+                None
+            }
+        };
+        let is_alert = decision
+            .as_ref()
+            .is_some_and(|d| alert(d, detector.alert_threshold()));
+        summary.rows += 1;
+        summary.malformed += usize::from(decision.is_none());
+        summary.alerts += usize::from(is_alert);
+        let ts_field = csv_field(ts_raw);
+        let value_field = csv_field(value_raw);
+        match &decision {
+            Some(d) => writeln!(
+                out,
+                "{ts_field},{value_field},{},{},{},{},{}",
+                d.score,
+                d.expected,
+                d.lower,
+                d.upper,
+                u8::from(is_alert)
+            ),
+            None => writeln!(out, "{ts_field},{value_field},0,,,,0"),
+        }
+        .map_err(io_err(output))?;
+        if plot_path.is_some() {
+            rows.push(Row {
+                ts_ms: ts,
+                value: value.filter(|v| v.is_finite()),
+                decision,
+                alert: is_alert,
+            });
+        }
+    }
+    out.flush().map_err(io_err(output))?;
+    if let Some(p) = plot_path {
+        let name = input
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let svg = plot::svg(&name, &rows);
+        fs::write(p, svg).map_err(io_err(p))?;
+    }
+    Ok(summary)
+}
+
+/// Quotes a field when CSV needs it (the raw input is echoed back).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_in_every_accepted_format() {
+        let nab = parse_timestamp("2014-04-10 00:02:00").unwrap();
+        assert_eq!(nab, 1_397_088_120_000);
+        assert_eq!(parse_timestamp("2014-04-10T00:02:00Z"), Some(nab));
+        assert_eq!(parse_timestamp("2014-04-10T02:02:00+02:00"), Some(nab));
+        assert_eq!(parse_timestamp("2014-04-10 00:02:00.000000"), Some(nab));
+        assert_eq!(parse_timestamp("1397088120"), Some(nab));
+        assert_eq!(parse_timestamp("1397088120000"), Some(nab));
+        assert_eq!(parse_timestamp("1397088120.5"), Some(nab + 500));
+        assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(parse_timestamp(""), None);
+    }
+
+    #[test]
+    fn alert_needs_warmth_and_the_threshold() {
+        let d = Decision {
+            score: 0.7,
+            expected: 0.0,
+            lower: 0.0,
+            upper: 0.0,
+            warm: true,
+        };
+        assert!(alert(&d, 0.7));
+        assert!(!alert(&d, 0.71));
+        assert!(!alert(&Decision { warm: false, ..d }, 0.5));
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("a"), "a");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+    }
+}

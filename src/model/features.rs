@@ -1,0 +1,263 @@
+//! Feature extraction shared by the models: online standardisation of the
+//! value, a ring of recent raw values, and calendar (Fourier) features.
+//!
+//! This module owns how a raw value becomes a model input. It stores nothing
+//! itself: every piece of per-series state lives in the model's slab (a
+//! single `Box<[f64]>`), and these helpers read and write slices of it, so a
+//! series costs one allocation.
+//!
+//! Why raw values in the ring and not standardised ones: the standardiser
+//! moves with the series, and re-standardising the lags with the *current*
+//! mean and deviation keeps every input on today's scale after a level shift,
+//! instead of mixing scales from the past.
+
+use serde::{Deserialize, Serialize};
+
+/// Inputs are clamped to ±this many deviations, so that one wild value (or a
+/// change on a series that was flat, whose deviation is tiny) cannot push the
+/// optimizer into huge steps.
+pub const INPUT_CLAMP: f64 = 10.0;
+
+/// Milliseconds per day.
+const DAY_MS: i64 = 86_400_000;
+
+/// Relative floor on the deviation: values from 1e-9 to 1e12 must all
+/// standardise to finite numbers, and a flat series has zero variance.
+const REL_SD_FLOOR: f64 = 1e-9;
+
+/// Absolute floor on the deviation (below any meaningful metric resolution,
+/// above subnormal numbers).
+const ABS_SD_FLOOR: f64 = 1e-12;
+
+/// Online scaling of one series' values: an exponentially weighted mean of
+/// the values and an exponentially weighted mean square of their first
+/// differences, whose horizon grows from 1 to `horizon` events, so the first
+/// events are averaged equally (fast warm-up) and later ones forget at rate
+/// `1 / horizon`.
+///
+/// The unit of every model input and residual is the RMS of the first
+/// differences (the typical step of the series), not the deviation of the
+/// level: a level shift enters it once, as one large step, instead of
+/// inflating the level's variance for a whole horizon and muting every
+/// residual after the shift.
+///
+/// It also keeps the variance of the level, for the level channel of the
+/// threshold (how far a value is from what the series usually is).
+///
+/// State layout in a slab: `[count, mean, mean square of differences,
+/// variance of the level]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Standardizer {
+    /// Events after which the weights stop growing.
+    pub horizon: f64,
+}
+
+/// Number of `f64` a [`Standardizer`] keeps in the slab.
+pub const STANDARDIZER_LEN: usize = 4;
+
+impl Standardizer {
+    /// Mean of the series so far (slab view `s`).
+    #[inline]
+    pub fn mean(s: &[f64]) -> f64 {
+        s[1]
+    }
+
+    /// The scale (RMS of the first differences), floored so it is never
+    /// zero: relative to the mean's magnitude (a flat series at 1e12 and one
+    /// at 1e-9 both get a floor on their own scale) and absolutely.
+    #[inline]
+    pub fn scale(s: &[f64]) -> f64 {
+        let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
+        s[2].sqrt().max(floor)
+    }
+
+    /// The deviation of the level (floored like [`Standardizer::scale`]).
+    #[inline]
+    pub fn level_scale(s: &[f64]) -> f64 {
+        let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
+        s[3].sqrt().max(floor)
+    }
+
+    /// `(x - origin) / scale`, clamped to ±[`INPUT_CLAMP`].
+    #[inline]
+    pub fn z(s: &[f64], x: f64, origin: f64) -> f64 {
+        ((x - origin) / Self::scale(s)).clamp(-INPUT_CLAMP, INPUT_CLAMP)
+    }
+
+    /// Learns `x` (after it has been scored); `prev` is the value before it,
+    /// if any.
+    #[inline]
+    pub fn update(&self, s: &mut [f64], x: f64, prev: Option<f64>) {
+        let n = (s[0] + 1.0).min(self.horizon);
+        s[0] = n;
+        let alpha = 1.0 / n;
+        let delta = x - s[1];
+        s[1] += alpha * delta;
+        s[3] = (1.0 - alpha) * (s[3] + alpha * delta * delta);
+        if let Some(p) = prev {
+            // The first difference has weight from the second event on; the
+            // count lags by one, which only matters during warm-up.
+            let d = x - p;
+            let beta = 1.0 / (n - 1.0).max(1.0);
+            s[2] += beta * (d * d - s[2]);
+        }
+    }
+}
+
+/// A ring of the last `len` raw values. Slab layout: `[filled, head,
+/// v_0 .. v_{len-1}]`; `head` is where the next value goes.
+pub struct Ring;
+
+/// Number of `f64` of a ring of `len` values, header included.
+#[inline]
+pub const fn ring_len(len: usize) -> usize {
+    2 + len
+}
+
+impl Ring {
+    /// How many values are held (up to the capacity).
+    #[inline]
+    pub fn filled(r: &[f64]) -> usize {
+        r[0] as usize
+    }
+
+    /// The `k`-th most recent value (`k = 0` is the newest). The caller checks
+    /// `k < filled`.
+    #[inline]
+    pub fn get(r: &[f64], k: usize) -> f64 {
+        let cap = r.len() - 2;
+        let head = r[1] as usize;
+        // head points past the newest; step back k + 1 slots, wrapping.
+        let idx = (head + cap - 1 - k % cap) % cap;
+        r[2 + idx]
+    }
+
+    /// Appends `x`, dropping the oldest value when full.
+    #[inline]
+    pub fn push(r: &mut [f64], x: f64) {
+        let cap = r.len() - 2;
+        if cap == 0 {
+            return;
+        }
+        let head = r[1] as usize;
+        r[2 + head] = x;
+        r[1] = ((head + 1) % cap) as f64;
+        if (r[0] as usize) < cap {
+            r[0] += 1.0;
+        }
+    }
+}
+
+/// Calendar features of a timestamp: `daily` harmonics of the time of day and
+/// `weekly` harmonics of the time of week, each as a (sin, cos) pair, so the
+/// model can learn daily and weekly shapes without knowing the sampling rate
+/// (irregular sampling and gaps do not disturb them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeFeatures {
+    /// Harmonics of the day (0 disables).
+    pub daily: usize,
+    /// Harmonics of the week (0 disables).
+    pub weekly: usize,
+}
+
+impl TimeFeatures {
+    /// Number of features written by [`TimeFeatures::write`].
+    #[inline]
+    pub fn len(&self) -> usize {
+        2 * (self.daily + self.weekly)
+    }
+
+    /// True when no calendar feature is used.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the features of `ts_ms` (milliseconds since the Unix epoch, UTC)
+    /// into `out[..self.len()]`.
+    #[inline]
+    pub fn write(&self, ts_ms: i64, out: &mut [f64]) {
+        if self.is_empty() {
+            return;
+        }
+        let day_phase = ts_ms.rem_euclid(DAY_MS) as f64 / DAY_MS as f64;
+        // Days since the epoch, modulo 7; 1970-01-01 was a Thursday, which
+        // only shifts the phase and does not matter to a learned model.
+        let week_phase = (ts_ms.rem_euclid(7 * DAY_MS)) as f64 / (7 * DAY_MS) as f64;
+        let mut i = 0;
+        for (phase, harmonics) in [(day_phase, self.daily), (week_phase, self.weekly)] {
+            for k in 1..=harmonics {
+                let (s, c) = (std::f64::consts::TAU * k as f64 * phase).sin_cos();
+                out[i] = s;
+                out[i + 1] = c;
+                i += 2;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_is_the_rms_of_differences() {
+        let st = Standardizer { horizon: 100.0 };
+        let mut s = [0.0; STANDARDIZER_LEN];
+        let mut prev = None;
+        for x in [1.0, 3.0, 1.0, 3.0, 1.0] {
+            st.update(&mut s, x, prev);
+            prev = Some(x);
+        }
+        assert_eq!(Standardizer::mean(&s), 1.8);
+        assert_eq!(Standardizer::scale(&s), 2.0);
+        assert_eq!(Standardizer::z(&s, 5.0, 1.0), 2.0);
+    }
+
+    #[test]
+    fn flat_series_has_a_scale_relative_floor_and_clamped_inputs() {
+        let st = Standardizer { horizon: 10.0 };
+        for level in [1e-9, 1.0, 1e12] {
+            let mut s = [0.0; STANDARDIZER_LEN];
+            for _ in 0..50 {
+                st.update(&mut s, level, Some(level));
+            }
+            assert_eq!(Standardizer::z(&s, level, level), 0.0);
+            let sd = Standardizer::scale(&s);
+            assert!(sd > 0.0 && sd <= (level * 1e-9).max(1e-12), "{sd}");
+            assert_eq!(Standardizer::z(&s, level * 2.0, level), INPUT_CLAMP);
+        }
+    }
+
+    #[test]
+    fn ring_keeps_the_newest_values() {
+        let mut r = [0.0; ring_len(3)];
+        for x in 1..=5 {
+            Ring::push(&mut r, x as f64);
+        }
+        assert_eq!(Ring::filled(&r), 3);
+        assert_eq!(
+            [Ring::get(&r, 0), Ring::get(&r, 1), Ring::get(&r, 2)],
+            [5.0, 4.0, 3.0]
+        );
+    }
+
+    #[test]
+    fn time_features_are_periodic() {
+        let tf = TimeFeatures {
+            daily: 2,
+            weekly: 1,
+        };
+        let mut a = [0.0; 6];
+        let mut b = [0.0; 6];
+        tf.write(3 * 3_600_000, &mut a);
+        tf.write(3 * 3_600_000 + 7 * DAY_MS, &mut b);
+        assert_eq!(a, b);
+        // 06:00 is a quarter day: sin = 1, cos = 0 for the first harmonic.
+        tf.write(6 * 3_600_000, &mut a);
+        assert!((a[0] - 1.0).abs() < 1e-12 && a[1].abs() < 1e-12);
+        // Negative timestamps (before 1970) stay in phase.
+        tf.write(6 * 3_600_000 - DAY_MS, &mut b);
+        assert!((b[0] - 1.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,364 @@
+//! Per-series online models: they forecast the next value and learn it.
+//!
+//! This module owns the models' configuration ([`ModelConfig`]), the
+//! [`OnlineModel`] trait that gives every model the same shape, and the
+//! [`Model`] / [`ModelState`] enums the detector dispatches through (an enum
+//! and not a `dyn` trait object: the call is inlined on the hot path, and the
+//! per-series state is one compact value with no vtable pointer). It does not
+//! own thresholds or scores ([`crate::threshold`]) or the optimizer
+//! ([`crate::optim`]); models are handed the shared [`Adagrad`] to step with.
+//!
+//! Every model works on values standardised by the series' own running mean
+//! and deviation ([`features::Standardizer`]) and reports its residual in
+//! those deviations, so residuals of series on any scale (1e-9 to 1e12) are
+//! comparable.
+
+pub mod autoencoder;
+pub mod features;
+pub mod linear;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::optim::{Adagrad, AdagradConfig};
+use autoencoder::{Autoencoder, AutoencoderState};
+use features::{Standardizer, TimeFeatures};
+use linear::{LinearModel, LinearState};
+
+/// Most inputs any model takes (regression: lags + calendar + bias;
+/// autoencoder: the window).
+pub const MAX_INPUTS: usize = 64;
+/// Most hidden units of the autoencoder.
+pub const MAX_HIDDEN: usize = 16;
+/// Most autoencoder inputs (its window).
+pub const MAX_WINDOW: usize = 32;
+/// Most trained parameters of any model (the largest autoencoder).
+pub const MAX_PARAMS: usize = 2 * MAX_WINDOW * MAX_HIDDEN + MAX_HIDDEN + MAX_WINDOW;
+/// Most lags of the regression.
+pub const MAX_LAGS: usize = 32;
+/// Most harmonics per calendar period.
+pub const MAX_HARMONICS: usize = 6;
+
+/// Which model learns each series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Online linear regression on lags and calendar features
+    /// ([`linear`]). Fast and small; the default.
+    Regression,
+    /// Online autoencoder over a window of recent values ([`autoencoder`]).
+    Autoencoder,
+}
+
+impl ModelKind {
+    /// The name used in config, logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Regression => "regression",
+            Self::Autoencoder => "autoencoder",
+        }
+    }
+}
+
+/// `[detector.model]`: the per-series forecasting model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `regression` (default) or `autoencoder`.
+    pub kind: ModelKind,
+    /// Regression: how many past values are inputs (0 to 32).
+    pub lags: usize,
+    /// Regression: harmonics of the time of day used as inputs (0 to 6; 0
+    /// disables). Helps series with a daily shape.
+    pub daily_harmonics: usize,
+    /// Regression: harmonics of the time of week used as inputs (0 to 6; 0
+    /// disables).
+    pub weekly_harmonics: usize,
+    /// Autoencoder: how many recent values it reconstructs (2 to 32).
+    pub window: usize,
+    /// Autoencoder: hidden units (1 to 16, fewer than `window`).
+    pub hidden: usize,
+    /// Events over which the running mean and deviation of the values are
+    /// averaged (after that many events, older values fade out at rate
+    /// 1/`standardize_events`). At least 2.
+    pub standardize_events: u32,
+    /// Errors larger than this many deviations count as this large in the
+    /// gradient (Huber loss), so anomalies do not drag the model. > 0.
+    pub error_clip: f64,
+    /// Adagrad base learning rate (PyTorch `lr`). > 0.
+    pub learning_rate: f64,
+    /// Adagrad starting accumulator (PyTorch `initial_accumulator_value`).
+    /// ≥ 0.
+    pub initial_accumulator: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Regression,
+            lags: 8,
+            daily_harmonics: 2,
+            weekly_harmonics: 0,
+            window: 16,
+            hidden: 4,
+            standardize_events: 1000,
+            error_clip: 3.0,
+            learning_rate: 0.05,
+            initial_accumulator: 0.0,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Records every problem with its full key (`prefix` is e.g.
+    /// `detector.model`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        let key = |k: &str| format!("{prefix}.{k}");
+        problems.check(
+            self.lags <= MAX_LAGS,
+            key("lags"),
+            format!("must be at most {MAX_LAGS}; use fewer lags"),
+        );
+        problems.check(
+            self.kind != ModelKind::Regression || self.lags > 0 || self.daily_harmonics > 0,
+            key("lags"),
+            "a regression needs at least one lag or one daily harmonic; set lags = 8",
+        );
+        for (name, v) in [
+            ("daily_harmonics", self.daily_harmonics),
+            ("weekly_harmonics", self.weekly_harmonics),
+        ] {
+            problems.check(
+                v <= MAX_HARMONICS,
+                key(name),
+                format!("must be at most {MAX_HARMONICS}"),
+            );
+        }
+        problems.check(
+            (2..=MAX_WINDOW).contains(&self.window),
+            key("window"),
+            format!("must be between 2 and {MAX_WINDOW}"),
+        );
+        problems.check(
+            (1..=MAX_HIDDEN).contains(&self.hidden) && self.hidden < self.window,
+            key("hidden"),
+            format!("must be between 1 and {MAX_HIDDEN} and less than window"),
+        );
+        problems.check(
+            self.standardize_events >= 2,
+            key("standardize_events"),
+            "must be at least 2 (1000 is a good start)",
+        );
+        problems.check(
+            self.error_clip.is_finite() && self.error_clip > 0.0,
+            key("error_clip"),
+            "must be a finite number > 0 (3 is a good start)",
+        );
+        problems.check(
+            self.learning_rate.is_finite() && self.learning_rate > 0.0,
+            key("learning_rate"),
+            "must be a finite number > 0 (0.05 is a good start)",
+        );
+        problems.check(
+            self.initial_accumulator.is_finite() && self.initial_accumulator >= 0.0,
+            key("initial_accumulator"),
+            "must be a finite number >= 0",
+        );
+    }
+
+    /// The Adagrad hyper-parameters (PyTorch defaults besides the two keys).
+    pub fn adagrad(&self) -> AdagradConfig {
+        AdagradConfig {
+            lr: self.learning_rate,
+            initial_accumulator_value: self.initial_accumulator,
+            ..AdagradConfig::default()
+        }
+    }
+
+    /// Builds the model. Call [`ModelConfig::validate`] first; out-of-range
+    /// sizes are clamped here so that a skipped validation cannot index out
+    /// of the fixed work buffers.
+    pub fn build(&self) -> Model {
+        let standardizer = Standardizer {
+            horizon: f64::from(self.standardize_events.max(2)),
+        };
+        match self.kind {
+            ModelKind::Regression => Model::Linear(LinearModel {
+                lags: self.lags.min(MAX_LAGS),
+                time: TimeFeatures {
+                    daily: self.daily_harmonics.min(MAX_HARMONICS),
+                    weekly: self.weekly_harmonics.min(MAX_HARMONICS),
+                },
+                standardizer,
+                error_clip: self.error_clip,
+            }),
+            ModelKind::Autoencoder => {
+                let window = self.window.clamp(2, MAX_WINDOW);
+                Model::Autoencoder(Autoencoder {
+                    window,
+                    hidden: self.hidden.clamp(1, MAX_HIDDEN.min(window - 1)),
+                    standardizer,
+                    error_clip: self.error_clip,
+                })
+            }
+        }
+    }
+}
+
+/// What a model says about one event before learning it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Forecast {
+    /// The expected value, in the series' units.
+    pub expected: f64,
+    /// `(value - expected) / scale`: the error in deviations of the series.
+    pub residual: f64,
+    /// The series' typical step (the unit of `residual`), > 0.
+    pub scale: f64,
+    /// The series' long-run mean (before this value).
+    pub mean: f64,
+    /// The deviation of the series' level around that mean, > 0.
+    pub level_scale: f64,
+    /// False while the model has too little history for the forecast to mean
+    /// anything (lags not filled yet).
+    pub ready: bool,
+}
+
+/// Scratch space for one event, on the stack: the forecast leaves here what
+/// the learning step needs (inputs, activations), so nothing is computed
+/// twice and nothing is allocated.
+#[derive(Debug, Clone)]
+pub struct Work {
+    /// Model inputs.
+    pub x: [f64; MAX_INPUTS],
+    /// Autoencoder hidden activations.
+    pub hidden: [f64; MAX_HIDDEN],
+    /// Autoencoder outputs.
+    pub out: [f64; MAX_WINDOW],
+    /// The standardised (clamped) target of the newest value.
+    pub target: f64,
+    /// The model's output for the newest value, standardised.
+    pub y_hat: f64,
+    /// Whether the forecast was ready (no training before that).
+    pub ready: bool,
+    /// The previous value of the series, if any (for the step statistics).
+    pub last: Option<f64>,
+}
+
+impl Default for Work {
+    fn default() -> Self {
+        Self {
+            x: [0.0; MAX_INPUTS],
+            hidden: [0.0; MAX_HIDDEN],
+            out: [0.0; MAX_WINDOW],
+            target: 0.0,
+            y_hat: 0.0,
+            ready: false,
+            last: None,
+        }
+    }
+}
+
+/// The shape every model has: fresh per-series state, a forecast that reads
+/// the state, and a learning step that updates it.
+pub trait OnlineModel {
+    /// Per-series state.
+    type State;
+    /// State of a series never seen.
+    fn new_state(&self) -> Self::State;
+    /// Forecasts the event at `ts_ms` from the state, without learning it.
+    /// `value` is needed to express the residual (and, for the autoencoder,
+    /// as the newest input).
+    fn forecast(&self, state: &Self::State, ts_ms: i64, value: f64, work: &mut Work)
+    -> Forecast;
+    /// Learns the event just forecast (`work` as the forecast left it):
+    /// one Adagrad step, then the statistics and lags take the value.
+    fn learn(&self, state: &mut Self::State, optimizer: &Adagrad, value: f64, work: &Work);
+}
+
+/// A configured model (hyper-parameters only, shared by all series).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Model {
+    /// See [`linear`].
+    Linear(LinearModel),
+    /// See [`autoencoder`].
+    Autoencoder(Autoencoder),
+}
+
+/// Per-series state of a [`Model`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModelState {
+    /// State of [`Model::Linear`].
+    Linear(LinearState),
+    /// State of [`Model::Autoencoder`].
+    Autoencoder(AutoencoderState),
+}
+
+impl ModelState {
+    /// Bytes on the heap.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Linear(s) => s.heap_bytes(),
+            Self::Autoencoder(s) => s.heap_bytes(),
+        }
+    }
+}
+
+impl Model {
+    /// The model's name, as in the config.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Linear(_) => ModelKind::Regression.as_str(),
+            Self::Autoencoder(_) => ModelKind::Autoencoder.as_str(),
+        }
+    }
+
+    /// Fresh per-series state.
+    pub fn new_state(&self) -> ModelState {
+        match self {
+            Self::Linear(m) => ModelState::Linear(m.new_state()),
+            Self::Autoencoder(m) => ModelState::Autoencoder(m.new_state()),
+        }
+    }
+
+    /// Whether `state` belongs to this kind of model (and has the slab size
+    /// it expects). A mismatch means a snapshot from another config.
+    pub fn owns(&self, state: &ModelState) -> bool {
+        match (self, state) {
+            (Self::Linear(m), ModelState::Linear(s)) => m.fits(s),
+            (Self::Autoencoder(m), ModelState::Autoencoder(s)) => m.fits(s),
+            _ => false,
+        }
+    }
+
+    /// Forecast (see [`OnlineModel::forecast`]); `None` when the state is of
+    /// another model.
+    #[inline]
+    pub fn forecast(
+        &self,
+        state: &ModelState,
+        ts_ms: i64,
+        value: f64,
+        work: &mut Work,
+    ) -> Option<Forecast> {
+        match (self, state) {
+            (Self::Linear(m), ModelState::Linear(s)) => Some(m.forecast(s, ts_ms, value, work)),
+            (Self::Autoencoder(m), ModelState::Autoencoder(s)) => {
+                Some(m.forecast(s, ts_ms, value, work))
+            }
+            _ => None,
+        }
+    }
+
+    /// Learn (see [`OnlineModel::learn`]); a state of another model is left
+    /// alone.
+    #[inline]
+    pub fn learn(&self, state: &mut ModelState, optimizer: &Adagrad, value: f64, work: &Work) {
+        match (self, state) {
+            (Self::Linear(m), ModelState::Linear(s)) => m.learn(s, optimizer, value, work),
+            (Self::Autoencoder(m), ModelState::Autoencoder(s)) => {
+                m.learn(s, optimizer, value, work)
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Scores anomalyd on NAB: builds the release binary, backtests every file of
+# the NAB data directory with ONE configuration, and runs the shared NAB
+# scorer (standard / reward_low_FP / reward_low_FN, per category).
+#
+# Usage: tests/nab/evaluate.sh [NAB_DIR] [-- extra backtest args, e.g. --config FILE]
+#   NAB_DIR defaults to $NAB_DIR, else ../shared/data/nab beside the repo.
+#   $NABSCORE overrides the scorer (default: ../shared/tools/nabscore.py).
+#   $OUT sets the work directory (default: a fresh temporary directory).
+# Opt-in: never run by `cargo test`. Labels are read only by the scorer.
+set -euo pipefail
+
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+nab="${NAB_DIR:-$repo/../shared/data/nab}"
+if [[ $# -gt 0 && "$1" != "--" ]]; then
+  nab="$1"
+  shift
+fi
+[[ "${1:-}" == "--" ]] && shift
+scorer="${NABSCORE:-$(dirname "$nab")/../tools/nabscore.py}"
+[[ -f "$scorer" ]] || scorer="$repo/../shared/tools/nabscore.py"
+out="${OUT:-$(mktemp -d)}"
+
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
+"$repo/target/release/anomalyd" backtest --input "$nab" --output "$out/results" "$@"
+python3 "$scorer" --detector-dir "anomalyd=$out/results" --data-dir "$nab" \
+  --by-category --json "$out/nab.json"
+echo "results: $out/results, scores: $out/nab.json" >&2
