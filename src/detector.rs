@@ -13,9 +13,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
+use crate::model::Forecast;
 use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
-use crate::model::Forecast;
 use crate::threshold::{Observation, ThresholdConfig, ThresholdState, Thresholds};
 
 /// What the detector concluded about one observation.
@@ -118,6 +118,9 @@ pub enum Skipped {
 }
 
 impl Skipped {
+    /// Every [`Skipped::reason`], so metrics can register them up front.
+    pub const REASONS: &'static [&'static str] = &["non_finite", "incompatible_state"];
+
     /// A label value for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -314,8 +317,7 @@ impl Detector {
         // Train: now the model and the threshold learn this event.
         self.model
             .learn(&mut state.model, &self.optimizer, value, &work);
-        self.thresholds
-            .observe(&mut state.threshold, &obs, &scored);
+        self.thresholds.observe(&mut state.threshold, &obs, &scored);
         state.scored = state.scored.saturating_add(1);
         Ok(decision)
     }

@@ -1,14 +1,20 @@
-//! The `anomalyd` binary: parses the command line, runs the subcommand and
-//! maps its outcome to an exit code (0 ok, 2 bad CLI or config, 1 runtime
-//! failure). Everything else lives in the library.
+//! The `anomalyd` binary: CLI → config → telemetry → run → exit code.
+//!
+//! Exit codes: 0 success, 2 bad command line or configuration, 1 runtime
+//! failure. Errors are printed once, with their causes (`{:#}`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anomalyd::config::load::{Config, ConfigError};
 use clap::{Parser, Subcommand};
 
-/// A streaming anomaly detector for metrics.
 #[derive(Debug, Parser)]
-#[command(name = "anomalyd", version, about)]
+#[command(
+    name = "anomalyd",
+    version,
+    about = "Streaming anomaly detection for metrics: Kafka in, alerts out."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,15 +22,64 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Replay CSV files (`timestamp,value`) through the detector and write
-    /// scores, expected values, bands and alerts.
+    /// Run the daemon: consume the configured Kafka topics, alert, serve metrics.
+    Run {
+        /// TOML config file (default: $ANOMALYD_CONFIG, else built-in defaults).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run the daemon on an embedded Kafka broker with a generated fleet.
+    Demo {
+        /// TOML config file, as for `run` (broker and topics are set by the demo).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        args: anomalyd::demo::DemoArgs,
+    },
+    /// Check a config file; print every problem and exit 2 if there is one.
+    CheckConfig {
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Score CSV files offline through the daemon's per-event code path.
     Backtest(anomalyd::backtest::BacktestArgs),
+    /// Replay NDJSON/line-protocol from a file or stdin through the pipeline
+    /// and print throughput (benchmarks, debugging).
+    Replay {
+        /// Input file, or `-` for stdin.
+        #[arg(long, default_value = "-")]
+        input: PathBuf,
+        /// TOML config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    // clap exits with code 2 on a bad command line by itself.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
+        Command::Run { config } => daemon(config.as_deref(), |config| async move {
+            anomalyd::app::run(config, shutdown_signal())
+                .await
+                .map(|_| ())
+        }),
+        Command::Demo { config, args } => daemon(config.as_deref(), |config| async move {
+            anomalyd::demo::run(config, args, shutdown_signal())
+                .await
+                .map(|_| ())
+        }),
+        Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Backtest(args) => match anomalyd::backtest::run(&args) {
             Ok(summary) => {
                 eprintln!(
@@ -34,9 +89,122 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("anomalyd: {e:#}");
                 ExitCode::from(e.exit_code() as u8)
             }
         },
+        Command::Replay { input, config } => daemon(config.as_deref(), |config| async move {
+            let summary = anomalyd::app::replay(config, &input).await?;
+            println!(
+                "replayed {} lines, {} events in {:.3} s: {:.0} events/s",
+                summary.lines,
+                summary.events,
+                summary.seconds,
+                summary.events as f64 / summary.seconds.max(1e-9)
+            );
+            Ok(())
+        }),
+    }
+}
+
+/// Loads the config, starts logging and the runtime, runs `f`.
+fn daemon<F, Fut>(path: Option<&std::path::Path>, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("anomalyd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = anomalyd::telemetry::init(&config.log) {
+        eprintln!("anomalyd: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("anomalyd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "anomalyd stopped with an error.");
+            eprintln!("anomalyd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+    let config = match Config::load_unvalidated(path) {
+        Ok(c) => c,
+        Err(ConfigError::Invalid(p)) => {
+            eprintln!("anomalyd: invalid configuration:\n{p}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("anomalyd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match config.validate() {
+        Ok(()) => {
+            println!("configuration ok");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!(
+                "anomalyd: {} problem(s) in the configuration:",
+                problems.iter().count()
+            );
+            for p in problems.iter() {
+                eprintln!("  {p}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second one exits at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tracing::info!("Signal received; draining. Send it again to exit at once.");
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("anomalyd: second signal, exiting without draining");
+        std::process::exit(1);
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -5,6 +5,9 @@
 //! owns the pieces they share: [`Problems`], which collects every mistake in
 //! one pass so that `anomalyd check-config` can print them all at once.
 
+pub mod load;
+pub mod secret;
+
 use std::fmt;
 
 /// One configuration mistake: the full key (e.g. `model.lags`) and what is

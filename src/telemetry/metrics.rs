@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
@@ -262,6 +263,9 @@ pub struct Metrics {
     series_evicted: IntCounter,
     consumer_lag: IntGaugeVec,
     offsets_committed: IntCounter,
+    commit_failures: IntCounter,
+    consumer_errors: IntCounter,
+    series_restored: IntCounter,
     snapshots_written: IntCounter,
     snapshot_failures: IntCounter,
     snapshot_seconds: Histogram,
@@ -498,6 +502,21 @@ impl Metrics {
                 "Messages between the consumer position and the high watermark, by topic and partition.",
                 &["topic", "partition"],
             )?,
+            commit_failures: counter(
+                r,
+                "anomalyd_kafka_commit_failures_total",
+                "Offset commits that failed (the next checkpoint retries).",
+            )?,
+            consumer_errors: counter(
+                r,
+                "anomalyd_kafka_consumer_errors_total",
+                "Errors reported by the Kafka consumer while receiving.",
+            )?,
+            series_restored: counter(
+                r,
+                "anomalyd_series_restored_total",
+                "Series whose state was restored from a snapshot.",
+            )?,
             offsets_committed: counter(
                 r,
                 "anomalyd_kafka_offsets_committed_total",
@@ -600,6 +619,41 @@ impl Metrics {
     /// Sets the number of series held in memory.
     pub fn set_series_active(&self, n: i64) {
         self.series_active.set(n);
+    }
+
+    /// Moves the number of series held in memory by `delta` (each shard
+    /// reports its own change, so the gauge is their sum).
+    pub fn add_series_active(&self, delta: i64) {
+        self.series_active.add(delta);
+    }
+
+    /// Shard-local handles for the per-event counter and latency histogram:
+    /// updated without atomics on the hot path, flushed once per batch.
+    pub fn processing_local(&self) -> (LocalIntCounter, LocalHistogram) {
+        (
+            self.events_processed.local(),
+            self.processing_seconds.local(),
+        )
+    }
+
+    /// Events processed so far (for tests and the final log line).
+    pub fn events_processed_total(&self) -> u64 {
+        self.events_processed.get()
+    }
+
+    /// `n` series restored from a snapshot.
+    pub fn series_restored(&self, n: u64) {
+        self.series_restored.inc_by(n);
+    }
+
+    /// One offset commit failed.
+    pub fn commit_failed(&self) {
+        self.commit_failures.inc();
+    }
+
+    /// One error from the Kafka consumer.
+    pub fn consumer_error(&self) {
+        self.consumer_errors.inc();
     }
 
     /// `n` series evicted.

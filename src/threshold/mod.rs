@@ -500,7 +500,11 @@ impl Thresholds {
     #[inline]
     fn kind_learn(&self, s: &mut [f64], a: f64) {
         let clip = self.kind_magnitude(s, LEARN_CLIP_SURPRISE);
-        let a = if clip.is_finite() && clip > 0.0 { a.min(clip) } else { a };
+        let a = if clip.is_finite() && clip > 0.0 {
+            a.min(clip)
+        } else {
+            a
+        };
         with_kind!(&self.kind, k => k.observe(s, a));
     }
 
@@ -553,11 +557,13 @@ impl Thresholds {
         let t = self.tail_start();
         let target = surprise_from_score(score);
         let r = &s[t + 5..t + 8];
-        let range = (self.range_novelty && r[2] >= 2.0 && r[1] > r[0] && (r[2] + 1.0).ln() >= target)
-            .then(|| {
-                let tol = RANGE_TOLERANCE * (r[1] - r[0]);
-                (r[0] - tol, r[1] + tol)
-            });
+        let range =
+            (self.range_novelty && r[2] >= 2.0 && r[1] > r[0] && (r[2] + 1.0).ln() >= target).then(
+                || {
+                    let tol = RANGE_TOLERANCE * (r[1] - r[0]);
+                    (r[0] - tol, r[1] + tol)
+                },
+            );
         // Undo inflation, then the likelihood stage.
         let mut l = target + s[t + 4];
         if self.likelihood.enabled() {

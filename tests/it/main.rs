@@ -1,8 +1,9 @@
 //! The one integration-test binary (one link instead of one per file).
 
 mod adagrad_vectors;
-mod sink_support;
+mod daemon;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;
+mod support;
 mod telemetry_http;

@@ -17,7 +17,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::sink_support::{client, firing, free_port, metrics, poll_some, poll_until, resolved};
+use crate::support::{client, firing, free_port, metrics, poll_some, poll_until, resolved};
 
 const DEFAULT_BIN: &str = "/usr/bin/prometheus-alertmanager";
 const WAIT: Duration = Duration::from_secs(30);

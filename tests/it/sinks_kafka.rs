@@ -12,7 +12,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
-use crate::sink_support::{firing, metrics, resolved};
+use crate::support::{firing, metrics, resolved};
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOPIC: &str = "anomalyd-alerts";

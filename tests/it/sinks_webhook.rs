@@ -19,7 +19,7 @@ use axum::routing::post;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::sink_support::{firing, free_port, metrics, poll_until, resolved};
+use crate::support::{firing, free_port, metrics, poll_until, resolved};
 
 /// (value of the header under test, body) of each accepted request.
 type Seen = Arc<Mutex<Vec<(Option<String>, serde_json::Value)>>>;

@@ -19,7 +19,7 @@ use anomalyd::telemetry::metrics::{Metrics, MetricsConfig, SeriesSample};
 use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::sink_support::{client, get};
+use crate::support::{client, get};
 
 const DEFAULT_PROMTOOL: &str = "/usr/bin/promtool";
 

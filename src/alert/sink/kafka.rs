@@ -19,49 +19,15 @@ use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use super::secret::read_secret;
 use super::{AlertSink, RetryConfig, SinkBuildError, SinkError, SinkOptions, validate_queue};
 use crate::alert::Alert;
 use crate::config::Problems;
+use crate::config::secret::{ClientOptions, redacted, serialize_redacted};
 
 /// The `sink` label of this sink.
 pub const NAME: &str = "kafka";
-
-/// Shown instead of a secret value.
-pub const REDACTED: &str = "<redacted>";
-
-/// True for librdkafka options whose value is a secret.
-pub fn is_secret_option(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k.contains("password")
-        || k.contains("secret")
-        || k.ends_with("key.pem")
-        || k == "ssl_key"
-        || k == "sasl.oauthbearer.config"
-}
-
-fn redacted(options: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
-    options
-        .iter()
-        .map(|(k, v)| {
-            let v = if is_secret_option(k) {
-                REDACTED
-            } else {
-                v.as_str()
-            };
-            (k.as_str(), v)
-        })
-        .collect()
-}
-
-fn serialize_redacted<S: Serializer>(
-    options: &BTreeMap<String, String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    redacted(options).serialize(s)
-}
 
 /// The `[sinks.kafka]` section.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -164,48 +130,26 @@ impl KafkaSinkConfig {
             format!("{prefix}.message_timeout_ms"),
             "must be at least 1 (milliseconds)",
         );
-        for (k, v) in &self.options {
-            let key = format!("{prefix}.options.{k}");
-            match k.as_str() {
-                "enable.idempotence" if v != "true" => problems.push(
-                    key,
-                    "the alert producer always uses idempotence; remove this option",
-                ),
-                "bootstrap.servers" | "message.timeout.ms" => problems.push(
-                    key,
-                    format!(
-                        "set it with `{prefix}.{}` instead",
-                        if k == "bootstrap.servers" {
-                            "brokers"
-                        } else {
-                            "message_timeout_ms"
-                        }
-                    ),
-                ),
-                _ => {}
-            }
-        }
-        for (k, var) in &self.secret_env {
-            problems.check(
-                !var.is_empty(),
-                format!("{prefix}.secret_env.{k}"),
-                "names no environment variable",
-            );
-            problems.check(
-                !self.options.contains_key(k) && !self.secret_files.contains_key(k),
-                format!("{prefix}.secret_env.{k}"),
-                "is also set in options or secret_files; keep one",
-            );
-        }
-        for k in self.secret_files.keys() {
-            problems.check(
-                !self.options.contains_key(k),
-                format!("{prefix}.secret_files.{k}"),
-                "is also set in options; keep one",
-            );
-        }
+        self.client_options().validate(
+            prefix,
+            &[
+                ("bootstrap.servers", Some("brokers")),
+                ("message.timeout.ms", Some("message_timeout_ms")),
+                ("enable.idempotence", None),
+            ],
+            problems,
+        );
         validate_queue(prefix, self.queue_capacity, self.max_batch_alerts, problems);
         self.retry.validate(&format!("{prefix}.retry"), problems);
+    }
+
+    /// The pass-through librdkafka options.
+    pub fn client_options(&self) -> ClientOptions<'_> {
+        ClientOptions {
+            options: &self.options,
+            secret_env: &self.secret_env,
+            secret_files: &self.secret_files,
+        }
     }
 
     /// Runner settings.
@@ -258,38 +202,20 @@ impl KafkaSink {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.brokers)
             .set("message.timeout.ms", config.message_timeout_ms.to_string());
-        let mut secrets: Vec<String> = Vec::new();
-        for (k, v) in &config.options {
-            if is_secret_option(k) {
-                secrets.push(v.clone());
-            }
+        let resolved = config.client_options().resolve(prefix, env)?;
+        for (k, v) in &resolved.pairs {
             cc.set(k, v);
-        }
-        for (k, var) in &config.secret_env {
-            let key = format!("{prefix}.secret_env.{k}");
-            if let Some(s) = read_secret(&key, Some(var), None, env)? {
-                secrets.push(s.expose().to_owned());
-                cc.set(k, s.expose());
-            }
-        }
-        for (k, path) in &config.secret_files {
-            let key = format!("{prefix}.secret_files.{k}");
-            if let Some(s) = read_secret(&key, None, Some(path), env)? {
-                secrets.push(s.expose().to_owned());
-                cc.set(k, s.expose());
-            }
         }
         // Last, so no option can turn it off.
         cc.set("enable.idempotence", "true");
         let producer: FutureProducer = cc.create().map_err(|e| {
             // librdkafka may quote a rejected value in its message.
-            let mut msg = e.to_string();
-            for s in secrets.iter().filter(|s| !s.is_empty()) {
-                msg = msg.replace(s.as_str(), REDACTED);
-            }
             SinkBuildError::Config {
                 key: prefix.to_owned(),
-                message: format!("cannot create Kafka producer: {msg}"),
+                message: format!(
+                    "cannot create Kafka producer: {}",
+                    resolved.scrub(&e.to_string())
+                ),
             }
         })?;
         Ok(Self {
@@ -340,6 +266,7 @@ impl AlertSink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::secret::{REDACTED, is_secret_option};
 
     #[test]
     fn secrets_are_redacted_in_debug_and_serialisation() {
@@ -370,7 +297,7 @@ mod tests {
         let err = KafkaSink::new(&cfg, "sinks.kafka", &|_| None).unwrap_err();
         assert!(
             err.to_string()
-                .contains("sinks.kafka.secret_env.sasl.password"),
+                .contains("sinks.kafka.secret_env.\"sasl.password\""),
             "{err}"
         );
         let ok = KafkaSink::new(&cfg, "sinks.kafka", &|k| (k == "KPW").then(|| "pw".into()));
@@ -394,7 +321,7 @@ mod tests {
             [
                 "sinks.kafka.brokers",
                 "sinks.kafka.topic",
-                "sinks.kafka.options.enable.idempotence"
+                "sinks.kafka.options.\"enable.idempotence\""
             ]
         );
     }

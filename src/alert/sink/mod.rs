@@ -181,26 +181,9 @@ impl SinkError {
 /// Errors from building sinks at startup.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkBuildError {
-    /// A secret names an environment variable that is unset or empty.
-    #[error(
-        "{key}: environment variable `{var}` is not set or empty; export it or use the *_file option"
-    )]
-    SecretEnv {
-        /// The config key that names the variable.
-        key: String,
-        /// The variable.
-        var: String,
-    },
-    /// A secret file cannot be read.
-    #[error("{key}: cannot read secret file `{path}`: {source}")]
-    SecretFile {
-        /// The config key that names the file.
-        key: String,
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// A secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::config::secret::SecretError),
     /// A secret is empty or cannot be sent as an HTTP header value.
     #[error("{key}: the secret is empty or contains characters not allowed in an HTTP header")]
     BadSecret {

@@ -1,78 +1,17 @@
-//! Secrets for sinks: read from an environment variable or a file, never
-//! from the config file, never printed.
+//! The auth header of the HTTP sinks.
 //!
-//! This module owns [`Secret`] (a string whose `Debug` is redacted) and
-//! [`AuthConfig`], the optional auth header of the HTTP sinks. Kafka's
-//! secret options use [`read_secret`] too.
+//! This module owns [`AuthConfig`]: which header carries a token, and where
+//! the token comes from (an environment variable or a file, never the config
+//! file; see [`crate::config::secret`]).
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::SinkBuildError;
 use crate::config::Problems;
-
-/// A secret value. `Debug` prints `Secret(<redacted>)`; there is no
-/// `Display` and no `Serialize`, so it cannot end up in a log or a config
-/// dump by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// Reads a secret from environment variable `env_var` (looked up through
-/// `env`) or from `file` (trailing whitespace trimmed). `key` is the config
-/// key naming the source, for error messages. `Ok(None)` when neither is
-/// given.
-pub fn read_secret(
-    key: &str,
-    env_var: Option<&str>,
-    file: Option<&Path>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<Secret>, SinkBuildError> {
-    if let Some(var) = env_var {
-        return match env(var) {
-            Some(v) if !v.is_empty() => Ok(Some(Secret(v))),
-            _ => Err(SinkBuildError::SecretEnv {
-                key: key.to_owned(),
-                var: var.to_owned(),
-            }),
-        };
-    }
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| SinkBuildError::SecretFile {
-            key: key.to_owned(),
-            path: path.display().to_string(),
-            source,
-        })?;
-        let value = text.trim_end().to_owned();
-        if value.is_empty() {
-            return Err(SinkBuildError::BadSecret {
-                key: key.to_owned(),
-            });
-        }
-        return Ok(Some(Secret(value)));
-    }
-    Ok(None)
-}
+use crate::config::secret::read_secret;
 
 /// The `auth` sub-section of an HTTP sink: an optional header carrying a
 /// token. The token itself comes from `token_env` or `token_file`.
@@ -164,13 +103,6 @@ impl AuthConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_debug_is_redacted() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
-        assert_eq!(s.expose(), "hunter2");
-    }
 
     #[test]
     fn header_from_env_and_file() {

@@ -1,0 +1,293 @@
+//! Wiring and shutdown order of the daemon.
+//!
+//! [`start`] builds everything from a [`Config`]: metrics and the HTTP
+//! endpoint, the sinks, the detector, the pipeline shards, the state store
+//! and the Kafka source. [`Running::wait`] returns when the source stops,
+//! after the drain:
+//!
+//! 1. `/readyz` turns 503 and the source stops receiving;
+//! 2. the source runs its final checkpoint (snapshot, synchronous commit);
+//! 3. the pipeline shards finish their queues and stop;
+//! 4. the sinks deliver what is queued, within the grace period;
+//! 5. the HTTP endpoint stops.
+//!
+//! The grace period bounds steps 2–4; past it the drain is abandoned and
+//! the run ends with an error (exit code 1). `anyhow` is used here and in
+//! `main.rs` only.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::Alert;
+use crate::alert::lifecycle::AlertRule;
+use crate::alert::sink::Sinks;
+use crate::config::load::Config;
+use crate::decode::Decoder;
+use crate::detector::{Detector, Skipped};
+use crate::pipeline::{AlertHandoff, Core, Pipeline};
+use crate::source::kafka::{KafkaSource, SourceSummary};
+use crate::state::{StateStore, StoreKind, changelog::ChangelogStore, dir::DirStore};
+use crate::telemetry::http::{self, HttpState, Readiness};
+use crate::telemetry::metrics::Metrics;
+
+/// Hands alerts from the shards to the sink queues (never blocks).
+impl AlertHandoff for Sinks {
+    fn hand_off(&self, alert: Alert) {
+        self.submit(alert);
+    }
+}
+
+/// A started daemon.
+pub struct Running {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
+    /// The daemon's metrics (tests read counters from it).
+    pub metrics: Arc<Metrics>,
+    /// Cancelled to start the graceful drain.
+    shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<SourceSummary>>,
+}
+
+impl Running {
+    /// Starts the graceful drain (idempotent).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A token that starts the drain when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the daemon has stopped.
+    pub async fn wait(self) -> anyhow::Result<SourceSummary> {
+        self.task.await.context("the daemon task panicked")?
+    }
+}
+
+/// Builds every component and starts consuming. Must run on the
+/// multi-threaded tokio runtime (rebalance callbacks block in place).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let registry = Registry::new();
+    let metrics = Arc::new(
+        Metrics::new(
+            registry.clone(),
+            &config.metrics,
+            &crate::decode::REASONS,
+            Skipped::REASONS,
+        )
+        .context("cannot register metrics")?,
+    );
+
+    let addr = config.metrics.listen_addr.clone();
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("metrics.listen_addr = {addr}: cannot listen"))?;
+    let metrics_addr = listener.local_addr()?;
+    let readiness = Readiness::new();
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn(http::run(
+        listener,
+        HttpState {
+            registry: registry.clone(),
+            readiness: readiness.clone(),
+        },
+        http_stop.clone().cancelled_owned(),
+    ));
+
+    let env = |k: &str| std::env::var(k).ok();
+    let sinks = Arc::new(
+        Sinks::start(&config.sinks, "sinks", &metrics, &env)
+            .context("cannot start the alert sinks")?,
+    );
+    let (pipeline, model_hash, model_name) = start_pipeline(
+        &config,
+        Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
+        &metrics,
+    )?;
+    let pipeline = Arc::new(pipeline);
+
+    let interval = Duration::from_secs(config.state.snapshot_interval_secs);
+    let state: Option<Arc<dyn StateStore>> = match config.state.store {
+        StoreKind::None => None,
+        StoreKind::Dir => Some(Arc::new(
+            DirStore::new(&config.state.dir, model_hash, interval)
+                .context("state.dir: cannot open the state directory")?,
+        )),
+        StoreKind::Changelog => Some(Arc::new(
+            ChangelogStore::new(
+                &config.kafka.consumer_config()?.0,
+                &config.state.changelog_topic,
+                model_hash,
+                interval,
+            )
+            .context("state.changelog_topic: cannot open the changelog")?,
+        )),
+    };
+
+    let decoder = Decoder::new(&config.decode);
+    let source = KafkaSource::new(
+        &config.kafka,
+        decoder,
+        Arc::clone(&pipeline),
+        state,
+        Arc::clone(&metrics),
+    )
+    .context("cannot start the Kafka consumer")?;
+    tracing::info!(
+        brokers = %config.kafka.brokers,
+        topics = ?config.kafka.topics,
+        group_id = %config.kafka.group_id,
+        shards = pipeline.shards(),
+        model = model_name,
+        metrics = %metrics_addr,
+        "anomalyd started."
+    );
+    readiness.set_ready();
+
+    let shutdown = CancellationToken::new();
+    let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
+    let token = shutdown.clone();
+    {
+        // /readyz turns 503 as soon as the drain starts.
+        let (token, readiness) = (token.clone(), readiness.clone());
+        tokio::spawn(async move {
+            token.cancelled().await;
+            readiness.set_draining();
+        });
+    }
+    let task = tokio::spawn(async move {
+        let drain = async {
+            let summary = source.run(token.clone()).await;
+            // The source and its consumer are gone: the shards are ours.
+            if let Ok(p) = Arc::try_unwrap(pipeline) {
+                p.close().await;
+            }
+            if let Ok(s) = Arc::try_unwrap(sinks) {
+                s.shutdown(tokio::time::Instant::now() + grace).await;
+            }
+            summary
+        };
+        // The drain starts when the token is cancelled; bound it by the
+        // grace period from that moment.
+        let result = tokio::select! {
+            r = drain => r.map_err(anyhow::Error::from),
+            _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+                Err(anyhow::anyhow!("the drain did not finish within pipeline.shutdown_grace_secs = {}", grace.as_secs()))
+            }
+        };
+        readiness.set_draining();
+        token.cancel();
+        http_stop.cancel();
+        let _ = http_task.await;
+        result
+    });
+    Ok(Running {
+        metrics_addr,
+        metrics,
+        shutdown,
+        task,
+    })
+}
+
+/// The detection core and its shards; returns the model hash and name too.
+fn start_pipeline(
+    config: &Config,
+    alerts: Arc<dyn AlertHandoff>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Pipeline, u64, &'static str)> {
+    let detector = Detector::new(&config.detector, config.alert.threshold)?;
+    let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
+    let rule = AlertRule::new(&config.alert, "alert")
+        .map_err(crate::config::load::ConfigError::Invalid)?;
+    let core = Arc::new(Core {
+        detector,
+        rule,
+        alerts,
+        metrics: Arc::clone(metrics),
+    });
+    let pipeline =
+        Pipeline::start(&config.pipeline, core).context("cannot start the processing shards")?;
+    Ok((pipeline, model_hash, model_name))
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayReport {
+    /// Lines read.
+    pub lines: u64,
+    /// Events processed.
+    pub events: u64,
+    /// Wall-clock seconds from the first line to the last event processed.
+    pub seconds: f64,
+}
+
+/// Replays a file (or stdin for `-`) through the configured decoder,
+/// detector, alert rule and sinks, without Kafka.
+pub async fn replay(config: Config, input: &std::path::Path) -> anyhow::Result<ReplayReport> {
+    let metrics = Arc::new(
+        Metrics::new(
+            Registry::new(),
+            &config.metrics,
+            &crate::decode::REASONS,
+            Skipped::REASONS,
+        )
+        .context("cannot register metrics")?,
+    );
+    let env = |k: &str| std::env::var(k).ok();
+    let sinks = Arc::new(
+        Sinks::start(&config.sinks, "sinks", &metrics, &env)
+            .context("cannot start the alert sinks")?,
+    );
+    let (pipeline, _, _) = start_pipeline(
+        &config,
+        Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
+        &metrics,
+    )?;
+    let decoder = Decoder::new(&config.decode);
+    let started = std::time::Instant::now();
+    let summary = if input == std::path::Path::new("-") {
+        crate::source::file::replay(std::io::stdin().lock(), &decoder, &pipeline, &metrics).await?
+    } else {
+        let file = std::fs::File::open(input)
+            .with_context(|| format!("cannot open {}", input.display()))?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, file);
+        crate::source::file::replay(reader, &decoder, &pipeline, &metrics).await?
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    pipeline.close().await;
+    if let Ok(s) = Arc::try_unwrap(sinks) {
+        let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
+        s.shutdown(tokio::time::Instant::now() + grace).await;
+    }
+    Ok(ReplayReport {
+        lines: summary.lines,
+        events: summary.events,
+        seconds,
+    })
+}
+
+/// Runs until `shutdown` completes, then drains (see the module docs).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<SourceSummary> {
+    let mut running = start(config).await?;
+    tokio::select! {
+        _ = shutdown => {
+            tracing::info!("Shutdown requested; draining.");
+            running.shutdown();
+        }
+        // The source stopped on its own (an error): no drain to request.
+        done = &mut running.task => return done.context("the daemon task panicked")?,
+    }
+    running.wait().await
+}

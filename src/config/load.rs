@@ -1,0 +1,141 @@
+//! The whole configuration and how it is loaded.
+//!
+//! Layers, later ones win: defaults in code → TOML file (`--config FILE` or
+//! `$ANOMALYD_CONFIG`) → environment variables `ANOMALYD__SECTION__KEY`
+//! (prefix `ANOMALYD`, separator `__`, because keys themselves contain `_`).
+//! Unknown keys are errors everywhere (`deny_unknown_fields`), so a typo is
+//! reported instead of silently ignored. [`Config::validate`] then checks
+//! values and reports every problem at once.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::Problems;
+use crate::alert::lifecycle::AlertRuleConfig;
+use crate::alert::sink::SinksConfig;
+use crate::decode::DecodeConfig;
+use crate::detector::DetectorConfig;
+use crate::pipeline::PipelineConfig;
+use crate::source::kafka::KafkaConfig;
+use crate::state::StateConfig;
+use crate::telemetry::LogConfig;
+use crate::telemetry::metrics::MetricsConfig;
+
+/// Environment variable prefix (`ANOMALYD__KAFKA__GROUP_ID`).
+pub const ENV_PREFIX: &str = "ANOMALYD";
+/// Separator between prefix, sections and keys in environment variables.
+pub const ENV_SEPARATOR: &str = "__";
+/// Environment variable naming the config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "ANOMALYD_CONFIG";
+
+/// The daemon's configuration: one field per TOML section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[kafka]`: input topics and consumer group.
+    pub kafka: KafkaConfig,
+    /// `[decode]`: wire format of the input messages.
+    pub decode: DecodeConfig,
+    /// `[detector]`: model and adaptive threshold, per series.
+    pub detector: DetectorConfig,
+    /// `[alert]`: when a series fires and resolves.
+    pub alert: AlertRuleConfig,
+    /// `[sinks]`: where alerts go.
+    pub sinks: SinksConfig,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsConfig,
+    /// `[log]`: log format and level.
+    pub log: LogConfig,
+    /// `[pipeline]`: shards, queues, memory bounds.
+    pub pipeline: PipelineConfig,
+    /// `[state]`: snapshots and restore.
+    pub state: StateConfig,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing or unreadable.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file or an environment variable does not parse or has an unknown
+    /// key or a wrong type (the message names the key).
+    #[error("{0}")]
+    Parse(String),
+    /// Values are out of range or inconsistent; every problem is listed.
+    #[error("invalid configuration:\n{0}")]
+    Invalid(Problems),
+}
+
+impl Config {
+    /// Loads defaults → `path` (or `$ANOMALYD_CONFIG`) → environment, then
+    /// validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config = Self::load_unvalidated(path)?;
+        config.validate().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Loads without validating values (`check-config` validates itself to
+    /// print every problem).
+    pub fn load_unvalidated(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env_path = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let path = path.map(Path::to_path_buf).or(env_path);
+        let mut builder = config::Config::builder();
+        if let Some(path) = &path {
+            // Read it ourselves so a missing file gets an OS error with the
+            // path, not a generic "not found".
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator(ENV_SEPARATOR)
+                .separator(ENV_SEPARATOR)
+                .list_separator(",")
+                .with_list_parse_key("kafka.topics")
+                .try_parsing(true),
+        );
+        let built = builder
+            .build()
+            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))?;
+        built
+            .try_deserialize::<Config>()
+            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))
+    }
+
+    /// Checks every value; returns all problems at once.
+    pub fn validate(&self) -> Result<(), Problems> {
+        let mut p = Problems::new();
+        self.kafka.validate("kafka", &mut p);
+        self.decode.validate("decode", &mut p);
+        self.detector.validate("detector", &mut p);
+        self.alert.validate("alert", &mut p);
+        self.sinks.validate("sinks", &mut p);
+        self.metrics.validate("metrics", &mut p);
+        self.log.validate("log", &mut p);
+        self.pipeline.validate("pipeline", &mut p);
+        self.state.validate("state", &mut p);
+        p.into_result()
+    }
+}
+
+fn describe(e: &config::ConfigError, path: Option<&Path>) -> String {
+    let source = path.map_or_else(
+        || "environment".to_string(),
+        |p| format!("{} (or environment)", p.display()),
+    );
+    format!(
+        "{source}: {e}. Check the key's spelling and type against config/anomalyd.toml; \
+         environment overrides look like ANOMALYD__KAFKA__GROUP_ID"
+    )
+}

@@ -1,0 +1,336 @@
+//! One processing shard: the per-series state map and the per-event path.
+//!
+//! A shard owns the state of its series (model, threshold, alert lifecycle)
+//! and nothing else. For every event, strictly in order:
+//! [`Detector::observe`] (score, then learn) → alert lifecycle → alerts
+//! handed to the sink queues (never waiting on a sink). It also answers
+//! barriers (see [`super::Barrier`]), installs restored series and enforces
+//! the memory bounds (`max_series`, idle TTL).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+use tokio::sync::mpsc;
+
+use super::{BarrierKind, SourcePartition, Work};
+use crate::alert::Alert;
+use crate::alert::lifecycle::{AlertRule, Lifecycle};
+use crate::detector::{Detector, DetectorState};
+use crate::event::{Event, SeriesKey};
+use crate::state::SeriesSnapshot;
+use crate::telemetry::metrics::{Metrics, SeriesSample};
+use prometheus::local::{LocalHistogram, LocalIntCounter};
+
+/// Where a shard hands alerts over. Implementations must not block: the
+/// sink set queues them (bounded, with a counted overflow policy).
+pub trait AlertHandoff: Send + Sync {
+    /// Takes one alert.
+    fn hand_off(&self, alert: Alert);
+}
+
+/// What every shard shares: the compiled detector and alert rule, the alert
+/// hand-off and the metrics.
+pub struct Core {
+    /// Compiled model/threshold configuration.
+    pub detector: Detector,
+    /// Compiled alert rule.
+    pub rule: AlertRule,
+    /// Where alerts go.
+    pub alerts: Arc<dyn AlertHandoff>,
+    /// The daemon's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// One serialized series, as returned by a snapshot barrier.
+#[derive(Debug, Clone)]
+pub struct SnapshotRecord {
+    /// The partition the series belongs to.
+    pub partition: SourcePartition,
+    /// The series' fingerprint (the changelog key).
+    pub fingerprint: u64,
+    /// postcard encoding of a [`SeriesSnapshot`].
+    pub bytes: Vec<u8>,
+}
+
+/// A shard's answer to a barrier.
+#[derive(Debug, Default)]
+pub struct WorkerReport {
+    /// Serialized series, for snapshot and release barriers.
+    pub records: Vec<SnapshotRecord>,
+    /// Series held after the barrier.
+    pub series: usize,
+    /// Series that could not be serialized (logged; should never happen).
+    pub encode_failures: usize,
+}
+
+impl WorkerReport {
+    /// Adds another shard's report to this one.
+    pub fn merge(&mut self, other: WorkerReport) {
+        self.records.extend(other.records);
+        self.series += other.series;
+        self.encode_failures += other.encode_failures;
+    }
+}
+
+/// Per-series entry of the shard's map.
+struct Entry {
+    detector: DetectorState,
+    lifecycle: Lifecycle,
+    /// Partition of the latest event: where the series goes on a revoke.
+    partition: SourcePartition,
+    /// Seconds since the shard started when the last event arrived (u32 is
+    /// 136 years; cheaper than an `Instant` per series).
+    last_seen: u32,
+    /// Changed since its last snapshot.
+    dirty: bool,
+}
+
+struct Shard {
+    core: Arc<Core>,
+    series: HashMap<SeriesKey, Entry>,
+    /// At most this many series; at the cap the least recently seen go.
+    cap: usize,
+    idle_ttl: Option<Duration>,
+    started: Instant,
+    /// This shard's contribution to `anomalyd_series_active`.
+    published: i64,
+    /// Shard-local `anomalyd_events_processed_total`, flushed per batch.
+    processed: LocalIntCounter,
+    /// Shard-local `anomalyd_event_processing_seconds`, flushed per batch.
+    latency: LocalHistogram,
+}
+
+/// The shard thread's main loop: runs until the queue closes.
+pub(super) fn run(
+    shard: usize,
+    mut rx: mpsc::Receiver<Work>,
+    core: Arc<Core>,
+    cap: usize,
+    idle_ttl: Option<Duration>,
+) {
+    tracing::debug!(shard, cap, "Shard started.");
+    let (processed, latency) = core.metrics.processing_local();
+    let mut s = Shard {
+        processed,
+        latency,
+        core,
+        series: HashMap::new(),
+        cap,
+        idle_ttl,
+        started: Instant::now(),
+        published: 0,
+    };
+    while let Some(work) = rx.blocking_recv() {
+        match work {
+            Work::Events {
+                partition,
+                events,
+                received,
+            } => s.process(partition, events, received),
+            Work::Restore { partition, series } => s.restore(partition, series),
+            Work::Barrier(b) => {
+                let report = s.barrier(&b.kind);
+                // The requester may have given up (shutdown); nothing to do.
+                let _ = b.reply.send(report);
+            }
+        }
+    }
+    let held = s.series.len();
+    s.series.clear();
+    s.publish_series_count();
+    tracing::debug!(shard, series = held, "Shard stopped.");
+}
+
+impl Shard {
+    fn now_secs(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    fn process(&mut self, partition: SourcePartition, events: Vec<Event>, received: Instant) {
+        let now = self.now_secs();
+        let core = Arc::clone(&self.core);
+        let m = &core.metrics;
+        for event in events {
+            if !self.series.contains_key(&event.series) {
+                if self.series.len() >= self.cap {
+                    self.evict_oldest();
+                }
+                let entry = Entry {
+                    detector: self.core.detector.new_state(),
+                    lifecycle: Lifecycle::default(),
+                    partition,
+                    last_seen: now,
+                    dirty: true,
+                };
+                self.series.insert(event.series.clone(), entry);
+            }
+            let Some(entry) = self.series.get_mut(&event.series) else {
+                continue; // inserted just above
+            };
+            entry.partition = partition;
+            entry.last_seen = now;
+            entry.dirty = true;
+            // Scores the event with the model as it was, then trains on it.
+            match core
+                .detector
+                .observe(&mut entry.detector, event.ts_ms, event.value)
+            {
+                Ok(decision) => {
+                    self.processed.inc();
+                    self.latency.observe(received.elapsed().as_secs_f64());
+                    if m.per_series_enabled() {
+                        let sample = SeriesSample {
+                            value: event.value,
+                            expected: decision.expected,
+                            lower: decision.lower,
+                            upper: decision.upper,
+                            score: decision.score,
+                        };
+                        m.observe_series(&event.series, &sample);
+                    }
+                    if let Some(t) =
+                        entry
+                            .lifecycle
+                            .step(&core.rule, event.ts_ms, event.value, &decision)
+                    {
+                        let alert = crate::alert::lifecycle::build_alert(
+                            &event.series,
+                            &t,
+                            event.ts_ms,
+                            event.value,
+                            &decision,
+                            &core.rule,
+                            core.detector.model_name(),
+                        );
+                        m.alert_emitted(alert.status, alert.severity);
+                        core.alerts.hand_off(alert);
+                    }
+                }
+                Err(skipped) => m.event_skipped(skipped.reason()),
+            }
+        }
+        self.processed.flush();
+        self.latency.flush();
+        self.publish_series_count();
+    }
+
+    fn restore(&mut self, partition: SourcePartition, series: Vec<SeriesSnapshot>) {
+        let now = self.now_secs();
+        for s in series {
+            if self.series.len() >= self.cap {
+                self.evict_oldest();
+            }
+            let detector = s.detector.unwrap_or_else(|| self.core.detector.new_state());
+            self.series.insert(
+                s.key,
+                Entry {
+                    detector,
+                    lifecycle: s.lifecycle,
+                    partition,
+                    last_seen: now,
+                    dirty: false,
+                },
+            );
+        }
+        self.publish_series_count();
+    }
+
+    fn barrier(&mut self, kind: &BarrierKind) -> WorkerReport {
+        let mut report = WorkerReport::default();
+        match kind {
+            BarrierKind::Sync => self.evict_idle(),
+            BarrierKind::Snapshot {
+                partitions,
+                only_dirty,
+            } => {
+                for (key, e) in self.series.iter_mut() {
+                    let wanted = partitions.as_ref().is_none_or(|p| p.contains(&e.partition));
+                    if wanted && (e.dirty || !only_dirty) {
+                        encode(key, e, &mut report);
+                        e.dirty = false;
+                    }
+                }
+            }
+            BarrierKind::Release { partitions } => {
+                let released: Vec<SeriesKey> = self
+                    .series
+                    .iter()
+                    .filter(|(_, e)| partitions.contains(&e.partition))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in released {
+                    if let Some(e) = self.series.remove(&key) {
+                        encode(&key, &e, &mut report);
+                    }
+                }
+            }
+        }
+        self.publish_series_count();
+        report.series = self.series.len();
+        report
+    }
+
+    /// Removes series idle for longer than the TTL.
+    fn evict_idle(&mut self) {
+        let Some(ttl) = self.idle_ttl else { return };
+        let now = self.now_secs();
+        let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
+        let before = self.series.len();
+        self.series
+            .retain(|_, e| now.saturating_sub(e.last_seen) < ttl);
+        let evicted = before - self.series.len();
+        if evicted > 0 {
+            self.core.metrics.series_evicted(evicted as u64);
+            tracing::debug!(evicted, "Evicted idle series.");
+        }
+    }
+
+    /// Makes room at the cap: evicts the least recently seen ~1% of series
+    /// (at least one) in one O(n) pass, so a burst of new series costs O(1)
+    /// amortised per insert instead of a scan each.
+    fn evict_oldest(&mut self) {
+        let n = self.series.len();
+        if n == 0 {
+            return;
+        }
+        let k = (n / 100).max(1);
+        let mut ages: Vec<u32> = self.series.values().map(|e| e.last_seen).collect();
+        let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
+        let mut budget = k;
+        self.series.retain(|_, e| {
+            if budget > 0 && e.last_seen <= cutoff {
+                budget -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        let evicted = n - self.series.len();
+        self.core.metrics.series_evicted(evicted as u64);
+    }
+
+    /// Moves the shared `anomalyd_series_active` gauge by this shard's change
+    /// since it last published (shards add up to the total).
+    fn publish_series_count(&mut self) {
+        let now = self.series.len() as i64;
+        if now != self.published {
+            self.core.metrics.add_series_active(now - self.published);
+            self.published = now;
+        }
+    }
+}
+
+fn encode(key: &SeriesKey, e: &Entry, report: &mut WorkerReport) {
+    match crate::state::encode_series(key, &e.detector, &e.lifecycle) {
+        Ok(bytes) => report.records.push(SnapshotRecord {
+            partition: e.partition,
+            fingerprint: key.fingerprint(),
+            bytes,
+        }),
+        Err(err) => {
+            report.encode_failures += 1;
+            tracing::error!(series = %key, error = %err, "Failed to encode series state; it will relearn after a restart.");
+        }
+    }
+}

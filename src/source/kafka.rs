@@ -1,0 +1,656 @@
+//! The Kafka source: a consumer-group member with at-least-once delivery.
+//!
+//! This module owns the only rdkafka consumer of the daemon. It receives
+//! messages ([`StreamConsumer::recv`], cancellation-safe inside `select!`),
+//! decodes them, dispatches the events to the pipeline and commits offsets.
+//!
+//! **Delivery.** Offsets are committed only at checkpoints: a pipeline
+//! barrier proves that every event dispatched before it has been scored,
+//! learned and had its alerts queued, so the committed offset of each
+//! partition is the contiguous watermark `last dispatched + 1`. Automatic
+//! commits are off. After a crash the daemon re-reads from the last
+//! committed offset, so an event is processed at least once.
+//!
+//! **State.** With a state store ([`crate::state`]), a checkpoint also takes
+//! a snapshot and commits only once it is durable, so committed offsets
+//! never run ahead of the newest snapshot. On assignment the partition's
+//! snapshot is restored and messages below the offset it covers are skipped
+//! (they are already in the restored state); on revocation the partition's
+//! series are snapshotted, dropped and their offsets committed before the
+//! partition moves (see [`SourceContext`]).
+//!
+//! Rebalance callbacks run inside `recv()` on the async runtime and must
+//! finish their work before returning (the next owner of a partition may
+//! only start after). They use `tokio::task::block_in_place`, which needs
+//! the multi-threaded runtime the daemon runs on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::DecodeErrorReporter;
+use crate::config::Problems;
+use crate::config::secret::{
+    ClientOptions, ResolvedOptions, SecretError, redacted, serialize_redacted,
+};
+use crate::decode::Decoder;
+use crate::pipeline::{BarrierKind, Pipeline, SourcePartition};
+use crate::state::StateStore;
+use crate::telemetry::metrics::Metrics;
+
+/// Where a new consumer group starts reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    /// From the oldest retained message: models warm up on history.
+    Earliest,
+    /// From new messages only (Kafka's default).
+    Latest,
+}
+
+impl OffsetReset {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+        }
+    }
+}
+
+/// The `[kafka]` section: the input topics and the consumer group.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Consumer group id. Instances with the same id share the partitions.
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Client id shown in broker logs.
+    pub client_id: String,
+    /// Where a group without committed offsets starts: `earliest` or `latest`.
+    pub auto_offset_reset: OffsetReset,
+    /// Consumer group session timeout. A crashed instance's partitions move
+    /// after this long.
+    pub session_timeout_ms: u64,
+    /// How often offsets are committed (a checkpoint). With a state store,
+    /// commits follow snapshots instead (`state.snapshot_interval_secs`).
+    pub commit_interval_ms: u64,
+    /// How often librdkafka reports statistics (consumer lag per partition);
+    /// 0 disables the lag metric.
+    pub statistics_interval_ms: u64,
+    /// Extra librdkafka properties passed through as they are (SASL, TLS,
+    /// fetch tuning), e.g. `"security.protocol" = "SASL_SSL"`. Values of
+    /// secret-looking keys are redacted in every print and log; prefer
+    /// `secret_env` or `secret_files` for them.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub options: BTreeMap<String, String>,
+    /// librdkafka properties whose values come from environment variables:
+    /// `"sasl.password" = "KAFKA_PASSWORD"` reads `$KAFKA_PASSWORD`.
+    pub secret_env: BTreeMap<String, String>,
+    /// librdkafka properties whose values come from files (trailing newline
+    /// trimmed): `"sasl.password" = "/run/secrets/kafka"`.
+    pub secret_files: BTreeMap<String, PathBuf>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            group_id: "anomalyd".into(),
+            topics: vec!["metrics".into()],
+            client_id: "anomalyd".into(),
+            auto_offset_reset: OffsetReset::Latest,
+            session_timeout_ms: 45_000,
+            commit_interval_ms: 1_000,
+            statistics_interval_ms: 5_000,
+            options: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+        }
+    }
+}
+
+/// Redacts the values of secret-looking options.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("client_id", &self.client_id)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("commit_interval_ms", &self.commit_interval_ms)
+            .field("statistics_interval_ms", &self.statistics_interval_ms)
+            .field("options", &redacted(&self.options))
+            .field("secret_env", &self.secret_env)
+            .field("secret_files", &self.secret_files)
+            .finish()
+    }
+}
+
+/// Properties the source sets itself, with the key to use instead.
+const MANAGED: &[(&str, Option<&str>)] = &[
+    ("enable.auto.commit", None),
+    ("enable.auto.offset.store", None),
+    ("group.id", Some("group_id")),
+    ("bootstrap.servers", Some("brokers")),
+    ("auto.offset.reset", Some("auto_offset_reset")),
+    ("session.timeout.ms", Some("session_timeout_ms")),
+];
+
+impl KafkaConfig {
+    /// Records every problem, with keys under `prefix`.
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            !self.brokers.trim().is_empty(),
+            format!("{prefix}.brokers"),
+            "is empty; set it to the bootstrap servers, e.g. \"kafka:9092\"",
+        );
+        problems.check(
+            !self.group_id.trim().is_empty(),
+            format!("{prefix}.group_id"),
+            "is empty; set a consumer group id, e.g. \"anomalyd\"",
+        );
+        problems.check(
+            !self.topics.is_empty() && self.topics.iter().all(|t| !t.trim().is_empty()),
+            format!("{prefix}.topics"),
+            "needs at least one non-empty topic name, e.g. [\"metrics\"]",
+        );
+        problems.check(
+            self.topics.len() <= usize::from(u16::MAX),
+            format!("{prefix}.topics"),
+            "lists more than 65535 topics",
+        );
+        problems.check(
+            (1_000..=3_600_000).contains(&self.session_timeout_ms),
+            format!("{prefix}.session_timeout_ms"),
+            format!(
+                "{} is outside 1000..=3600000 (brokers refuse other values by default)",
+                self.session_timeout_ms
+            ),
+        );
+        problems.check(
+            self.commit_interval_ms >= 10,
+            format!("{prefix}.commit_interval_ms"),
+            "must be at least 10 ms",
+        );
+        self.client_options().validate(prefix, MANAGED, problems);
+    }
+
+    /// The pass-through librdkafka options.
+    pub fn client_options(&self) -> ClientOptions<'_> {
+        ClientOptions {
+            options: &self.options,
+            secret_env: &self.secret_env,
+            secret_files: &self.secret_files,
+        }
+    }
+
+    /// The librdkafka consumer configuration (secrets resolved), and the
+    /// resolved options to scrub secrets from librdkafka's errors.
+    pub fn consumer_config(&self) -> Result<(ClientConfig, ResolvedOptions), SourceError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("client.id", &self.client_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", self.auto_offset_reset.as_str())
+            .set("session.timeout.ms", self.session_timeout_ms.to_string());
+        if self.statistics_interval_ms > 0 {
+            c.set(
+                "statistics.interval.ms",
+                self.statistics_interval_ms.to_string(),
+            );
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        let resolved = self.client_options().resolve("kafka", &env)?;
+        for (k, v) in &resolved.pairs {
+            c.set(k, v);
+        }
+        Ok((c, resolved))
+    }
+}
+
+/// Errors of the Kafka source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// librdkafka refused the configuration or failed to subscribe (secret
+    /// values scrubbed from the message).
+    #[error("kafka consumer setup failed: {0}")]
+    Setup(String),
+    /// A secret option could not be read (its value is never printed).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The pipeline stopped while the source was running.
+    #[error("the processing pipeline stopped unexpectedly")]
+    PipelineClosed,
+}
+
+/// Per-partition progress, shared by the receive loop and the rebalance
+/// callbacks.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Next offset to commit per partition: last dispatched offset + 1.
+    next: BTreeMap<SourcePartition, i64>,
+    /// Offsets below these are already in the restored state: skip them.
+    skip_below: HashMap<SourcePartition, i64>,
+}
+
+/// Everything the rebalance callbacks need.
+struct Shared {
+    topics: Vec<String>,
+    pipeline: Arc<Pipeline>,
+    state: Option<Arc<dyn StateStore>>,
+    metrics: Arc<Metrics>,
+    progress: Mutex<Progress>,
+    /// Set once the final checkpoint ran: a revoke during shutdown then has
+    /// nothing left to save.
+    finished: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn partition_of(&self, topic: &str, partition: i32) -> Option<SourcePartition> {
+        let idx = self.topics.iter().position(|t| t == topic)?;
+        Some(SourcePartition {
+            topic: u16::try_from(idx).ok()?,
+            partition,
+        })
+    }
+
+    fn topic_name(&self, p: SourcePartition) -> &str {
+        &self.topics[usize::from(p.topic)]
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        // A panic while holding this lock would already have ended the
+        // source; recovering the data is still correct (plain maps).
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A checkpoint: barrier (and snapshot), then commit. `only` limits it to
+    /// some partitions; `release` drops their series afterwards.
+    async fn checkpoint<K: Consumer<SourceContext>>(
+        &self,
+        consumer: &K,
+        only: Option<Vec<SourcePartition>>,
+        release: bool,
+        mode: CommitMode,
+    ) -> Result<(), SourceError> {
+        let positions: BTreeMap<SourcePartition, i64> = {
+            let p = self.progress();
+            p.next
+                .iter()
+                .filter(|(k, _)| only.as_ref().is_none_or(|o| o.contains(k)))
+                .map(|(k, v)| (*k, *v))
+                .collect()
+        };
+        // Without a state store a revoked partition's series stay in memory
+        // (the idle TTL and `max_series` bound them): dropping them would
+        // lose their learning for nothing.
+        let kind = match (&self.state, release) {
+            (Some(_), true) => BarrierKind::Release {
+                partitions: only.clone().unwrap_or_default(),
+            },
+            (None, true) => BarrierKind::Sync,
+            (Some(store), false) => BarrierKind::Snapshot {
+                partitions: only.clone(),
+                only_dirty: store.incremental(),
+            },
+            (None, false) => BarrierKind::Sync,
+        };
+        let report = self
+            .pipeline
+            .barrier(kind)
+            .await
+            .map_err(|_| SourceError::PipelineClosed)?;
+        if let Some(store) = &self.state {
+            let partitions: Vec<SourcePartition> = match &only {
+                Some(o) => o.clone(),
+                None => positions.keys().copied().collect(),
+            };
+            let started = Instant::now();
+            let bytes: usize = report.records.iter().map(|r| r.bytes.len()).sum();
+            let saved = tokio::task::block_in_place(|| {
+                store.save(&self.topics, &partitions, &positions, report.records)
+            });
+            if let Err(e) = saved {
+                // Without a durable snapshot the offsets must not move on.
+                self.metrics.snapshot_failed();
+                tracing::error!(error = %e, "Failed to write the state snapshot; offsets are not committed until one succeeds.");
+                return Ok(());
+            }
+            self.metrics
+                .snapshot_written(bytes as u64, started.elapsed());
+        }
+        self.commit(consumer, &positions, mode);
+        Ok(())
+    }
+
+    fn commit<K: Consumer<SourceContext>>(
+        &self,
+        consumer: &K,
+        positions: &BTreeMap<SourcePartition, i64>,
+        mode: CommitMode,
+    ) {
+        if positions.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in positions {
+            if let Err(e) =
+                tpl.add_partition_offset(self.topic_name(*p), p.partition, Offset::Offset(*next))
+            {
+                tracing::warn!(error = %e, "Failed to build the offset list.");
+                return;
+            }
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => self.metrics.offsets_committed(),
+            Err(e) => {
+                self.metrics.commit_failed();
+                tracing::warn!(error = %e, "Failed to commit offsets; the next checkpoint retries.");
+            }
+        }
+    }
+
+    /// Restores the snapshots of newly assigned partitions.
+    async fn on_assign(&self, tpl: &TopicPartitionList) {
+        let Some(store) = &self.state else { return };
+        for elem in tpl.elements() {
+            let Some(p) = self.partition_of(elem.topic(), elem.partition()) else {
+                continue;
+            };
+            match tokio::task::block_in_place(|| store.load(elem.topic(), elem.partition())) {
+                Ok(Some(loaded)) => {
+                    let n = loaded.series.len();
+                    {
+                        let mut progress = self.progress();
+                        progress.skip_below.insert(p, loaded.offset);
+                        // Covered from the start, so a checkpoint before the
+                        // first new message still saves these series.
+                        progress.next.entry(p).or_insert(loaded.offset);
+                    }
+                    if self.pipeline.restore(p, loaded.series).await.is_err() {
+                        return;
+                    }
+                    self.metrics.series_restored(n as u64);
+                    tracing::info!(
+                        topic = elem.topic(),
+                        partition = elem.partition(),
+                        series = n,
+                        offset = loaded.offset,
+                        "Restored partition state."
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.metrics.snapshot_failed();
+                    tracing::warn!(
+                        topic = elem.topic(),
+                        partition = elem.partition(),
+                        error = %e,
+                        "Could not restore partition state; its series relearn from scratch."
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The consumer context: rebalance hand-over and the lag metric.
+pub struct SourceContext {
+    shared: Arc<Shared>,
+}
+
+impl SourceContext {
+    /// Runs async work to completion from a synchronous rdkafka callback.
+    fn block_on<F: std::future::Future>(&self, what: &str, fut: F) -> Option<F::Output> {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(
+                what,
+                "Rebalance callback outside the runtime; state hand-over skipped."
+            );
+            return None;
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            tracing::error!(
+                what,
+                "Rebalance callback needs the multi-threaded runtime; state hand-over skipped."
+            );
+            return None;
+        }
+        Some(tokio::task::block_in_place(|| handle.block_on(fut)))
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (id, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal UA partition.
+                if *id >= 0 && p.consumer_lag >= 0 {
+                    self.shared
+                        .metrics
+                        .set_consumer_lag(topic, *id, p.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        if self
+            .shared
+            .finished
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let parts: Vec<SourcePartition> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| self.shared.partition_of(e.topic(), e.partition()))
+            .collect();
+        if parts.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = parts.len(),
+            "Partitions revoked; handing their state over."
+        );
+        let shared = Arc::clone(&self.shared);
+        let done = self.block_on("revoke", async move {
+            let r = shared
+                .checkpoint(consumer, Some(parts.clone()), true, CommitMode::Sync)
+                .await;
+            let mut p = shared.progress();
+            for part in &parts {
+                p.next.remove(part);
+                p.skip_below.remove(part);
+                shared
+                    .metrics
+                    .remove_consumer_lag(shared.topic_name(*part), part.partition);
+            }
+            r
+        });
+        if let Some(Err(e)) = done {
+            tracing::error!(error = %e, "Could not hand over revoked partitions.");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+                let shared = Arc::clone(&self.shared);
+                self.block_on("assign", async move { shared.on_assign(tpl).await });
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance error."),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// What the source did, for the final log line and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    /// Messages received (including bad and skipped ones).
+    pub messages: u64,
+    /// Events dispatched to the pipeline.
+    pub events: u64,
+}
+
+/// A running Kafka source.
+pub struct KafkaSource {
+    consumer: StreamConsumer<SourceContext>,
+    shared: Arc<Shared>,
+    decoder: Decoder,
+    commit_interval: Duration,
+}
+
+impl KafkaSource {
+    /// Creates the consumer and subscribes. `state` enables snapshots.
+    pub fn new(
+        config: &KafkaConfig,
+        decoder: Decoder,
+        pipeline: Arc<Pipeline>,
+        state: Option<Arc<dyn StateStore>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SourceError> {
+        let commit_interval = match &state {
+            Some(store) => store.snapshot_interval(),
+            None => Duration::from_millis(config.commit_interval_ms),
+        };
+        let shared = Arc::new(Shared {
+            topics: config.topics.clone(),
+            pipeline,
+            state,
+            metrics,
+            progress: Mutex::new(Progress::default()),
+            finished: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (client, resolved) = config.consumer_config()?;
+        let setup = |e: KafkaError| SourceError::Setup(resolved.scrub(&e.to_string()));
+        let consumer: StreamConsumer<SourceContext> = client
+            .create_with_context(SourceContext {
+                shared: Arc::clone(&shared),
+            })
+            .map_err(setup)?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(setup)?;
+        Ok(Self {
+            consumer,
+            shared,
+            decoder,
+            commit_interval,
+        })
+    }
+
+    /// Consumes until `shutdown` is cancelled, then runs a final checkpoint
+    /// (snapshot if enabled, synchronous commit) and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
+        let mut summary = SourceSummary::default();
+        let mut ticker = tokio::time::interval(self.commit_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate
+        let mut reporter = DecodeErrorReporter::new(Duration::from_secs(10));
+        let mut events = Vec::new();
+        let mut errors = Vec::new();
+        let m = Arc::clone(&self.shared.metrics);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    self.shared
+                        .checkpoint(&self.consumer, None, false, CommitMode::Async)
+                        .await?;
+                }
+                received = self.consumer.recv() => {
+                    let msg = match received {
+                        Ok(msg) => msg,
+                        Err(e) => {
+                            m.consumer_error();
+                            tracing::warn!(error = %e, "Kafka consumer error.");
+                            continue;
+                        }
+                    };
+                    summary.messages += 1;
+                    m.message_received();
+                    let Some(part) = self.shared.partition_of(msg.topic(), msg.partition()) else {
+                        continue; // not a subscribed topic: cannot happen
+                    };
+                    let offset = msg.offset();
+                    {
+                        let mut p = self.shared.progress();
+                        // Never move backwards: a restored partition starts
+                        // at its snapshot offset, and the messages below it
+                        // (re-read after a commit lagged the snapshot) are
+                        // already in the state.
+                        let next = p.next.entry(part).or_insert(offset + 1);
+                        *next = (*next).max(offset + 1);
+                        if p.skip_below.get(&part).is_some_and(|&s| offset < s) {
+                            continue;
+                        }
+                    }
+                    events.clear();
+                    errors.clear();
+                    let fallback_ts = msg.timestamp().to_millis();
+                    match msg.payload() {
+                        Some(payload) => self.decoder.decode(payload, fallback_ts, &mut events, &mut errors),
+                        None => self.decoder.decode(&[], fallback_ts, &mut events, &mut errors),
+                    }
+                    if !errors.is_empty() {
+                        let origin = format!("{}/{}@{}", msg.topic(), msg.partition(), offset);
+                        reporter.report(&m, &errors, &origin);
+                    }
+                    if events.is_empty() {
+                        continue;
+                    }
+                    m.events_decoded(events.len() as u64);
+                    summary.events += events.len() as u64;
+                    let batch = std::mem::take(&mut events);
+                    self.shared
+                        .pipeline
+                        .dispatch(part, batch, Instant::now())
+                        .await
+                        .map_err(|_| SourceError::PipelineClosed)?;
+                }
+            }
+        }
+        tracing::info!("Stopped consuming; writing the final checkpoint.");
+        let final_checkpoint = self
+            .shared
+            .checkpoint(&self.consumer, None, false, CommitMode::Sync)
+            .await;
+        self.shared
+            .finished
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        final_checkpoint?;
+        // Leave the group now (not at drop) so partitions move at once.
+        self.consumer.unsubscribe();
+        Ok(summary)
+    }
+}

@@ -1,0 +1,238 @@
+//! Durable per-series state: snapshots, restore, versioning.
+//!
+//! This module owns the snapshot format and the stores that keep it. A
+//! snapshot is per input partition: the serialized state of every series
+//! whose latest event came from that partition, plus the offset it covers
+//! (every event below it is in the state, none at or above). The Kafka source
+//! decides *when* to snapshot (at pipeline barriers, before committing); this
+//! module decides *how*.
+//!
+//! Two stores implement [`StateStore`]:
+//! - [`dir::DirStore`] (the single-host default): one file per partition,
+//!   rewritten atomically (temp file, fsync, rename, fsync of the directory).
+//! - [`changelog::ChangelogStore`]: a compacted Kafka topic (key = series,
+//!   value = its state), written incrementally and read back on assignment,
+//!   so partitions can move between hosts as in Kafka Streams.
+//!
+//! Every snapshot carries [`SCHEMA_VERSION`] and the detector's model hash.
+//! A snapshot of another schema version is refused with a message that says
+//! what to do; one taken under another model configuration keeps each
+//! series' alert lifecycle but drops its model state (the model relearns),
+//! so an alert or sink change never costs the learned models.
+
+pub mod changelog;
+pub mod dir;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::lifecycle::Lifecycle;
+use crate::config::Problems;
+use crate::detector::DetectorState;
+use crate::event::SeriesKey;
+use crate::pipeline::SourcePartition;
+use crate::pipeline::worker::SnapshotRecord;
+
+/// Version of the snapshot encoding. Bump it when [`SeriesSnapshot`] or any
+/// state inside it changes shape; older snapshots are then refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Which store keeps the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// No persistence: state lives in memory only.
+    None,
+    /// Files in `state.dir` (one host).
+    Dir,
+    /// A compacted Kafka topic (`state.changelog_topic`), for scale-out.
+    Changelog,
+}
+
+/// The `[state]` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// `none`, `dir` or `changelog`.
+    pub store: StoreKind,
+    /// Directory of the `dir` store.
+    pub dir: PathBuf,
+    /// Compacted topic of the `changelog` store. It needs at least as many
+    /// partitions as the input topic; partition p holds input partition p.
+    pub changelog_topic: String,
+    /// How often a snapshot (and the offset commit that follows it) is taken.
+    pub snapshot_interval_secs: u64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            store: StoreKind::None,
+            dir: PathBuf::from("/var/lib/anomalyd"),
+            changelog_topic: "anomalyd-state".into(),
+            snapshot_interval_secs: 30,
+        }
+    }
+}
+
+impl StateConfig {
+    /// Records every problem, with keys under `prefix`.
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        problems.check(
+            self.snapshot_interval_secs > 0,
+            format!("{prefix}.snapshot_interval_secs"),
+            "must be at least 1",
+        );
+        if self.store == StoreKind::Dir {
+            problems.check(
+                !self.dir.as_os_str().is_empty(),
+                format!("{prefix}.dir"),
+                "is empty; set a directory for snapshots",
+            );
+        }
+        if self.store == StoreKind::Changelog {
+            problems.check(
+                !self.changelog_topic.trim().is_empty(),
+                format!("{prefix}.changelog_topic"),
+                "is empty; name a compacted topic",
+            );
+        }
+    }
+}
+
+/// The saved state of one series.
+#[derive(Debug, Clone)]
+pub struct SeriesSnapshot {
+    /// Which series.
+    pub key: SeriesKey,
+    /// Model, optimizer and threshold state; `None` when the snapshot was
+    /// taken under another model configuration (the model relearns).
+    pub detector: Option<DetectorState>,
+    /// Alert lifecycle state (kept across model changes, so a firing alert
+    /// still resolves).
+    pub lifecycle: Lifecycle,
+}
+
+/// The encoding of one series: the detector state is nested as bytes so a
+/// record of another model configuration can still be read for its key and
+/// lifecycle.
+#[derive(Serialize)]
+struct EncodeView<'a> {
+    key: &'a SeriesKey,
+    lifecycle: &'a Lifecycle,
+    detector: &'a [u8],
+}
+
+/// The decoding side of [`EncodeView`].
+#[derive(Deserialize)]
+struct DecodeView<'a> {
+    key: SeriesKey,
+    lifecycle: Lifecycle,
+    detector: &'a [u8],
+}
+
+/// Encodes one series for a snapshot.
+pub fn encode_series(
+    key: &SeriesKey,
+    detector: &DetectorState,
+    lifecycle: &Lifecycle,
+) -> Result<Vec<u8>, postcard::Error> {
+    let detector = postcard::to_stdvec(detector)?;
+    postcard::to_stdvec(&EncodeView {
+        key,
+        lifecycle,
+        detector: &detector,
+    })
+}
+
+/// Decodes one series. With `model_matches == false` the detector state is
+/// not decoded (it belongs to another model configuration).
+pub fn decode_series(bytes: &[u8], model_matches: bool) -> Result<SeriesSnapshot, postcard::Error> {
+    let e: DecodeView<'_> = postcard::from_bytes(bytes)?;
+    let detector = if model_matches {
+        Some(postcard::from_bytes(e.detector)?)
+    } else {
+        None
+    };
+    Ok(SeriesSnapshot {
+        key: e.key,
+        detector,
+        lifecycle: e.lifecycle,
+    })
+}
+
+/// What a store holds for one partition.
+#[derive(Debug)]
+pub struct LoadedPartition {
+    /// Events below this offset are in `series`.
+    pub offset: i64,
+    /// The restored series.
+    pub series: Vec<SeriesSnapshot>,
+}
+
+/// Why state could not be saved or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// File system trouble.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The snapshot is damaged (truncated, bit flips, not a snapshot).
+    #[error("{what} is corrupted ({detail}); its series relearn from scratch")]
+    Corrupt {
+        /// Which snapshot.
+        what: String,
+        /// What check failed.
+        detail: String,
+    },
+    /// The snapshot was written by an incompatible version of anomalyd.
+    #[error(
+        "{what} has snapshot schema version {found}, this anomalyd reads version {expected}; \
+         run the anomalyd version that wrote it, or delete the snapshot to relearn from scratch"
+    )]
+    Version {
+        /// Which snapshot.
+        what: String,
+        /// Version found.
+        found: u32,
+        /// Version this build reads.
+        expected: u32,
+    },
+    /// Kafka trouble (changelog store).
+    #[error("state changelog: {0}")]
+    Kafka(String),
+}
+
+/// A place that keeps partition snapshots.
+///
+/// Calls block (disk or network I/O); the source calls them from
+/// `block_in_place`.
+pub trait StateStore: Send + Sync {
+    /// True when [`StateStore::save`] takes only series changed since the
+    /// previous save (the changelog); false when it needs every series.
+    fn incremental(&self) -> bool;
+
+    /// How often the source should snapshot.
+    fn snapshot_interval(&self) -> Duration;
+
+    /// The newest durable snapshot of a partition, if there is one. Records
+    /// of another model configuration come back with fresh model state.
+    fn load(&self, topic: &str, partition: i32) -> Result<Option<LoadedPartition>, StateError>;
+
+    /// Durably saves `records` as the state of `partitions` (names in
+    /// `topics`), covering `positions`. Returns once the data is durable.
+    fn save(
+        &self,
+        topics: &[String],
+        partitions: &[SourcePartition],
+        positions: &BTreeMap<SourcePartition, i64>,
+        records: Vec<SnapshotRecord>,
+    ) -> Result<(), StateError>;
+}

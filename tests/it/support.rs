@@ -1,0 +1,335 @@
+//! Shared helpers for the integration tests: alerts and metrics for the
+//! sink tests, a mock Kafka cluster with producing, reading and committed
+//! offsets for the daemon tests, polling with deadlines, HTTP.
+
+#![allow(dead_code)]
+
+use anomalyd::alert::{Alert, AlertStatus, Severity};
+use anomalyd::config::load::Config;
+use anomalyd::source::kafka::OffsetReset;
+use anomalyd::telemetry::metrics::{Metrics, MetricsConfig};
+use prometheus::Registry;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A fresh `Metrics` on its own registry.
+pub fn metrics() -> Metrics {
+    Metrics::new(Registry::new(), &MetricsConfig::default(), &[], &[]).expect("metrics")
+}
+
+/// A firing alert of series `cpu_usage{host=<host>}` with `value`.
+pub fn firing(fingerprint: &str, host: &str, value: f64) -> Alert {
+    Alert {
+        fingerprint: fingerprint.to_owned(),
+        status: AlertStatus::Firing,
+        series: format!("cpu_usage{{host=\"{host}\"}}"),
+        labels: BTreeMap::from([
+            ("__name__".to_owned(), "cpu_usage".to_owned()),
+            ("host".to_owned(), host.to_owned()),
+        ]),
+        started_at: "2024-05-01T12:00:00Z".to_owned(),
+        ended_at: None,
+        ts: "2024-05-01T12:00:00Z".to_owned(),
+        value,
+        expected: 0.42,
+        lower: 0.1,
+        upper: 0.74,
+        score: 0.9991,
+        threshold: 0.99,
+        severity: Severity::Warning,
+        model: "regression".to_owned(),
+    }
+}
+
+/// The resolution of `a`, ended at `ended_at`.
+pub fn resolved(a: &Alert, ended_at: &str) -> Alert {
+    Alert {
+        status: AlertStatus::Resolved,
+        ended_at: Some(ended_at.to_owned()),
+        ts: ended_at.to_owned(),
+        value: a.expected,
+        score: 0.1,
+        ..a.clone()
+    }
+}
+
+/// Polls `check` every 20 ms until it returns true; panics with `what`
+/// after `timeout`.
+pub async fn poll_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    poll_some(what, timeout, || {
+        let fut = check();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, and returns that;
+/// panics with `what` after `timeout`.
+pub async fn poll_some<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// An HTTP client for tests (installs the ring crypto provider that
+/// reqwest's `rustls-no-provider` build needs; Err means already there).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+/// GET `url`: status and body.
+pub async fn get(url: &str) -> (u16, String) {
+    let r = client().get(url).send().await.expect("GET");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
+/// A mock cluster with the given topics (name, partitions).
+pub fn cluster(
+    topics: &[(&str, i32)],
+) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    for (t, p) in topics {
+        mock.create_topic(t, *p, 1).expect("create topic");
+    }
+    mock
+}
+
+/// A config for the daemon on `bootstrap`: unique group, fast commits and
+/// rebalances, metrics on an ephemeral loopback port, no log sink, alerts to
+/// the `alerts` topic.
+pub fn config(bootstrap: &str, group: &str, topic: &str) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = bootstrap.into();
+    c.kafka.group_id = group.into();
+    c.kafka.topics = vec![topic.into()];
+    c.kafka.auto_offset_reset = OffsetReset::Earliest;
+    c.kafka.session_timeout_ms = 6_000;
+    c.kafka.commit_interval_ms = 200;
+    c.metrics.listen_addr = "127.0.0.1:0".into();
+    c.sinks.log.enabled = false;
+    c.sinks.kafka.enabled = true;
+    c.sinks.kafka.brokers = bootstrap.into();
+    c.sinks.kafka.topic = "alerts".into();
+    c.pipeline.workers = 2;
+    c
+}
+
+/// A synchronous producer for test input.
+pub struct TestProducer(ThreadedProducer<DefaultProducerContext>);
+
+impl TestProducer {
+    pub fn new(bootstrap: &str) -> Self {
+        Self(
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("linger.ms", "0")
+                .set("message.max.bytes", "10000000")
+                .create()
+                .expect("producer"),
+        )
+    }
+
+    /// Sends one message to an explicit partition (or by key hash when
+    /// `partition` is None).
+    pub fn send(&self, topic: &str, partition: Option<i32>, key: &str, payload: &[u8]) {
+        let mut rec = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        self.0.send(rec).map_err(|(e, _)| e).expect("send");
+    }
+
+    /// Sends a message without a payload (a tombstone).
+    pub fn send_empty(&self, topic: &str, partition: i32) {
+        let rec: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).key("k").partition(partition);
+        self.0.send(rec).map_err(|(e, _)| e).expect("send");
+    }
+
+    pub fn flush(&self) {
+        self.0.flush(Duration::from_secs(10)).expect("flush");
+    }
+}
+
+/// One native-format JSON event.
+pub fn event_json(series: &str, host: &str, ts_ms: i64, value: f64) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "series": series, "labels": {"host": host}, "ts": ts_ms, "value": value
+    }))
+    .unwrap()
+}
+
+/// Reads `topic` (all partitions) from the beginning until `want` messages
+/// arrived or `deadline` passed; returns (key, payload) pairs.
+pub fn read_topic(
+    bootstrap: &str,
+    topic: &str,
+    want: usize,
+    deadline: Duration,
+) -> Vec<(String, Vec<u8>)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("reader-{topic}-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let end = Instant::now() + deadline;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < end {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = m
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            out.push((key, m.payload().unwrap_or_default().to_vec()));
+        }
+    }
+    out
+}
+
+/// The group's committed offsets for `topic`, by partition (absent when
+/// nothing was committed).
+pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    c.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The value of a metric line `name{labels} value` in an exposition (the
+/// first line starting with `selector`).
+pub fn metric_value(exposition: &str, selector: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(selector) && l[selector.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// An Alertmanager-compatible receiver: records the alerts POSTed to
+/// `/api/v2/alerts` (as Alertmanager v2 JSON objects).
+#[derive(Clone, Default)]
+pub struct AmReceiver {
+    posts: Arc<Mutex<Vec<serde_json::Value>>>,
+    url: String,
+}
+
+impl AmReceiver {
+    /// Listens on an ephemeral loopback port.
+    pub async fn start() -> Self {
+        use axum::routing::post;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let r = AmReceiver {
+            posts: Arc::default(),
+            url: format!("http://{addr}"),
+        };
+        let posts = Arc::clone(&r.posts);
+        let app = axum::Router::new().route(
+            "/api/v2/alerts",
+            post(move |body: axum::body::Bytes| {
+                let posts = Arc::clone(&posts);
+                async move {
+                    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON body");
+                    posts
+                        .lock()
+                        .unwrap()
+                        .extend(v.as_array().expect("array").iter().cloned());
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        r
+    }
+
+    /// The base URL to configure as `sinks.alertmanager.url`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Every alert object received so far.
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        self.posts.lock().unwrap().clone()
+    }
+}
+
+/// The metric names the README's metrics table documents (backticked
+/// `anomalyd_*` names in the section headed "Metrics").
+pub fn readme_metric_names() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("\n## Metrics")
+        .expect("a \"## Metrics\" section in README.md");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let mut names: Vec<String> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| {
+            w.starts_with("anomalyd_") && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
