@@ -209,11 +209,24 @@ impl<'a> Parser<'a> {
         (&self.buf[start..self.pos], escaped)
     }
 
-    /// Checks that a token is UTF-8.
+    /// Checks that a token starting at byte `start` is UTF-8.
     fn utf8(&self, raw: &'a [u8], start: usize) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(raw).map_err(|e| DecodeError::InvalidUtf8 {
-            line: self.line,
-            column: start + e.valid_up_to() - self.line_start + 1,
+        std::str::from_utf8(raw).map_err(|e| {
+            // A string field may span lines, so the bad byte can sit on an
+            // earlier line than the cursor: locate it from scratch.
+            let at = start + e.valid_up_to();
+            let later_newlines = self.buf[at..self.pos]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            let line_start = self.buf[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            DecodeError::InvalidUtf8 {
+                line: self.line - later_newlines,
+                column: at - line_start + 1,
+            }
         })
     }
 
@@ -356,6 +369,11 @@ impl<'a> Parser<'a> {
                         Some(b'"') => break,
                         // Any escaped byte is skipped: that is enough to
                         // find the closing quote, and the text is not kept.
+                        // An escaped newline is still a new line.
+                        Some(b'\\') if self.buf.get(self.pos + 1) == Some(&b'\n') => {
+                            self.pos += 2;
+                            self.newline();
+                        }
                         Some(b'\\') => self.pos = (self.pos + 2).min(self.buf.len()),
                         Some(b'\n') => {
                             self.pos += 1;
@@ -759,6 +777,23 @@ mod tests {
         assert_eq!(err, [DecodeError::InvalidUtf8 { line: 1, column: 5 }]);
         let (_, err) = influx_with(DecodeConfig::default(), b"m v=\"\xff\"", Some(1));
         assert_eq!(err[0].reason(), "invalid_utf8");
+        // Found by cargo fuzz: invalid UTF-8 on a string field's first line,
+        // with a raw newline later in the same string.
+        let (_, err) = influx_with(DecodeConfig::default(), b"m s=\"a\xff\nb\" 1", Some(1));
+        assert_eq!(err, [DecodeError::InvalidUtf8 { line: 1, column: 7 }]);
+        let (_, err) = influx_with(
+            DecodeConfig::default(),
+            b"2 #=\" \x83\n \xff \"\xff\"\xff\xff\xff",
+            Some(1),
+        );
+        assert_eq!(err[0].reason(), "invalid_utf8");
+        // Also found by cargo fuzz: a backslash-escaped raw newline in a
+        // string still counts as a line.
+        let (_, err) = influx_with(DecodeConfig::default(), b"m s=\"\xff\\\nx\" 1", Some(1));
+        assert_eq!(err, [DecodeError::InvalidUtf8 { line: 1, column: 6 }]);
+        let (out, err) = influx("m s=\"a\\\nb\",v=1 1000000\nm v=x");
+        assert_eq!(out.len(), 1);
+        assert_eq!(err[0].line(), Some(3));
         let (_, err) = influx_with(DecodeConfig::default(), b"m v=1", None);
         assert_eq!(err[0].reason(), "bad_timestamp");
         let cfg = DecodeConfig {

@@ -1,7 +1,7 @@
 //! Input decoders: Kafka message bytes → [`Event`]s.
 //!
 //! This module owns the wire formats the daemon reads (one file each:
-//! [`native`] JSON, [`prometheus_adapter`] JSON, [`influx`] line protocol),
+//! `native.rs` JSON, `prometheus_adapter.rs` JSON, `influx.rs` line protocol),
 //! format detection (`auto`), the message size cap, timestamp rules shared by
 //! the formats, and [`DecodeError`], whose [`DecodeError::reason`] is the
 //! closed label set of the "bad input" counter. It does not own what happens
