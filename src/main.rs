@@ -41,6 +41,10 @@ enum Command {
         /// TOML config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also print the effective configuration (defaults, file and
+        /// environment merged; secrets redacted).
+        #[arg(long)]
+        print: bool,
     },
     /// Score CSV files offline through the daemon's per-event code path.
     Backtest(anomalyd::backtest::BacktestArgs),
@@ -79,7 +83,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| ())
         }),
-        Command::CheckConfig { config } => check_config(config.as_deref()),
+        Command::CheckConfig { config, print } => check_config(config.as_deref(), print),
         Command::Backtest(args) => match anomalyd::backtest::run(&args) {
             Ok(summary) => {
                 eprintln!(
@@ -144,7 +148,7 @@ where
     }
 }
 
-fn check_config(path: Option<&std::path::Path>) -> ExitCode {
+fn check_config(path: Option<&std::path::Path>, print: bool) -> ExitCode {
     let config = match Config::load_unvalidated(path) {
         Ok(c) => c,
         Err(ConfigError::Invalid(p)) => {
@@ -156,6 +160,12 @@ fn check_config(path: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if print {
+        match config.to_toml() {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("anomalyd: cannot print the configuration: {e}"),
+        }
+    }
     match config.validate() {
         Ok(()) => {
             println!("configuration ok");

@@ -113,6 +113,13 @@ impl Config {
             .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))
     }
 
+    /// The effective configuration as TOML, as `check-config --print` shows
+    /// it. Secret option values are redacted (their maps serialise
+    /// redacted), so the output is safe to paste into an issue.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+
     /// Checks every value; returns all problems at once.
     pub fn validate(&self) -> Result<(), Problems> {
         let mut p = Problems::new();

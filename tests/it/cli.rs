@@ -1,0 +1,169 @@
+//! The binary as users run it: config layering, `check-config`, exit codes,
+//! and secrets that never reach the output.
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_anomalyd");
+
+fn anomalyd(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    // A clean environment for anomalyd's own variables only.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ANOMALYD") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run anomalyd")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn environment_overrides_file_which_overrides_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.toml");
+    std::fs::write(
+        &file,
+        "[kafka]\ngroup_id = \"from-file\"\nclient_id = \"file-client\"\n[pipeline]\nworkers = 2\n",
+    )
+    .unwrap();
+    let out = anomalyd(
+        &["check-config", "--print", "--config", file.to_str().unwrap()],
+        &[
+            ("ANOMALYD__KAFKA__GROUP_ID", "from-env"),
+            ("ANOMALYD__KAFKA__TOPICS", "a,b"),
+            ("ANOMALYD__PIPELINE__MAX_SERIES", "1234"),
+            ("ANOMALYD__ALERT__THRESHOLD", "0.9"),
+        ],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("group_id = \"from-env\""), "env beats file:\n{t}");
+    assert!(t.contains("client_id = \"file-client\""), "file beats default:\n{t}");
+    assert!(t.contains("topics = [\"a\", \"b\"]") || t.contains("topics = [\n"), "{t}");
+    assert!(t.contains("max_series = 1234"), "{t}");
+    assert!(t.contains("workers = 2"), "{t}");
+    assert!(t.contains("threshold = 0.9"), "{t}");
+
+    // $ANOMALYD_CONFIG names the file when --config is absent.
+    let out = anomalyd(
+        &["check-config", "--print"],
+        &[("ANOMALYD_CONFIG", file.to_str().unwrap())],
+    );
+    assert!(text(&out).contains("group_id = \"from-file\""), "{}", text(&out));
+}
+
+#[test]
+fn config_mistakes_name_the_key_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[kafka]\ngroupid = \"x\"\n").unwrap();
+    let out = anomalyd(&["check-config", "--config", typo.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("groupid"), "names the unknown key: {}", text(&out));
+
+    // Every value problem at once, each with its key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[kafka]\nbrokers = \"\"\n[pipeline]\nqueue_capacity = 0\n[alert]\nthreshold = 1.5\n",
+    )
+    .unwrap();
+    let out = anomalyd(&["check-config", "--config", bad.to_str().unwrap()], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    for key in ["kafka.brokers", "pipeline.queue_capacity", "alert.threshold"] {
+        assert!(t.contains(key), "{key} missing from:\n{t}");
+    }
+
+    // A bad environment value names its key too.
+    let out = anomalyd(&["check-config"], &[("ANOMALYD__PIPELINE__WORKERS", "many")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("workers"), "{}", text(&out));
+
+    // `run` refuses the same config with the same code before connecting.
+    let out = anomalyd(&["run", "--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let missing = anomalyd(&["run", "--config", "/nonexistent/anomalyd.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing).contains("/nonexistent/anomalyd.toml"));
+}
+
+#[test]
+fn secrets_never_appear_in_printed_config_or_logs() {
+    const INLINE: &str = "inline-hunter2-secret";
+    const FROM_ENV: &str = "env-hunter2-secret";
+    const FROM_FILE: &str = "file-hunter2-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("pw");
+    std::fs::write(&secret_file, format!("{FROM_FILE}\n")).unwrap();
+    let cfg = dir.path().join("c.toml");
+    // Nothing listens on port 1: the daemon runs, fails to connect, logs.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[kafka]
+brokers = "127.0.0.1:1"
+session_timeout_ms = 6000
+options = {{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism" = "PLAIN", "sasl.username" = "u", "sasl.password" = "{INLINE}" }}
+[sinks.kafka]
+enabled = true
+brokers = "127.0.0.1:1"
+secret_env = {{ "sasl.password" = "ALERT_KAFKA_PW" }}
+secret_files = {{ "ssl.key.password" = "{}" }}
+options = {{ "security.protocol" = "SASL_PLAINTEXT", "sasl.mechanism" = "PLAIN", "sasl.username" = "u" }}
+[metrics]
+listen_addr = "127.0.0.1:0"
+[log]
+level = "debug"
+"#,
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let env = [("ALERT_KAFKA_PW", FROM_ENV)];
+    let printed = anomalyd(&["check-config", "--print", "--config", cfg.to_str().unwrap()], &env);
+    let t = text(&printed);
+    assert!(printed.status.success(), "{t}");
+    assert!(t.contains("<redacted>"), "{t}");
+    for s in [INLINE, FROM_ENV, FROM_FILE] {
+        assert!(!t.contains(s), "secret {s} printed by check-config:\n{t}");
+    }
+
+    // The daemon itself, at debug level, for a few seconds of failing to
+    // reach its broker, then SIGTERM.
+    let child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .envs(env)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = child.wait_with_output().expect("wait");
+    let t = text(&out);
+    assert!(t.contains("anomalyd started"), "the daemon ran:\n{t}");
+    for s in [INLINE, FROM_ENV, FROM_FILE] {
+        assert!(!t.contains(s), "secret {s} in the daemon's output:\n{t}");
+    }
+}
