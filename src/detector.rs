@@ -16,7 +16,7 @@ use crate::config::Problems;
 use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
 use crate::model::Forecast;
-use crate::threshold::{Observation, ThresholdConfig, ThresholdState, Thresholds};
+use crate::threshold::{BandTarget, Observation, ThresholdConfig, ThresholdState, Thresholds};
 
 /// What the detector concluded about one observation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -136,6 +136,8 @@ pub struct Detector {
     thresholds: Thresholds,
     optimizer: Adagrad,
     alert_threshold: f64,
+    /// The alert threshold, precomputed for the band.
+    band_target: BandTarget,
     hash: u64,
 }
 
@@ -153,7 +155,7 @@ pub struct DetectorState {
 impl DetectorState {
     /// Bytes this state holds: the value itself plus its heap allocations.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.model.heap_bytes()
+        std::mem::size_of::<Self>() + self.model.heap_bytes() + self.threshold.heap_bytes()
     }
 
     /// True once the warm-up is over.
@@ -186,6 +188,7 @@ impl Detector {
             thresholds: config.threshold.build(),
             optimizer,
             alert_threshold,
+            band_target: BandTarget::new(alert_threshold),
             hash: config.model_hash(),
         })
     }
@@ -235,7 +238,7 @@ impl Detector {
     /// the usual level), every value would alert and the band collapses to
     /// the expected value.
     fn band(&self, threshold: &ThresholdState, f: &Forecast) -> (f64, f64) {
-        let limits = self.thresholds.band(threshold, self.alert_threshold);
+        let limits = self.thresholds.band(threshold, &self.band_target);
         let r = limits.residual * f.scale;
         let mut lower = f.expected - r;
         let mut upper = f.expected + r;
@@ -283,7 +286,7 @@ impl Detector {
         if !forecast.ready {
             // Too little history to forecast: learn the value, say nothing.
             self.model
-                .learn(&mut state.model, &self.optimizer, value, &work);
+                .learn(&mut state.model, &self.optimizer, value, &mut work);
             return Ok(Decision {
                 score: 0.0,
                 expected: value,
@@ -313,7 +316,7 @@ impl Detector {
         };
         // Train: now the model and the threshold learn this event.
         self.model
-            .learn(&mut state.model, &self.optimizer, value, &work);
+            .learn(&mut state.model, &self.optimizer, value, &mut work);
         self.thresholds
             .observe(&mut state.threshold, &obs, &scored);
         state.scored = state.scored.saturating_add(1);

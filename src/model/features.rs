@@ -78,6 +78,13 @@ impl Standardizer {
         s[3].sqrt().max(floor)
     }
 
+    /// `(x - origin) * inv_scale`, clamped to ±[`INPUT_CLAMP`] (for callers
+    /// that standardise many values with one scale).
+    #[inline]
+    pub fn z_inv(x: f64, origin: f64, inv_scale: f64) -> f64 {
+        ((x - origin) * inv_scale).clamp(-INPUT_CLAMP, INPUT_CLAMP)
+    }
+
     /// `(x - origin) / scale`, clamped to ±[`INPUT_CLAMP`].
     #[inline]
     pub fn z(s: &[f64], x: f64, origin: f64) -> f64 {
@@ -130,6 +137,24 @@ impl Ring {
         // head points past the newest; step back k + 1 slots, wrapping.
         let idx = (head + cap - 1 - k % cap) % cap;
         r[2 + idx]
+    }
+
+    /// Copies the held values into `out`, newest first, and returns how many
+    /// were copied (at most `out.len()`). One pass, no per-element modulo.
+    #[inline]
+    pub fn newest_first(r: &[f64], out: &mut [f64]) -> usize {
+        let cap = r.len() - 2;
+        let filled = Self::filled(r).min(out.len());
+        let head = r[1] as usize;
+        let vals = &r[2..];
+        // Walk back from head - 1 to 0, then from cap - 1 down.
+        let (before, after) = vals.split_at(head);
+        let wrapped = before.iter().rev().chain(after.iter().rev());
+        for (o, v) in out[..filled].iter_mut().zip(wrapped) {
+            *o = *v;
+        }
+        debug_assert!(cap == 0 || filled <= cap);
+        filled
     }
 
     /// Appends `x`, dropping the oldest value when full.
@@ -186,13 +211,50 @@ impl TimeFeatures {
         let week_phase = (ts_ms.rem_euclid(7 * DAY_MS)) as f64 / (7 * DAY_MS) as f64;
         let mut i = 0;
         for (phase, harmonics) in [(day_phase, self.daily), (week_phase, self.weekly)] {
-            for k in 1..=harmonics {
-                let (s, c) = (std::f64::consts::TAU * k as f64 * phase).sin_cos();
+            if harmonics == 0 {
+                continue;
+            }
+            // One sin_cos per period; higher harmonics by the angle-addition
+            // recurrence (sin/cos are the costliest part of the features).
+            let (s1, c1) = sin_cos_turns(phase);
+            let (mut s, mut c) = (s1, c1);
+            for _ in 0..harmonics {
                 out[i] = s;
                 out[i + 1] = c;
                 i += 2;
+                (s, c) = (s * c1 + c * s1, c * c1 - s * s1);
             }
         }
+    }
+}
+
+/// `sin` and `cos` of `turns` full turns (angle `2π·turns`), for `turns` in
+/// [0, 1), to about 1e-11. A fixed polynomial: as fast as a few
+/// multiplications, and bit-identical on every platform (libm's `sin_cos`
+/// is the costliest step of the regression otherwise, and its last bit is
+/// not specified).
+#[inline]
+pub fn sin_cos_turns(turns: f64) -> (f64, f64) {
+    // Quadrant q and a remainder angle in [-π/4, π/4].
+    let q4 = turns * 4.0;
+    let q = q4.round();
+    let t = (q4 - q) * std::f64::consts::FRAC_PI_2;
+    let t2 = t * t;
+    // Taylor series to t^11 / t^12; the first omitted terms are below 1e-11
+    // on [-π/4, π/4].
+    let s = t * (1.0
+        - t2 / 6.0
+            * (1.0 - t2 / 20.0 * (1.0 - t2 / 42.0 * (1.0 - t2 / 72.0 * (1.0 - t2 / 110.0)))));
+    let c = 1.0
+        - t2 / 2.0
+            * (1.0
+                - t2 / 12.0
+                    * (1.0 - t2 / 30.0 * (1.0 - t2 / 56.0 * (1.0 - t2 / 90.0 * (1.0 - t2 / 132.0)))));
+    match (q as i64).rem_euclid(4) {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
     }
 }
 
@@ -236,10 +298,23 @@ mod tests {
             Ring::push(&mut r, x as f64);
         }
         assert_eq!(Ring::filled(&r), 3);
+        let mut out = [0.0; 4];
+        assert_eq!(Ring::newest_first(&r, &mut out), 3);
+        assert_eq!(out[..3], [5.0, 4.0, 3.0]);
         assert_eq!(
             [Ring::get(&r, 0), Ring::get(&r, 1), Ring::get(&r, 2)],
             [5.0, 4.0, 3.0]
         );
+    }
+
+    #[test]
+    fn polynomial_sin_cos_matches_libm() {
+        for i in 0..10_000 {
+            let x = i as f64 / 10_000.0;
+            let (s, c) = sin_cos_turns(x);
+            let (es, ec) = (std::f64::consts::TAU * x).sin_cos();
+            assert!((s - es).abs() < 1e-10 && (c - ec).abs() < 1e-10, "{x}: {s} {c}");
+        }
     }
 
     #[test]

@@ -97,7 +97,7 @@ impl Default for ModelConfig {
         Self {
             kind: ModelKind::Regression,
             lags: 8,
-            daily_harmonics: 2,
+            daily_harmonics: 1,
             weekly_harmonics: 0,
             window: 16,
             hidden: 4,
@@ -272,7 +272,8 @@ pub trait OnlineModel {
     -> Forecast;
     /// Learns the event just forecast (`work` as the forecast left it):
     /// one Adagrad step, then the statistics and lags take the value.
-    fn learn(&self, state: &mut Self::State, optimizer: &Adagrad, value: f64, work: &Work);
+    /// `work` may be used as scratch (e.g. for the gradient).
+    fn learn(&self, state: &mut Self::State, optimizer: &Adagrad, value: f64, work: &mut Work);
 }
 
 /// A configured model (hyper-parameters only, shared by all series).
@@ -352,7 +353,7 @@ impl Model {
     /// Learn (see [`OnlineModel::learn`]); a state of another model is left
     /// alone.
     #[inline]
-    pub fn learn(&self, state: &mut ModelState, optimizer: &Adagrad, value: f64, work: &Work) {
+    pub fn learn(&self, state: &mut ModelState, optimizer: &Adagrad, value: f64, work: &mut Work) {
         match (self, state) {
             (Self::Linear(m), ModelState::Linear(s)) => m.learn(s, optimizer, value, work),
             (Self::Autoencoder(m), ModelState::Autoencoder(s)) => {

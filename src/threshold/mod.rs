@@ -405,6 +405,31 @@ impl ThresholdState {
     }
 }
 
+/// A score the band is drawn for, with what the band needs precomputed (it
+/// is the same for every event of every series).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandTarget {
+    /// The score.
+    pub score: f64,
+    /// Its surprise.
+    surprise: f64,
+    /// Values seen from which range novelty alone reaches the surprise:
+    /// `ln(n + 1) ≥ surprise`.
+    range_events: f64,
+}
+
+impl BandTarget {
+    /// Precomputes the target for `score`.
+    pub fn new(score: f64) -> Self {
+        let surprise = surprise_from_score(score);
+        Self {
+            score,
+            surprise,
+            range_events: surprise.exp() - 1.0,
+        }
+    }
+}
+
 /// What the threshold is told about one event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
@@ -546,20 +571,20 @@ impl Thresholds {
         }
     }
 
-    /// The limits on an event that would score below `score` (for the
+    /// The limits on an event that would score below `target` (for the
     /// band): the inverse of [`Thresholds::score`] along each channel.
-    pub fn band(&self, state: &ThresholdState, score: f64) -> BandLimits {
+    #[inline]
+    pub fn band(&self, state: &ThresholdState, target: &BandTarget) -> BandLimits {
         let s = &state.slab;
         let t = self.tail_start();
-        let target = surprise_from_score(score);
         let r = &s[t + 5..t + 8];
-        let range = (self.range_novelty && r[2] >= 2.0 && r[1] > r[0] && (r[2] + 1.0).ln() >= target)
+        let range = (self.range_novelty && r[2] >= 2.0 && r[1] > r[0] && r[2] >= target.range_events)
             .then(|| {
                 let tol = RANGE_TOLERANCE * (r[1] - r[0]);
                 (r[0] - tol, r[1] + tol)
             });
         // Undo inflation, then the likelihood stage.
-        let mut l = target + s[t + 4];
+        let mut l = target.surprise + s[t + 4];
         if self.likelihood.enabled() {
             l = self.likelihood.invert(&s[t..t + 4], l);
         }
