@@ -18,6 +18,11 @@ use crate::optim::Adagrad;
 use crate::model::Forecast;
 use crate::threshold::{BandTarget, Observation, ThresholdConfig, ThresholdState, Thresholds};
 
+thread_local! {
+    /// Per-thread scratch space for [`Detector::observe`].
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work::default());
+}
+
 /// What the detector concluded about one observation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -272,13 +277,26 @@ impl Detector {
         if !value.is_finite() {
             return Err(Skipped::NonFinite { value });
         }
-        let mut work = Work::default();
+        // The scratch buffers live per thread: zeroing a fresh kilobyte on
+        // every event cost more than the threshold. Every slot a model reads
+        // is written earlier in the same event, so reuse cannot leak state
+        // between series.
+        WORK.with_borrow_mut(|work| self.observe_with(state, ts_ms, value, work))
+    }
+
+    fn observe_with(
+        &self,
+        state: &mut DetectorState,
+        ts_ms: i64,
+        value: f64,
+        work: &mut Work,
+    ) -> Result<Decision, Skipped> {
         // Test-then-train: the forecast and the score use the state as it
         // was BEFORE this event; the model and the threshold learn the event
         // only after it has been scored.
         let forecast = self
             .model
-            .forecast(&state.model, ts_ms, value, &mut work)
+            .forecast(&state.model, ts_ms, value, work)
             .ok_or(Skipped::IncompatibleState)?;
         if !self.thresholds.owns(&state.threshold) {
             return Err(Skipped::IncompatibleState);
@@ -286,7 +304,7 @@ impl Detector {
         if !forecast.ready {
             // Too little history to forecast: learn the value, say nothing.
             self.model
-                .learn(&mut state.model, &self.optimizer, value, &mut work);
+                .learn(&mut state.model, &self.optimizer, value, work);
             return Ok(Decision {
                 score: 0.0,
                 expected: value,
@@ -316,7 +334,7 @@ impl Detector {
         };
         // Train: now the model and the threshold learn this event.
         self.model
-            .learn(&mut state.model, &self.optimizer, value, &mut work);
+            .learn(&mut state.model, &self.optimizer, value, work);
         self.thresholds
             .observe(&mut state.threshold, &obs, &scored);
         state.scored = state.scored.saturating_add(1);

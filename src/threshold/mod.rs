@@ -142,12 +142,13 @@ pub fn surprise_from_score(score: f64) -> f64 {
 
 /// One exponentially weighted mean/variance step whose horizon grows from 1
 /// to `horizon` (equal weights at first, so warm-up is short). `s` is
-/// `[count, mean, variance]`.
+/// `[count, mean, variance]`; `inv_horizon` is `1 / horizon` (a division
+/// saved on every event once the horizon is reached).
 #[inline]
-pub(crate) fn ew_update(s: &mut [f64], horizon: f64, x: f64) {
+pub(crate) fn ew_update(s: &mut [f64], horizon: f64, inv_horizon: f64, x: f64) {
     let n = (s[0] + 1.0).min(horizon);
     s[0] = n;
-    let alpha = 1.0 / n;
+    let alpha = if n >= horizon { inv_horizon } else { 1.0 / n };
     let delta = x - s[1];
     s[1] += alpha * delta;
     s[2] = (1.0 - alpha) * (s[2] + alpha * delta * delta);
@@ -273,16 +274,21 @@ impl ThresholdConfig {
         let horizon = f64::from(self.horizon_events.max(2));
         let q = self.quantile.clamp(0.5 + 1e-9, 1.0 - 1e-9);
         let kind = match self.kind {
-            ThresholdKind::Ewma => Kind::Ewma(Ewma { horizon }),
+            ThresholdKind::Ewma => Kind::Ewma(Ewma::new(horizon)),
             ThresholdKind::Quantile => Kind::Quantile(Quantile { q }),
-            ThresholdKind::Spot => Kind::Spot(Spot { q, horizon }),
+            ThresholdKind::Spot => Kind::Spot(Spot::new(q, horizon)),
         };
         let kind_len = with_kind!(&kind, t => t.state_len());
         Thresholds {
             kind,
-            likelihood: Likelihood {
-                window: f64::from(self.smoothing_events.clamp(1, MAX_SMOOTHING)),
-                horizon,
+            likelihood: {
+                let window = f64::from(self.smoothing_events.clamp(1, MAX_SMOOTHING));
+                Likelihood {
+                    window,
+                    inv_window: 1.0 / window,
+                    horizon,
+                    inv_horizon: 1.0 / horizon,
+                }
             },
             inflation_decay: if self.inflation_events == 0 {
                 0.0
@@ -297,14 +303,22 @@ impl ThresholdConfig {
 }
 
 /// The anomaly-likelihood stage (see the module docs, step 2). State:
-/// `[short mean, count, long-run mean, long-run variance]`.
+/// `[short mean, count, long-run mean, long-run variance, long-run
+/// deviation]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Likelihood {
     /// Events in the short window (1 disables the stage).
     window: f64,
+    /// `1 / window`.
+    inv_window: f64,
     /// Events of the long-run statistics.
     horizon: f64,
+    /// `1 / horizon`.
+    inv_horizon: f64,
 }
+
+/// Length of the likelihood's state.
+const LIKELIHOOD_LEN: usize = 5;
 
 impl Likelihood {
     #[inline]
@@ -339,12 +353,12 @@ impl Likelihood {
     /// The short mean if the newest event has surprise `l`.
     #[inline]
     fn short(&self, st: &[f64], l: f64) -> f64 {
-        st[0] + (Self::squash(l) - st[0]) / self.window
+        st[0] + (Self::squash(l) - st[0]) * self.inv_window
     }
 
     #[inline]
     fn sd(st: &[f64]) -> f64 {
-        st[3].sqrt().max(LIKELIHOOD_SD_FLOOR)
+        st[4].max(LIKELIHOOD_SD_FLOOR)
     }
 
     /// Likelihood surprise of short mean `m`.
@@ -364,7 +378,8 @@ impl Likelihood {
     #[inline]
     fn observe(&self, st: &mut [f64], m: f64) {
         st[0] = m;
-        ew_update(&mut st[1..], self.horizon, m);
+        ew_update(&mut st[1..4], self.horizon, self.inv_horizon, m);
+        st[4] = st[3].sqrt();
     }
 }
 
@@ -375,9 +390,13 @@ enum Kind {
     Spot(Spot),
 }
 
-/// Length of the common tail of the state: likelihood (4), peak (1),
-/// range (min, max, count).
-const TAIL_LEN: usize = 8;
+/// Length of the common tail of the state: likelihood, peak (1), range
+/// (min, max, count).
+const TAIL_LEN: usize = LIKELIHOOD_LEN + 4;
+/// Offset of the peak in the tail.
+const PEAK: usize = LIKELIHOOD_LEN;
+/// Offset of the range in the tail.
+const RANGE: usize = LIKELIHOOD_LEN + 1;
 
 /// A configured threshold (shared by every series).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -554,14 +573,14 @@ impl Thresholds {
             l = l.max(self.kind_surprise(&s[self.level_start()..t], obs.level));
         }
         let (short, raw) = if self.likelihood.enabled() {
-            let lk = &s[t..t + 4];
+            let lk = &s[t..t + LIKELIHOOD_LEN];
             let short = self.likelihood.short(lk, l);
             (short, self.likelihood.surprise(lk, short))
         } else {
             (0.0, l)
         };
-        let peak = s[t + 4];
-        let range = self.range_surprise(&s[t + 5..t + 8], obs.value);
+        let peak = s[t + PEAK];
+        let range = self.range_surprise(&s[t + RANGE..t + RANGE + 3], obs.value);
         let surprise = (raw - peak).max(range).clamp(0.0, MAX_SURPRISE);
         Scored {
             score: score_from_surprise(surprise),
@@ -577,16 +596,16 @@ impl Thresholds {
     pub fn band(&self, state: &ThresholdState, target: &BandTarget) -> BandLimits {
         let s = &state.slab;
         let t = self.tail_start();
-        let r = &s[t + 5..t + 8];
+        let r = &s[t + RANGE..t + RANGE + 3];
         let range = (self.range_novelty && r[2] >= 2.0 && r[1] > r[0] && r[2] >= target.range_events)
             .then(|| {
                 let tol = RANGE_TOLERANCE * (r[1] - r[0]);
                 (r[0] - tol, r[1] + tol)
             });
         // Undo inflation, then the likelihood stage.
-        let mut l = target.surprise + s[t + 4];
+        let mut l = target.surprise + s[t + PEAK];
         if self.likelihood.enabled() {
-            l = self.likelihood.invert(&s[t..t + 4], l);
+            l = self.likelihood.invert(&s[t..t + LIKELIHOOD_LEN], l);
         }
         if l <= 0.0 {
             return BandLimits {
@@ -619,12 +638,12 @@ impl Thresholds {
             self.kind_learn(&mut s[ls..t], obs.level);
         }
         if self.likelihood.enabled() {
-            self.likelihood.observe(&mut s[t..t + 4], scored.short);
+            self.likelihood.observe(&mut s[t..t + LIKELIHOOD_LEN], scored.short);
         }
         // Inflation: the decayed peak of the surprise before inflation.
-        s[t + 4] = (s[t + 4] * self.inflation_decay).max(scored.raw.min(MAX_SURPRISE));
+        s[t + PEAK] = (s[t + PEAK] * self.inflation_decay).max(scored.raw.min(MAX_SURPRISE));
         if self.range_novelty {
-            let r = &mut s[t + 5..t + 8];
+            let r = &mut s[t + RANGE..t + RANGE + 3];
             if r[2] == 0.0 {
                 r[0] = obs.value;
                 r[1] = obs.value;
