@@ -3,13 +3,15 @@
 //! `cargo bench --bench model` first prints, for each model, the bytes one
 //! series costs (in memory: `size_of` + heap; and as a postcard snapshot),
 //! then measures `Detector::observe` (features + forecast + threshold score +
-//! Adagrad step + threshold update) on a synthetic series. Only the model
+//! Adagrad step + threshold update) on a synthetic series, and the model
+//! alone (`model_only`: features + forecast + Adagrad step). Only the model
 //! path is timed: no I/O, no map lookups.
 
 use std::hint::black_box;
 
 use anomalyd::detector::{Detector, DetectorConfig, DetectorState};
-use anomalyd::model::ModelKind;
+use anomalyd::model::{ModelKind, Work};
+use anomalyd::optim::Adagrad;
 use anomalyd::threshold::DEFAULT_ALERT_THRESHOLD;
 use criterion::{Criterion, Throughput, criterion_group};
 
@@ -91,7 +93,43 @@ fn observe(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, observe);
+/// The model alone (features + forecast + Adagrad step), without the
+/// threshold, to show where the time goes.
+fn model_only(c: &mut Criterion) {
+    let data = series(BATCH + 5000);
+    let mut group = c.benchmark_group("model_only");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    for kind in [ModelKind::Regression, ModelKind::Autoencoder] {
+        let cfg = config(kind).model;
+        let model = cfg.build();
+        let Ok(optimizer) = Adagrad::new(cfg.adagrad()) else {
+            panic!("the default config is valid");
+        };
+        let mut start = model.new_state();
+        let mut work = Work::default();
+        for &(ts, v) in &data[..5000] {
+            let _ = model.forecast(&start, ts, v, &mut work);
+            model.learn(&mut start, &optimizer, v, &mut work);
+        }
+        let events = &data[5000..];
+        group.bench_function(kind.as_str(), |b| {
+            b.iter_batched_ref(
+                || start.clone(),
+                |state| {
+                    for &(ts, v) in events {
+                        let f = model.forecast(state, black_box(ts), black_box(v), &mut work);
+                        black_box(f);
+                        model.learn(state, &optimizer, v, &mut work);
+                    }
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, observe, model_only);
 
 fn main() {
     print_state_sizes();
