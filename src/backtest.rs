@@ -241,7 +241,10 @@ fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, BacktestError> {
             let kind = entry.file_type().map_err(io_err(&abs))?;
             if kind.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+            } else if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+            {
                 out.push(path);
             }
         }
@@ -260,13 +263,17 @@ fn run_dir(detector: &Detector, args: &BacktestArgs) -> Result<Summary, Backtest
     for rel in &files {
         bar.set_message(rel.display().to_string());
         let out = args.output.join(rel);
-        let plot = args.plot.as_ref().map(|p| p.join(rel).with_extension("svg"));
+        let plot = args
+            .plot
+            .as_ref()
+            .map(|p| p.join(rel).with_extension("svg"));
         for p in std::iter::once(&out).chain(plot.as_ref()) {
             if let Some(parent) = p.parent() {
                 fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
         }
-        let file = bar.suspend(|| run_file(detector, &args.input.join(rel), &out, plot.as_deref()))?;
+        let file =
+            bar.suspend(|| run_file(detector, &args.input.join(rel), &out, plot.as_deref()))?;
         summary.add(file);
         bar.inc(1);
     }

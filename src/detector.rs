@@ -13,9 +13,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
+use crate::model::Forecast;
 use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
-use crate::model::Forecast;
 use crate::threshold::{BandTarget, Observation, ThresholdConfig, ThresholdState, Thresholds};
 
 thread_local! {
@@ -342,8 +342,7 @@ impl Detector {
         // Train: now the model and the threshold learn this event.
         self.model
             .learn(&mut state.model, &self.optimizer, value, work);
-        self.thresholds
-            .observe(&mut state.threshold, &obs, &scored);
+        self.thresholds.observe(&mut state.threshold, &obs, &scored);
         state.scored = state.scored.saturating_add(1);
         Ok(decision)
     }
@@ -367,7 +366,11 @@ mod tests {
     fn all() -> Vec<Detector> {
         let mut out = Vec::new();
         for m in [ModelKind::Regression, ModelKind::Autoencoder] {
-            for t in [ThresholdKind::Ewma, ThresholdKind::Quantile, ThresholdKind::Spot] {
+            for t in [
+                ThresholdKind::Ewma,
+                ThresholdKind::Quantile,
+                ThresholdKind::Spot,
+            ] {
                 out.push(detector(m, t));
             }
         }
@@ -376,8 +379,8 @@ mod tests {
 
     /// A noisy but ordinary series: a slow wave plus deterministic noise.
     fn ordinary(i: usize) -> f64 {
-        let noise = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64
-            / (1u64 << 24) as f64;
+        let noise =
+            ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64;
         50.0 + 5.0 * (i as f64 / 50.0).sin() + noise
     }
 
@@ -464,7 +467,8 @@ mod tests {
         for d in all() {
             let mut st = d.new_state();
             for i in 0..200 {
-                d.observe(&mut st, i * MINUTE, ordinary(i as usize)).unwrap();
+                d.observe(&mut st, i * MINUTE, ordinary(i as usize))
+                    .unwrap();
             }
             let before = st.clone();
             for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
@@ -553,14 +557,8 @@ mod tests {
         let c = detector(ModelKind::Regression, ThresholdKind::Spot);
         let mut st = a.new_state();
         assert!(a.owns(&st) && !b.owns(&st) && !c.owns(&st));
-        assert_eq!(
-            b.observe(&mut st, 0, 1.0),
-            Err(Skipped::IncompatibleState)
-        );
-        assert_eq!(
-            c.observe(&mut st, 0, 1.0),
-            Err(Skipped::IncompatibleState)
-        );
+        assert_eq!(b.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
+        assert_eq!(c.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
     }
 
     #[test]

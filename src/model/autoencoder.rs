@@ -174,7 +174,13 @@ impl OnlineModel for Autoencoder {
     }
 
     #[inline]
-    fn learn(&self, state: &mut AutoencoderState, optimizer: &Adagrad, value: f64, work: &mut Work) {
+    fn learn(
+        &self,
+        state: &mut AutoencoderState,
+        optimizer: &Adagrad,
+        value: f64,
+        work: &mut Work,
+    ) {
         let (w, h) = (self.window, self.hidden);
         let re = self.ring_end();
         if work.ready {

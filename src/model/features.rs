@@ -171,7 +171,11 @@ impl Ring {
         r[2 + head] = x;
         // A compare instead of `%`: an integer division costs more here than
         // the rest of the push.
-        r[1] = if head + 1 == cap { 0.0 } else { (head + 1) as f64 };
+        r[1] = if head + 1 == cap {
+            0.0
+        } else {
+            (head + 1) as f64
+        };
         if (r[0] as usize) < cap {
             r[0] += 1.0;
         }
@@ -348,7 +352,10 @@ mod tests {
             let x = i as f64 / 10_000.0;
             let (s, c) = sin_cos_turns(x);
             let (es, ec) = (std::f64::consts::TAU * x).sin_cos();
-            assert!((s - es).abs() < 1e-10 && (c - ec).abs() < 1e-10, "{x}: {s} {c}");
+            assert!(
+                (s - es).abs() < 1e-10 && (c - ec).abs() < 1e-10,
+                "{x}: {s} {c}"
+            );
         }
     }
 

@@ -158,7 +158,14 @@ impl OnlineModel for LinearModel {
 impl LinearModel {
     /// The Adagrad step on the squared (clipped) error of the last forecast.
     #[inline]
-    fn step(&self, state: &mut LinearState, optimizer: &Adagrad, work: &mut Work, n: usize, ws: usize) {
+    fn step(
+        &self,
+        state: &mut LinearState,
+        optimizer: &Adagrad,
+        work: &mut Work,
+        n: usize,
+        ws: usize,
+    ) {
         let err = (work.y_hat - work.target).clamp(-self.error_clip, self.error_clip);
         // The gradient of ½(ŷ - y)² is (ŷ - y)·x; computed in place, the
         // inputs are not needed any more.

@@ -268,8 +268,7 @@ pub trait OnlineModel {
     /// Forecasts the event at `ts_ms` from the state, without learning it.
     /// `value` is needed to express the residual (and, for the autoencoder,
     /// as the newest input).
-    fn forecast(&self, state: &Self::State, ts_ms: i64, value: f64, work: &mut Work)
-    -> Forecast;
+    fn forecast(&self, state: &Self::State, ts_ms: i64, value: f64, work: &mut Work) -> Forecast;
     /// Learns the event just forecast (`work` as the forecast left it):
     /// one Adagrad step, then the statistics and lags take the value.
     /// `work` may be used as scratch (e.g. for the gradient).

@@ -544,7 +544,11 @@ impl Thresholds {
     #[inline]
     fn kind_learn(&self, s: &mut [f64], a: f64) {
         let clip = self.kind_magnitude(s, LEARN_CLIP_SURPRISE);
-        let a = if clip.is_finite() && clip > 0.0 { a.min(clip) } else { a };
+        let a = if clip.is_finite() && clip > 0.0 {
+            a.min(clip)
+        } else {
+            a
+        };
         with_kind!(&self.kind, k => k.observe(s, a));
     }
 
@@ -597,11 +601,13 @@ impl Thresholds {
         let s = &state.slab;
         let t = self.tail_start();
         let r = &s[t + RANGE..t + RANGE + 3];
-        let range = (self.range_novelty && r[2] >= 2.0 && r[1] > r[0] && r[2] >= target.range_events)
-            .then(|| {
-                let tol = RANGE_TOLERANCE * (r[1] - r[0]);
-                (r[0] - tol, r[1] + tol)
-            });
+        let range =
+            (self.range_novelty && r[2] >= 2.0 && r[1] > r[0] && r[2] >= target.range_events).then(
+                || {
+                    let tol = RANGE_TOLERANCE * (r[1] - r[0]);
+                    (r[0] - tol, r[1] + tol)
+                },
+            );
         // Undo inflation, then the likelihood stage.
         let mut l = target.surprise + s[t + PEAK];
         if self.likelihood.enabled() {
@@ -638,7 +644,8 @@ impl Thresholds {
             self.kind_learn(&mut s[ls..t], obs.level);
         }
         if self.likelihood.enabled() {
-            self.likelihood.observe(&mut s[t..t + LIKELIHOOD_LEN], scored.short);
+            self.likelihood
+                .observe(&mut s[t..t + LIKELIHOOD_LEN], scored.short);
         }
         // Inflation: the decayed peak of the surprise before inflation.
         if self.inflation_decay > 0.0 {
@@ -693,7 +700,11 @@ mod tests {
         (t, st)
     }
 
-    const KINDS: [ThresholdKind; 3] = [ThresholdKind::Ewma, ThresholdKind::Quantile, ThresholdKind::Spot];
+    const KINDS: [ThresholdKind; 3] = [
+        ThresholdKind::Ewma,
+        ThresholdKind::Quantile,
+        ThresholdKind::Spot,
+    ];
 
     #[test]
     fn score_map_is_in_range_monotone_and_invertible() {
@@ -709,7 +720,10 @@ mod tests {
         assert_eq!(score_from_surprise(f64::NAN), 0.0);
         assert_eq!(score_from_surprise(-3.0), 0.0);
         assert!(score_from_surprise(f64::INFINITY) < 1.0);
-        assert_eq!(surprise_from_score(DEFAULT_ALERT_THRESHOLD), SURPRISE_AT_HALF);
+        assert_eq!(
+            surprise_from_score(DEFAULT_ALERT_THRESHOLD),
+            SURPRISE_AT_HALF
+        );
     }
 
     #[test]

@@ -29,7 +29,8 @@ fn config(kind: ModelKind) -> DetectorConfig {
 fn series(n: usize) -> Vec<(i64, f64)> {
     (0..n)
         .map(|i| {
-            let noise = ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64;
+            let noise =
+                ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64;
             let t = i as f64 / 1440.0;
             (
                 1_700_000_000_000 + 60_000 * i as i64,

@@ -129,7 +129,9 @@ impl Checker<'_> {
         }
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
             let allowed = self.tol.abs + self.tol.rel * e.abs();
-            if !((a - e).abs() <= allowed) {
+            // A NaN difference compares false, so it counts as a failure.
+            let within = (a - e).abs() <= allowed;
+            if !within {
                 self.failures.push(format!(
                     "{case} step {t}: {what}[{i}] = {a:e}, expected {e:e} (diff {:e} > {allowed:e})",
                     (a - e).abs()

@@ -1,3 +1,4 @@
 //! The one integration-test binary (one link instead of one per file).
 
 mod adagrad_vectors;
+mod backtest;
