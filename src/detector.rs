@@ -170,7 +170,8 @@ impl DetectorState {
         std::mem::size_of::<Self>() + self.model.heap_bytes() + self.threshold.heap_bytes()
     }
 
-    /// True once the warm-up is over.
+    /// Events scored so far (saturating); the series is warm once this
+    /// reaches `threshold.warmup_events`.
     pub fn scored_events(&self) -> u32 {
         self.scored
     }

@@ -15,7 +15,7 @@
 //! the newest value's error is scored, so a spike is scored once and not again
 //! on each of the `window - 1` later events while it is still in the window.
 //! Training minimises the squared reconstruction error of the whole window
-//! (error clipped at `error_clip` deviations, as in the regression) with one
+//! (error clipped at `error_clip` typical steps, as in the regression) with one
 //! Adagrad step per event.
 //!
 //! State is one slab: `[standardiser | ring of the previous window-1 values |
@@ -38,7 +38,7 @@ pub struct Autoencoder {
     pub hidden: usize,
     /// Standardiser of the values.
     pub standardizer: Standardizer,
-    /// Gradient error clip, in deviations.
+    /// Gradient error clip, in typical steps.
     pub error_clip: f64,
 }
 

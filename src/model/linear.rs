@@ -9,7 +9,7 @@
 //! of the series' typical step ([`Standardizer::scale`]); its inputs are the
 //! last value against the running mean (for mean reversion), the last
 //! `lags - 1` steps, the calendar features and a bias. The loss is squared error with the error
-//! clipped at `error_clip` deviations in the gradient (a Huber loss), so that
+//! clipped at `error_clip` typical steps in the gradient (a Huber loss), so that
 //! an anomaly teaches the model no more than an ordinary large error. With
 //! all weights at 0 (the start) the forecast is persistence (`next = last`),
 //! a good forecast for most metrics from the first event on, which keeps the
@@ -34,7 +34,7 @@ pub struct LinearModel {
     pub time: TimeFeatures,
     /// Standardiser of the values.
     pub standardizer: Standardizer,
-    /// Gradient error clip, in deviations.
+    /// Gradient error clip, in typical steps.
     pub error_clip: f64,
 }
 
