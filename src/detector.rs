@@ -464,6 +464,40 @@ mod tests {
     }
 
     #[test]
+    fn scores_do_not_depend_on_the_units_of_the_series() {
+        let d = detector(ModelKind::Regression, ThresholdKind::Ewma);
+        let mut v: Vec<f64> = (0..1200).map(ordinary).collect();
+        v[1000] += 60.0;
+        let base = run(&d, v.iter().copied());
+        for (mul, add) in [(1e-9, 0.0), (1e10, 0.0), (1.0, 1e9)] {
+            let scaled = run(&d, v.iter().map(|x| x * mul + add));
+            for (i, (a, b)) in base.iter().zip(&scaled).enumerate() {
+                assert!(
+                    (a.score - b.score).abs() < 1e-3,
+                    "x{mul}+{add} at {i}: {} vs {}",
+                    a.score,
+                    b.score
+                );
+            }
+            assert!(scaled[1000].score >= DEFAULT_ALERT_THRESHOLD);
+        }
+    }
+
+    #[test]
+    fn square_wave_stops_alerting_once_learned() {
+        for d in all() {
+            // Two levels, switching every 50 events, as a daily on/off load.
+            let v = (0..3000).map(|i| if (i / 50) % 2 == 0 { 10.0 } else { 90.0 });
+            let out = run(&d, v);
+            let late = out[1000..]
+                .iter()
+                .filter(|x| x.score >= DEFAULT_ALERT_THRESHOLD)
+                .count();
+            assert_eq!(late, 0, "{}", name(&d));
+        }
+    }
+
+    #[test]
     fn non_finite_values_are_skipped_and_leave_the_state_alone() {
         for d in all() {
             let mut st = d.new_state();
