@@ -302,13 +302,15 @@ impl Detector {
         // Test-then-train: the forecast and the score use the state as it
         // was BEFORE this event; the model and the threshold learn the event
         // only after it has been scored.
+        // A state of another layout (a snapshot from another config) would
+        // index out of its slabs: refuse it before touching it.
+        if !self.owns(state) {
+            return Err(Skipped::IncompatibleState);
+        }
         let forecast = self
             .model
             .forecast(&state.model, ts_ms, value, work)
             .ok_or(Skipped::IncompatibleState)?;
-        if !self.thresholds.owns(&state.threshold) {
-            return Err(Skipped::IncompatibleState);
-        }
         if !forecast.ready {
             // Too little history to forecast: learn the value, say nothing.
             self.model
@@ -590,8 +592,12 @@ mod tests {
         let a = detector(ModelKind::Regression, ThresholdKind::Ewma);
         let b = detector(ModelKind::Autoencoder, ThresholdKind::Ewma);
         let c = detector(ModelKind::Regression, ThresholdKind::Spot);
+        let mut fewer_lags = DetectorConfig::default();
+        fewer_lags.model.lags = 3;
+        let e = Detector::new(&fewer_lags, DEFAULT_ALERT_THRESHOLD).unwrap();
         let mut st = a.new_state();
-        assert!(a.owns(&st) && !b.owns(&st) && !c.owns(&st));
+        assert!(a.owns(&st) && !b.owns(&st) && !c.owns(&st) && !e.owns(&st));
+        assert_eq!(e.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
         assert_eq!(b.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
         assert_eq!(c.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
     }
