@@ -202,7 +202,14 @@ pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
     let detector = Detector::new(&config, threshold)?;
     if args.input.is_file() {
         let mut summary = Summary::default();
-        let file = run_file(&detector, &args.input, &args.output, args.plot.as_deref())?;
+        let report = |m: &str| eprintln!("{m}");
+        let file = run_file(
+            &detector,
+            &args.input,
+            &args.output,
+            args.plot.as_deref(),
+            &report,
+        )?;
         summary.add(file);
         Ok(summary)
     } else if args.input.is_dir() {
@@ -255,7 +262,10 @@ fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, BacktestError> {
 
 fn run_dir(detector: &Detector, args: &BacktestArgs) -> Result<Summary, BacktestError> {
     let files = csv_files(&args.input)?;
-    let bar = indicatif::ProgressBar::new(files.len() as u64);
+    let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     if !io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -272,8 +282,15 @@ fn run_dir(detector: &Detector, args: &BacktestArgs) -> Result<Summary, Backtest
                 fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
         }
-        let file =
-            bar.suspend(|| run_file(detector, &args.input.join(rel), &out, plot.as_deref()))?;
+        // Messages about malformed rows go around the bar, not through it.
+        let report = |m: &str| bar.suspend(|| eprintln!("{m}"));
+        let file = run_file(
+            detector,
+            &args.input.join(rel),
+            &out,
+            plot.as_deref(),
+            &report,
+        )?;
         summary.add(file);
         bar.inc(1);
     }
@@ -299,6 +316,7 @@ fn run_file(
     input: &Path,
     output: &Path,
     plot_path: Option<&Path>,
+    report: &dyn Fn(&str),
 ) -> Result<FileSummary, BacktestError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -337,7 +355,7 @@ fn run_file(
             Err(e) => {
                 // Unreadable bytes (e.g. invalid UTF-8): report and write a
                 // placeholder row so the output stays aligned with the input.
-                eprintln!("{}:{line}: skipped row: {e}", input.display());
+                report(&format!("{}:{line}: skipped row: {e}", input.display()));
                 summary.malformed += 1;
                 summary.rows += 1;
                 writeln!(out, ",,0,,,,0").map_err(io_err(output))?;
@@ -369,13 +387,13 @@ fn run_file(
             (None, Some(ts), Some(v)) => match detector.observe(&mut state, ts, v) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    eprintln!("{}:{line}: row not scored: {e}", input.display());
+                    report(&format!("{}:{line}: row not scored: {e}", input.display()));
                     None
                 }
             },
             (problem, _, _) => {
                 let why = problem.unwrap_or_else(|| "unreadable row".into());
-                eprintln!("{}:{line}: malformed row: {why}", input.display());
+                report(&format!("{}:{line}: malformed row: {why}", input.display()));
                 None
             }
         };

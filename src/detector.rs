@@ -16,7 +16,12 @@ use crate::config::Problems;
 use crate::model::Forecast;
 use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
-use crate::threshold::{Observation, ThresholdConfig, ThresholdState, Thresholds};
+use crate::threshold::{BandTarget, Observation, ThresholdConfig, ThresholdState, Thresholds};
+
+thread_local! {
+    /// Per-thread scratch space for [`Detector::observe`].
+    static WORK: std::cell::RefCell<Work> = std::cell::RefCell::new(Work::default());
+}
 
 /// What the detector concluded about one observation.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -35,6 +40,13 @@ pub struct Decision {
     /// False while the series is still learning: the score is 0 and the
     /// series cannot alert.
     pub warm: bool,
+}
+
+impl Decision {
+    /// Whether `value` lies outside the band `[lower, upper]`.
+    pub fn value_outside_band(&self, value: f64) -> bool {
+        value < self.lower || value > self.upper
+    }
 }
 
 /// `[detector]`: the model and the threshold every series uses.
@@ -139,6 +151,8 @@ pub struct Detector {
     thresholds: Thresholds,
     optimizer: Adagrad,
     alert_threshold: f64,
+    /// The alert threshold, precomputed for the band.
+    band_target: BandTarget,
     hash: u64,
 }
 
@@ -156,10 +170,11 @@ pub struct DetectorState {
 impl DetectorState {
     /// Bytes this state holds: the value itself plus its heap allocations.
     pub fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.model.heap_bytes()
+        std::mem::size_of::<Self>() + self.model.heap_bytes() + self.threshold.heap_bytes()
     }
 
-    /// True once the warm-up is over.
+    /// Events scored so far (saturating); the series is warm once this
+    /// reaches `threshold.warmup_events`.
     pub fn scored_events(&self) -> u32 {
         self.scored
     }
@@ -189,6 +204,7 @@ impl Detector {
             thresholds: config.threshold.build(),
             optimizer,
             alert_threshold,
+            band_target: BandTarget::new(alert_threshold),
             hash: config.model_hash(),
         })
     }
@@ -238,7 +254,7 @@ impl Detector {
     /// the usual level), every value would alert and the band collapses to
     /// the expected value.
     fn band(&self, threshold: &ThresholdState, f: &Forecast) -> (f64, f64) {
-        let limits = self.thresholds.band(threshold, self.alert_threshold);
+        let limits = self.thresholds.band(threshold, &self.band_target);
         let r = limits.residual * f.scale;
         let mut lower = f.expected - r;
         let mut upper = f.expected + r;
@@ -272,21 +288,36 @@ impl Detector {
         if !value.is_finite() {
             return Err(Skipped::NonFinite { value });
         }
-        let mut work = Work::default();
+        // The scratch buffers live per thread: zeroing a fresh kilobyte on
+        // every event cost more than the threshold. Every slot a model reads
+        // is written earlier in the same event, so reuse cannot leak state
+        // between series.
+        WORK.with_borrow_mut(|work| self.observe_with(state, ts_ms, value, work))
+    }
+
+    fn observe_with(
+        &self,
+        state: &mut DetectorState,
+        ts_ms: i64,
+        value: f64,
+        work: &mut Work,
+    ) -> Result<Decision, Skipped> {
         // Test-then-train: the forecast and the score use the state as it
         // was BEFORE this event; the model and the threshold learn the event
         // only after it has been scored.
-        let forecast = self
-            .model
-            .forecast(&state.model, ts_ms, value, &mut work)
-            .ok_or(Skipped::IncompatibleState)?;
-        if !self.thresholds.owns(&state.threshold) {
+        // A state of another layout (a snapshot from another config) would
+        // index out of its slabs: refuse it before touching it.
+        if !self.owns(state) {
             return Err(Skipped::IncompatibleState);
         }
+        let forecast = self
+            .model
+            .forecast(&state.model, ts_ms, value, work)
+            .ok_or(Skipped::IncompatibleState)?;
         if !forecast.ready {
             // Too little history to forecast: learn the value, say nothing.
             self.model
-                .learn(&mut state.model, &self.optimizer, value, &work);
+                .learn(&mut state.model, &self.optimizer, value, work);
             return Ok(Decision {
                 score: 0.0,
                 expected: value,
@@ -316,9 +347,340 @@ impl Detector {
         };
         // Train: now the model and the threshold learn this event.
         self.model
-            .learn(&mut state.model, &self.optimizer, value, &work);
+            .learn(&mut state.model, &self.optimizer, value, work);
         self.thresholds.observe(&mut state.threshold, &obs, &scored);
         state.scored = state.scored.saturating_add(1);
         Ok(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelKind;
+    use crate::threshold::{DEFAULT_ALERT_THRESHOLD, ThresholdKind};
+
+    const MINUTE: i64 = 60_000;
+
+    fn detector(model: ModelKind, threshold: ThresholdKind) -> Detector {
+        let mut c = DetectorConfig::default();
+        c.model.kind = model;
+        c.threshold.kind = threshold;
+        Detector::new(&c, DEFAULT_ALERT_THRESHOLD).unwrap()
+    }
+
+    fn all() -> Vec<Detector> {
+        let mut out = Vec::new();
+        for m in [ModelKind::Regression, ModelKind::Autoencoder] {
+            for t in [
+                ThresholdKind::Ewma,
+                ThresholdKind::Quantile,
+                ThresholdKind::Spot,
+            ] {
+                out.push(detector(m, t));
+            }
+        }
+        out
+    }
+
+    /// A noisy but ordinary series: a slow wave plus deterministic noise.
+    fn ordinary(i: usize) -> f64 {
+        let noise =
+            ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64;
+        50.0 + 5.0 * (i as f64 / 50.0).sin() + noise
+    }
+
+    fn run(d: &Detector, values: impl IntoIterator<Item = f64>) -> Vec<Decision> {
+        let mut st = d.new_state();
+        values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| d.observe(&mut st, i as i64 * MINUTE, v).unwrap())
+            .collect()
+    }
+
+    fn name(d: &Detector) -> String {
+        format!("{}/{}", d.model_name(), d.threshold_name())
+    }
+
+    #[test]
+    fn flat_series_never_alerts_and_predicts_the_level() {
+        for d in all() {
+            for level in [0.0, 1e-9, 3.0, 1e12] {
+                let out = run(&d, std::iter::repeat_n(level, 500));
+                for (i, x) in out.iter().enumerate() {
+                    assert_eq!(x.score, 0.0, "{} level {level} at {i}", name(&d));
+                }
+                let last = out.last().unwrap();
+                assert!(last.warm);
+                assert!(
+                    (last.expected - level).abs() <= 1e-6 * level.abs().max(1.0),
+                    "{}: {last:?}",
+                    name(&d)
+                );
+                assert!(last.lower <= level && level <= last.upper, "{last:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn spike_scores_above_the_threshold_and_ordinary_values_below() {
+        for d in all() {
+            let mut v: Vec<f64> = (0..1500).map(ordinary).collect();
+            v[1200] += 60.0;
+            let out = run(&d, v.iter().copied());
+            assert!(
+                out[1200].score >= DEFAULT_ALERT_THRESHOLD,
+                "{}: spike {:?}",
+                name(&d),
+                out[1200]
+            );
+            assert!(out[1200].value_outside_band(v[1200]), "{:?}", out[1200]);
+            let high = out[300..1200]
+                .iter()
+                .filter(|x| x.score >= DEFAULT_ALERT_THRESHOLD)
+                .count();
+            assert!(high <= 3, "{}: {high} ordinary events alert", name(&d));
+        }
+    }
+
+    #[test]
+    fn level_shift_alerts_then_settles() {
+        for d in all() {
+            let v: Vec<f64> = (0..2000)
+                .map(|i| ordinary(i) + if i >= 1000 { 80.0 } else { 0.0 })
+                .collect();
+            let out = run(&d, v);
+            let at_shift = out[1000..1005].iter().map(|x| x.score).fold(0.0, f64::max);
+            assert!(
+                at_shift >= DEFAULT_ALERT_THRESHOLD,
+                "{}: shift scored {at_shift}",
+                name(&d)
+            );
+            // The forecast follows the new level, and the alerts stop.
+            let tail = &out[1800..];
+            assert!(
+                tail.iter().all(|x| x.score < DEFAULT_ALERT_THRESHOLD),
+                "{}: still alerting after the shift",
+                name(&d)
+            );
+            assert!((tail[199].expected - 130.0).abs() < 10.0, "{:?}", tail[199]);
+        }
+    }
+
+    #[test]
+    fn scores_do_not_depend_on_the_units_of_the_series() {
+        let d = detector(ModelKind::Regression, ThresholdKind::Ewma);
+        let mut v: Vec<f64> = (0..1200).map(ordinary).collect();
+        v[1000] += 60.0;
+        let base = run(&d, v.iter().copied());
+        for (mul, add) in [(1e-9, 0.0), (1e10, 0.0), (1.0, 1e9)] {
+            let scaled = run(&d, v.iter().map(|x| x * mul + add));
+            for (i, (a, b)) in base.iter().zip(&scaled).enumerate() {
+                assert!(
+                    (a.score - b.score).abs() < 1e-3,
+                    "x{mul}+{add} at {i}: {} vs {}",
+                    a.score,
+                    b.score
+                );
+            }
+            assert!(scaled[1000].score >= DEFAULT_ALERT_THRESHOLD);
+        }
+    }
+
+    #[test]
+    fn square_wave_stops_alerting_once_learned() {
+        for d in all() {
+            // Two levels, switching every 50 events, as a daily on/off load.
+            let v = (0..3000).map(|i| if (i / 50) % 2 == 0 { 10.0 } else { 90.0 });
+            let out = run(&d, v);
+            let late = out[1000..]
+                .iter()
+                .filter(|x| x.score >= DEFAULT_ALERT_THRESHOLD)
+                .count();
+            assert_eq!(late, 0, "{}", name(&d));
+        }
+    }
+
+    #[test]
+    fn non_finite_values_are_skipped_and_leave_the_state_alone() {
+        for d in all() {
+            let mut st = d.new_state();
+            for i in 0..200 {
+                d.observe(&mut st, i * MINUTE, ordinary(i as usize))
+                    .unwrap();
+            }
+            let before = st.clone();
+            for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let err = d.observe(&mut st, 200 * MINUTE, bad).unwrap_err();
+                assert!(matches!(err, Skipped::NonFinite { .. }), "{err}");
+                assert_eq!(err.reason(), "non_finite");
+            }
+            assert_eq!(st, before, "{}", name(&d));
+        }
+    }
+
+    #[test]
+    fn warm_up_scores_zero_until_the_configured_count() {
+        let mut c = DetectorConfig::default();
+        c.threshold.warmup_events = 30;
+        let d = Detector::new(&c, DEFAULT_ALERT_THRESHOLD).unwrap();
+        let mut v: Vec<f64> = (0..100).map(ordinary).collect();
+        v[20] = 1e6; // a wild value during warm-up cannot alert
+        let out = run(&d, v);
+        let first_warm = out.iter().position(|x| x.warm).unwrap();
+        assert!(out[..first_warm].iter().all(|x| x.score == 0.0));
+        assert!(out[first_warm..].iter().all(|x| x.warm));
+        // Scored events start once the lags are filled, so warm-up ends at
+        // warmup_events scored events plus the lag fill.
+        assert_eq!(first_warm, 30 + c.model.lags);
+    }
+
+    #[test]
+    fn state_round_trips_through_postcard_and_continues_bit_identically() {
+        for d in all() {
+            let v: Vec<f64> = (0..600).map(ordinary).collect();
+            let mut a = d.new_state();
+            for (i, &x) in v[..300].iter().enumerate() {
+                d.observe(&mut a, i as i64 * MINUTE, x).unwrap();
+            }
+            let bytes = postcard::to_allocvec(&a).unwrap();
+            let mut b: DetectorState = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(a, b);
+            for (i, &x) in v[300..].iter().enumerate() {
+                let ts = (300 + i) as i64 * MINUTE;
+                let da = d.observe(&mut a, ts, x).unwrap();
+                let db = d.observe(&mut b, ts, x).unwrap();
+                assert_eq!(da.score.to_bits(), db.score.to_bits());
+                assert_eq!(da.expected.to_bits(), db.expected.to_bits());
+                assert_eq!(da.lower.to_bits(), db.lower.to_bits());
+                assert_eq!(da.upper.to_bits(), db.upper.to_bits());
+            }
+            assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn same_inputs_give_identical_outputs() {
+        for d in all() {
+            let v: Vec<f64> = (0..400).map(ordinary).collect();
+            let x = run(&d, v.iter().copied());
+            let y = run(&d, v.iter().copied());
+            assert_eq!(x, y, "{}", name(&d));
+        }
+    }
+
+    #[test]
+    fn irregular_sampling_gaps_and_repeated_timestamps_are_fine() {
+        let d = detector(ModelKind::Regression, ThresholdKind::Ewma);
+        let mut st = d.new_state();
+        let mut ts = 0;
+        for i in 0..600 {
+            // Repeated timestamps, then jumps of up to a day.
+            ts += match i % 7 {
+                0 => 0,
+                3 => 86_400_000,
+                _ => (i % 5) as i64 * 17_000,
+            };
+            let x = d.observe(&mut st, ts, ordinary(i)).unwrap();
+            assert!(x.score.is_finite() && x.expected.is_finite());
+            assert!(x.lower <= x.upper);
+        }
+        // Times before 1970 work too.
+        assert!(d.observe(&mut st, -5 * 86_400_000, 50.0).is_ok());
+    }
+
+    #[test]
+    fn state_of_another_config_is_refused() {
+        let a = detector(ModelKind::Regression, ThresholdKind::Ewma);
+        let b = detector(ModelKind::Autoencoder, ThresholdKind::Ewma);
+        let c = detector(ModelKind::Regression, ThresholdKind::Spot);
+        let mut fewer_lags = DetectorConfig::default();
+        fewer_lags.model.lags = 3;
+        let e = Detector::new(&fewer_lags, DEFAULT_ALERT_THRESHOLD).unwrap();
+        let mut st = a.new_state();
+        assert!(a.owns(&st) && !b.owns(&st) && !c.owns(&st) && !e.owns(&st));
+        assert_eq!(e.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
+        assert_eq!(b.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
+        assert_eq!(c.observe(&mut st, 0, 1.0), Err(Skipped::IncompatibleState));
+    }
+
+    #[test]
+    fn regression_state_fits_the_memory_budget() {
+        let d = detector(ModelKind::Regression, ThresholdKind::Ewma);
+        let st = run_state(&d, 100);
+        assert!(st.memory_bytes() <= 512, "{} bytes", st.memory_bytes());
+    }
+
+    fn run_state(d: &Detector, n: usize) -> DetectorState {
+        let mut st = d.new_state();
+        for i in 0..n {
+            d.observe(&mut st, i as i64 * MINUTE, ordinary(i)).unwrap();
+        }
+        st
+    }
+
+    #[test]
+    fn model_hash_is_stable_and_tracks_model_settings() {
+        let base = DetectorConfig::default();
+        assert_eq!(base.model_hash(), DetectorConfig::default().model_hash());
+        let mut lr = base;
+        lr.model.learning_rate *= 2.0;
+        let mut kind = base;
+        kind.threshold.kind = ThresholdKind::Spot;
+        let mut warm = base;
+        warm.threshold.warmup_events += 1;
+        let hashes = [base, lr, kind, warm].map(|c| c.model_hash());
+        for i in 0..hashes.len() {
+            for j in i + 1..hashes.len() {
+                assert_ne!(hashes[i], hashes[j], "{i} vs {j}");
+            }
+        }
+        // The alert threshold is not part of the model.
+        let a = Detector::new(&base, 0.5).unwrap();
+        let b = Detector::new(&base, 0.9).unwrap();
+        assert_eq!(a.model_hash(), b.model_hash());
+    }
+
+    #[test]
+    fn validation_reports_every_problem_with_its_key() {
+        let mut c = DetectorConfig::default();
+        c.model.learning_rate = -1.0;
+        c.model.lags = 99;
+        c.threshold.quantile = 1.5;
+        c.threshold.horizon_events = 0;
+        let mut p = Problems::new();
+        c.validate("detector", &mut p);
+        let keys: Vec<&str> = p.iter().map(|x| x.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "detector.model.lags",
+                "detector.model.learning_rate",
+                "detector.threshold.horizon_events",
+                "detector.threshold.quantile"
+            ]
+        );
+        assert!(matches!(
+            Detector::new(&c, 0.5),
+            Err(DetectorError::Config(_))
+        ));
+        assert!(matches!(
+            Detector::new(&DetectorConfig::default(), 1.0),
+            Err(DetectorError::AlertThreshold(_))
+        ));
+    }
+
+    #[test]
+    fn config_reads_nested_sections_and_refuses_unknown_keys() {
+        let c: DetectorConfig = serde_json::from_str(
+            r#"{"model": {"kind": "autoencoder", "window": 8}, "threshold": {"kind": "spot"}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.model.kind, ModelKind::Autoencoder);
+        assert_eq!(c.model.window, 8);
+        assert_eq!(c.model.lags, ModelConfig::default().lags);
+        assert_eq!(c.threshold.kind, ThresholdKind::Spot);
+        assert!(serde_json::from_str::<DetectorConfig>(r#"{"model": {"lag": 3}}"#).is_err());
     }
 }

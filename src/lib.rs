@@ -9,8 +9,10 @@
 //! ```
 //!
 //! The detection core ([`optim`], [`model`], [`threshold`], [`detector`]) is
-//! pure: no I/O, no clocks, no async. The daemon and `anomalyd backtest` run
-//! the same per-event code path, [`detector::Detector::observe`].
+//! pure: no I/O, no clocks, no async. The daemon and `anomalyd backtest`
+//! ([`backtest`]) run the same per-event code path,
+//! [`detector::Detector::observe`]; [`threshold`] documents the score
+//! contract.
 
 #![forbid(unsafe_code)]
 

@@ -15,7 +15,7 @@
 //! the newest value's error is scored, so a spike is scored once and not again
 //! on each of the `window - 1` later events while it is still in the window.
 //! Training minimises the squared reconstruction error of the whole window
-//! (error clipped at `error_clip` deviations, as in the regression) with one
+//! (error clipped at `error_clip` typical steps, as in the regression) with one
 //! Adagrad step per event.
 //!
 //! State is one slab: `[standardiser | ring of the previous window-1 values |
@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::features::{INPUT_CLAMP, Ring, STANDARDIZER_LEN, Standardizer, ring_len};
-use super::{Forecast, MAX_HIDDEN, MAX_PARAMS, OnlineModel, Work};
+use super::{Forecast, MAX_HIDDEN, MAX_PARAMS, MAX_WINDOW, OnlineModel, Work};
 use crate::optim::Adagrad;
 
 /// Hyper-parameters of the autoencoder, shared by every series.
@@ -38,7 +38,7 @@ pub struct Autoencoder {
     pub hidden: usize,
     /// Standardiser of the values.
     pub standardizer: Standardizer,
-    /// Gradient error clip, in deviations.
+    /// Gradient error clip, in typical steps.
     pub error_clip: f64,
 }
 
@@ -124,23 +124,25 @@ impl OnlineModel for Autoencoder {
         let (b1, rest) = rest.split_at(h);
         let (w2, b2) = rest.split_at(w * h);
         let scale = Standardizer::scale(stats);
-        let filled = Ring::filled(ring);
+        let inv = 1.0 / scale;
+        let mut recent = [0.0; MAX_WINDOW];
+        let filled = Ring::newest_first(ring, &mut recent[..w - 1]);
         // The window is expressed relative to the previous value (in units of
         // the typical step), so the autoencoder learns shapes, not levels, and
         // a level shift is absorbed by the next event.
         let origin = if filled > 0 {
-            Ring::get(ring, 0)
+            recent[0]
         } else {
             Standardizer::mean(stats)
         };
-        let z = (value - origin) / scale;
+        let z = (value - origin) * inv;
         // Chronological order: x[w - 1] is the newest value.
         let x = &mut work.x[..w];
         x[w - 1] = z.clamp(-INPUT_CLAMP, INPUT_CLAMP);
         for k in 1..w {
             // A value not seen yet stands at the origin.
             x[w - 1 - k] = if k - 1 < filled {
-                Standardizer::z(stats, Ring::get(ring, k - 1), origin)
+                Standardizer::z_inv(recent[k - 1], origin, inv)
             } else {
                 0.0
             };
@@ -172,7 +174,13 @@ impl OnlineModel for Autoencoder {
     }
 
     #[inline]
-    fn learn(&self, state: &mut AutoencoderState, optimizer: &Adagrad, value: f64, work: &Work) {
+    fn learn(
+        &self,
+        state: &mut AutoencoderState,
+        optimizer: &Adagrad,
+        value: f64,
+        work: &mut Work,
+    ) {
         let (w, h) = (self.window, self.hidden);
         let re = self.ring_end();
         if work.ready {
@@ -234,7 +242,7 @@ mod tests {
             .enumerate()
             .map(|(i, &v)| {
                 let f = m.forecast(&st, i as i64 * 60_000, v, &mut work);
-                m.learn(&mut st, &opt, v, &work);
+                m.learn(&mut st, &opt, v, &mut work);
                 f
             })
             .collect()

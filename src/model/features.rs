@@ -22,8 +22,10 @@ pub const INPUT_CLAMP: f64 = 10.0;
 const DAY_MS: i64 = 86_400_000;
 
 /// Relative floor on the deviation: values from 1e-9 to 1e12 must all
-/// standardise to finite numbers, and a flat series has zero variance.
-const REL_SD_FLOOR: f64 = 1e-9;
+/// standardise to finite numbers, and a flat series has zero variance. Far
+/// above f64 rounding (2e-16), far below any real relative change, so a
+/// large offset (a counter near 1e9) does not blunt the scale.
+const REL_SD_FLOOR: f64 = 1e-12;
 
 /// Absolute floor on the deviation (below any meaningful metric resolution,
 /// above subnormal numbers).
@@ -45,7 +47,8 @@ const ABS_SD_FLOOR: f64 = 1e-12;
 /// threshold (how far a value is from what the series usually is).
 ///
 /// State layout in a slab: `[count, mean, mean square of differences,
-/// variance of the level]`.
+/// variance of the level, scale, level scale]` (the two scales are kept so
+/// the per-event path takes no square roots to read them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Standardizer {
     /// Events after which the weights stop growing.
@@ -53,7 +56,7 @@ pub struct Standardizer {
 }
 
 /// Number of `f64` a [`Standardizer`] keeps in the slab.
-pub const STANDARDIZER_LEN: usize = 4;
+pub const STANDARDIZER_LEN: usize = 6;
 
 impl Standardizer {
     /// Mean of the series so far (slab view `s`).
@@ -67,15 +70,21 @@ impl Standardizer {
     /// at 1e-9 both get a floor on their own scale) and absolutely.
     #[inline]
     pub fn scale(s: &[f64]) -> f64 {
-        let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
-        s[2].sqrt().max(floor)
+        // Before the first update the stored scale is 0.
+        s[4].max(ABS_SD_FLOOR)
     }
 
     /// The deviation of the level (floored like [`Standardizer::scale`]).
     #[inline]
     pub fn level_scale(s: &[f64]) -> f64 {
-        let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
-        s[3].sqrt().max(floor)
+        s[5].max(ABS_SD_FLOOR)
+    }
+
+    /// `(x - origin) * inv_scale`, clamped to ±[`INPUT_CLAMP`] (for callers
+    /// that standardise many values with one scale).
+    #[inline]
+    pub fn z_inv(x: f64, origin: f64, inv_scale: f64) -> f64 {
+        ((x - origin) * inv_scale).clamp(-INPUT_CLAMP, INPUT_CLAMP)
     }
 
     /// `(x - origin) / scale`, clamped to ±[`INPUT_CLAMP`].
@@ -101,6 +110,9 @@ impl Standardizer {
             let beta = 1.0 / (n - 1.0).max(1.0);
             s[2] += beta * (d * d - s[2]);
         }
+        let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
+        s[4] = s[2].sqrt().max(floor);
+        s[5] = s[3].sqrt().max(floor);
     }
 }
 
@@ -132,6 +144,24 @@ impl Ring {
         r[2 + idx]
     }
 
+    /// Copies the held values into `out`, newest first, and returns how many
+    /// were copied (at most `out.len()`). One pass, no per-element modulo.
+    #[inline]
+    pub fn newest_first(r: &[f64], out: &mut [f64]) -> usize {
+        let cap = r.len() - 2;
+        let filled = Self::filled(r).min(out.len());
+        let head = r[1] as usize;
+        let vals = &r[2..];
+        // Walk back from head - 1 to 0, then from cap - 1 down.
+        let (before, after) = vals.split_at(head);
+        let wrapped = before.iter().rev().chain(after.iter().rev());
+        for (o, v) in out[..filled].iter_mut().zip(wrapped) {
+            *o = *v;
+        }
+        debug_assert!(cap == 0 || filled <= cap);
+        filled
+    }
+
     /// Appends `x`, dropping the oldest value when full.
     #[inline]
     pub fn push(r: &mut [f64], x: f64) {
@@ -141,7 +171,13 @@ impl Ring {
         }
         let head = r[1] as usize;
         r[2 + head] = x;
-        r[1] = ((head + 1) % cap) as f64;
+        // A compare instead of `%`: an integer division costs more here than
+        // the rest of the push.
+        r[1] = if head + 1 == cap {
+            0.0
+        } else {
+            (head + 1) as f64
+        };
         if (r[0] as usize) < cap {
             r[0] += 1.0;
         }
@@ -180,19 +216,86 @@ impl TimeFeatures {
         if self.is_empty() {
             return;
         }
-        let day_phase = ts_ms.rem_euclid(DAY_MS) as f64 / DAY_MS as f64;
+        const INV_DAY: f64 = 1.0 / DAY_MS as f64;
+        const INV_WEEK: f64 = 1.0 / (7 * DAY_MS) as f64;
+        let day_phase = turns(ts_ms, INV_DAY);
         // Days since the epoch, modulo 7; 1970-01-01 was a Thursday, which
         // only shifts the phase and does not matter to a learned model.
-        let week_phase = (ts_ms.rem_euclid(7 * DAY_MS)) as f64 / (7 * DAY_MS) as f64;
+        let week_phase = if self.weekly > 0 {
+            turns(ts_ms, INV_WEEK)
+        } else {
+            0.0
+        };
         let mut i = 0;
         for (phase, harmonics) in [(day_phase, self.daily), (week_phase, self.weekly)] {
-            for k in 1..=harmonics {
-                let (s, c) = (std::f64::consts::TAU * k as f64 * phase).sin_cos();
+            if harmonics == 0 {
+                continue;
+            }
+            // One sin_cos per period; higher harmonics by the angle-addition
+            // recurrence (sin/cos are the costliest part of the features).
+            let (s1, c1) = sin_cos_turns(phase);
+            let (mut s, mut c) = (s1, c1);
+            for _ in 0..harmonics {
                 out[i] = s;
                 out[i + 1] = c;
                 i += 2;
+                (s, c) = (s * c1 + c * s1, c * c1 - s * s1);
             }
         }
+    }
+}
+
+/// The fraction of a period (of `1 / inv_period` ms) elapsed at `ts_ms`, in
+/// [0, 1]. Floating point instead of an integer remainder: a 64-bit division
+/// costs more than the rest of the features, and `ts_ms` is exact in `f64`
+/// for ±285,000 years, so the phase is exact to well under a millisecond.
+#[inline]
+fn turns(ts_ms: i64, inv_period: f64) -> f64 {
+    let x = ts_ms as f64 * inv_period;
+    let f = x - (x as i64) as f64;
+    // Truncation rounds towards zero; before 1970 the fraction is negative.
+    if f < 0.0 { f + 1.0 } else { f }
+}
+
+/// `sin` and `cos` of `turns` full turns (angle `2π·turns`), for `turns` in
+/// [0, 1), to about 1e-11. A fixed polynomial: as fast as a few
+/// multiplications, and bit-identical on every platform (libm's `sin_cos`
+/// is the costliest step of the regression otherwise, and its last bit is
+/// not specified).
+#[inline]
+pub fn sin_cos_turns(turns: f64) -> (f64, f64) {
+    // Quadrant q and a remainder angle in [-π/4, π/4]; turns ≥ 0, so the
+    // cast truncates like floor.
+    let q4 = turns * 4.0;
+    let q = (q4 + 0.5) as i64;
+    let t = (q4 - q as f64) * std::f64::consts::FRAC_PI_2;
+    let t2 = t * t;
+    // Taylor series to t^11 / t^12 in Horner form with reciprocal constants
+    // (multiplications, not divisions, on the hot path); the first omitted
+    // terms are below 1e-11 on [-π/4, π/4].
+    const S: [f64; 5] = [1.0 / 6.0, 1.0 / 20.0, 1.0 / 42.0, 1.0 / 72.0, 1.0 / 110.0];
+    const C: [f64; 6] = [
+        1.0 / 2.0,
+        1.0 / 12.0,
+        1.0 / 30.0,
+        1.0 / 56.0,
+        1.0 / 90.0,
+        1.0 / 132.0,
+    ];
+    let mut s = 1.0;
+    for k in S.iter().rev() {
+        s = 1.0 - t2 * k * s;
+    }
+    let s = t * s;
+    let mut c = 1.0;
+    for k in C.iter().rev() {
+        c = 1.0 - t2 * k * c;
+    }
+    match q.rem_euclid(4) {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
     }
 }
 
@@ -224,7 +327,7 @@ mod tests {
             }
             assert_eq!(Standardizer::z(&s, level, level), 0.0);
             let sd = Standardizer::scale(&s);
-            assert!(sd > 0.0 && sd <= (level * 1e-9).max(1e-12), "{sd}");
+            assert!(sd > 0.0 && sd <= (level * 1e-12).max(1e-12), "{sd}");
             assert_eq!(Standardizer::z(&s, level * 2.0, level), INPUT_CLAMP);
         }
     }
@@ -236,10 +339,26 @@ mod tests {
             Ring::push(&mut r, x as f64);
         }
         assert_eq!(Ring::filled(&r), 3);
+        let mut out = [0.0; 4];
+        assert_eq!(Ring::newest_first(&r, &mut out), 3);
+        assert_eq!(out[..3], [5.0, 4.0, 3.0]);
         assert_eq!(
             [Ring::get(&r, 0), Ring::get(&r, 1), Ring::get(&r, 2)],
             [5.0, 4.0, 3.0]
         );
+    }
+
+    #[test]
+    fn polynomial_sin_cos_matches_libm() {
+        for i in 0..10_000 {
+            let x = i as f64 / 10_000.0;
+            let (s, c) = sin_cos_turns(x);
+            let (es, ec) = (std::f64::consts::TAU * x).sin_cos();
+            assert!(
+                (s - es).abs() < 1e-10 && (c - ec).abs() < 1e-10,
+                "{x}: {s} {c}"
+            );
+        }
     }
 
     #[test]
@@ -252,7 +371,9 @@ mod tests {
         let mut b = [0.0; 6];
         tf.write(3 * 3_600_000, &mut a);
         tf.write(3 * 3_600_000 + 7 * DAY_MS, &mut b);
-        assert_eq!(a, b);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-9, "{a:?} {b:?}");
+        }
         // 06:00 is a quarter day: sin = 1, cos = 0 for the first harmonic.
         tf.write(6 * 3_600_000, &mut a);
         assert!((a[0] - 1.0).abs() < 1e-12 && a[1].abs() < 1e-12);

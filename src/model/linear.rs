@@ -9,7 +9,7 @@
 //! of the series' typical step ([`Standardizer::scale`]); its inputs are the
 //! last value against the running mean (for mean reversion), the last
 //! `lags - 1` steps, the calendar features and a bias. The loss is squared error with the error
-//! clipped at `error_clip` deviations in the gradient (a Huber loss), so that
+//! clipped at `error_clip` typical steps in the gradient (a Huber loss), so that
 //! an anomaly teaches the model no more than an ordinary large error. With
 //! all weights at 0 (the start) the forecast is persistence (`next = last`),
 //! a good forecast for most metrics from the first event on, which keeps the
@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::features::{Ring, STANDARDIZER_LEN, Standardizer, TimeFeatures, ring_len};
-use super::{Forecast, OnlineModel, Work};
+use super::{Forecast, MAX_LAGS, OnlineModel, Work};
 use crate::optim::Adagrad;
 
 /// Hyper-parameters of the regression, shared by every series.
@@ -34,7 +34,7 @@ pub struct LinearModel {
     pub time: TimeFeatures,
     /// Standardiser of the values.
     pub standardizer: Standardizer,
-    /// Gradient error clip, in deviations.
+    /// Gradient error clip, in typical steps.
     pub error_clip: f64,
 }
 
@@ -100,20 +100,22 @@ impl OnlineModel for LinearModel {
         let n = self.inputs();
         let w = &slab[self.weights_start()..self.weights_start() + n];
         let x = &mut work.x[..n];
-        let filled = Ring::filled(ring);
         let mean = Standardizer::mean(stats);
         let scale = Standardizer::scale(stats);
+        let inv = 1.0 / scale;
+        let mut recent = [0.0; MAX_LAGS];
+        let filled = Ring::newest_first(ring, &mut recent[..self.lags]);
         // Forecasts are steps from the last value (persistence when every
         // weight is 0), so a level shift is absorbed by the next event.
-        let last = if filled > 0 { Ring::get(ring, 0) } else { mean };
+        let last = if filled > 0 { recent[0] } else { mean };
         if self.lags > 0 {
             // Input 0: the last level against the mean (lets the model learn
-            // mean reversion); inputs 1..lags: the last lags-1 steps.
-            x[0] = Standardizer::z(stats, last, mean);
-            for (k, xk) in x[1..self.lags].iter_mut().enumerate() {
-                // A step not seen yet counts as no step.
-                *xk = if k + 1 < filled {
-                    Standardizer::z(stats, Ring::get(ring, k), Ring::get(ring, k + 1))
+            // mean reversion); inputs 1..lags: the last lags-1 steps. A step
+            // not seen yet counts as no step.
+            x[0] = Standardizer::z_inv(last, mean, inv);
+            for k in 1..self.lags {
+                x[k] = if k < filled {
+                    Standardizer::z_inv(recent[k - 1], recent[k], inv)
                 } else {
                     0.0
                 };
@@ -126,7 +128,7 @@ impl OnlineModel for LinearModel {
         // Scores (and gradients) are meaningful once the lags and the
         // statistics hold real values.
         let ready = filled >= self.lags.max(1) && stats[0] >= 2.0;
-        work.target = Standardizer::z(stats, value, last);
+        work.target = Standardizer::z_inv(value, last, inv);
         work.y_hat = step_hat;
         work.ready = ready;
         work.last = if filled > 0 { Some(last) } else { None };
@@ -141,7 +143,7 @@ impl OnlineModel for LinearModel {
     }
 
     #[inline]
-    fn learn(&self, state: &mut LinearState, optimizer: &Adagrad, value: f64, work: &Work) {
+    fn learn(&self, state: &mut LinearState, optimizer: &Adagrad, value: f64, work: &mut Work) {
         let n = self.inputs();
         let ws = self.weights_start();
         if work.ready {
@@ -156,14 +158,23 @@ impl OnlineModel for LinearModel {
 impl LinearModel {
     /// The Adagrad step on the squared (clipped) error of the last forecast.
     #[inline]
-    fn step(&self, state: &mut LinearState, optimizer: &Adagrad, work: &Work, n: usize, ws: usize) {
+    fn step(
+        &self,
+        state: &mut LinearState,
+        optimizer: &Adagrad,
+        work: &mut Work,
+        n: usize,
+        ws: usize,
+    ) {
         let err = (work.y_hat - work.target).clamp(-self.error_clip, self.error_clip);
-        let mut grad = [0.0; super::MAX_INPUTS];
-        for (g, x) in grad[..n].iter_mut().zip(&work.x[..n]) {
-            *g = err * x;
+        // The gradient of ½(ŷ - y)² is (ŷ - y)·x; computed in place, the
+        // inputs are not needed any more.
+        let grad = &mut work.x[..n];
+        for g in grad.iter_mut() {
+            *g *= err;
         }
         let (params, sum) = state.slab[ws..ws + 2 * n].split_at_mut(n);
-        optimizer.step(params, sum, &mut state.step, &grad[..n]);
+        optimizer.step(params, sum, &mut state.step, grad);
     }
 }
 
@@ -200,7 +211,7 @@ mod tests {
             .enumerate()
             .map(|(i, &v)| {
                 let f = m.forecast(&st, i as i64 * 60_000, v, &mut work);
-                m.learn(&mut st, &opt, v, &work);
+                m.learn(&mut st, &opt, v, &mut work);
                 f
             })
             .collect()

@@ -8,10 +8,11 @@
 //! own thresholds or scores ([`crate::threshold`]) or the optimizer
 //! ([`crate::optim`]); models are handed the shared [`Adagrad`] to step with.
 //!
-//! Every model works on values standardised by the series' own running mean
-//! and deviation ([`features::Standardizer`]) and reports its residual in
-//! those deviations, so residuals of series on any scale (1e-9 to 1e12) are
-//! comparable.
+//! Every model works in units of the series' own typical step (the RMS of
+//! its first differences, [`features::Standardizer`]) and forecasts relative
+//! to the last value, and reports its residual in those units, so residuals
+//! of series on any scale (1e-9 to 1e12) are comparable and a level shift is
+//! absorbed by the next event.
 
 pub mod autoencoder;
 pub mod features;
@@ -78,11 +79,11 @@ pub struct ModelConfig {
     pub window: usize,
     /// Autoencoder: hidden units (1 to 16, fewer than `window`).
     pub hidden: usize,
-    /// Events over which the running mean and deviation of the values are
-    /// averaged (after that many events, older values fade out at rate
-    /// 1/`standardize_events`). At least 2.
+    /// Events over which the running mean, deviation and typical step of the
+    /// values are averaged (after that many events, older values fade out at
+    /// rate 1/`standardize_events`). At least 2.
     pub standardize_events: u32,
-    /// Errors larger than this many deviations count as this large in the
+    /// Errors larger than this many typical steps count as this large in the
     /// gradient (Huber loss), so anomalies do not drag the model. > 0.
     pub error_clip: f64,
     /// Adagrad base learning rate (PyTorch `lr`). > 0.
@@ -97,7 +98,7 @@ impl Default for ModelConfig {
         Self {
             kind: ModelKind::Regression,
             lags: 8,
-            daily_harmonics: 2,
+            daily_harmonics: 1,
             weekly_harmonics: 0,
             window: 16,
             hidden: 4,
@@ -210,7 +211,7 @@ impl ModelConfig {
 pub struct Forecast {
     /// The expected value, in the series' units.
     pub expected: f64,
-    /// `(value - expected) / scale`: the error in deviations of the series.
+    /// `(value - expected) / scale`: the error in typical steps of the series.
     pub residual: f64,
     /// The series' typical step (the unit of `residual`), > 0.
     pub scale: f64,
@@ -271,7 +272,8 @@ pub trait OnlineModel {
     fn forecast(&self, state: &Self::State, ts_ms: i64, value: f64, work: &mut Work) -> Forecast;
     /// Learns the event just forecast (`work` as the forecast left it):
     /// one Adagrad step, then the statistics and lags take the value.
-    fn learn(&self, state: &mut Self::State, optimizer: &Adagrad, value: f64, work: &Work);
+    /// `work` may be used as scratch (e.g. for the gradient).
+    fn learn(&self, state: &mut Self::State, optimizer: &Adagrad, value: f64, work: &mut Work);
 }
 
 /// A configured model (hyper-parameters only, shared by all series).
@@ -351,7 +353,7 @@ impl Model {
     /// Learn (see [`OnlineModel::learn`]); a state of another model is left
     /// alone.
     #[inline]
-    pub fn learn(&self, state: &mut ModelState, optimizer: &Adagrad, value: f64, work: &Work) {
+    pub fn learn(&self, state: &mut ModelState, optimizer: &Adagrad, value: f64, work: &mut Work) {
         match (self, state) {
             (Self::Linear(m), ModelState::Linear(s)) => m.learn(s, optimizer, value, work),
             (Self::Autoencoder(m), ModelState::Autoencoder(s)) => {

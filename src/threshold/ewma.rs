@@ -21,19 +21,29 @@ const SD_FLOOR: f64 = 1e-6;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ewma {
     /// Events after which old magnitudes fade at rate `1 / horizon`.
-    pub horizon: f64,
+    horizon: f64,
+    /// `1 / horizon`.
+    inv_horizon: f64,
 }
 
 impl Ewma {
+    /// The threshold with memory `horizon` events.
+    pub fn new(horizon: f64) -> Self {
+        Self {
+            horizon,
+            inv_horizon: 1.0 / horizon,
+        }
+    }
+
     #[inline]
     fn sd(s: &[f64]) -> f64 {
-        s[2].sqrt().max(SD_FLOOR)
+        s[3].max(SD_FLOOR)
     }
 }
 
 impl Threshold for Ewma {
     fn state_len(&self) -> usize {
-        3
+        4
     }
 
     fn init(&self, s: &mut [f64]) {
@@ -53,7 +63,8 @@ impl Threshold for Ewma {
 
     #[inline]
     fn observe(&self, s: &mut [f64], a: f64) {
-        ew_update(s, self.horizon, a);
+        ew_update(&mut s[..3], self.horizon, self.inv_horizon, a);
+        s[3] = s[2].sqrt();
     }
 }
 
@@ -63,8 +74,8 @@ mod tests {
 
     #[test]
     fn surprise_is_half_z_squared_and_inverts() {
-        let t = Ewma { horizon: 100.0 };
-        let mut s = [0.0; 3];
+        let t = Ewma::new(100.0);
+        let mut s = [0.0; 4];
         for a in [1.0, 3.0, 1.0, 3.0] {
             t.observe(&mut s, a);
         }
@@ -76,8 +87,8 @@ mod tests {
 
     #[test]
     fn flat_zero_residuals_make_any_error_surprising() {
-        let t = Ewma { horizon: 100.0 };
-        let mut s = [0.0; 3];
+        let t = Ewma::new(100.0);
+        let mut s = [0.0; 4];
         for _ in 0..100 {
             t.observe(&mut s, 0.0);
         }
@@ -87,8 +98,8 @@ mod tests {
 
     #[test]
     fn an_outlier_inflates_the_threshold() {
-        let t = Ewma { horizon: 200.0 };
-        let mut s = [0.0; 3];
+        let t = Ewma::new(200.0);
+        let mut s = [0.0; 4];
         for i in 0..500 {
             t.observe(&mut s, (i % 2) as f64);
         }

@@ -5,10 +5,11 @@
 //! minimum, the `q/2`, `q` and `(1+q)/2` quantiles and the maximum of
 //! `a = |residual|` in constant space without storing the stream. Surprise
 //! is read off the line through the `q/2` and `q` markers on a log-tail
-//! scale: at the `q/2` marker it is `-ln(1 - q/2)`, at the `q` marker
-//! `-ln(1 - q)`, and it grows linearly in `a` beyond (an exponential tail, the
-//! maximum-entropy guess when only two quantiles are known). Linear in `a`
-//! means the band inverts in closed form.
+//! scale, relative to the typical magnitude: 0 at the `q/2` marker (about
+//! the median) and below, `ln((1 - q/2) / (1 - q))` at the `q` marker, and
+//! growing linearly in `a` beyond (an exponential tail, the maximum-entropy
+//! guess when only two quantiles are known). Linear in `a` means the band
+//! inverts in closed form.
 //!
 //! P² estimates the quantiles of the whole history (it does not forget); use
 //! it for stable series, and [`super::ewma`] or [`super::spot`] when the noise
@@ -46,8 +47,10 @@ impl Quantile {
             // error is scored against a small spread (warm-up hides it).
             (0.0, 0.0)
         };
-        let l1 = -(1.0 - self.q / 2.0).ln();
-        let l2 = -(1.0 - self.q).ln();
+        // Surprise relative to the median, as the other kinds measure it
+        // from a typical magnitude: a perfect forecast is not surprising.
+        let l1 = 0.0;
+        let l2 = ((1.0 - self.q / 2.0) / (1.0 - self.q)).ln();
         let slope = (l2 - l1) / (h2 - h1).max(SPREAD_FLOOR);
         (h1, l1, slope)
     }
@@ -159,7 +162,7 @@ mod tests {
         for i in 0..1000u64 {
             t.observe(&mut s, ((i * 7919) % 1000) as f64);
         }
-        let l_q = -(0.1f64).ln();
+        let l_q = (0.55f64 / 0.1).ln();
         assert!((t.surprise(&s, s[2]) - l_q).abs() < 1e-9);
         let a = t.magnitude_at(&s, 7.0);
         assert!((t.surprise(&s, a) - 7.0).abs() < 1e-9);

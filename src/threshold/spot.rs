@@ -40,9 +40,11 @@ const XI_RANGE: (f64, f64) = (-0.5, 0.5);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Spot {
     /// Level of the initial threshold, in (0.5, 1).
-    pub q: f64,
+    q: f64,
     /// Events after which old magnitudes fade at rate `1 / horizon`.
-    pub horizon: f64,
+    horizon: f64,
+    /// `1 / horizon`.
+    inv_horizon: f64,
 }
 
 /// The fitted tail at one moment.
@@ -56,6 +58,15 @@ struct Tail {
 }
 
 impl Spot {
+    /// The threshold at level `q` with memory `horizon` events.
+    pub fn new(q: f64, horizon: f64) -> Self {
+        Self {
+            q,
+            horizon,
+            inv_horizon: 1.0 / horizon,
+        }
+    }
+
     #[inline]
     fn k(&self) -> f64 {
         (2.0 * (1.0 / (1.0 - self.q)).ln()).sqrt()
@@ -156,7 +167,7 @@ impl Threshold for Spot {
             s[4] += (y - s[4]) / np;
             s[5] += (y * y - s[5]) / np;
         }
-        ew_update(&mut s[..3], self.horizon, a);
+        ew_update(&mut s[..3], self.horizon, self.inv_horizon, a);
     }
 }
 
@@ -165,10 +176,7 @@ mod tests {
     use super::*;
 
     fn trained(values: impl Iterator<Item = f64>) -> (Spot, [f64; 7]) {
-        let t = Spot {
-            q: 0.98,
-            horizon: 1000.0,
-        };
+        let t = Spot::new(0.98, 1000.0);
         let mut s = [0.0; 7];
         t.init(&mut s);
         for a in values {

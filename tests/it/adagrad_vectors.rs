@@ -129,7 +129,7 @@ impl Checker<'_> {
         }
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
             let allowed = self.tol.abs + self.tol.rel * e.abs();
-            // Written so that NaN fails too.
+            // A NaN difference compares false, so it counts as a failure.
             let within = (a - e).abs() <= allowed;
             if !within {
                 self.failures.push(format!(

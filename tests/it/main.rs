@@ -1,6 +1,7 @@
 //! The one integration-test binary (one link instead of one per file).
 
 mod adagrad_vectors;
+mod backtest;
 mod cli;
 mod daemon;
 mod sinks_alertmanager;

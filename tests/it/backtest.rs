@@ -1,0 +1,208 @@
+//! `anomalyd backtest`: the output contract in file and directory modes,
+//! malformed rows, plots, config files and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anomalyd::backtest::{BacktestArgs, OUTPUT_HEADER, run};
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/backtest")
+        .join(rel)
+}
+
+fn args(input: PathBuf, output: PathBuf) -> BacktestArgs {
+    BacktestArgs {
+        input,
+        output,
+        config: None,
+        plot: None,
+        threshold: None,
+    }
+}
+
+fn read_rows(path: &Path) -> (String, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap().to_string();
+    let rows = lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    (header, rows)
+}
+
+fn input_rows(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn file_mode_writes_one_row_per_input_row_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let summary = run(&args(fixture("series.csv"), out.clone())).unwrap();
+    let (header, rows) = read_rows(&out);
+    assert_eq!(header, OUTPUT_HEADER);
+    assert_eq!(
+        header,
+        "timestamp,value,anomaly_score,expected,lower,upper,alert"
+    );
+    let input = input_rows(&fixture("series.csv"));
+    assert_eq!(rows.len(), input.len());
+    assert_eq!(summary.rows, input.len());
+    assert_eq!(summary.files, 1);
+    assert_eq!(summary.malformed, 0);
+    for (row, inp) in rows.iter().zip(&input) {
+        assert_eq!(row.len(), 7);
+        // Timestamp and value are echoed as given.
+        assert_eq!(format!("{},{}", row[0], row[1]), *inp);
+        let score: f64 = row[2].parse().unwrap();
+        assert!((0.0..1.0).contains(&score));
+        let (lower, upper): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+        assert!(lower <= upper);
+        assert!(row[6] == "0" || row[6] == "1");
+    }
+    // The spike at row 300 alerts and lies outside the band; the rows
+    // before it (after warm-up) are calm.
+    let spike = &rows[300];
+    assert_eq!(spike[6], "1", "{spike:?}");
+    let v: f64 = spike[1].parse().unwrap();
+    assert!(v > spike[5].parse::<f64>().unwrap());
+    let alerts_before = rows[..300].iter().filter(|r| r[6] == "1").count();
+    assert!(
+        alerts_before <= 2,
+        "{alerts_before} alerts before the spike"
+    );
+    assert_eq!(summary.alerts, rows.iter().filter(|r| r[6] == "1").count());
+}
+
+#[test]
+fn malformed_rows_are_reported_and_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let output = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["backtest", "--input"])
+        .arg(fixture("malformed.csv"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for (line, what) in [
+        (7, "timestamp"),
+        (10, "value"),
+        (13, "fields"),
+        (16, "not a finite number"),
+    ] {
+        let needle = format!("malformed.csv:{line}:");
+        let msg = stderr
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("no message for line {line}: {stderr}"));
+        assert!(msg.contains(what), "{msg}");
+    }
+    let (_, rows) = read_rows(&out);
+    assert_eq!(rows.len(), 20);
+    for i in [5, 8, 11, 14] {
+        let r = &rows[i];
+        assert_eq!(&r[2..], ["0", "", "", "", "0"], "row {i}: {r:?}");
+    }
+    assert_eq!(rows[5][0], "not-a-time");
+    assert_eq!(rows[14][1], "NaN");
+}
+
+#[test]
+fn directory_mode_mirrors_relative_paths_and_draws_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let plots = dir.path().join("plots");
+    let mut a = args(fixture("dir"), out.clone());
+    a.plot = Some(plots.clone());
+    let summary = run(&a).unwrap();
+    assert_eq!(summary.files, 2);
+    for rel in ["a/epoch.csv", "b/rfc3339.csv"] {
+        let (header, rows) = read_rows(&out.join(rel));
+        assert_eq!(header, OUTPUT_HEADER);
+        assert_eq!(rows.len(), input_rows(&fixture("dir").join(rel)).len());
+        let svg = std::fs::read_to_string(plots.join(rel).with_extension("svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("class=\"value\"") && svg.contains("class=\"band\""));
+    }
+    assert!(!out.join("b/notes.txt").exists());
+    assert_eq!(summary.malformed, 0);
+}
+
+#[test]
+fn plot_in_file_mode_writes_an_svg_with_the_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args(fixture("series.csv"), dir.path().join("out.csv"));
+    a.plot = Some(dir.path().join("plot.svg"));
+    let summary = run(&a).unwrap();
+    let svg = std::fs::read_to_string(dir.path().join("plot.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+    assert_eq!(svg.matches("class=\"alert\"").count(), summary.alerts);
+    assert!(summary.alerts >= 1);
+}
+
+#[test]
+fn config_file_selects_the_model_and_bad_config_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("anomalyd.toml");
+    std::fs::write(
+        &cfg,
+        "[kafka]\nbrokers = \"ignored:9092\"\n\n[detector.model]\nkind = \"autoencoder\"\nwindow = 8\nhidden = 3\n\n[detector.threshold]\nkind = \"spot\"\n\n[alert]\nthreshold = 0.6\n",
+    )
+    .unwrap();
+    let (config, threshold) = anomalyd::backtest::load_config(Some(&cfg)).unwrap();
+    assert_eq!(config.model.window, 8);
+    assert_eq!(threshold, 0.6);
+    let mut a = args(fixture("series.csv"), dir.path().join("out.csv"));
+    a.config = Some(cfg.clone());
+    run(&a).unwrap();
+
+    std::fs::write(&cfg, "[detector.model]\nlags = 99\nlag = 3\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["backtest", "--input"])
+        .arg(fixture("series.csv"))
+        .arg("--output")
+        .arg(dir.path().join("out2.csv"))
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("lag"));
+}
+
+#[test]
+fn exit_codes_for_bad_cli_missing_input_and_unwritable_output() {
+    let bin = env!("CARGO_BIN_EXE_anomalyd");
+    let bad_cli = Command::new(bin)
+        .args(["backtest", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(bad_cli.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let missing = Command::new(bin)
+        .args(["backtest", "--input"])
+        .arg(dir.path().join("nope.csv"))
+        .arg("--output")
+        .arg(dir.path().join("o.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let unwritable = Command::new(bin)
+        .args(["backtest", "--input"])
+        .arg(fixture("series.csv"))
+        .arg("--output")
+        .arg(dir.path().join("no/such/dir/o.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(unwritable.status.code(), Some(1));
+}
