@@ -4,9 +4,12 @@
 //! (one file, or every `*.csv` under a directory), running each row through
 //! [`Detector::observe`] (the very function the daemon calls per event), and
 //! writing one output row per input row, in input order, with the header
-//! [`OUTPUT_HEADER`]. It also draws optional SVG plots ([`plot`]). It does not
-//! own the alert lifecycle: [`alert`] is a plain comparison until the
-//! lifecycle is wired in.
+//! [`OUTPUT_HEADER`]. It also draws optional SVG plots ([`plot`]). The
+//! `alert` column is 1 while the daemon's alert lifecycle
+//! ([`crate::alert::lifecycle`], with the configured `[alert]` rule) is
+//! firing for the series, so a backtest shows the alerts the daemon would
+//! send. The configuration is the daemon's: defaults, `--config` file,
+//! `ANOMALYD__*` environment.
 //!
 //! Timestamps may be NAB's `YYYY-MM-DD HH:MM:SS` (UTC, optional fraction),
 //! RFC 3339, or epoch seconds / milliseconds (integers of 1e11 or more are
@@ -23,9 +26,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime};
 
-use crate::config::Problems;
-use crate::detector::{Decision, Detector, DetectorConfig, DetectorError};
-use crate::threshold::DEFAULT_ALERT_THRESHOLD;
+use crate::alert::lifecycle::{AlertRule, Lifecycle};
+use crate::config::load::Config;
+use crate::detector::{Decision, Detector, DetectorError};
 
 /// The output header, exactly.
 pub const OUTPUT_HEADER: &str = "timestamp,value,anomaly_score,expected,lower,upper,alert";
@@ -41,15 +44,16 @@ pub struct BacktestArgs {
     /// which mirrors the input's relative paths.
     #[arg(long)]
     pub output: PathBuf,
-    /// A TOML config file; its `[detector]` section (and `alert.threshold`,
-    /// if present) are used, other sections are ignored.
+    /// The daemon's TOML config file; its `[detector]` and `[alert]`
+    /// sections are used (default: `$ANOMALYD_CONFIG`, else built-in
+    /// defaults; `ANOMALYD__*` variables apply as for `run`).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Also draw an SVG plot (series, expected band, alerts) to this file,
     /// or for a directory input, into this directory.
     #[arg(long)]
     pub plot: Option<PathBuf>,
-    /// The alert threshold (a score in (0, 1)); overrides the config file.
+    /// The alert threshold (a score in (0, 1)); overrides `alert.threshold`.
     #[arg(long)]
     pub threshold: Option<f64>,
 }
@@ -57,14 +61,9 @@ pub struct BacktestArgs {
 /// Why a backtest failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BacktestError {
-    /// The config file could not be read or is invalid (exit code 2).
-    #[error("config {path}: {message}")]
-    Config {
-        /// The config file (empty for CLI values).
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The configuration could not be loaded or is invalid (exit code 2).
+    #[error(transparent)]
+    Config(#[from] crate::config::load::ConfigError),
     /// The detector refused the config (exit code 2).
     #[error(transparent)]
     Detector(#[from] DetectorError),
@@ -95,7 +94,7 @@ impl BacktestError {
     /// for failures while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Config { .. } | Self::Detector(_) | Self::Input(_) => 2,
+            Self::Config(_) | Self::Detector(_) | Self::Input(_) => 2,
             Self::Io { .. } | Self::Csv { .. } => 1,
         }
     }
@@ -119,56 +118,6 @@ pub struct Summary {
     pub malformed: usize,
     /// Rows with `alert = 1`.
     pub alerts: usize,
-}
-
-/// The file's detector settings: `[detector]` and `alert.threshold`.
-#[derive(Debug, Default, serde::Deserialize)]
-struct FileConfig {
-    #[serde(default)]
-    detector: DetectorConfig,
-    #[serde(default)]
-    alert: AlertSection,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct AlertSection {
-    threshold: Option<f64>,
-}
-
-/// Loads the detector config and alert threshold from a TOML file (other
-/// sections are ignored, so the daemon's config file works as is). Without a
-/// file, the defaults. The one place the backtest reads config, to be
-/// replaced by the daemon's loader.
-pub fn load_config(path: Option<&Path>) -> Result<(DetectorConfig, f64), BacktestError> {
-    let Some(path) = path else {
-        return Ok((DetectorConfig::default(), DEFAULT_ALERT_THRESHOLD));
-    };
-    let cfg_err = |message: String| BacktestError::Config {
-        path: path.to_path_buf(),
-        message,
-    };
-    let text = fs::read_to_string(path).map_err(|e| cfg_err(e.to_string()))?;
-    let file: FileConfig = config::Config::builder()
-        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| cfg_err(e.to_string()))?;
-    let mut problems = Problems::new();
-    file.detector.validate("detector", &mut problems);
-    if !problems.is_empty() {
-        return Err(cfg_err(problems.to_string()));
-    }
-    Ok((
-        file.detector,
-        file.alert.threshold.unwrap_or(DEFAULT_ALERT_THRESHOLD),
-    ))
-}
-
-/// Whether a decision alerts. The one place this is decided in backtests,
-/// until the alert lifecycle (firing state) replaces it.
-#[inline]
-pub fn alert(decision: &Decision, threshold: f64) -> bool {
-    decision.warm && decision.score >= threshold
 }
 
 /// Parses a timestamp into milliseconds since the epoch (UTC); see the module
@@ -197,14 +146,25 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
 
 /// Runs a backtest (file or directory mode, by what `--input` is).
 pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
-    let (config, file_threshold) = load_config(args.config.as_deref())?;
-    let threshold = args.threshold.unwrap_or(file_threshold);
-    let detector = Detector::new(&config, threshold)?;
+    let mut config = Config::load_unvalidated(args.config.as_deref())?;
+    if let Some(t) = args.threshold {
+        config.alert.threshold = t;
+    }
+    config
+        .validate()
+        .map_err(crate::config::load::ConfigError::Invalid)?;
+    let detector = Detector::new(&config.detector, config.alert.threshold)?;
+    let rule = AlertRule::new(&config.alert, "alert")
+        .map_err(crate::config::load::ConfigError::Invalid)?;
+    let scorer = Scorer {
+        detector: &detector,
+        rule: &rule,
+    };
     if args.input.is_file() {
         let mut summary = Summary::default();
         let report = |m: &str| eprintln!("{m}");
         let file = run_file(
-            &detector,
+            &scorer,
             &args.input,
             &args.output,
             args.plot.as_deref(),
@@ -213,7 +173,7 @@ pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
         summary.add(file);
         Ok(summary)
     } else if args.input.is_dir() {
-        run_dir(&detector, args)
+        run_dir(&scorer, args)
     } else {
         Err(BacktestError::Input(args.input.clone()))
     }
@@ -260,7 +220,13 @@ fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, BacktestError> {
     Ok(out)
 }
 
-fn run_dir(detector: &Detector, args: &BacktestArgs) -> Result<Summary, BacktestError> {
+/// The daemon's per-series path: detector, then alert lifecycle.
+struct Scorer<'a> {
+    detector: &'a Detector,
+    rule: &'a AlertRule,
+}
+
+fn run_dir(scorer: &Scorer<'_>, args: &BacktestArgs) -> Result<Summary, BacktestError> {
     let files = csv_files(&args.input)?;
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")
@@ -285,7 +251,7 @@ fn run_dir(detector: &Detector, args: &BacktestArgs) -> Result<Summary, Backtest
         // Messages about malformed rows go around the bar, not through it.
         let report = |m: &str| bar.suspend(|| eprintln!("{m}"));
         let file = run_file(
-            detector,
+            scorer,
             &args.input.join(rel),
             &out,
             plot.as_deref(),
@@ -312,7 +278,7 @@ pub struct Row {
 }
 
 fn run_file(
-    detector: &Detector,
+    scorer: &Scorer<'_>,
     input: &Path,
     output: &Path,
     plot_path: Option<&Path>,
@@ -343,7 +309,9 @@ fn run_file(
     let out_file = fs::File::create(output).map_err(io_err(output))?;
     let mut out = io::BufWriter::new(out_file);
     writeln!(out, "{OUTPUT_HEADER}").map_err(io_err(output))?;
+    let detector = scorer.detector;
     let mut state = detector.new_state();
+    let mut lifecycle = Lifecycle::default();
     let mut summary = FileSummary::default();
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
@@ -397,9 +365,12 @@ fn run_file(
                 None
             }
         };
-        let is_alert = decision
-            .as_ref()
-            .is_some_and(|d| alert(d, detector.alert_threshold()));
+        // The daemon's order: score and learn, then the alert lifecycle.
+        // A row that was not scored leaves the lifecycle as it was.
+        if let (Some(d), Some(ts), Some(v)) = (&decision, ts, value) {
+            lifecycle.step(scorer.rule, ts, v, d);
+        }
+        let is_alert = decision.is_some() && lifecycle.is_firing();
         summary.rows += 1;
         summary.malformed += usize::from(decision.is_none());
         summary.alerts += usize::from(is_alert);
@@ -463,20 +434,6 @@ mod tests {
         assert_eq!(parse_timestamp("1397088120.5"), Some(nab + 500));
         assert_eq!(parse_timestamp("yesterday"), None);
         assert_eq!(parse_timestamp(""), None);
-    }
-
-    #[test]
-    fn alert_needs_warmth_and_the_threshold() {
-        let d = Decision {
-            score: 0.7,
-            expected: 0.0,
-            lower: 0.0,
-            upper: 0.0,
-            warm: true,
-        };
-        assert!(alert(&d, 0.7));
-        assert!(!alert(&d, 0.71));
-        assert!(!alert(&Decision { warm: false, ..d }, 0.5));
     }
 
     #[test]

@@ -30,9 +30,8 @@ use crate::config::Problems;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
 
-/// Default alert threshold (score). A placeholder until it is tied to the
-/// detector's default; change it here only.
-pub const DEFAULT_ALERT_THRESHOLD: f64 = 0.5;
+/// Default alert threshold: the score contract's documented default.
+pub use crate::threshold::DEFAULT_ALERT_THRESHOLD;
 
 /// Largest `window_events`: the window is one 64-bit mask per series.
 pub const MAX_WINDOW_EVENTS: u32 = 64;
@@ -54,7 +53,15 @@ pub enum Direction {
     Both,
 }
 
-/// When a series alerts (`[alert.rule]`).
+/// The default critical threshold for alert threshold `t`: the score of a
+/// tail 100 times rarer (surprise `ln 100` nats higher, see the score
+/// contract in [`crate::threshold`]).
+pub fn default_critical(t: f64) -> f64 {
+    use crate::threshold::{score_from_surprise, surprise_from_score};
+    score_from_surprise(surprise_from_score(t) + 100f64.ln())
+}
+
+/// When a series alerts (`[alert]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertRuleConfig {
@@ -62,8 +69,8 @@ pub struct AlertRuleConfig {
     /// Default 0.5.
     pub threshold: f64,
     /// Score at or above which a hit is `critical` instead of `warning`.
-    /// Unset (default): `1 - (1 - threshold) / 10`, i.e. a tail ten times
-    /// rarer than the alert threshold's (0.95 for threshold 0.5).
+    /// Unset (default): the score of a tail 100 times rarer than the alert
+    /// threshold's (`ln 100` more nats of surprise; 0.68 for threshold 0.5).
     pub critical_threshold: Option<f64>,
     /// Fire when at least this many of the last `window_events` events are
     /// hits (events). Default 1.
@@ -119,7 +126,7 @@ impl AlertRuleConfig {
                 format!("{prefix}.critical_threshold"),
                 format!(
                     "must be at least threshold ({t}) and below 1 (got {c}); \
-                     remove it to use 1 - (1 - threshold) / 10"
+                     remove it to use the default (a tail 100 times rarer)"
                 ),
             );
         }
@@ -197,7 +204,7 @@ impl AlertRule {
         problems.into_result()?;
         let critical_threshold = config
             .critical_threshold
-            .unwrap_or(1.0 - (1.0 - config.threshold) / 10.0);
+            .unwrap_or_else(|| default_critical(config.threshold));
         Ok(Self {
             threshold: config.threshold,
             critical_threshold,
@@ -538,7 +545,7 @@ mod tests {
             .collect()
     }
 
-    const H: f64 = 0.7; // a warning-level hit with threshold 0.5
+    const H: f64 = 0.6; // a warning-level hit with threshold 0.5
     const L: f64 = 0.1; // not a hit
 
     #[test]
@@ -690,9 +697,14 @@ mod tests {
     #[test]
     fn severity_and_escalation() {
         let r = rule(|_| {});
-        assert_eq!(r.critical_threshold(), 0.95);
-        assert_eq!(r.severity(0.94), Severity::Warning);
-        assert_eq!(r.severity(0.95), Severity::Critical);
+        // 4 nats (score 0.5) + ln 100 nats: 8.605 / 12.605.
+        let c = r.critical_threshold();
+        assert!(
+            (c - 8.605_170_185_988_09 / 12.605_170_185_988_09).abs() < 1e-12,
+            "{c}"
+        );
+        assert_eq!(r.severity(c - 1e-9), Severity::Warning);
+        assert_eq!(r.severity(c), Severity::Critical);
         let mut lc = Lifecycle::new();
         let ev = scores(&[0.6, 0.97, 0.99, 0.6, L, L, L]);
         let t: Vec<_> = ev

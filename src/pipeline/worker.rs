@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::{BarrierKind, SourcePartition, Work};
 use crate::alert::Alert;
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
-use crate::detector::{Detector, DetectorState};
+use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
 use crate::state::SeriesSnapshot;
 use crate::telemetry::metrics::{Metrics, SeriesSample};
@@ -207,7 +207,14 @@ impl Shard {
                         core.alerts.hand_off(alert);
                     }
                 }
-                Err(skipped) => m.event_skipped(skipped.reason()),
+                Err(skipped) => {
+                    m.event_skipped(skipped.reason());
+                    if skipped == Skipped::IncompatibleState {
+                        // Restored under another model shape: start over so
+                        // the series' next events are scored again.
+                        entry.detector = core.detector.new_state();
+                    }
+                }
             }
         }
         self.processed.flush();

@@ -73,11 +73,19 @@ fn file_mode_writes_one_row_per_input_row_in_order() {
     assert_eq!(spike[6], "1", "{spike:?}");
     let v: f64 = spike[1].parse().unwrap();
     assert!(v > spike[5].parse::<f64>().unwrap());
-    let alerts_before = rows[..300].iter().filter(|r| r[6] == "1").count();
+    // `alert` is the lifecycle's firing state: an episode starts with a
+    // 0 → 1 step and lasts until `resolve_after_events` calm rows.
+    let episodes_before = rows[..300]
+        .windows(2)
+        .filter(|w| w[0][6] == "0" && w[1][6] == "1")
+        .count();
     assert!(
-        alerts_before <= 2,
-        "{alerts_before} alerts before the spike"
+        episodes_before <= 1,
+        "{episodes_before} alert episodes before the spike"
     );
+    assert_eq!(rows[301][6], "1", "still firing right after the spike");
+    let resolved = rows[301..].iter().position(|r| r[6] == "0").unwrap();
+    assert!(resolved <= 4, "resolves after the default 3 calm rows");
     assert_eq!(summary.alerts, rows.iter().filter(|r| r[6] == "1").count());
 }
 
@@ -159,9 +167,9 @@ fn config_file_selects_the_model_and_bad_config_exits_2() {
         "[kafka]\nbrokers = \"ignored:9092\"\n\n[detector.model]\nkind = \"autoencoder\"\nwindow = 8\nhidden = 3\n\n[detector.threshold]\nkind = \"spot\"\n\n[alert]\nthreshold = 0.6\n",
     )
     .unwrap();
-    let (config, threshold) = anomalyd::backtest::load_config(Some(&cfg)).unwrap();
-    assert_eq!(config.model.window, 8);
-    assert_eq!(threshold, 0.6);
+    let config = anomalyd::config::load::Config::load(Some(&cfg)).unwrap();
+    assert_eq!(config.detector.model.window, 8);
+    assert_eq!(config.alert.threshold, 0.6);
     let mut a = args(fixture("series.csv"), dir.path().join("out.csv"));
     a.config = Some(cfg.clone());
     run(&a).unwrap();

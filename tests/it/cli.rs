@@ -37,7 +37,12 @@ fn environment_overrides_file_which_overrides_defaults() {
     )
     .unwrap();
     let out = anomalyd(
-        &["check-config", "--print", "--config", file.to_str().unwrap()],
+        &[
+            "check-config",
+            "--print",
+            "--config",
+            file.to_str().unwrap(),
+        ],
         &[
             ("ANOMALYD__KAFKA__GROUP_ID", "from-env"),
             ("ANOMALYD__KAFKA__TOPICS", "a,b"),
@@ -47,9 +52,18 @@ fn environment_overrides_file_which_overrides_defaults() {
     );
     let t = text(&out);
     assert!(out.status.success(), "{t}");
-    assert!(t.contains("group_id = \"from-env\""), "env beats file:\n{t}");
-    assert!(t.contains("client_id = \"file-client\""), "file beats default:\n{t}");
-    assert!(t.contains("topics = [\"a\", \"b\"]") || t.contains("topics = [\n"), "{t}");
+    assert!(
+        t.contains("group_id = \"from-env\""),
+        "env beats file:\n{t}"
+    );
+    assert!(
+        t.contains("client_id = \"file-client\""),
+        "file beats default:\n{t}"
+    );
+    assert!(
+        t.contains("topics = [\"a\", \"b\"]") || t.contains("topics = [\n"),
+        "{t}"
+    );
     assert!(t.contains("max_series = 1234"), "{t}");
     assert!(t.contains("workers = 2"), "{t}");
     assert!(t.contains("threshold = 0.9"), "{t}");
@@ -59,7 +73,11 @@ fn environment_overrides_file_which_overrides_defaults() {
         &["check-config", "--print"],
         &[("ANOMALYD_CONFIG", file.to_str().unwrap())],
     );
-    assert!(text(&out).contains("group_id = \"from-file\""), "{}", text(&out));
+    assert!(
+        text(&out).contains("group_id = \"from-file\""),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -69,7 +87,11 @@ fn config_mistakes_name_the_key_and_exit_2() {
     std::fs::write(&typo, "[kafka]\ngroupid = \"x\"\n").unwrap();
     let out = anomalyd(&["check-config", "--config", typo.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("groupid"), "names the unknown key: {}", text(&out));
+    assert!(
+        text(&out).contains("groupid"),
+        "names the unknown key: {}",
+        text(&out)
+    );
 
     // Every value problem at once, each with its key.
     let bad = dir.path().join("bad.toml");
@@ -81,12 +103,19 @@ fn config_mistakes_name_the_key_and_exit_2() {
     let out = anomalyd(&["check-config", "--config", bad.to_str().unwrap()], &[]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(2), "{t}");
-    for key in ["kafka.brokers", "pipeline.queue_capacity", "alert.threshold"] {
+    for key in [
+        "kafka.brokers",
+        "pipeline.queue_capacity",
+        "alert.threshold",
+    ] {
         assert!(t.contains(key), "{key} missing from:\n{t}");
     }
 
     // A bad environment value names its key too.
-    let out = anomalyd(&["check-config"], &[("ANOMALYD__PIPELINE__WORKERS", "many")]);
+    let out = anomalyd(
+        &["check-config"],
+        &[("ANOMALYD__PIPELINE__WORKERS", "many")],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("workers"), "{}", text(&out));
 
@@ -133,7 +162,10 @@ level = "debug"
     )
     .unwrap();
     let env = [("ALERT_KAFKA_PW", FROM_ENV)];
-    let printed = anomalyd(&["check-config", "--print", "--config", cfg.to_str().unwrap()], &env);
+    let printed = anomalyd(
+        &["check-config", "--print", "--config", cfg.to_str().unwrap()],
+        &env,
+    );
     let t = text(&printed);
     assert!(printed.status.success(), "{t}");
     assert!(t.contains("<redacted>"), "{t}");
