@@ -108,9 +108,19 @@ impl Config {
         let built = builder
             .build()
             .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))?;
-        built
+        let mut config = built
             .try_deserialize::<Config>()
-            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))
+            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))?;
+        config.fill_derived_defaults();
+        Ok(config)
+    }
+
+    /// Defaults that depend on other keys: the Kafka alert sink talks to the
+    /// input cluster unless `sinks.kafka.brokers` names another one.
+    pub fn fill_derived_defaults(&mut self) {
+        if self.sinks.kafka.brokers.trim().is_empty() {
+            self.sinks.kafka.brokers = self.kafka.brokers.clone();
+        }
     }
 
     /// The effective configuration as TOML, as `check-config --print` shows

@@ -10,6 +10,8 @@
 
 pub mod fleet;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -75,13 +77,29 @@ pub fn demo_config(mut config: Config, bootstrap: &str) -> Config {
     config
 }
 
-/// Runs the demo until `shutdown` or `--duration-secs`. Returns the number
-/// of alerts printed.
+/// What a demo run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DemoSummary {
+    /// Events produced into the metrics topic.
+    pub produced: u64,
+    /// Events the daemon processed.
+    pub processed: u64,
+    /// Firing alerts read back from the alerts topic.
+    pub firing: u64,
+    /// Resolved alerts read back from the alerts topic.
+    pub resolved: u64,
+    /// Firing alerts about the live part (printed).
+    pub live_firing: u64,
+    /// Of those, alerts on a series while an anomaly was injected into it.
+    pub live_caught: u64,
+}
+
+/// Runs the demo until `shutdown` or `--duration-secs`.
 pub async fn run(
     config: Config,
     args: DemoArgs,
     shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<DemoSummary> {
     // The mock cluster is not Send: it stays on this task for the whole run.
     let mock = MockCluster::new(1).context("cannot start the embedded Kafka broker")?;
     mock.create_topic(METRICS_TOPIC, PARTITIONS, 1)
@@ -90,7 +108,8 @@ pub async fn run(
         .context("cannot create the alerts topic")?;
     let bootstrap = mock.bootstrap_servers();
     let config = demo_config(config, &bootstrap);
-    let metrics_url = format!("http://{}/metrics", config.metrics.listen_addr);
+    let daemon = crate::app::start(config).await?;
+    let metrics_url = format!("http://{}/metrics", daemon.metrics_addr);
     println!("anomalyd demo");
     println!("  embedded Kafka broker: {bootstrap}");
     println!("  watch the alerts:      kcat -b {bootstrap} -t {ALERTS_TOPIC} -C -o beginning");
@@ -102,10 +121,46 @@ pub async fn run(
     );
     println!();
 
+    let history = (args.history_hours * 3600.0 / STEP_SECS as f64).round() as u64;
+    // The history ends now; the live part continues from there.
+    let live_from_ms = chrono::Utc::now().timestamp_millis();
+    let fleet = Fleet::new(
+        args.hosts,
+        STEP_SECS,
+        live_from_ms - history as i64 * STEP_SECS * 1000,
+        history + 5,
+        args.anomaly_every.max(1),
+        args.seed,
+    );
+    // Where anomalies were injected, to mark the alerts that caught one.
+    let injected: Vec<Injected> = fleet
+        .injections
+        .iter()
+        .map(|inj| Injected {
+            fingerprint: format!("{:016x}", fleet.series[inj.series].key.fingerprint()),
+            from_ms: fleet.time_ms(inj.start),
+            // A detection up to a few samples after the end still counts.
+            to_ms: fleet.time_ms(inj.start + inj.len + 3),
+            kind: inj.kind,
+        })
+        .collect();
     let stop = CancellationToken::new();
-    let producer = tokio::spawn(produce(bootstrap.clone(), args.clone(), stop.clone()));
-    let printer = tokio::spawn(print_alerts(bootstrap.clone(), stop.clone()));
-    let daemon = crate::app::start(config).await?;
+    let printed = Arc::new(AtomicU64::new(0));
+    let producer = tokio::spawn(produce(
+        bootstrap.clone(),
+        fleet,
+        history,
+        args.speed,
+        stop.clone(),
+    ));
+    let printer_stop = CancellationToken::new();
+    let printer = tokio::spawn(print_alerts(
+        bootstrap.clone(),
+        live_from_ms,
+        injected,
+        Arc::clone(&printed),
+        printer_stop.clone(),
+    ));
 
     let deadline = async {
         match args.duration_secs {
@@ -117,25 +172,50 @@ pub async fn run(
         _ = shutdown => {}
         _ = deadline => {}
     }
-    daemon.shutdown();
-    let summary = daemon.wait().await;
+    // Stop producing, let the daemon finish what was produced, stop it
+    // (its sinks flush), then let the printer catch up with the alerts topic.
     stop.cancel();
     let produced = producer.await.context("the demo producer panicked")??;
-    let printed = printer.await.context("the alert printer panicked")??;
+    let metrics = Arc::clone(&daemon.metrics);
+    let drained = Instant::now();
+    while metrics.events_processed_total() < produced && drained.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.shutdown();
+    let summary = daemon.wait().await;
+    let mut last = u64::MAX;
+    let settle = Instant::now();
+    while printed.load(Ordering::SeqCst) != last && settle.elapsed() < Duration::from_secs(10) {
+        last = printed.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    printer_stop.cancel();
+    let counts = printer.await.context("the alert printer panicked")??;
     let summary = summary?;
+    let (firing, resolved) = (counts.firing, counts.resolved);
     println!(
-        "demo stopped: {produced} events produced, {} processed, {printed} alerts printed",
+        "demo stopped: {produced} events produced, {} processed, {firing} firing and {resolved} resolved alerts",
         summary.events
     );
     drop(mock);
-    Ok(printed)
+    Ok(DemoSummary {
+        produced,
+        processed: summary.events,
+        firing,
+        resolved,
+        live_firing: counts.live_firing,
+        live_caught: counts.live_caught,
+    })
 }
 
-/// Streams the fleet into the metrics topic: history at full speed, then
-/// live at `speed`.
+/// Streams the fleet into the metrics topic: `history` samples at full
+/// speed, then live at `speed` simulated seconds per second.
 async fn produce(
     bootstrap: String,
-    args: DemoArgs,
+    mut fleet: Fleet,
+    history: u64,
+    speed: f64,
     stop: CancellationToken,
 ) -> anyhow::Result<u64> {
     let producer: FutureProducer = ClientConfig::new()
@@ -143,19 +223,10 @@ async fn produce(
         .set("linger.ms", "5")
         .create()
         .context("cannot create the demo producer")?;
-    let history = (args.history_hours * 3600.0 / STEP_SECS as f64).round() as u64;
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let start_ms = now_ms - history as i64 * STEP_SECS * 1000;
-    let mut fleet = Fleet::new(
-        args.hosts,
-        STEP_SECS,
-        start_ms,
-        history + 5,
-        args.anomaly_every.max(1),
-        args.seed,
-    );
-    let live_start = Instant::now();
+    // Set when the live part starts, after the history went out.
+    let mut live_start: Option<Instant> = None;
     let mut produced = 0u64;
+    let mut pending = Vec::new();
     let mut line = Vec::new();
     for i in 0.. {
         if stop.is_cancelled() {
@@ -163,16 +234,15 @@ async fn produce(
         }
         if i >= history {
             // Live: sample i is due at (i - history) * step / speed.
-            let due = Duration::from_secs_f64(
-                (i - history) as f64 * STEP_SECS as f64 / args.speed.max(0.001),
-            );
-            let wait = due.saturating_sub(live_start.elapsed());
+            let due =
+                Duration::from_secs_f64((i - history) as f64 * STEP_SECS as f64 / speed.max(0.001));
+            let started = *live_start.get_or_insert_with(Instant::now);
+            let wait = due.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-        let mut pending = Vec::new();
         for e in fleet.sample(i) {
             line.clear();
             serde_json::to_writer(
@@ -190,25 +260,50 @@ async fn produce(
             let record = FutureRecord::to(METRICS_TOPIC).key(&key).payload(&line);
             pending.push(producer.send_result(record).map_err(|(e, _)| e)?);
         }
-        for d in pending {
-            if let Ok(Err((e, _))) = d.await {
-                tracing::warn!(error = %e, "Demo event not delivered.");
-            } else {
-                produced += 1;
+        // History goes out in large batches; live samples one by one.
+        if i >= history || pending.len() >= 10_000 {
+            for d in pending.drain(..) {
+                if let Ok(Err((e, _))) = d.await {
+                    tracing::warn!(error = %e, "Demo event not delivered.");
+                } else {
+                    produced += 1;
+                }
             }
         }
         if i == history {
-            println!(
-                "history streamed ({produced} events); live from now on, anomalies every {} samples",
-                args.anomaly_every
-            );
+            println!("history streamed ({produced} events); live from now on");
         }
     }
     Ok(produced)
 }
 
-/// Reads the alerts topic and prints each alert on one line.
-async fn print_alerts(bootstrap: String, stop: CancellationToken) -> anyhow::Result<u64> {
+/// An injected anomaly, as the printer needs it.
+struct Injected {
+    fingerprint: String,
+    from_ms: i64,
+    to_ms: i64,
+    kind: fleet::AnomalyKind,
+}
+
+/// What the printer saw.
+#[derive(Debug, Default)]
+struct PrintCounts {
+    firing: u64,
+    resolved: u64,
+    live_firing: u64,
+    live_caught: u64,
+}
+
+/// Reads the alerts topic and prints each alert about the live part (event
+/// time from `live_from_ms` on) on one line, marking those on an injected
+/// anomaly. `printed` counts messages read, for the caller to see it settle.
+async fn print_alerts(
+    bootstrap: String,
+    live_from_ms: i64,
+    injected: Vec<Injected>,
+    printed: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> anyhow::Result<PrintCounts> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", "anomalyd-demo-printer")
@@ -217,24 +312,54 @@ async fn print_alerts(bootstrap: String, stop: CancellationToken) -> anyhow::Res
         .create()
         .context("cannot create the alert printer")?;
     consumer.subscribe(&[ALERTS_TOPIC])?;
-    let mut printed = 0u64;
+    let mut c = PrintCounts::default();
+    let mut history = 0u64;
     loop {
-        tokio::select! {
+        let msg = tokio::select! {
             _ = stop.cancelled() => break,
-            msg = consumer.recv() => {
-                let Ok(msg) = msg else { continue };
-                let Some(payload) = msg.payload() else { continue };
-                match serde_json::from_slice::<Alert>(payload) {
-                    Ok(a) => {
-                        println!("{}", describe(&a));
-                        printed += 1;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "Unreadable alert on the alerts topic."),
-                }
+            msg = consumer.recv() => msg,
+        };
+        let Ok(msg) = msg else { continue };
+        let Some(payload) = msg.payload() else {
+            continue;
+        };
+        printed.fetch_add(1, Ordering::SeqCst);
+        let a = match serde_json::from_slice::<Alert>(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "Unreadable alert on the alerts topic.");
+                continue;
             }
+        };
+        match a.status {
+            AlertStatus::Firing => c.firing += 1,
+            AlertStatus::Resolved => c.resolved += 1,
+        }
+        let ts = chrono::DateTime::parse_from_rfc3339(&a.ts).map_or(0, |t| t.timestamp_millis());
+        if ts < live_from_ms {
+            history += 1;
+            continue;
+        }
+        let caught = injected
+            .iter()
+            .find(|i| i.fingerprint == a.fingerprint && (i.from_ms..=i.to_ms).contains(&ts));
+        if a.status == AlertStatus::Firing {
+            c.live_firing += 1;
+            c.live_caught += u64::from(caught.is_some());
+        }
+        match caught {
+            Some(i) if a.status == AlertStatus::Firing => {
+                println!("{}   <- injected {}", describe(&a), i.kind.as_str());
+            }
+            _ => println!("{}", describe(&a)),
         }
     }
-    Ok(printed)
+    if history > 0 {
+        println!(
+            "({history} alert messages about the history were not printed; kcat shows them all)"
+        );
+    }
+    Ok(c)
 }
 
 /// One readable line per alert.

@@ -284,8 +284,14 @@ impl Shard {
         let now = self.now_secs();
         let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
         let before = self.series.len();
-        self.series
-            .retain(|_, e| now.saturating_sub(e.last_seen) < ttl);
+        let metrics = &self.core.metrics;
+        self.series.retain(|key, e| {
+            let keep = now.saturating_sub(e.last_seen) < ttl;
+            if !keep {
+                metrics.forget_series(key);
+            }
+            keep
+        });
         let evicted = before - self.series.len();
         if evicted > 0 {
             self.core.metrics.series_evicted(evicted as u64);
@@ -305,9 +311,11 @@ impl Shard {
         let mut ages: Vec<u32> = self.series.values().map(|e| e.last_seen).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
         let mut budget = k;
-        self.series.retain(|_, e| {
+        let metrics = &self.core.metrics;
+        self.series.retain(|key, e| {
             if budget > 0 && e.last_seen <= cutoff {
                 budget -= 1;
+                metrics.forget_series(key);
                 false
             } else {
                 true

@@ -4,6 +4,8 @@ mod adagrad_vectors;
 mod backtest;
 mod cli;
 mod daemon;
+mod demo;
+mod reference_config;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;

@@ -35,7 +35,8 @@ pub const NAME: &str = "kafka";
 pub struct KafkaSinkConfig {
     /// Produce alerts to `topic`.
     pub enabled: bool,
-    /// `bootstrap.servers`, e.g. `kafka-1:9092,kafka-2:9092`.
+    /// `bootstrap.servers`, e.g. `kafka-1:9092,kafka-2:9092`. Empty (the
+    /// default): the input cluster, `kafka.brokers`.
     pub brokers: String,
     /// Topic the alerts go to.
     pub topic: String,
