@@ -115,10 +115,11 @@ pub async fn get(url: &str) -> (u16, String) {
     (status, r.text().await.expect("body"))
 }
 
+/// librdkafka's mock cluster, as [`cluster`] makes it.
+pub type Cluster = MockCluster<'static, DefaultProducerContext>;
+
 /// A mock cluster with the given topics (name, partitions).
-pub fn cluster(
-    topics: &[(&str, i32)],
-) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+pub fn cluster(topics: &[(&str, i32)]) -> Cluster {
     let mock = MockCluster::new(1).expect("mock cluster");
     for (t, p) in topics {
         mock.create_topic(t, *p, 1).expect("create topic");
@@ -144,6 +145,29 @@ pub fn config(bootstrap: &str, group: &str, topic: &str) -> Config {
     c.sinks.kafka.topic = "alerts".into();
     c.pipeline.workers = 2;
     c
+}
+
+/// A broker of a mock cluster taken down until this is dropped (also when a
+/// test fails mid-outage, so the daemon can leave its group cleanly).
+pub struct BrokerOutage<'a> {
+    cluster: &'a Cluster,
+    broker: i32,
+}
+
+impl<'a> BrokerOutage<'a> {
+    /// Takes `broker` (ids start at 1) down.
+    pub fn start(cluster: &'a Cluster, broker: i32) -> Self {
+        cluster.broker_down(broker).expect("broker down");
+        Self { cluster, broker }
+    }
+}
+
+impl Drop for BrokerOutage<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.cluster.broker_up(self.broker) {
+            eprintln!("cannot bring broker {} back up: {e}", self.broker);
+        }
+    }
 }
 
 /// A synchronous producer for test input.
@@ -460,7 +484,9 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogCounter {
 
 /// Runs `test` on a multi-threaded runtime (2 workers, like the daemon
 /// tests) whose every thread, and the calling one, logs into `logs`. The
-/// subscriber is per thread, so tests running in parallel do not mix.
+/// subscriber is per thread, so tests running in parallel do not mix; lines
+/// from threads outside the runtime (the pipeline's shard threads,
+/// librdkafka's) are not seen.
 pub fn run_logging_to<F: Future>(logs: &LogCounter, test: F) -> F::Output {
     let worker_logs = logs.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
