@@ -49,6 +49,7 @@ use crate::config::secret::{
 use crate::decode::Decoder;
 use crate::pipeline::{BarrierKind, Pipeline, SourcePartition};
 use crate::state::StateStore;
+use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::Metrics;
 
 /// Where a new consumer group starts reading a partition.
@@ -415,9 +416,12 @@ impl Shared {
     }
 }
 
-/// The consumer context: rebalance hand-over and the lag metric.
+/// The consumer context: rebalance hand-over, the lag metric and
+/// librdkafka's client errors.
 pub struct SourceContext {
     shared: Arc<Shared>,
+    /// Client errors repeat several times a second while a broker is down.
+    error_log: RateLimit,
 }
 
 impl SourceContext {
@@ -442,6 +446,18 @@ impl SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    /// librdkafka's client-level errors. Most are transient (a broker down,
+    /// a connection refused) and librdkafka recovers by itself, so they are
+    /// rate-limited warnings instead of rdkafka's default of one ERROR line
+    /// each; a fatal error needs the operator and is always logged.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+            tracing::error!(error = %error, reason, "Fatal Kafka client error.");
+        } else if let Some(suppressed) = self.error_log.allow() {
+            tracing::warn!(error = %error, reason, suppressed, "Kafka client error.");
+        }
+    }
+
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
@@ -556,6 +572,7 @@ impl KafkaSource {
         let consumer: StreamConsumer<SourceContext> = client
             .create_with_context(SourceContext {
                 shared: Arc::clone(&shared),
+                error_log: RateLimit::default(),
             })
             .map_err(setup)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -576,6 +593,8 @@ impl KafkaSource {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate
         let mut reporter = DecodeErrorReporter::new(Duration::from_secs(10));
+        // recv() fails every ~100 ms while the brokers are unreachable.
+        let error_log = RateLimit::default();
         let mut events = Vec::new();
         let mut errors = Vec::new();
         let m = Arc::clone(&self.shared.metrics);
@@ -593,7 +612,9 @@ impl KafkaSource {
                         Ok(msg) => msg,
                         Err(e) => {
                             m.consumer_error();
-                            tracing::warn!(error = %e, "Kafka consumer error.");
+                            if let Some(suppressed) = error_log.allow() {
+                                tracing::warn!(error = %e, suppressed, "Kafka consumer error.");
+                            }
                             continue;
                         }
                     };

@@ -5,6 +5,7 @@ mod backtest;
 mod cli;
 mod daemon;
 mod demo;
+mod faults;
 mod reference_config;
 mod sinks_alertmanager;
 mod sinks_kafka;

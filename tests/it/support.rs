@@ -115,10 +115,11 @@ pub async fn get(url: &str) -> (u16, String) {
     (status, r.text().await.expect("body"))
 }
 
+/// librdkafka's mock cluster, as [`cluster`] makes it.
+pub type Cluster = MockCluster<'static, DefaultProducerContext>;
+
 /// A mock cluster with the given topics (name, partitions).
-pub fn cluster(
-    topics: &[(&str, i32)],
-) -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+pub fn cluster(topics: &[(&str, i32)]) -> Cluster {
     let mock = MockCluster::new(1).expect("mock cluster");
     for (t, p) in topics {
         mock.create_topic(t, *p, 1).expect("create topic");
@@ -146,19 +147,48 @@ pub fn config(bootstrap: &str, group: &str, topic: &str) -> Config {
     c
 }
 
+/// A broker of a mock cluster taken down until this is dropped (also when a
+/// test fails mid-outage, so the daemon can leave its group cleanly).
+pub struct BrokerOutage<'a> {
+    cluster: &'a Cluster,
+    broker: i32,
+}
+
+impl<'a> BrokerOutage<'a> {
+    /// Takes `broker` (ids start at 1) down.
+    pub fn start(cluster: &'a Cluster, broker: i32) -> Self {
+        cluster.broker_down(broker).expect("broker down");
+        Self { cluster, broker }
+    }
+}
+
+impl Drop for BrokerOutage<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.cluster.broker_up(self.broker) {
+            eprintln!("cannot bring broker {} back up: {e}", self.broker);
+        }
+    }
+}
+
 /// A synchronous producer for test input.
 pub struct TestProducer(ThreadedProducer<DefaultProducerContext>);
 
 impl TestProducer {
     pub fn new(bootstrap: &str) -> Self {
-        Self(
-            ClientConfig::new()
-                .set("bootstrap.servers", bootstrap)
-                .set("linger.ms", "0")
-                .set("message.max.bytes", "10000000")
-                .create()
-                .expect("producer"),
-        )
+        Self::with_options(bootstrap, &[])
+    }
+
+    /// A producer with extra librdkafka properties on top of the defaults,
+    /// e.g. a `message.timeout.ms` that outlasts a broker outage.
+    pub fn with_options(bootstrap: &str, options: &[(&str, &str)]) -> Self {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "0")
+            .set("message.max.bytes", "10000000");
+        for (k, v) in options {
+            c.set(*k, *v);
+        }
+        Self(c.create().expect("producer"))
     }
 
     /// Sends one message to an explicit partition (or by key hash when
@@ -178,7 +208,13 @@ impl TestProducer {
     }
 
     pub fn flush(&self) {
-        self.0.flush(Duration::from_secs(10)).expect("flush");
+        self.flush_within(Duration::from_secs(10));
+    }
+
+    /// Waits until every queued message is delivered; panics after
+    /// `timeout` (e.g. longer than an injected broker outage).
+    pub fn flush_within(&self, timeout: Duration) {
+        self.0.flush(timeout).expect("flush");
     }
 }
 
@@ -250,6 +286,56 @@ pub fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> 
             _ => None,
         })
         .collect()
+}
+
+/// The end offsets (high watermarks) of partitions `0..partitions` of
+/// `topic`: where a consumer that has read everything commits.
+pub fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set(
+            "group.id",
+            format!("watermarks-{topic}-{}", std::process::id()),
+        )
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
+            (p, high)
+        })
+        .collect()
+}
+
+/// The text exposition served on `/metrics` at `addr`.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    let (status, text) = get(&format!("http://{addr}/metrics")).await;
+    assert_eq!(status, 200, "GET /metrics");
+    text
+}
+
+/// The sum of every sample of the metric family `name` whose labels include
+/// all of `labels` (0 when none does): e.g. every drop reason of one sink.
+pub fn metric_sum(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (selector, value) = l.rsplit_once(' ')?;
+            let (n, rest) = match selector.find('{') {
+                Some(i) => (&selector[..i], &selector[i..]),
+                None => (selector, ""),
+            };
+            let has = |k: &str, v: &str| {
+                let pair = format!("{k}=\"{v}\"");
+                rest.contains(&format!("{{{pair}")) || rest.contains(&format!(",{pair}"))
+            };
+            let wanted = n == name && labels.iter().all(|(k, v)| has(k, v));
+            wanted.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
 }
 
 /// The value of a metric line `name{labels} value` in an exposition (the
@@ -332,4 +418,87 @@ pub fn readme_metric_names() -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// A log line's level, target and message.
+pub type LogKey = (tracing::Level, String, String);
+
+/// Counts log events at INFO and above by (level, target, message), for
+/// tests that check a fault does not flood the log.
+#[derive(Clone, Default)]
+pub struct LogCounter(Arc<Mutex<BTreeMap<LogKey, usize>>>);
+
+impl LogCounter {
+    /// How many events at `level` from a target starting with `target`
+    /// carried `message`.
+    pub fn count(&self, level: tracing::Level, target: &str, message: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((l, t, m), _)| *l == level && t.starts_with(target) && m == message)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every (level, target, message) seen, with its count.
+    pub fn all(&self) -> BTreeMap<LogKey, usize> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// A subscriber that counts into `self`.
+    fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+        use tracing_subscriber::layer::SubscriberExt;
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::filter::LevelFilter::INFO)
+            .with(self.clone())
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LogCounter {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "message" {
+                    value.clone_into(&mut self.0);
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        let meta = event.metadata();
+        let key = (*meta.level(), meta.target().to_owned(), message.0);
+        *self.0.lock().unwrap().entry(key).or_default() += 1;
+    }
+}
+
+/// Runs `test` on a multi-threaded runtime (2 workers, like the daemon
+/// tests) whose every thread, and the calling one, logs into `logs`. The
+/// subscriber is per thread, so tests running in parallel do not mix; lines
+/// from threads outside the runtime (the pipeline's shard threads,
+/// librdkafka's) are not seen.
+pub fn run_logging_to<F: Future>(logs: &LogCounter, test: F) -> F::Output {
+    let worker_logs = logs.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // Runtime threads live until the runtime is dropped; the guard
+            // must live as long as the thread.
+            std::mem::forget(tracing::subscriber::set_default(worker_logs.subscriber()));
+        })
+        .build()
+        .expect("runtime");
+    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    runtime.block_on(test)
 }
