@@ -138,6 +138,7 @@ pub fn config(bootstrap: &str, group: &str, topic: &str) -> Config {
     c.kafka.auto_offset_reset = OffsetReset::Earliest;
     c.kafka.session_timeout_ms = 6_000;
     c.kafka.commit_interval_ms = 200;
+    c.kafka.statistics_interval_ms = 500;
     c.metrics.listen_addr = "127.0.0.1:0".into();
     c.sinks.log.enabled = false;
     c.sinks.kafka.enabled = true;
@@ -501,4 +502,14 @@ pub fn run_logging_to<F: Future>(logs: &LogCounter, test: F) -> F::Output {
         .expect("runtime");
     let _guard = tracing::subscriber::set_default(logs.subscriber());
     runtime.block_on(test)
+}
+
+/// A 2-worker multi-threaded runtime for a test whose mock cluster must
+/// outlive it (create the cluster first, then `runtime().block_on(...)`).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
