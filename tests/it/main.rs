@@ -2,6 +2,7 @@
 
 mod adagrad_vectors;
 mod daemon;
+mod deploy;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;
