@@ -16,9 +16,10 @@
 //!   dashboard charts every metric family;
 //! - real tools where Debian has them: `promtool check rules|config`,
 //!   `promtool test rules` (the rules' unit tests), every dashboard query
-//!   through promtool's parser, `amtool check-config`, `systemd-analyze
-//!   verify`, and the Dockerfile's HEALTHCHECK command and the Kubernetes
-//!   probe paths against the daemon's real HTTP endpoint.
+//!   through promtool's parser, `amtool check-config` and `amtool config
+//!   routes test`, `systemd-analyze verify`, and the Dockerfile's
+//!   HEALTHCHECK command and the Kubernetes probe paths against the
+//!   daemon's real HTTP endpoint.
 //!
 //! `promtool` comes from Debian's `prometheus` package and `amtool` from
 //! `prometheus-alertmanager` (CI installs both); `ANOMALYD_TEST_PROMTOOL` and
@@ -1124,6 +1125,26 @@ fn deployed_configs_load_and_validate() {
     let mut env = env_example();
     env.extend(Unit::load().env());
     deployed_config("", &env, "the systemd unit's environment");
+
+    // Any other TOML file under deploy/ is an anomalyd config too and must
+    // at least stand on its own.
+    fn tomls(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read deploy/") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                tomls(&path, out);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    tomls(&deploy_path(""), &mut files);
+    assert!(!files.is_empty());
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        deployed_config(&text, &BTreeMap::new(), &f.display().to_string());
+    }
 }
 
 #[test]
@@ -1906,6 +1927,38 @@ fn amtool_accepts_the_alertmanager_config() {
         &deploy_path("alertmanager"),
     );
     assert!(ok, "amtool check-config:\n{report}");
+
+    // Routing: the daemon's own alerts (its alertmanager sink's alertname)
+    // reach the anomalies receiver; the health rules reach the operators.
+    let config = Compose::load().anomalyd_config();
+    let mut cases = vec![(
+        "anomalies",
+        vec![
+            format!("alertname={}", config.sinks.alertmanager.alertname),
+            "metric=cpu".to_owned(),
+            "severity=critical".to_owned(),
+        ],
+    )];
+    for (place, _) in rule_exprs() {
+        let name = place.trim_start_matches("rule ").to_owned();
+        cases.push((
+            "operators",
+            vec![format!("alertname={name}"), "job=anomalyd".to_owned()],
+        ));
+    }
+    for (receiver, labels) in cases {
+        let mut args = vec![
+            "config".to_owned(),
+            "routes".to_owned(),
+            "test".to_owned(),
+            "--config.file=alertmanager.yml".to_owned(),
+            format!("--verify.receivers={receiver}"),
+        ];
+        args.extend(labels.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, report) = run(&amtool, &args, &deploy_path("alertmanager"));
+        assert!(ok, "{labels:?} should route to {receiver}:\n{report}");
+    }
 }
 
 #[test]
