@@ -5,6 +5,7 @@ mod backtest;
 mod cli;
 mod daemon;
 mod demo;
+mod deploy;
 mod faults;
 mod reference_config;
 mod sinks_alertmanager;
