@@ -112,7 +112,7 @@ impl Default for AlertRuleConfig {
 }
 
 impl AlertRuleConfig {
-    /// Records every problem under `prefix` (e.g. `alert.rule`).
+    /// Records every problem under `prefix` (e.g. `alert`).
     pub fn validate(&self, prefix: &str, problems: &mut Problems) {
         let t = self.threshold;
         problems.check(
@@ -514,7 +514,7 @@ mod tests {
     fn rule(f: impl FnOnce(&mut AlertRuleConfig)) -> AlertRule {
         let mut c = AlertRuleConfig::default();
         f(&mut c);
-        AlertRule::new(&c, "alert.rule").unwrap()
+        AlertRule::new(&c, "alert").unwrap()
     }
 
     /// A warm decision expecting 10 with band [9, 11].
@@ -939,18 +939,18 @@ mod tests {
             min_abs_deviation: -1.0,
             min_rel_deviation: f64::NAN,
         };
-        let err = AlertRule::new(&bad, "alert.rule").unwrap_err();
+        let err = AlertRule::new(&bad, "alert").unwrap_err();
         let keys: Vec<&str> = err.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(
             keys,
             [
-                "alert.rule.threshold",
-                "alert.rule.critical_threshold",
-                "alert.rule.window_events",
-                "alert.rule.resolve_after_events",
-                "alert.rule.cooldown_secs",
-                "alert.rule.min_abs_deviation",
-                "alert.rule.min_rel_deviation",
+                "alert.threshold",
+                "alert.critical_threshold",
+                "alert.window_events",
+                "alert.resolve_after_events",
+                "alert.cooldown_secs",
+                "alert.min_abs_deviation",
+                "alert.min_rel_deviation",
             ]
         );
         let bad = AlertRuleConfig {

@@ -87,30 +87,42 @@ impl Config {
     pub fn load_unvalidated(path: Option<&Path>) -> Result<Self, ConfigError> {
         let env_path = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
         let path = path.map(Path::to_path_buf).or(env_path);
-        let mut builder = config::Config::builder();
-        if let Some(path) = &path {
+        let text = match &path {
             // Read it ourselves so a missing file gets an OS error with the
             // path, not a generic "not found".
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Self::from_sources(text.as_deref(), None)
+            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))
+    }
+
+    /// The layering itself: defaults → `toml` → environment variables
+    /// (the process environment, or `env` when given, which lets tests and
+    /// tools layer a deployment's variables without touching the process).
+    pub fn from_sources(
+        toml: Option<&str>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, config::ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(text) = toml {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator(ENV_SEPARATOR)
-                .separator(ENV_SEPARATOR)
-                .list_separator(",")
-                .with_list_parse_key("kafka.topics")
-                .try_parsing(true),
-        );
-        let built = builder
-            .build()
-            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))?;
-        let mut config = built
-            .try_deserialize::<Config>()
-            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))?;
+        let env_source = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .list_separator(",")
+            .with_list_parse_key("kafka.topics")
+            .try_parsing(true)
+            .source(env.map(|m| m.into_iter().collect()));
+        let mut config: Config = builder.add_source(env_source).build()?.try_deserialize()?;
         config.fill_derived_defaults();
         Ok(config)
     }

@@ -145,26 +145,12 @@ fn duration_secs(s: &str) -> f64 {
 // ---------------------------------------------------------------------------
 // anomalyd configs
 
-/// Loads `toml` with `env` as the environment, exactly as
-/// `Config::load_unvalidated` layers them (defaults → file → `ANOMALYD__`
-/// variables), without touching the process environment. Keep the
-/// `Environment` settings in step with `src/config/load.rs`.
+/// Loads `toml` with `env` as the environment, through the daemon's own
+/// layering (`Config::from_sources`: defaults → file → `ANOMALYD__`
+/// variables), without touching the process environment.
 fn load_config(toml: &str, env: &BTreeMap<String, String>, what: &str) -> Config {
-    let source: config::Map<String, String> =
-        env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    config::Config::builder()
-        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator(ENV_SEPARATOR)
-                .separator(ENV_SEPARATOR)
-                .list_separator(",")
-                .with_list_parse_key("kafka.topics")
-                .try_parsing(true)
-                .source(Some(source)),
-        )
-        .build()
-        .and_then(|c| c.try_deserialize::<Config>())
+    let env = env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Config::from_sources(Some(toml), Some(env))
         .unwrap_or_else(|e| panic!("{what}: the daemon would refuse this config: {e}"))
 }
 
