@@ -95,7 +95,7 @@ impl Config {
                 path: path.clone(),
                 source,
             })?;
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
+            builder = builder.add_source(toml_source(&text));
         }
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
@@ -105,12 +105,20 @@ impl Config {
                 .with_list_parse_key("kafka.topics")
                 .try_parsing(true),
         );
-        let built = builder
-            .build()
-            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))?;
-        built
-            .try_deserialize::<Config>()
-            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))
+        let source = path.map_or_else(
+            || "environment".to_string(),
+            |p| format!("{} (or environment)", p.display()),
+        );
+        deserialize(builder, &source)
+    }
+
+    /// Parses TOML text over the defaults, without the environment layer
+    /// and without validating values: the file layer of
+    /// [`Config::load_unvalidated`], through the same code (the config fuzz
+    /// target and tests use it).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let builder = config::Config::builder().add_source(toml_source(text));
+        deserialize(builder, "config text")
     }
 
     /// The effective configuration as TOML, as `check-config --print` shows
@@ -136,13 +144,59 @@ impl Config {
     }
 }
 
-fn describe(e: &config::ConfigError, path: Option<&Path>) -> String {
-    let source = path.map_or_else(
-        || "environment".to_string(),
-        |p| format!("{} (or environment)", p.display()),
-    );
+/// The file layer: TOML text, as the `config` crate reads it.
+fn toml_source(text: &str) -> config::File<config::FileSourceString, config::FileFormat> {
+    config::File::from_str(text, config::FileFormat::Toml)
+}
+
+/// Builds the layers and deserialises them into a [`Config`]; `source`
+/// names where the text came from, for the error message.
+fn deserialize(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    source: &str,
+) -> Result<Config, ConfigError> {
+    builder
+        .build()
+        .and_then(config::Config::try_deserialize::<Config>)
+        .map_err(|e| ConfigError::Parse(describe(&e, source)))
+}
+
+fn describe(e: &config::ConfigError, source: &str) -> String {
     format!(
         "{source}: {e}. Check the key's spelling and type against config/anomalyd.toml; \
          environment overrides look like ANOMALYD__KAFKA__GROUP_ID"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_text_layers_over_the_defaults() {
+        let c = Config::from_toml_str(
+            "[kafka]\ngroup_id = \"g\"\ntopics = [\"a\", \"b\"]\n[detector.model]\nlags = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.group_id, "g");
+        assert_eq!(c.kafka.topics, ["a", "b"]);
+        assert_eq!(c.detector.model.lags, 3);
+        assert_eq!(c.alert, Config::default().alert);
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_parse_errors() {
+        for text in ["[kafka]\ngroup = \"g\"\n", "[kafka\n", "kafka = 3\n"] {
+            let err = Config::from_toml_str(text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse(_)), "{text:?}: {err}");
+            assert!(err.to_string().starts_with("config text: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_default_config_prints_and_reads_back_as_itself() {
+        let printed = Config::default().to_toml().unwrap();
+        assert_eq!(Config::from_toml_str(&printed).unwrap(), Config::default());
+    }
 }
