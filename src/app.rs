@@ -75,7 +75,8 @@ impl Running {
 
 /// Builds every component and starts consuming. Must run on the
 /// multi-threaded tokio runtime (rebalance callbacks block in place).
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
+    config.fill_derived_defaults();
     let registry = Registry::new();
     let metrics = Arc::new(
         Metrics::new(
@@ -232,7 +233,8 @@ pub struct ReplayReport {
 
 /// Replays a file (or stdin for `-`) through the configured decoder,
 /// detector, alert rule and sinks, without Kafka.
-pub async fn replay(config: Config, input: &std::path::Path) -> anyhow::Result<ReplayReport> {
+pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Result<ReplayReport> {
+    config.fill_derived_defaults();
     let metrics = Arc::new(
         Metrics::new(
             Registry::new(),

@@ -33,9 +33,11 @@ pub struct Decision {
     /// observation).
     pub expected: f64,
     /// Lower edge of the band of values that would score below the alert
-    /// threshold.
+    /// threshold; `f64::MIN` when no value below the expected one would
+    /// reach it (always finite).
     pub lower: f64,
-    /// Upper edge of that band.
+    /// Upper edge of that band; `f64::MAX` when no value above the expected
+    /// one would reach it.
     pub upper: f64,
     /// False while the series is still learning: the score is 0 and the
     /// series cannot alert.
@@ -113,12 +115,28 @@ pub enum DetectorError {
     AlertThreshold(f64),
 }
 
+/// Largest magnitude of a value the detector accepts; larger ones are
+/// [`Skipped::OutOfRange`]. The model keeps variances of the values and of
+/// their steps, i.e. squares of differences of values, which overflow to
+/// infinity (and then NaN) from about 1e154 on and would poison the series'
+/// state for good. No real metric comes anywhere near 1e100, so the bound
+/// only refuses garbage (e.g. an `f64::MAX` sentinel) and leaves every step
+/// of the arithmetic a wide margin.
+pub const MAX_ABS_VALUE: f64 = 1e100;
+
 /// Why an event was not scored. The state is untouched in every case.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
 pub enum Skipped {
     /// The value is NaN or infinite; it is never learned.
     #[error("value {value} is not a finite number")]
     NonFinite {
+        /// The rejected value.
+        value: f64,
+    },
+    /// The value is finite but beyond ±[`MAX_ABS_VALUE`]; it is never
+    /// learned.
+    #[error("value {value} is out of range: the detector takes values within ±1e100")]
+    OutOfRange {
         /// The rejected value.
         value: f64,
     },
@@ -131,12 +149,14 @@ pub enum Skipped {
 
 impl Skipped {
     /// Every [`Skipped::reason`], so metrics can register them up front.
-    pub const REASONS: &'static [&'static str] = &["non_finite", "incompatible_state"];
+    pub const REASONS: &'static [&'static str] =
+        &["non_finite", "out_of_range", "incompatible_state"];
 
     /// A label value for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NonFinite { .. } => "non_finite",
+            Self::OutOfRange { .. } => "out_of_range",
             Self::IncompatibleState => "incompatible_state",
         }
     }
@@ -177,6 +197,14 @@ impl DetectorState {
     /// reaches `threshold.warmup_events`.
     pub fn scored_events(&self) -> u32 {
         self.scored
+    }
+
+    /// Whether every number in the state is finite. [`Detector::observe`]
+    /// keeps it so for any input; a state that is not (e.g. a corrupt
+    /// snapshot) would poison every later score and should be replaced
+    /// with [`Detector::new_state`].
+    pub fn is_finite(&self) -> bool {
+        self.model.is_finite() && self.threshold.is_finite()
     }
 }
 
@@ -268,7 +296,10 @@ impl Detector {
             upper = upper.min(hi);
         }
         if lower <= upper {
-            (lower, upper)
+            // An unbounded side (no residual reaches the threshold, e.g. a
+            // fitted tail that never gets that unlikely) is ±∞ here; the
+            // decision stays finite, as alerts and backtest rows need.
+            (lower.max(f64::MIN), upper.min(f64::MAX))
         } else {
             (f.expected, f.expected)
         }
@@ -278,7 +309,8 @@ impl Detector {
     ///
     /// Events of one series must come in order; `ts_ms` only feeds the
     /// calendar features (gaps, irregular sampling and repeated timestamps
-    /// are fine). A non-finite value is refused and the state is untouched.
+    /// are fine). A non-finite value, or one beyond ±[`MAX_ABS_VALUE`], is
+    /// refused and the state is untouched.
     pub fn observe(
         &self,
         state: &mut DetectorState,
@@ -287,6 +319,9 @@ impl Detector {
     ) -> Result<Decision, Skipped> {
         if !value.is_finite() {
             return Err(Skipped::NonFinite { value });
+        }
+        if value.abs() > MAX_ABS_VALUE {
+            return Err(Skipped::OutOfRange { value });
         }
         // The scratch buffers live per thread: zeroing a fresh kilobyte on
         // every event cost more than the threshold. Every slot a model reads
@@ -521,6 +556,93 @@ mod tests {
     }
 
     #[test]
+    fn values_beyond_the_modelled_range_are_skipped_and_leave_the_state_alone() {
+        // Found by the property test below: -1.2e174 after 0 squared to ∞ in
+        // the variance of the level, and the state held NaN from then on.
+        for d in all() {
+            let mut st = d.new_state();
+            for i in 0..200 {
+                d.observe(&mut st, i * MINUTE, ordinary(i as usize))
+                    .unwrap();
+            }
+            let before = st.clone();
+            for bad in [
+                f64::MAX,
+                f64::MIN,
+                1e300,
+                -1.204992239711173e174,
+                MAX_ABS_VALUE * (1.0 + f64::EPSILON),
+            ] {
+                let err = d.observe(&mut st, 200 * MINUTE, bad).unwrap_err();
+                assert_eq!(err, Skipped::OutOfRange { value: bad });
+                assert_eq!(err.reason(), "out_of_range");
+                assert!(Skipped::REASONS.contains(&err.reason()));
+            }
+            assert_eq!(st, before, "{}", name(&d));
+            // The edges of the range are modelled, even alternating.
+            for i in 0..300 {
+                let v = if i % 2 == 0 {
+                    MAX_ABS_VALUE
+                } else {
+                    -MAX_ABS_VALUE
+                };
+                let x = d.observe(&mut st, (201 + i) * MINUTE, v).unwrap();
+                assert!(x.expected.is_finite() && x.lower <= x.upper, "{x:?}");
+                assert!(x.lower.is_finite() && x.upper.is_finite(), "{x:?}");
+            }
+            assert!(st.is_finite(), "{}: {st:?}", name(&d));
+        }
+    }
+
+    #[test]
+    fn band_stays_finite_when_no_residual_can_reach_the_threshold() {
+        // Found by the property test below: a SPOT tail fitted on a few wild
+        // residuals never gets as unlikely as the alert threshold, its
+        // inverse is ∞, and the band was (-∞, ∞).
+        let mut c = DetectorConfig::default();
+        c.model.lags = 1;
+        c.model.daily_harmonics = 0;
+        c.model.standardize_events = 2;
+        c.threshold = ThresholdConfig {
+            kind: ThresholdKind::Spot,
+            warmup_events: 1,
+            horizon_events: 2,
+            smoothing_events: 2,
+            inflation_events: 0,
+            level_channel: false,
+            range_novelty: false,
+            ..ThresholdConfig::default()
+        };
+        let d = Detector::new(&c, DEFAULT_ALERT_THRESHOLD).unwrap();
+        let v = [
+            1e12,
+            0.0,
+            -493.17160511321373,
+            -782.5753209548418,
+            331.4099909077104,
+            687.8129723805645,
+            687.8129723805645,
+            0.0,
+            0.0,
+            116.85448917506912,
+            116.85448917506912,
+            0.0,
+            1e12,
+            0.0,
+        ];
+        let out = run(&d, v);
+        for x in &out {
+            assert!(x.lower.is_finite() && x.upper.is_finite(), "{x:?}");
+            assert!(x.lower <= x.upper, "{x:?}");
+        }
+        assert!(
+            out.iter()
+                .any(|x| x.lower == f64::MIN && x.upper == f64::MAX),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn warm_up_scores_zero_until_the_configured_count() {
         let mut c = DetectorConfig::default();
         c.threshold.warmup_events = 30;
@@ -682,5 +804,189 @@ mod tests {
         assert_eq!(c.model.lags, ModelConfig::default().lags);
         assert_eq!(c.threshold.kind, ThresholdKind::Spot);
         assert!(serde_json::from_str::<DetectorConfig>(r#"{"model": {"lag": 3}}"#).is_err());
+    }
+}
+
+/// Property tests: for any detector config and any input, finite or not,
+/// the per-event contract holds and the state stays finite and bounded.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::ModelKind;
+    use crate::threshold::{DEFAULT_ALERT_THRESHOLD, ThresholdKind};
+
+    /// Values that break naive arithmetic: non-finite, overflowing when
+    /// squared or subtracted, subnormal, signed zeros.
+    pub(crate) const SPECIAL: [f64; 20] = [
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        1e300,
+        -1e300,
+        1e-300,
+        -1e-300,
+        0.0,
+        -0.0,
+        f64::MAX,
+        f64::MIN,
+        f64::MIN_POSITIVE,
+        5e-324,
+        1e12,
+        -1e12,
+        1e154,
+        -1e154,
+        1e155,
+        1.0,
+        -1.0,
+    ];
+
+    /// One value, or `None` for "repeat the previous one".
+    pub(crate) fn value() -> impl Strategy<Value = Option<f64>> {
+        prop_oneof![
+            4 => (-1e3..1e3f64).prop_map(Some),
+            1 => any::<f64>().prop_map(Some),
+            2 => prop::sample::select(&SPECIAL[..]).prop_map(Some),
+            3 => Just(None),
+        ]
+    }
+
+    /// How the timestamp moves: forward, not at all, backwards, anywhere.
+    fn ts_step() -> impl Strategy<Value = (bool, i64)> {
+        prop_oneof![
+            4 => Just((false, 60_000i64)),
+            1 => Just((false, 0)),
+            1 => (-86_400_000i64..0).prop_map(|d| (false, d)),
+            1 => any::<i64>().prop_map(|t| (true, t)),
+        ]
+    }
+
+    pub(crate) fn config() -> impl Strategy<Value = DetectorConfig> {
+        let model = (
+            prop::sample::select(&[ModelKind::Regression, ModelKind::Autoencoder][..]),
+            0usize..=8,
+            0usize..=2,
+            0usize..=1,
+            2usize..=8,
+            1usize..=7,
+            prop::sample::select(&[2u32, 10, 1000][..]),
+            prop::sample::select(&[3.0, 0.1, 1e6][..]),
+            prop::sample::select(&[0.05, 1e-6, 1.0, 100.0][..]),
+            prop::sample::select(&[0.0, 0.1, 1e6][..]),
+        );
+        let threshold = (
+            prop::sample::select(
+                &[
+                    ThresholdKind::Ewma,
+                    ThresholdKind::Quantile,
+                    ThresholdKind::Spot,
+                ][..],
+            ),
+            1u32..=10,
+            prop::sample::select(&[2u32, 3, 20, 2000][..]),
+            prop::sample::select(&[0.98, 0.5 + 1e-9, 1.0 - 1e-9][..]),
+            prop::sample::select(&[1u32, 2, 5, 1000][..]),
+            prop::sample::select(&[0u32, 1, 50][..]),
+            any::<bool>(),
+            any::<bool>(),
+        );
+        (model, threshold).prop_filter_map(
+            "invalid config",
+            |((kind, lags, daily, weekly, window, hidden, std, clip, lr, acc), t)| {
+                let c = DetectorConfig {
+                    model: ModelConfig {
+                        kind,
+                        lags,
+                        daily_harmonics: daily,
+                        weekly_harmonics: weekly,
+                        window,
+                        hidden: hidden.min(window - 1),
+                        standardize_events: std,
+                        error_clip: clip,
+                        learning_rate: lr,
+                        initial_accumulator: acc,
+                    },
+                    threshold: ThresholdConfig {
+                        kind: t.0,
+                        warmup_events: t.1,
+                        horizon_events: t.2,
+                        quantile: t.3,
+                        smoothing_events: t.4,
+                        inflation_events: t.5,
+                        level_channel: t.6,
+                        range_novelty: t.7,
+                    },
+                };
+                let mut p = Problems::new();
+                c.validate("detector", &mut p);
+                p.is_empty().then_some(c)
+            },
+        )
+    }
+
+    /// Turns the generated steps into (timestamp, value) events.
+    pub(crate) fn events(steps: &[((bool, i64), Option<f64>)]) -> Vec<(i64, f64)> {
+        let (mut ts, mut v) = (1_767_225_600_000i64, 0.0);
+        steps
+            .iter()
+            .map(|&((absolute, t), value)| {
+                ts = if absolute { t } else { ts.saturating_add(t) };
+                v = value.unwrap_or(v);
+                (ts, v)
+            })
+            .collect()
+    }
+
+    pub(crate) fn steps() -> impl Strategy<Value = Vec<((bool, i64), Option<f64>)>> {
+        prop::collection::vec((ts_step(), value()), 0..300)
+    }
+
+    proptest! {
+        // Fixed seed: the same cases every run; no regression files in src/.
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xDE7E_C702),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn any_input_keeps_the_contract_and_a_finite_bounded_state(
+            config in config(),
+            steps in steps(),
+        ) {
+            let d = Detector::new(&config, DEFAULT_ALERT_THRESHOLD).unwrap();
+            let mut st = d.new_state();
+            let bytes = st.memory_bytes();
+            let size = postcard::to_allocvec(&st).unwrap().len();
+            for (ts, v) in events(&steps) {
+                let before = st.clone();
+                match d.observe(&mut st, ts, v) {
+                    Ok(x) => {
+                        prop_assert!(v.abs() <= MAX_ABS_VALUE);
+                        prop_assert!((0.0..1.0).contains(&x.score), "{v}: {x:?}");
+                        prop_assert!(
+                            x.expected.is_finite() && x.lower.is_finite() && x.upper.is_finite(),
+                            "{v}: {x:?}"
+                        );
+                        prop_assert!(x.lower <= x.upper, "{v}: {x:?}");
+                    }
+                    Err(Skipped::NonFinite { .. }) => {
+                        prop_assert!(!v.is_finite());
+                        prop_assert_eq!(&st, &before);
+                    }
+                    Err(Skipped::OutOfRange { .. }) => {
+                        prop_assert!(v.is_finite() && v.abs() > MAX_ABS_VALUE);
+                        prop_assert_eq!(&st, &before);
+                    }
+                    Err(e) => prop_assert!(false, "{e}"),
+                }
+                prop_assert!(st.is_finite(), "after {v} at {ts}: {st:?}");
+                prop_assert_eq!(st.memory_bytes(), bytes);
+                // postcard writes the step counters as varints.
+                prop_assert!(postcard::to_allocvec(&st).unwrap().len() <= size + 16);
+            }
+        }
     }
 }

@@ -965,3 +965,165 @@ mod tests {
         );
     }
 }
+
+/// Property tests: for any rule and any sequence of observations (scores,
+/// values and expectations finite or not, warm or not, timestamps in any
+/// order), firing and resolved alternate, and every message is finite.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_f64() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            3 => 0.0..1.0f64,
+            1 => any::<f64>(),
+            1 => prop::sample::select(&[f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.0][..]),
+        ]
+    }
+
+    fn rule_config() -> impl Strategy<Value = AlertRuleConfig> {
+        (
+            0.01..0.99f64,
+            prop::option::of(0.0..1.0f64),
+            1u32..=MAX_WINDOW_EVENTS,
+            1u32..=MAX_WINDOW_EVENTS,
+            1u32..=5,
+            prop::sample::select(&[0u64, 1, 60, MAX_COOLDOWN_SECS][..]),
+            prop::sample::select(&[Direction::Both, Direction::Above, Direction::Below][..]),
+            prop::sample::select(&[0.0, 0.5, 1e9][..]),
+            prop::sample::select(&[0.0, 0.1][..]),
+        )
+            .prop_map(|(t, c, a, b, k, cooldown, direction, abs, rel)| {
+                let (for_events, window_events) = (a.min(b), a.max(b));
+                AlertRuleConfig {
+                    threshold: t,
+                    // Valid critical thresholds lie in [t, 1).
+                    critical_threshold: c.map(|c| t + c * (1.0 - t)),
+                    for_events,
+                    window_events,
+                    resolve_after_events: k,
+                    cooldown_secs: cooldown,
+                    direction,
+                    min_abs_deviation: abs,
+                    min_rel_deviation: rel,
+                }
+            })
+    }
+
+    /// One observation: timestamp step, value, and the decision's score,
+    /// expectation and warmth.
+    fn observation() -> impl Strategy<Value = (i64, f64, f64, f64, bool)> {
+        (
+            prop_oneof![4 => Just(1000i64), 1 => Just(0), 1 => -100_000i64..0, 1 => any::<i64>()],
+            any_f64(),
+            any_f64(),
+            any_f64(),
+            prop::bool::weighted(0.9),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xA1E7_11FE),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn firing_and_resolved_alternate_and_messages_are_finite(
+            config in rule_config(),
+            events in prop::collection::vec(observation(), 0..200),
+        ) {
+            let rule = AlertRule::new(&config, "alert").unwrap();
+            let key = SeriesKey::new("m", [("k", "v")]);
+            let mut lc = Lifecycle::new();
+            // (started_at, escalated) of the open alert.
+            let mut open: Option<(i64, bool)> = None;
+            let mut resolved_at: Option<i64> = None;
+            let mut ts = 0i64;
+            for (step, value, score, expected, warm) in events {
+                // Small steps move the clock; a big one (from `any`) sets it.
+                ts = if step.unsigned_abs() > 100_000 { step } else { ts.saturating_add(step) };
+                let d = Decision { score, expected, lower: expected - 1.0, upper: expected + 1.0, warm };
+                let hit = rule.is_hit(value, &d);
+                let t = lc.step(&rule, ts, value, &d);
+                match (t, open) {
+                    (None, _) => {}
+                    (Some(Transition::Firing { started_at_ms, severity }), None) => {
+                        prop_assert_eq!(started_at_ms, ts);
+                        if let Some(r) = resolved_at {
+                            prop_assert!(ts >= r.saturating_add(config.cooldown_secs as i64 * 1000));
+                        }
+                        if !hit {
+                            prop_assert_eq!(severity, Severity::Warning);
+                        }
+                        open = Some((ts, severity == Severity::Critical));
+                    }
+                    (Some(Transition::Escalated { started_at_ms, severity }), Some((s, false))) => {
+                        prop_assert!(hit);
+                        prop_assert_eq!(severity, Severity::Critical);
+                        prop_assert_eq!(started_at_ms, s);
+                        open = Some((s, true));
+                    }
+                    (Some(Transition::Resolved { started_at_ms, severity }), Some((s, escalated))) => {
+                        // With N of M (N > 1) a lone hit need not hold.
+                        if config.for_events == 1 {
+                            prop_assert!(!hit);
+                        }
+                        prop_assert_eq!(started_at_ms, s);
+                        prop_assert_eq!(severity == Severity::Critical, escalated);
+                        open = None;
+                        resolved_at = Some(ts);
+                    }
+                    (Some(t), open) => prop_assert!(false, "{t:?} with open alert {open:?}"),
+                }
+                prop_assert_eq!(lc.is_firing(), open.is_some());
+                prop_assert_eq!(lc.started_at_ms(), open.map(|o| o.0));
+                if let Some(t) = t {
+                    let a = build_alert(&key, &t, ts, value, &d, &rule, "regression");
+                    for x in [a.value, a.expected, a.lower, a.upper, a.score] {
+                        prop_assert!(x.is_finite(), "{a:?}");
+                    }
+                    prop_assert!((0.0..=1.0).contains(&a.score));
+                    prop_assert_eq!(a.ended_at.is_some(), t.status() == AlertStatus::Resolved);
+                }
+            }
+        }
+
+        #[test]
+        fn a_firing_series_resolves_after_enough_quiet_events(
+            config in rule_config(),
+            quiet in prop::sample::select(&[f64::NAN, 0.0, 0.01][..]),
+        ) {
+            let rule = AlertRule::new(&config, "alert").unwrap();
+            let mut lc = Lifecycle::new();
+            let hit = Decision { score: 0.999, expected: 0.0, lower: -1.0, upper: 1.0, warm: true };
+            let value = match config.direction {
+                Direction::Below => -1e12,
+                _ => 1e12,
+            };
+            let mut ts = 0;
+            while !lc.is_firing() {
+                prop_assert!(ts < 1000, "never fired");
+                lc.step(&rule, ts, value, &hit);
+                ts += 1;
+            }
+            let calm = Decision { score: quiet, ..hit };
+            // The window empties of hits, then the resolve count runs.
+            let needed = config.window_events + config.resolve_after_events;
+            let mut resolved = None;
+            for i in 0..needed {
+                if let Some(t) = lc.step(&rule, ts + i64::from(i), value, &calm) {
+                    prop_assert_eq!(t.as_str(), "resolved");
+                    resolved = Some(i + 1);
+                    break;
+                }
+            }
+            prop_assert!(resolved.is_some_and(|n| n >= config.resolve_after_events));
+            prop_assert!(!lc.is_firing());
+        }
+    }
+}

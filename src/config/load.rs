@@ -100,8 +100,22 @@ impl Config {
             }
             None => None,
         };
-        Self::from_sources(text.as_deref(), None)
-            .map_err(|e| ConfigError::Parse(describe(&e, path.as_deref())))
+        Self::from_sources(text.as_deref(), None).map_err(|e| {
+            let source = path.as_deref().map_or_else(
+                || "environment".to_string(),
+                |p| format!("{} (or environment)", p.display()),
+            );
+            ConfigError::Parse(describe(&e, &source))
+        })
+    }
+
+    /// Parses TOML text over the defaults, without the environment layer
+    /// and without validating values: the file layer of
+    /// [`Config::load_unvalidated`], through the same code (the config fuzz
+    /// target and tests use it).
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_sources(Some(text), Some(std::collections::HashMap::new()))
+            .map_err(|e| ConfigError::Parse(describe(&e, "config text")))
     }
 
     /// The layering itself: defaults → `toml` → environment variables
@@ -115,6 +129,7 @@ impl Config {
         if let Some(text) = toml {
             builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
         }
+        // An empty map (not `None`) means "no environment at all".
         let env_source = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator(ENV_SEPARATOR)
             .separator(ENV_SEPARATOR)
@@ -122,13 +137,13 @@ impl Config {
             .with_list_parse_key("kafka.topics")
             .try_parsing(true)
             .source(env.map(|m| m.into_iter().collect()));
-        let mut config: Config = builder.add_source(env_source).build()?.try_deserialize()?;
-        config.fill_derived_defaults();
-        Ok(config)
+        builder.add_source(env_source).build()?.try_deserialize()
     }
 
-    /// Defaults that depend on other keys: the Kafka alert sink talks to the
-    /// input cluster unless `sinks.kafka.brokers` names another one.
+    /// Defaults that depend on other keys, applied when the daemon starts
+    /// (the loaded config keeps what the user wrote): the Kafka alert sink
+    /// talks to the input cluster unless `sinks.kafka.brokers` names another
+    /// one.
     pub fn fill_derived_defaults(&mut self) {
         if self.sinks.kafka.brokers.trim().is_empty() {
             self.sinks.kafka.brokers = self.kafka.brokers.clone();
@@ -158,13 +173,42 @@ impl Config {
     }
 }
 
-fn describe(e: &config::ConfigError, path: Option<&Path>) -> String {
-    let source = path.map_or_else(
-        || "environment".to_string(),
-        |p| format!("{} (or environment)", p.display()),
-    );
+fn describe(e: &config::ConfigError, source: &str) -> String {
     format!(
         "{source}: {e}. Check the key's spelling and type against config/anomalyd.toml; \
          environment overrides look like ANOMALYD__KAFKA__GROUP_ID"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_text_layers_over_the_defaults() {
+        let c = Config::from_toml_str(
+            "[kafka]\ngroup_id = \"g\"\ntopics = [\"a\", \"b\"]\n[detector.model]\nlags = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.group_id, "g");
+        assert_eq!(c.kafka.topics, ["a", "b"]);
+        assert_eq!(c.detector.model.lags, 3);
+        assert_eq!(c.alert, Config::default().alert);
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_toml_are_parse_errors() {
+        for text in ["[kafka]\ngroup = \"g\"\n", "[kafka\n", "kafka = 3\n"] {
+            let err = Config::from_toml_str(text).unwrap_err();
+            assert!(matches!(err, ConfigError::Parse(_)), "{text:?}: {err}");
+            assert!(err.to_string().starts_with("config text: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_default_config_prints_and_reads_back_as_itself() {
+        let printed = Config::default().to_toml().unwrap();
+        assert_eq!(Config::from_toml_str(&printed).unwrap(), Config::default());
+    }
 }

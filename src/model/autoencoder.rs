@@ -56,6 +56,11 @@ impl AutoencoderState {
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.slab)
     }
+
+    /// Whether every number in the slab is finite.
+    pub fn is_finite(&self) -> bool {
+        self.slab.iter().all(|x| x.is_finite())
+    }
 }
 
 /// SplitMix64: a tiny fixed generator for the initial weights.

@@ -52,6 +52,11 @@ impl LinearState {
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.slab)
     }
+
+    /// Whether every number in the slab is finite.
+    pub fn is_finite(&self) -> bool {
+        self.slab.iter().all(|x| x.is_finite())
+    }
 }
 
 impl LinearModel {

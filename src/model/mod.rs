@@ -13,6 +13,10 @@
 //! to the last value, and reports its residual in those units, so residuals
 //! of series on any scale (1e-9 to 1e12) are comparable and a level shift is
 //! absorbed by the next event.
+//!
+//! Values are finite and within ±[`crate::detector::MAX_ABS_VALUE`]: the
+//! detector refuses others before a model sees them, because squares of
+//! larger differences overflow.
 
 pub mod autoencoder;
 pub mod features;
@@ -302,6 +306,14 @@ impl ModelState {
             Self::Autoencoder(s) => s.heap_bytes(),
         }
     }
+
+    /// Whether every parameter, accumulator, statistic and lag is finite.
+    pub fn is_finite(&self) -> bool {
+        match self {
+            Self::Linear(s) => s.is_finite(),
+            Self::Autoencoder(s) => s.is_finite(),
+        }
+    }
 }
 
 impl Model {
@@ -360,6 +372,81 @@ impl Model {
                 m.learn(s, optimizer, value, work)
             }
             _ => {}
+        }
+    }
+}
+
+/// Property tests: for any model settings and any finite values (±1e300,
+/// subnormals, repeats included), forecasts are finite and the state stays
+/// finite.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::detector::MAX_ABS_VALUE;
+
+    fn config() -> impl Strategy<Value = ModelConfig> {
+        (
+            prop::sample::select(&[ModelKind::Regression, ModelKind::Autoencoder][..]),
+            1usize..=8,
+            0usize..=2,
+            2usize..=8,
+            prop::sample::select(&[2u32, 10, 1000][..]),
+            prop::sample::select(&[0.1, 3.0, 1e6][..]),
+            prop::sample::select(&[1e-6, 0.05, 100.0][..]),
+        )
+            .prop_map(
+                |(kind, lags, harmonics, window, std, clip, lr)| ModelConfig {
+                    kind,
+                    lags,
+                    daily_harmonics: harmonics,
+                    weekly_harmonics: harmonics.min(1),
+                    window,
+                    hidden: (window - 1).min(4),
+                    standardize_events: std,
+                    error_clip: clip,
+                    learning_rate: lr,
+                    initial_accumulator: 0.0,
+                },
+            )
+    }
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => -100.0..100.0f64,
+            1 => (prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO)
+                .prop_map(|v| v.clamp(-MAX_ABS_VALUE, MAX_ABS_VALUE)),
+            1 => prop::sample::select(&[MAX_ABS_VALUE, -MAX_ABS_VALUE, 1e-300, 5e-324][..]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 256,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x0DE1_5747),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn forecasts_and_state_stay_finite(
+            config in config(),
+            values in prop::collection::vec(value(), 0..200),
+        ) {
+            let model = config.build();
+            let optimizer = Adagrad::new(config.adagrad()).unwrap();
+            let mut st = model.new_state();
+            let mut work = Work::default();
+            for (i, v) in values.into_iter().enumerate() {
+                let f = model.forecast(&st, i as i64 * 60_000, v, &mut work).unwrap();
+                prop_assert!(f.expected.is_finite() && f.residual.is_finite(), "{v}: {f:?}");
+                prop_assert!(f.scale > 0.0 && f.scale.is_finite(), "{v}: {f:?}");
+                prop_assert!(f.level_scale > 0.0 && f.level_scale.is_finite(), "{v}: {f:?}");
+                prop_assert!(f.mean.is_finite(), "{v}: {f:?}");
+                model.learn(&mut st, &optimizer, v, &mut work);
+                prop_assert!(st.is_finite(), "after {v}: {st:?}");
+            }
         }
     }
 }

@@ -24,7 +24,14 @@
 //!
 //! A coordinate whose gradient is exactly zero keeps its value in the PyTorch
 //! step (PyTorch computes `0 / (√s + eps) = 0`); the code skips the division
-//! so that `eps = 0` cannot turn `0 / 0` into NaN.
+//! so that `eps = 0` cannot turn `0 / 0` into NaN. For the same reason, with
+//! `eps = 0` a gradient so tiny (below about 1e-162) that its square
+//! underflows to 0 moves nothing while the accumulator is still 0: it added
+//! nothing to `s`, and PyTorch's `g / 0` would write ±∞ into the parameter.
+//! And once an accumulator has overflowed to +∞ (a gradient beyond about
+//! 1e154), that coordinate's steps are 0, which is what PyTorch computes as
+//! long as `lr·g` is finite; where `lr·g` overflows too, PyTorch's `∞ / ∞`
+//! would write NaN. Everywhere else the two agree bit for bit.
 //!
 //! The optimizer value holds only hyper-parameters. Parameters, accumulators
 //! and the step counter belong to the caller ([`AdagradState`] is a
@@ -211,18 +218,22 @@ impl Adagrad {
     fn apply(&self, theta: &mut f64, s: f64, g: f64, clr: f64) {
         let c = &self.config;
         if c.l1 == 0.0 {
-            if g != 0.0 {
-                *theta -= clr * g / (s.sqrt() + c.eps);
+            let denom = s.sqrt() + c.eps;
+            // `denom` is 0 only with eps = 0 and an accumulator that is 0 or
+            // underflowed, and ∞ once it overflowed (see the module docs).
+            if g != 0.0 && denom > 0.0 && denom < f64::INFINITY {
+                *theta -= clr * g / denom;
             }
         } else {
             let h = c.eps + s.sqrt();
-            let u = if g != 0.0 {
+            let u = if g != 0.0 && h > 0.0 && h < f64::INFINITY {
                 *theta - clr * g / h
             } else {
                 *theta
             };
             let shrunk = (u.abs() - clr * c.l1 / h).max(0.0);
-            // `max` maps the NaN of 0/0 (h = 0) to 0, which is the limit.
+            // h = 0: the shrink is ∞ and θ goes to 0, the limit; h = ∞: no
+            // shrink, as no step.
             *theta = if shrunk > 0.0 {
                 shrunk.copysign(u)
             } else {
@@ -324,6 +335,46 @@ mod tests {
     }
 
     #[test]
+    fn zero_eps_and_a_gradient_whose_square_underflows_stay_finite() {
+        // Found by the property test below: g² = 0, so √s + eps = 0, and
+        // the PyTorch step g / 0 wrote -∞ into the parameter.
+        let o = opt(AdagradConfig {
+            lr: 1e-6,
+            eps: 0.0,
+            ..Default::default()
+        });
+        let mut st = AdagradState::new(vec![1.0, 1.0], o.config());
+        st.step_sparse(&o, &[0], &[3.2670006624449545e-221])
+            .unwrap();
+        st.step(&o, &[0.0, -5e-324]);
+        assert_eq!(st.params, vec![1.0, 1.0]);
+        assert_eq!(st.sum, vec![0.0, 0.0]);
+        // Once the accumulator holds something, tiny gradients move again.
+        st.step(&o, &[1e-100, 0.0]);
+        assert_eq!(st.params[0], 1.0 - 1e-6);
+    }
+
+    #[test]
+    fn an_overflowed_accumulator_stops_the_coordinate_instead_of_nan() {
+        // Found by the property test below: s = ∞ and lr·g = ∞, so the
+        // PyTorch step ∞ / ∞ wrote NaN.
+        for l1 in [0.0, 0.1] {
+            let o = opt(AdagradConfig {
+                lr: 100.0,
+                eps: 0.0,
+                l1,
+                ..Default::default()
+            });
+            let mut st = AdagradState::new(vec![0.5, 0.5], o.config());
+            st.step(&o, &[f64::MAX, 1e200]);
+            assert_eq!(st.sum, vec![f64::INFINITY, f64::INFINITY]);
+            assert_eq!(st.params, vec![0.5, 0.5], "l1 {l1}");
+            st.step(&o, &[1.0, -1.0]);
+            assert_eq!(st.params, vec![0.5, 0.5], "l1 {l1}");
+        }
+    }
+
+    #[test]
     fn l1_shrinks_coordinates_without_gradient_to_zero() {
         let o = opt(AdagradConfig {
             lr: 0.1,
@@ -378,5 +429,149 @@ mod tests {
             })
             .is_err()
         );
+    }
+}
+
+/// Property tests: finiteness and step bounds for any finite gradients.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any finite gradient, small and huge ones both likely.
+    fn gradient() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            3 => -10.0..10.0f64,
+            1 => prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO,
+            1 => prop::sample::select(&[0.0, -0.0, f64::MAX, f64::MIN, 1e154, -1e300, 5e-324][..]),
+        ]
+    }
+
+    fn config() -> impl Strategy<Value = AdagradConfig> {
+        (
+            prop::sample::select(&[1e-6, 0.01, 1.0, 100.0][..]),
+            prop::sample::select(&[0.0, 0.1][..]),
+            prop::sample::select(&[0.0, 1e-4, 0.5][..]),
+            prop::sample::select(&[0.0, 0.1, 1e6][..]),
+            prop::sample::select(&[0.0, 1e-10, 1.0][..]),
+            any::<bool>(),
+            prop::sample::select(&[0.0, 0.0, 0.01][..]),
+        )
+            .prop_map(|(lr, lr_decay, weight_decay, acc, eps, maximize, l1)| {
+                AdagradConfig {
+                    lr,
+                    lr_decay,
+                    weight_decay,
+                    initial_accumulator_value: acc,
+                    eps,
+                    maximize,
+                    l1,
+                }
+            })
+    }
+
+    const DIM: usize = 4;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0xADA6_2AD0),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Parameters stay finite for ANY finite gradients, and each step
+        /// moves a coordinate by at most the step's learning rate (Adagrad's
+        /// `|g| / √s ≤ 1`, since `s` includes `g²`). Accumulators can only
+        /// overflow to +∞ when the squared gradients do (|g| > 1e154), which
+        /// is the PyTorch semantics; they are finite otherwise.
+        #[test]
+        fn parameters_stay_finite_and_steps_are_bounded_by_lr(
+            config in config(),
+            start in prop::array::uniform4(-10.0..10.0f64),
+            grads in prop::collection::vec(prop::array::uniform4(gradient()), 0..100),
+        ) {
+            let o = Adagrad::new(config).unwrap();
+            let mut st = AdagradState::new(start.to_vec(), &config);
+            let mut squares = [config.initial_accumulator_value; DIM];
+            for (t, g) in grads.iter().enumerate() {
+                let before = st.params.clone();
+                st.step(&o, g);
+                let clr = o.step_lr(t as u64 + 1);
+                for i in 0..DIM {
+                    prop_assert!(st.params[i].is_finite(), "{:?}", st);
+                    prop_assert!(!st.sum[i].is_nan(), "{:?}", st);
+                    let moved = (st.params[i] - before[i]).abs();
+                    // Rounding: of θ - step (a few ulp of θ), and of √s,
+                    // which is coarse when s is subnormal.
+                    let ulps = 4.0 * f64::EPSILON * before[i].abs().max(st.params[i].abs());
+                    let rel = if st.sum[i] < 1e3 * f64::MIN_POSITIVE { 1e-2 } else { 1e-12 };
+                    // l1 shrinks by up to clr·l1/H more, or to 0, which is no
+                    // further than where it was.
+                    let shrink = if config.l1 > 0.0 {
+                        clr * config.l1 / (config.eps + st.sum[i].sqrt())
+                    } else {
+                        0.0
+                    };
+                    prop_assert!(
+                        moved <= clr * (1.0 + rel) + shrink + ulps
+                            || (config.l1 > 0.0 && st.params[i] == 0.0),
+                        "step {t}: moved {moved} > lr {clr}: {:?}",
+                        st
+                    );
+                    let eff = g[i] + config.weight_decay * before[i];
+                    squares[i] += eff * eff;
+                    if squares[i].is_finite() {
+                        prop_assert!(st.sum[i].is_finite());
+                    }
+                }
+            }
+        }
+
+        /// With weight decay and gradients bounded by `G`, every parameter
+        /// stays within `max(|θ₀|, G / weight_decay) + lr`: beyond `G / wd`
+        /// the decayed gradient points back towards 0.
+        #[test]
+        fn weight_decay_bounds_the_parameters(
+            lr in prop::sample::select(&[0.01, 1.0][..]),
+            weight_decay in prop::sample::select(&[1e-3, 0.1, 1.0][..]),
+            bound in prop::sample::select(&[1.0, 1e3][..]),
+            start in prop::array::uniform4(-10.0..10.0f64),
+            grads in prop::collection::vec(prop::array::uniform4(-1.0..=1.0f64), 0..300),
+        ) {
+            let config = AdagradConfig { lr, weight_decay, ..AdagradConfig::default() };
+            let o = Adagrad::new(config).unwrap();
+            let mut st = AdagradState::new(start.to_vec(), &config);
+            for g in &grads {
+                let g = g.map(|x| x * bound);
+                st.step(&o, &g);
+                for (i, p) in st.params.iter().enumerate() {
+                    let limit = start[i].abs().max(bound / weight_decay) + lr;
+                    prop_assert!(p.abs() <= limit * (1.0 + 1e-12), "{p} > {limit}");
+                }
+            }
+        }
+
+        /// The sparse path keeps parameters finite too, as long as the
+        /// coalesced sum of a coordinate's values does not overflow (then
+        /// `±∞ / ∞` is NaN, in PyTorch as here; the daemon's models only
+        /// take dense steps).
+        #[test]
+        fn sparse_steps_stay_finite(
+            config in config().prop_map(|c| AdagradConfig { weight_decay: 0.0, ..c }),
+            steps in prop::collection::vec(
+                prop::collection::vec((0usize..DIM, gradient().prop_map(|g| g.clamp(-1e300, 1e300))), 0..6),
+                0..50,
+            ),
+        ) {
+            let o = Adagrad::new(config).unwrap();
+            let mut st = AdagradState::new(vec![1.0; DIM], &config);
+            for s in &steps {
+                let (idx, vals): (Vec<usize>, Vec<f64>) = s.iter().copied().unzip();
+                st.step_sparse(&o, &idx, &vals).unwrap();
+                prop_assert!(st.params.iter().all(|p| p.is_finite()), "{:?}", st);
+            }
+        }
     }
 }

@@ -60,7 +60,9 @@ pub enum AdagradVariant {
     FtrlProximal {
         /// α, the learning-rate scale.
         alpha: f64,
-        /// β, the learning-rate offset.
+        /// β, the learning-rate offset. Keep it > 0 (the paper uses 1) or
+        /// `l2` > 0: with both 0 the update divides by `√s`, which is 0
+        /// when the squares of tiny gradients underflow, and writes ±∞.
         beta: f64,
         /// l1 strength.
         l1: f64,
@@ -135,6 +137,90 @@ impl AdagradVariant {
                         -(zi - l1.copysign(zi)) / ((beta + s.sqrt()) / alpha + l2)
                     };
                 }
+            }
+        }
+    }
+}
+
+/// Property tests: every variant, with hyper-parameters in its library's
+/// documented domain, keeps its parameters finite for any finite gradients
+/// whose squares do not overflow.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn variant() -> impl Strategy<Value = AdagradVariant> {
+        let lr = prop::sample::select(&[1e-3, 0.1, 10.0][..]);
+        let eps = prop::sample::select(&[1e-10, 1e-7, 1.0][..]);
+        let acc = prop::sample::select(&[0.0, 0.1, 10.0][..]);
+        let reg = prop::sample::select(&[0.0, 0.01, 1.0][..]);
+        prop_oneof![
+            (lr.clone(), acc.clone(), eps.clone()).prop_map(|(lr, a, e)| AdagradVariant::Keras3 {
+                lr,
+                initial_accumulator_value: a,
+                epsilon: e
+            }),
+            (lr.clone(), acc.clone(), eps.clone()).prop_map(|(lr, a, e)| AdagradVariant::TfV2 {
+                lr,
+                initial_accumulator_value: a,
+                epsilon: e
+            }),
+            (lr.clone(), eps).prop_map(|(lr, eps)| AdagradVariant::River { lr, eps }),
+            // TensorFlow requires a positive starting accumulator here.
+            (
+                lr.clone(),
+                reg.clone(),
+                reg.clone(),
+                prop::sample::select(&[0.1, 10.0][..])
+            )
+                .prop_map(|(lr, l1, l2, a)| AdagradVariant::TfProximal {
+                    lr,
+                    l1,
+                    l2,
+                    initial_accumulator_value: a
+                }),
+            // β > 0 (see its docs); β = 0 with l2 = 0 fails here with a
+            // gradient of 1e-300.
+            (lr, prop::sample::select(&[1e-3, 1.0][..]), reg.clone(), reg).prop_map(
+                |(alpha, beta, l1, l2)| AdagradVariant::FtrlProximal {
+                    alpha,
+                    beta,
+                    l1,
+                    l2
+                }
+            ),
+        ]
+    }
+
+    fn gradient() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            3 => -10.0..10.0f64,
+            1 => prop::sample::select(&[0.0, -0.0, 1e100, -1e100, 1e-300, 5e-324][..]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x0A1A_6A2D),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn parameters_and_accumulators_stay_finite(
+            v in variant(),
+            grads in prop::collection::vec(prop::array::uniform3(gradient()), 0..100),
+        ) {
+            let mut params = [0.5, -2.0, 0.0];
+            let mut sum = [v.initial_accumulator(); 3];
+            let mut z = [0.0; 3];
+            for g in &grads {
+                v.step(&mut params, &mut sum, &mut z, g);
+                prop_assert!(params.iter().chain(&sum).chain(&z).all(|x| x.is_finite()),
+                    "{v:?}: {params:?} {sum:?} {z:?}");
             }
         }
     }

@@ -422,6 +422,11 @@ impl ThresholdState {
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.slab)
     }
+
+    /// Whether every statistic is finite.
+    pub fn is_finite(&self) -> bool {
+        self.slab.iter().all(|x| x.is_finite())
+    }
 }
 
 /// A score the band is drawn for, with what the band needs precomputed (it
@@ -456,7 +461,8 @@ pub struct Observation {
     pub residual: f64,
     /// `|value - long-run mean|`, in deviations of the level.
     pub level: f64,
-    /// The value itself (for range novelty).
+    /// The value itself (for range novelty); finite and within
+    /// ±[`crate::detector::MAX_ABS_VALUE`], so the range's width is finite.
     pub value: f64,
 }
 
@@ -830,5 +836,108 @@ mod tests {
         .build();
         let st2 = off.new_state();
         assert_eq!(off.score(&st2, &obs(0.0, 1e9)).score, 0.0);
+    }
+}
+
+/// Property tests: for any kind and settings and any observations the
+/// detector can hand over (magnitudes in `[0, 1e12]`, any finite value),
+/// the state stays finite, scores keep the contract and the band limits
+/// are numbers.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::detector::MAX_ABS_VALUE;
+
+    fn config() -> impl Strategy<Value = ThresholdConfig> {
+        (
+            prop::sample::select(&KINDS[..]),
+            prop::sample::select(&[2u32, 3, 20, 2000][..]),
+            prop::sample::select(&[0.98, 0.5 + 1e-9, 1.0 - 1e-9][..]),
+            prop::sample::select(&[1u32, 2, 5, MAX_SMOOTHING][..]),
+            prop::sample::select(&[0u32, 1, 50][..]),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(
+                    kind,
+                    horizon_events,
+                    quantile,
+                    smoothing_events,
+                    inflation_events,
+                    level_channel,
+                    range_novelty,
+                )| {
+                    ThresholdConfig {
+                        kind,
+                        warmup_events: 1,
+                        horizon_events,
+                        quantile,
+                        smoothing_events,
+                        inflation_events,
+                        level_channel,
+                        range_novelty,
+                    }
+                },
+            )
+    }
+
+    const KINDS: [ThresholdKind; 3] = [
+        ThresholdKind::Ewma,
+        ThresholdKind::Quantile,
+        ThresholdKind::Spot,
+    ];
+
+    /// A magnitude as the detector caps it, with repeats, zeros and the cap.
+    fn magnitude() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => 0.0..5.0f64,
+            1 => 0.0..1e12f64,
+            1 => prop::sample::select(&[0.0, 1e-300, 5e-324, 1e12][..]),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => -100.0..100.0f64,
+            1 => (prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO)
+                .prop_map(|v| v.clamp(-MAX_ABS_VALUE, MAX_ABS_VALUE)),
+            1 => prop::sample::select(&[MAX_ABS_VALUE, -MAX_ABS_VALUE, 1e-300, 5e-324][..]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x7E5E_01D5),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn state_stays_finite_and_scores_keep_the_contract(
+            config in config(),
+            target in 0.01..0.99f64,
+            events in prop::collection::vec((magnitude(), magnitude(), value()), 0..300),
+        ) {
+            let t = config.build();
+            let target = BandTarget::new(target);
+            let mut st = t.new_state();
+            for (residual, level, value) in events {
+                let obs = Observation { residual, level, value };
+                let s = t.score(&st, &obs);
+                prop_assert!((0.0..1.0).contains(&s.score), "{obs:?}: {s:?}");
+                prop_assert!(s.surprise.is_finite() && s.surprise >= 0.0, "{s:?}");
+                let b = t.band(&st, &target);
+                prop_assert!(b.residual >= 0.0 && b.level >= 0.0, "{b:?}");
+                if let Some((lo, hi)) = b.range {
+                    prop_assert!(lo <= hi, "{b:?}");
+                }
+                t.observe(&mut st, &obs, &s);
+                prop_assert!(st.is_finite(), "after {obs:?}: {st:?}");
+            }
+        }
     }
 }

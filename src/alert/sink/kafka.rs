@@ -114,11 +114,6 @@ impl KafkaSinkConfig {
             return;
         }
         problems.check(
-            !self.brokers.trim().is_empty(),
-            format!("{prefix}.brokers"),
-            "is required when the Kafka sink is enabled; e.g. `kafka:9092`",
-        );
-        problems.check(
             is_valid_topic(&self.topic),
             format!("{prefix}.topic"),
             format!(
@@ -317,10 +312,10 @@ mod tests {
         let mut p = Problems::new();
         cfg.validate("sinks.kafka", &mut p);
         let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        // Empty brokers are fine: the sink then uses kafka.brokers.
         assert_eq!(
             keys,
             [
-                "sinks.kafka.brokers",
                 "sinks.kafka.topic",
                 "sinks.kafka.options.\"enable.idempotence\""
             ]
