@@ -80,8 +80,13 @@ struct Entry {
     /// Partition of the latest event: where the series goes on a revoke.
     partition: SourcePartition,
     /// Seconds since the shard started when the last event arrived (u32 is
-    /// 136 years; cheaper than an `Instant` per series).
+    /// 136 years; cheaper than an `Instant` per series). Drives the idle TTL.
     last_seen: u32,
+    /// The shard's logical clock when the series was last touched: orders
+    /// series for eviction at the cap. Seconds are too coarse for that: in
+    /// a burst every series shares the same second, and eviction would then
+    /// drop established series as readily as the burst's new ones.
+    touched: u64,
     /// Changed since its last snapshot.
     dirty: bool,
 }
@@ -93,6 +98,8 @@ struct Shard {
     cap: usize,
     idle_ttl: Option<Duration>,
     started: Instant,
+    /// Logical clock: advanced for every event and restored series.
+    clock: u64,
     /// This shard's contribution to `anomalyd_series_active`.
     published: i64,
     /// Shard-local `anomalyd_events_processed_total`, flushed per batch.
@@ -119,6 +126,7 @@ pub(super) fn run(
         cap,
         idle_ttl,
         started: Instant::now(),
+        clock: 0,
         published: 0,
     };
     while let Some(work) = rx.blocking_recv() {
@@ -152,6 +160,7 @@ impl Shard {
         let core = Arc::clone(&self.core);
         let m = &core.metrics;
         for event in events {
+            self.clock += 1;
             if !self.series.contains_key(&event.series) {
                 if self.series.len() >= self.cap {
                     self.evict_oldest();
@@ -161,6 +170,7 @@ impl Shard {
                     lifecycle: Lifecycle::default(),
                     partition,
                     last_seen: now,
+                    touched: self.clock,
                     dirty: true,
                 };
                 self.series.insert(event.series.clone(), entry);
@@ -170,6 +180,7 @@ impl Shard {
             };
             entry.partition = partition;
             entry.last_seen = now;
+            entry.touched = self.clock;
             entry.dirty = true;
             // Scores the event with the model as it was, then trains on it.
             match core
@@ -225,6 +236,7 @@ impl Shard {
     fn restore(&mut self, partition: SourcePartition, series: Vec<SeriesSnapshot>) {
         let now = self.now_secs();
         for s in series {
+            self.clock += 1;
             if self.series.len() >= self.cap {
                 self.evict_oldest();
             }
@@ -236,6 +248,7 @@ impl Shard {
                     lifecycle: s.lifecycle,
                     partition,
                     last_seen: now,
+                    touched: self.clock,
                     dirty: false,
                 },
             );
@@ -302,17 +315,10 @@ impl Shard {
             return;
         }
         let k = (n / 100).max(1);
-        let mut ages: Vec<u32> = self.series.values().map(|e| e.last_seen).collect();
+        let mut ages: Vec<u64> = self.series.values().map(|e| e.touched).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
-        let mut budget = k;
-        self.series.retain(|_, e| {
-            if budget > 0 && e.last_seen <= cutoff {
-                budget -= 1;
-                false
-            } else {
-                true
-            }
-        });
+        // Clock values are unique per series, so exactly the k oldest go.
+        self.series.retain(|_, e| e.touched > cutoff);
         let evicted = n - self.series.len();
         self.core.metrics.series_evicted(evicted as u64);
     }
@@ -338,6 +344,83 @@ fn encode(key: &SeriesKey, e: &Entry, report: &mut WorkerReport) {
         Err(err) => {
             report.encode_failures += 1;
             tracing::error!(series = %key, error = %err, "Failed to encode series state; it will relearn after a restart.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::lifecycle::AlertRuleConfig;
+    use crate::detector::DetectorConfig;
+    use crate::telemetry::metrics::MetricsConfig;
+
+    struct Discard;
+    impl AlertHandoff for Discard {
+        fn hand_off(&self, _: Alert) {}
+    }
+
+    fn shard(cap: usize) -> Shard {
+        let core = Arc::new(Core {
+            detector: Detector::new(&DetectorConfig::default(), 0.5).unwrap(),
+            rule: AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap(),
+            alerts: Arc::new(Discard),
+            metrics: Arc::new(
+                Metrics::new(
+                    prometheus::Registry::new(),
+                    &MetricsConfig::default(),
+                    &[],
+                    &[],
+                )
+                .unwrap(),
+            ),
+        });
+        let (processed, latency) = core.metrics.processing_local();
+        Shard {
+            processed,
+            latency,
+            core,
+            series: HashMap::new(),
+            cap,
+            idle_ttl: None,
+            started: Instant::now(),
+            clock: 0,
+            published: 0,
+        }
+    }
+
+    fn event(i: usize) -> Event {
+        Event {
+            series: SeriesKey::new("m", [("id", i.to_string())]),
+            ts_ms: 0,
+            value: 1.0,
+        }
+    }
+
+    const P: SourcePartition = SourcePartition {
+        topic: 0,
+        partition: 0,
+    };
+
+    /// At the cap, the series evicted is the one least recently seen, even
+    /// when every event arrives within the same second (a burst is exactly
+    /// when the cap matters).
+    #[test]
+    fn eviction_at_the_cap_takes_the_least_recently_seen_series() {
+        for stale in 0..10 {
+            let mut s = shard(10);
+            for i in 0..10 {
+                s.process(P, vec![event(i)], Instant::now());
+            }
+            // Touch every series but `stale`, then add an 11th series.
+            let touched: Vec<Event> = (0..10).filter(|&i| i != stale).map(event).collect();
+            s.process(P, touched, Instant::now());
+            s.process(P, vec![event(10)], Instant::now());
+            assert_eq!(s.series.len(), 10);
+            assert!(
+                !s.series.contains_key(&event(stale).series),
+                "series {stale} was the least recently seen and should have been evicted"
+            );
         }
     }
 }
