@@ -282,6 +282,9 @@ impl Shard {
                 for key in released {
                     if let Some(e) = self.series.remove(&key) {
                         encode(&key, &e, &mut report);
+                        // Another instance owns the series now; a gauge
+                        // left here would go stale and hold a slot.
+                        self.core.metrics.forget_series(&key);
                     }
                 }
             }
@@ -297,8 +300,14 @@ impl Shard {
         let now = self.now_secs();
         let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
         let before = self.series.len();
-        self.series
-            .retain(|_, e| now.saturating_sub(e.last_seen) < ttl);
+        let metrics = &self.core.metrics;
+        self.series.retain(|k, e| {
+            let keep = now.saturating_sub(e.last_seen) < ttl;
+            if !keep {
+                metrics.forget_series(k);
+            }
+            keep
+        });
         let evicted = before - self.series.len();
         if evicted > 0 {
             self.core.metrics.series_evicted(evicted as u64);
@@ -318,7 +327,15 @@ impl Shard {
         let mut ages: Vec<u64> = self.series.values().map(|e| e.touched).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
         // Clock values are unique per series, so exactly the k oldest go.
-        self.series.retain(|_, e| e.touched > cutoff);
+        let metrics = &self.core.metrics;
+        self.series.retain(|k, e| {
+            let keep = e.touched > cutoff;
+            if !keep {
+                // Frees the per-series gauge slot (a no-op when disabled).
+                metrics.forget_series(k);
+            }
+            keep
+        });
         let evicted = n - self.series.len();
         self.core.metrics.series_evicted(evicted as u64);
     }
@@ -361,18 +378,16 @@ mod tests {
     }
 
     fn shard(cap: usize) -> Shard {
+        shard_with(cap, &MetricsConfig::default())
+    }
+
+    fn shard_with(cap: usize, metrics: &MetricsConfig) -> Shard {
         let core = Arc::new(Core {
             detector: Detector::new(&DetectorConfig::default(), 0.5).unwrap(),
             rule: AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap(),
             alerts: Arc::new(Discard),
             metrics: Arc::new(
-                Metrics::new(
-                    prometheus::Registry::new(),
-                    &MetricsConfig::default(),
-                    &[],
-                    &[],
-                )
-                .unwrap(),
+                Metrics::new(prometheus::Registry::new(), metrics, &[], &[]).unwrap(),
             ),
         });
         let (processed, latency) = core.metrics.processing_local();
@@ -422,5 +437,31 @@ mod tests {
                 "series {stale} was the least recently seen and should have been evicted"
             );
         }
+    }
+
+    /// Evicted series free their per-series gauge slot, so new series can
+    /// still be exported once the cap has turned the first ones over.
+    #[test]
+    fn evicted_series_leave_the_per_series_gauges() {
+        let mut config = MetricsConfig::default();
+        config.per_series.enabled = true;
+        config.per_series.max_series = 10;
+        let mut s = shard_with(10, &config);
+        for i in 0..30 {
+            s.process(P, vec![event(i)], Instant::now());
+        }
+        let text = s.core.metrics.render().unwrap();
+        let exported = text
+            .lines()
+            .find_map(|l| l.strip_prefix("anomalyd_series_exported "))
+            .unwrap();
+        assert_eq!(exported, "10");
+        assert!(
+            text.contains("anomalyd_series_export_refused_total 0"),
+            "{text}"
+        );
+        // The newest series is exported; the first one is gone.
+        assert!(text.contains(r#"series="m{id=\"29\"}""#), "{text}");
+        assert!(!text.contains(r#"series="m{id=\"0\"}""#), "{text}");
     }
 }
