@@ -7,5 +7,6 @@ mod daemon;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;
+mod state;
 mod support;
 mod telemetry_http;
