@@ -192,10 +192,11 @@ pub enum StateError {
         /// What check failed.
         detail: String,
     },
-    /// The snapshot was written by an incompatible version of anomalyd.
+    /// The snapshot was written by an incompatible version of anomalyd. Its
+    /// series relearn; `advice` says how to get the old state back.
     #[error(
         "{what} has snapshot schema version {found}, this anomalyd reads version {expected}; \
-         run the anomalyd version that wrote it, or delete the snapshot to relearn from scratch"
+         {advice}"
     )]
     Version {
         /// Which snapshot.
@@ -204,6 +205,8 @@ pub enum StateError {
         found: u32,
         /// Version this build reads.
         expected: u32,
+        /// What the operator can do (the store knows where the data went).
+        advice: String,
     },
     /// Kafka trouble (changelog store).
     #[error("state changelog: {0}")]
