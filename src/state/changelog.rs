@@ -229,6 +229,11 @@ impl StateStore for ChangelogStore {
                 what,
                 found: schema,
                 expected: SCHEMA_VERSION,
+                advice: format!(
+                    "its series relearn from scratch, and this anomalyd's next snapshot \
+                     overwrites that state. To use it instead, stop every anomalyd of this \
+                     group now and run one that reads version {schema}"
+                ),
             });
         }
         let model_matches = hash == self.model_hash;
@@ -236,22 +241,38 @@ impl StateStore for ChangelogStore {
             tracing::info!(changelog = %what, "The model configuration changed since this state was saved; models relearn, alert states are kept.");
         }
         let mut series = Vec::with_capacity(confirmed.len());
+        let mut skipped = 0usize;
+        let mut first_error = None;
         for value in confirmed.into_values().flatten() {
-            let (schema, rec_hash, body) = split_header(&value, &what)?;
-            if schema != SCHEMA_VERSION {
-                return Err(StateError::Version {
-                    what,
-                    found: schema,
-                    expected: SCHEMA_VERSION,
-                });
-            }
-            match decode_series(body, model_matches && rec_hash == self.model_hash) {
+            // A record this version cannot read costs its series, not the
+            // partition: after a version change, series that were idle
+            // since keep records of the other version under a marker of
+            // this one, and refusing the partition for them would relearn
+            // everything at every start until each such series changed.
+            let decoded = split_header(&value, &what).and_then(|(schema, rec_hash, body)| {
+                if schema != SCHEMA_VERSION {
+                    return Err(StateError::Corrupt {
+                        what: what.clone(),
+                        detail: format!("a record of schema version {schema}"),
+                    });
+                }
+                decode_series(body, model_matches && rec_hash == self.model_hash).map_err(|e| {
+                    StateError::Corrupt {
+                        what: what.clone(),
+                        detail: e.to_string(),
+                    }
+                })
+            });
+            match decoded {
                 Ok(s) => series.push(s),
                 Err(e) => {
-                    // One damaged record costs one series, not the partition.
-                    tracing::warn!(changelog = %what, error = %e, "Skipped a damaged state record; that series relearns.");
+                    skipped += 1;
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = first_error {
+            tracing::warn!(changelog = %what, skipped, error = %e, "Skipped state records this anomalyd cannot read; those series relearn.");
         }
         Ok(Some(LoadedPartition { offset, series }))
     }
