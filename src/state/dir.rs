@@ -361,7 +361,7 @@ mod tests {
             .unwrap();
         assert_eq!(loaded.offset, 1234);
         let mut got = loaded.series;
-        got.sort_by(|a, b| a.key.to_string().cmp(&b.key.to_string()));
+        got.sort_by_key(|a| a.key.to_string());
         let want = series();
         assert_eq!(got.len(), want.len());
         for (g, (k, s, l)) in got.iter().zip(&want) {
