@@ -264,6 +264,10 @@ impl Shard {
                 partitions,
                 only_dirty,
             } => {
+                // With a state store, checkpoints are snapshots, never
+                // `Sync`: the idle TTL must apply here too. Before encoding,
+                // so an evicted series is not saved again.
+                self.evict_idle();
                 for (key, e) in self.series.iter_mut() {
                     let wanted = partitions.as_ref().is_none_or(|p| p.contains(&e.partition));
                     if wanted && (e.dirty || !only_dirty) {
@@ -463,5 +467,23 @@ mod tests {
         // The newest series is exported; the first one is gone.
         assert!(text.contains(r#"series="m{id=\"29\"}""#), "{text}");
         assert!(!text.contains(r#"series="m{id=\"0\"}""#), "{text}");
+    }
+
+    /// With a state store every checkpoint is a snapshot barrier: the idle
+    /// TTL must apply there, and an evicted series is not saved again.
+    #[test]
+    fn snapshot_barriers_evict_idle_series_too() {
+        let mut s = shard(10);
+        s.idle_ttl = Some(Duration::from_secs(2));
+        s.process(P, vec![event(0)], Instant::now());
+        s.started -= Duration::from_secs(5); // event(0) is now 5 s old
+        s.process(P, vec![event(1)], Instant::now());
+        let report = s.barrier(&BarrierKind::Snapshot {
+            partitions: None,
+            only_dirty: false,
+        });
+        assert_eq!(report.series, 1);
+        assert_eq!(report.records.len(), 1);
+        assert_eq!(report.records[0].fingerprint, event(1).series.fingerprint());
     }
 }
