@@ -49,8 +49,19 @@ pub struct SnapshotRecord {
     pub partition: SourcePartition,
     /// The series' fingerprint (the changelog key).
     pub fingerprint: u64,
-    /// postcard encoding of a [`SeriesSnapshot`].
+    /// postcard encoding of a [`SeriesSnapshot`]; empty for a deletion
+    /// (see [`SnapshotRecord::is_deletion`]).
     pub bytes: Vec<u8>,
+}
+
+impl SnapshotRecord {
+    /// True when the series left `partition` (it moved to another
+    /// partition, or was evicted): an incremental store must delete what it
+    /// holds for it there, or a restore would bring back a stale state.
+    /// Encoded series are never empty.
+    pub fn is_deletion(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 /// A shard's answer to a barrier.
@@ -100,6 +111,11 @@ struct Shard {
     started: Instant,
     /// Logical clock: advanced for every event and restored series.
     clock: u64,
+    /// Series that left a partition since the last snapshot barrier (moved
+    /// to another partition, or evicted), by fingerprint: an incremental
+    /// store deletes their records there. Cleared at `Sync` barriers, which
+    /// run only without a store.
+    left: Vec<(SourcePartition, u64)>,
     /// This shard's contribution to `anomalyd_series_active`.
     published: i64,
     /// Shard-local `anomalyd_events_processed_total`, flushed per batch.
@@ -127,6 +143,7 @@ pub(super) fn run(
         idle_ttl,
         started: Instant::now(),
         clock: 0,
+        left: Vec::new(),
         published: 0,
     };
     while let Some(work) = rx.blocking_recv() {
@@ -178,7 +195,12 @@ impl Shard {
             let Some(entry) = self.series.get_mut(&event.series) else {
                 continue; // inserted just above
             };
-            entry.partition = partition;
+            if entry.partition != partition {
+                // Its record in the old partition is stale from now on.
+                self.left
+                    .push((entry.partition, event.series.fingerprint()));
+                entry.partition = partition;
+            }
             entry.last_seen = now;
             entry.touched = self.clock;
             entry.dirty = true;
@@ -259,7 +281,11 @@ impl Shard {
     fn barrier(&mut self, kind: &BarrierKind) -> WorkerReport {
         let mut report = WorkerReport::default();
         match kind {
-            BarrierKind::Sync => self.evict_idle(),
+            BarrierKind::Sync => {
+                self.evict_idle();
+                // No store takes deletions (see `left`).
+                self.left.clear();
+            }
             BarrierKind::Snapshot {
                 partitions,
                 only_dirty,
@@ -275,6 +301,11 @@ impl Shard {
                         e.dirty = false;
                     }
                 }
+                // A full snapshot replaces each partition whole: nothing to
+                // delete. An incremental one must delete what went away.
+                let wanted =
+                    |p: &SourcePartition| partitions.as_ref().is_none_or(|w| w.contains(p));
+                self.deletions(*only_dirty, wanted, &mut report);
             }
             BarrierKind::Release { partitions } => {
                 let released: Vec<SeriesKey> = self
@@ -291,11 +322,47 @@ impl Shard {
                         self.core.metrics.forget_series(&key);
                     }
                 }
+                self.deletions(true, |p| partitions.contains(p), &mut report);
             }
         }
         self.publish_series_count();
         report.series = self.series.len();
         report
+    }
+
+    /// Moves the entries of `left` in the `wanted` partitions into the
+    /// report as deletions (when `emit`), except where the series is being
+    /// saved in that same partition (it came back). Others stay for a later
+    /// barrier.
+    fn deletions(
+        &mut self,
+        emit: bool,
+        wanted: impl Fn(&SourcePartition) -> bool,
+        report: &mut WorkerReport,
+    ) {
+        if self.left.is_empty() {
+            return;
+        }
+        let saved: hashbrown::HashSet<(SourcePartition, u64)> = report
+            .records
+            .iter()
+            .map(|r| (r.partition, r.fingerprint))
+            .collect();
+        let mut seen = hashbrown::HashSet::new();
+        self.left.retain(|&(partition, fingerprint)| {
+            if !wanted(&partition) {
+                return true;
+            }
+            let gone = !saved.contains(&(partition, fingerprint));
+            if emit && gone && seen.insert((partition, fingerprint)) {
+                report.records.push(SnapshotRecord {
+                    partition,
+                    fingerprint,
+                    bytes: Vec::new(),
+                });
+            }
+            false
+        });
     }
 
     /// Removes series idle for longer than the TTL.
@@ -304,11 +371,12 @@ impl Shard {
         let now = self.now_secs();
         let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
         let before = self.series.len();
-        let metrics = &self.core.metrics;
+        let (metrics, left) = (&self.core.metrics, &mut self.left);
         self.series.retain(|k, e| {
             let keep = now.saturating_sub(e.last_seen) < ttl;
             if !keep {
                 metrics.forget_series(k);
+                left.push((e.partition, k.fingerprint()));
             }
             keep
         });
@@ -331,12 +399,13 @@ impl Shard {
         let mut ages: Vec<u64> = self.series.values().map(|e| e.touched).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
         // Clock values are unique per series, so exactly the k oldest go.
-        let metrics = &self.core.metrics;
+        let (metrics, left) = (&self.core.metrics, &mut self.left);
         self.series.retain(|k, e| {
             let keep = e.touched > cutoff;
             if !keep {
                 // Frees the per-series gauge slot (a no-op when disabled).
                 metrics.forget_series(k);
+                left.push((e.partition, k.fingerprint()));
             }
             keep
         });
@@ -404,6 +473,7 @@ mod tests {
             idle_ttl: None,
             started: Instant::now(),
             clock: 0,
+            left: Vec::new(),
             published: 0,
         }
     }
@@ -485,5 +555,59 @@ mod tests {
         assert_eq!(report.series, 1);
         assert_eq!(report.records.len(), 1);
         assert_eq!(report.records[0].fingerprint, event(1).series.fingerprint());
+    }
+
+    fn incremental(s: &mut Shard) -> Vec<(SourcePartition, u64, bool)> {
+        let mut r: Vec<_> = s
+            .barrier(&BarrierKind::Snapshot {
+                partitions: None,
+                only_dirty: true,
+            })
+            .records
+            .iter()
+            .map(|r| (r.partition, r.fingerprint, r.is_deletion()))
+            .collect();
+        r.sort();
+        r
+    }
+
+    /// An incremental store learns that a series left a partition (it moved,
+    /// or was evicted), so a restore cannot bring back its stale record.
+    #[test]
+    fn series_that_leave_a_partition_are_deleted_there() {
+        const Q: SourcePartition = SourcePartition {
+            topic: 0,
+            partition: 1,
+        };
+        let fp = |i| event(i).series.fingerprint();
+        let mut s = shard(2);
+        s.process(P, vec![event(0)], Instant::now());
+        assert_eq!(incremental(&mut s), [(P, fp(0), false)]);
+        // Moves to Q: saved there, deleted in P.
+        s.process(Q, vec![event(0)], Instant::now());
+        let mut want = vec![(P, fp(0), true), (Q, fp(0), false)];
+        want.sort();
+        assert_eq!(incremental(&mut s), want);
+        // Moves back to P before the next snapshot: saved in P, deleted in
+        // Q, nothing deleted in P.
+        s.process(P, vec![event(0)], Instant::now());
+        s.process(Q, vec![event(1)], Instant::now());
+        s.process(P, vec![event(0)], Instant::now());
+        let mut want = vec![(Q, fp(0), true), (P, fp(0), false), (Q, fp(1), false)];
+        want.sort();
+        assert_eq!(incremental(&mut s), want);
+        // At the cap of 2, a third series evicts the least recent (1).
+        s.process(P, vec![event(0), event(2)], Instant::now());
+        let mut want = vec![(P, fp(0), false), (P, fp(2), false), (Q, fp(1), true)];
+        want.sort();
+        assert_eq!(incremental(&mut s), want);
+        // A full snapshot (or no store at all) needs no deletions.
+        s.process(P, vec![event(3)], Instant::now());
+        let full = s.barrier(&BarrierKind::Snapshot {
+            partitions: None,
+            only_dirty: false,
+        });
+        assert!(full.records.iter().all(|r| !r.is_deletion()));
+        assert!(s.left.is_empty());
     }
 }

@@ -11,8 +11,9 @@
 //! header: magic "ANMD" | schema u32 | model_hash u64
 //! ```
 //!
-//! A save writes the series changed since the previous save, then the
-//! offset marker, with an idempotent producer and `acks=all`, and returns
+//! A save writes the series changed since the previous save, tombstones for
+//! series that left the partition (moved to another one, or evicted), then
+//! the offset marker, with an idempotent producer and `acks=all`, and returns
 //! once all are acknowledged. A load reads the partition from the beginning
 //! up to its high watermark and keeps, per key, the newest value written
 //! *before the last marker*: records after it belong to a save that never
@@ -121,12 +122,13 @@ impl ChangelogStore {
         h
     }
 
-    fn send(&self, partition: i32, key: &str, value: &[u8]) -> Result<(), StateError> {
+    /// Queues one record; `None` is a tombstone (compaction removes the key).
+    fn send(&self, partition: i32, key: &str, value: Option<&[u8]>) -> Result<(), StateError> {
         let deadline = Instant::now() + self.timeout;
-        let mut record = BaseRecord::to(&self.topic)
-            .partition(partition)
-            .key(key)
-            .payload(value);
+        let mut record = BaseRecord::to(&self.topic).partition(partition).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -293,10 +295,16 @@ impl StateStore for ChangelogStore {
             };
             let topic = &topics[usize::from(p.topic)];
             let key = format!("{topic}/{}/{:016x}", p.partition, r.fingerprint);
+            if r.is_deletion() {
+                // The series left this partition: a restore must not bring
+                // its old state back (from here, or ahead of its new home).
+                self.send(p.partition, &key, None)?;
+                continue;
+            }
             value.clear();
             value.extend_from_slice(&header);
             value.extend_from_slice(&r.bytes);
-            self.send(p.partition, &key, &value)?;
+            self.send(p.partition, &key, Some(&value))?;
         }
         for p in partitions {
             let Some(offset) = positions.get(p) else {
@@ -307,7 +315,7 @@ impl StateStore for ChangelogStore {
             value.clear();
             value.extend_from_slice(&header);
             value.extend_from_slice(&offset.to_le_bytes());
-            self.send(p.partition, &key, &value)?;
+            self.send(p.partition, &key, Some(&value))?;
         }
         self.producer
             .flush(self.timeout)

@@ -269,7 +269,8 @@ impl StateStore for DirStore {
         records: Vec<SnapshotRecord>,
     ) -> Result<(), StateError> {
         let mut by_partition: BTreeMap<SourcePartition, Vec<&SnapshotRecord>> = BTreeMap::new();
-        for r in &records {
+        // Each file is rewritten whole: deletions need no record.
+        for r in records.iter().filter(|r| !r.is_deletion()) {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for p in partitions {
