@@ -1350,3 +1350,144 @@ async fn an_alert_rule_change_keeps_the_learned_models() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Changelog bookkeeping: series that move or go away
+// ---------------------------------------------------------------------------
+
+/// Starts a daemon on `config`, runs `feed` against it, stops it, and
+/// returns its last metrics.
+async fn run_changelog(config: &Config, feed: impl AsyncFnOnce(&app::Running)) -> String {
+    let running = app::start(config.clone()).await.expect("start");
+    feed(&running).await;
+    let text = scrape(&running.metrics_addr.to_string()).await.unwrap();
+    running.shutdown();
+    running.wait().await.expect("clean shutdown");
+    text
+}
+
+/// Waits for a snapshot taken after this call.
+async fn next_snapshot(running: &app::Running) {
+    let addr = running.metrics_addr.to_string();
+    let written =
+        |t: Option<String>| t.map_or(0.0, |t| metric(&t, "anomalyd_snapshots_written_total"));
+    let before = written(scrape(&addr).await);
+    support::poll_until("a snapshot", WAIT, || {
+        let addr = addr.clone();
+        async move { written(scrape(&addr).await) > before }
+    })
+    .await;
+}
+
+async fn processed(running: &app::Running, n: u64) {
+    let m = Arc::clone(&running.metrics);
+    support::poll_until(&format!("{n} events processed"), WAIT, || {
+        let done = m.events_processed_total() >= n;
+        async move { done }
+    })
+    .await;
+}
+
+/// A series keyed to another partition (e.g. after the input topic grew)
+/// leaves a record in its old changelog partition; restoring both would let
+/// the stale one win when its partition is restored last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_that_moved_partition_is_restored_from_its_new_partition_only() {
+    let stream = Stream {
+        series: 1,
+        partitions: 1,
+        spikes: vec![],
+    };
+    let mock = support::cluster(&[("metrics", 2), ("alerts", 1), ("state", 2)]);
+    let bootstrap = mock.bootstrap_servers();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = state_config(&bootstrap, "moved", StoreKind::Changelog, tmp.path());
+    let mut oracle = Oracle::new(&config, &stream);
+    oracle.run(&stream, 0, 300);
+    let p = TestProducer::new(&bootstrap);
+    let send = |from: usize, to: usize, partition: i32| {
+        for i in from..to {
+            p.send("metrics", Some(partition), "s0", &stream.payload(0, i));
+        }
+        p.flush();
+    };
+    // Events 0..200 on partition 1, then 200..260 on partition 0.
+    run_changelog(&config, async |r| {
+        send(0, 200, 1);
+        processed(r, 200).await;
+        next_snapshot(r).await; // s0 saved in partition 1
+        send(200, 260, 0);
+        processed(r, 260).await;
+    })
+    .await;
+    let text = run_changelog(&config, async |r| {
+        send(260, 300, 0);
+        processed(r, 40).await;
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "anomalyd_series_restored_total"),
+        1.0,
+        "restored once, from partition 0"
+    );
+    let got = expected_gauge(&text, 0).unwrap();
+    let want = oracle.series[0].decisions[299].expected;
+    assert!((got - want).abs() <= 1e-9, "{got} vs uninterrupted {want}");
+}
+
+/// Idle series are evicted with a state store too, and an evicted series
+/// is forgotten by the changelog: it does not come back on restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_series_are_evicted_and_do_not_come_back_from_the_changelog() {
+    let stream = Stream {
+        series: 2,
+        partitions: 1,
+        spikes: vec![],
+    };
+    let mock = support::cluster(&[("metrics", 1), ("alerts", 1), ("state", 1)]);
+    let bootstrap = mock.bootstrap_servers();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = state_config(&bootstrap, "idle", StoreKind::Changelog, tmp.path());
+    config.pipeline.idle_ttl_secs = 3;
+    let p = TestProducer::new(&bootstrap);
+    let addr = std::sync::Mutex::new(String::new());
+    run_changelog(&config, async |r| {
+        *addr.lock().unwrap() = r.metrics_addr.to_string();
+        stream.produce(&p, "metrics", 0, 10);
+        processed(r, 20).await;
+        next_snapshot(r).await; // both saved
+        // s1 keeps reporting, s0 goes quiet.
+        let mut i = 10;
+        support::poll_until("s0 evicted after its idle TTL", WAIT, || {
+            p.send("metrics", Some(0), "s1", &stream.payload(1, i));
+            p.flush();
+            i += 1;
+            let addr = addr.lock().unwrap().clone();
+            async move {
+                scrape(&addr)
+                    .await
+                    .is_some_and(|t| metric(&t, "anomalyd_series_active") == 1.0)
+            }
+        })
+        .await;
+    })
+    .await;
+    let text = run_changelog(&config, async |r| {
+        let addr = r.metrics_addr.to_string();
+        support::poll_until("the restore", WAIT, || {
+            let addr = addr.clone();
+            async move {
+                scrape(&addr)
+                    .await
+                    .is_some_and(|t| metric(&t, "anomalyd_series_restored_total") > 0.0)
+            }
+        })
+        .await;
+    })
+    .await;
+    assert_eq!(
+        metric(&text, "anomalyd_series_restored_total"),
+        1.0,
+        "only s1 comes back"
+    );
+}
