@@ -1491,3 +1491,74 @@ async fn idle_series_are_evicted_and_do_not_come_back_from_the_changelog() {
         "only s1 comes back"
     );
 }
+
+/// An incremental save that fails must not lose the changes it carried:
+/// the shards had marked those series clean, and a later save's offset
+/// marker would cover their events without their state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_changelog_save_is_made_good_by_the_next_one() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let stream = Stream {
+        series: 2,
+        partitions: 1,
+        spikes: vec![],
+    };
+    let mock = support::cluster(&[("metrics", 1), ("state", 1)]);
+    let bootstrap = mock.bootstrap_servers();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = state_config(&bootstrap, "resync", StoreKind::Changelog, tmp.path());
+    // Only the changelog produces while errors are injected.
+    config.sinks.kafka.enabled = false;
+    let mut oracle = Oracle::new(&config, &stream);
+    let p = TestProducer::new(&bootstrap);
+    let send = |oracle: &mut Oracle, j: usize, from: usize, to: usize| {
+        for i in from..to {
+            let payload = stream.payload(j, i);
+            p.send("metrics", Some(0), &Stream::name(j), &payload);
+            oracle.feed(j, i, &payload);
+        }
+        p.flush();
+    };
+    let failures =
+        |t: Option<String>| t.map_or(0.0, |t| metric(&t, "anomalyd_snapshot_failures_total"));
+    run_changelog(&config, async |r| {
+        send(&mut oracle, 0, 0, 150);
+        send(&mut oracle, 1, 0, 150);
+        processed(r, 300).await;
+        next_snapshot(r).await;
+        // s0 changes; the save that carries the change fails.
+        send(&mut oracle, 0, 150, 200);
+        processed(r, 350).await;
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 64],
+        );
+        let addr = r.metrics_addr.to_string();
+        support::poll_until("a failed snapshot", WAIT, || {
+            let addr = addr.clone();
+            async move { failures(scrape(&addr).await) >= 1.0 }
+        })
+        .await;
+        mock.clear_request_errors(RDKafkaApiKey::Produce);
+        // Only s1 changes from here; the next saves succeed.
+        send(&mut oracle, 1, 150, 200);
+        processed(r, 400).await;
+        next_snapshot(r).await;
+    })
+    .await;
+    let text = run_changelog(&config, async |r| {
+        send(&mut oracle, 0, 200, 210);
+        send(&mut oracle, 1, 200, 210);
+        processed(r, 20).await;
+    })
+    .await;
+    assert_eq!(metric(&text, "anomalyd_series_restored_total"), 2.0);
+    for j in 0..2 {
+        let got = expected_gauge(&text, j).unwrap();
+        let want = oracle.series[j].decisions[209].expected;
+        assert!(
+            (got - want).abs() <= 1e-9,
+            "s{j}: {got} vs uninterrupted {want}"
+        );
+    }
+}
