@@ -175,6 +175,25 @@ impl StateStore for ChangelogStore {
         let what = format!("changelog {}[{partition}] for {topic}", self.topic);
         let kafka = |e: rdkafka::error::KafkaError| StateError::Kafka(format!("{what}: {e}"));
         let consumer: BaseConsumer = self.consumer_config.create().map_err(kafka)?;
+        // Partition p of the input needs partition p here; say so plainly
+        // (the broker's answer would be "unknown partition").
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), self.timeout)
+            .map_err(kafka)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if usize::try_from(partition).map_or(true, |p| p >= partitions) {
+            return Err(StateError::Kafka(format!(
+                "{what}: the changelog topic has {partitions} partition(s), input partition \
+                 {partition} needs at least {}; create {} (cleanup.policy=compact) with as many \
+                 partitions as the input topic",
+                partition + 1,
+                self.topic
+            )));
+        }
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, self.timeout)
             .map_err(kafka)?;
