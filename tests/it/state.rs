@@ -1562,3 +1562,92 @@ async fn a_failed_changelog_save_is_made_good_by_the_next_one() {
         );
     }
 }
+
+/// The changelog store on its own: an empty topic, an unfinished save after
+/// the last marker, and a topic with too few partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changelog_load_keeps_only_what_a_marker_confirmed() {
+    use anomalyd::state::changelog::ChangelogStore;
+    let stream = Stream {
+        series: 2,
+        partitions: 2,
+        spikes: vec![],
+    };
+    let mock = support::cluster(&[("state", 1)]);
+    let bootstrap = mock.bootstrap_servers();
+    let config = state_config(
+        &bootstrap,
+        "unused",
+        StoreKind::Changelog,
+        Path::new("unused"),
+    );
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &bootstrap);
+    let hash = store_hash(&config);
+    let store = tokio::task::spawn_blocking(move || {
+        ChangelogStore::new(&client, "state", hash, Duration::from_secs(1)).unwrap()
+    })
+    .await
+    .unwrap();
+    let store = Arc::new(store);
+    let blocking = |f: Box<dyn FnOnce(&ChangelogStore) + Send>| {
+        let store = Arc::clone(&store);
+        tokio::task::spawn_blocking(move || f(&store))
+    };
+
+    // Nothing written yet.
+    blocking(Box::new(|s| {
+        assert!(s.load("metrics", 0).unwrap().is_none())
+    }))
+    .await
+    .unwrap();
+
+    // A save of s0 (partition 0) at offset 10, then a record of s1 with no
+    // marker after it (a save that died half-way).
+    let mut oracle = Oracle::new(&config, &stream);
+    oracle.run(&stream, 0, 120);
+    let s0 = oracle.records(&stream, 0);
+    let s1 = oracle.records(&stream, 1);
+    let (s0k, s1k) = (oracle.series[0].key.clone(), oracle.series[1].key.clone());
+    let want = oracle.series[0].state.clone();
+    let p = TestProducer::new(&bootstrap);
+    blocking(Box::new(move |s| {
+        let positions = BTreeMap::from([(part(0), 10)]);
+        s.save(&["metrics".into()], &[part(0)], &positions, s0)
+            .unwrap();
+    }))
+    .await
+    .unwrap();
+    let mut value = b"ANMD".to_vec();
+    value.extend_from_slice(&anomalyd::state::SCHEMA_VERSION.to_le_bytes());
+    value.extend_from_slice(&hash.to_le_bytes());
+    value.extend_from_slice(&s1[0].bytes);
+    p.send(
+        "state",
+        Some(0),
+        &format!("metrics/0/{:016x}", s1[0].fingerprint),
+        &value,
+    );
+    p.flush();
+    blocking(Box::new(move |s| {
+        let loaded = s.load("metrics", 0).unwrap().unwrap();
+        assert_eq!(loaded.offset, 10);
+        assert_eq!(loaded.series.len(), 1, "the unconfirmed record is ignored");
+        assert_eq!(loaded.series[0].key, s0k);
+        assert_ne!(loaded.series[0].key, s1k);
+        assert_eq!(loaded.series[0].detector.as_ref(), Some(&want));
+    }))
+    .await
+    .unwrap();
+
+    // Input partition 1 has no changelog partition: a plain message.
+    blocking(Box::new(|s| {
+        let e = s.load("metrics", 1).unwrap_err().to_string();
+        assert!(
+            e.contains("has 1 partition(s), input partition 1 needs at least 2"),
+            "{e}"
+        );
+    }))
+    .await
+    .unwrap();
+}
