@@ -100,6 +100,11 @@ struct Entry {
     touched: u64,
     /// Changed since its last snapshot.
     dirty: bool,
+    /// A snapshot holds a record of it in `partition` (it was saved there,
+    /// or restored from there): leaving the partition must delete that
+    /// record. Series that never reached a store (a burst of new series
+    /// evicted at the cap) need no deletion.
+    stored: bool,
 }
 
 struct Shard {
@@ -111,10 +116,10 @@ struct Shard {
     started: Instant,
     /// Logical clock: advanced for every event and restored series.
     clock: u64,
-    /// Series that left a partition since the last snapshot barrier (moved
-    /// to another partition, or evicted), by fingerprint: an incremental
-    /// store deletes their records there. Cleared at `Sync` barriers, which
-    /// run only without a store.
+    /// Series that left a partition where a snapshot holds them, since the
+    /// last snapshot barrier (moved to another partition, or evicted), by
+    /// fingerprint: an incremental store deletes their records there.
+    /// Cleared at `Sync` barriers, which run only without a store.
     left: Vec<(SourcePartition, u64)>,
     /// This shard's contribution to `anomalyd_series_active`.
     published: i64,
@@ -189,6 +194,7 @@ impl Shard {
                     last_seen: now,
                     touched: self.clock,
                     dirty: true,
+                    stored: false,
                 };
                 self.series.insert(event.series.clone(), entry);
             }
@@ -197,9 +203,12 @@ impl Shard {
             };
             if entry.partition != partition {
                 // Its record in the old partition is stale from now on.
-                self.left
-                    .push((entry.partition, event.series.fingerprint()));
+                if entry.stored {
+                    self.left
+                        .push((entry.partition, event.series.fingerprint()));
+                }
                 entry.partition = partition;
+                entry.stored = false;
             }
             entry.last_seen = now;
             entry.touched = self.clock;
@@ -272,6 +281,7 @@ impl Shard {
                     last_seen: now,
                     touched: self.clock,
                     dirty: false,
+                    stored: true,
                 },
             );
         }
@@ -299,6 +309,7 @@ impl Shard {
                     if wanted && (e.dirty || !only_dirty) {
                         encode(key, e, &mut report);
                         e.dirty = false;
+                        e.stored = true;
                     }
                 }
                 // A full snapshot replaces each partition whole: nothing to
@@ -376,7 +387,9 @@ impl Shard {
             let keep = now.saturating_sub(e.last_seen) < ttl;
             if !keep {
                 metrics.forget_series(k);
-                left.push((e.partition, k.fingerprint()));
+                if e.stored {
+                    left.push((e.partition, k.fingerprint()));
+                }
             }
             keep
         });
@@ -405,7 +418,9 @@ impl Shard {
             if !keep {
                 // Frees the per-series gauge slot (a no-op when disabled).
                 metrics.forget_series(k);
-                left.push((e.partition, k.fingerprint()));
+                if e.stored {
+                    left.push((e.partition, k.fingerprint()));
+                }
             }
             keep
         });
@@ -609,5 +624,12 @@ mod tests {
         });
         assert!(full.records.iter().all(|r| !r.is_deletion()));
         assert!(s.left.is_empty());
+        // A series no snapshot holds needs no deletion when it moves or is
+        // evicted (a burst of new series must not flood the changelog).
+        let mut s = shard(1);
+        s.process(P, vec![event(10)], Instant::now());
+        s.process(Q, vec![event(10)], Instant::now());
+        s.process(P, vec![event(11)], Instant::now()); // evicts 10
+        assert_eq!(incremental(&mut s), [(P, fp(11), false)]);
     }
 }
