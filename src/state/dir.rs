@@ -11,7 +11,9 @@
 //! ```
 //!
 //! The CRC covers everything before it, so truncation and bit flips are
-//! detected before any record is trusted.
+//! detected before any record is trusted. A snapshot of another schema
+//! version is moved aside to `<partition>.snap.v<version>` when refused, so
+//! the daemon's next snapshot cannot overwrite the only copy of that state.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -19,6 +19,12 @@
 //! what to do; one taken under another model configuration keeps each
 //! series' alert lifecycle but drops its model state (the model relearns),
 //! so an alert or sink change never costs the learned models.
+//!
+//! A series belongs to the partition of its latest event. Producers should
+//! key events by series, so that a series stays on one partition: a series
+//! read from partitions owned by two instances has two diverging states.
+//! When a series leaves a partition (it moved, or was evicted), incremental
+//! stores delete its record there (see `SnapshotRecord::is_deletion`).
 
 pub mod changelog;
 pub mod dir;
