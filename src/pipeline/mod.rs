@@ -62,7 +62,8 @@ pub struct PipelineConfig {
     /// reaches its share, its least recently seen series are evicted.
     pub max_series: usize,
     /// A series that has received no event for this long (processing time) is
-    /// evicted at the next barrier. 0 keeps idle series forever.
+    /// evicted at the next checkpoint (commit or snapshot). 0 keeps idle
+    /// series forever.
     pub idle_ttl_secs: u64,
     /// How long the graceful drain on shutdown (final snapshot and commit,
     /// queued events, queued alerts) may take before the daemon gives up.
@@ -122,6 +123,7 @@ pub enum BarrierKind {
     Sync,
     /// Serialize the series of these partitions (all series when `None`).
     /// With `only_dirty`, only series changed since the previous snapshot.
+    /// Shards evict idle series first.
     Snapshot {
         /// Which partitions; `None` for all.
         partitions: Option<Vec<SourcePartition>>,

@@ -49,8 +49,19 @@ pub struct SnapshotRecord {
     pub partition: SourcePartition,
     /// The series' fingerprint (the changelog key).
     pub fingerprint: u64,
-    /// postcard encoding of a [`SeriesSnapshot`].
+    /// postcard encoding of a [`SeriesSnapshot`]; empty for a deletion
+    /// (see [`SnapshotRecord::is_deletion`]).
     pub bytes: Vec<u8>,
+}
+
+impl SnapshotRecord {
+    /// True when the series left `partition` (it moved to another
+    /// partition, or was evicted): an incremental store must delete what it
+    /// holds for it there, or a restore would bring back a stale state.
+    /// Encoded series are never empty.
+    pub fn is_deletion(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 /// A shard's answer to a barrier.
@@ -80,10 +91,20 @@ struct Entry {
     /// Partition of the latest event: where the series goes on a revoke.
     partition: SourcePartition,
     /// Seconds since the shard started when the last event arrived (u32 is
-    /// 136 years; cheaper than an `Instant` per series).
+    /// 136 years; cheaper than an `Instant` per series). Drives the idle TTL.
     last_seen: u32,
+    /// The shard's logical clock when the series was last touched: orders
+    /// series for eviction at the cap. Seconds are too coarse for that: in
+    /// a burst every series shares the same second, and eviction would then
+    /// drop established series as readily as the burst's new ones.
+    touched: u64,
     /// Changed since its last snapshot.
     dirty: bool,
+    /// A snapshot holds a record of it in `partition` (it was saved there,
+    /// or restored from there): leaving the partition must delete that
+    /// record. Series that never reached a store (a burst of new series
+    /// evicted at the cap) need no deletion.
+    stored: bool,
 }
 
 struct Shard {
@@ -93,6 +114,13 @@ struct Shard {
     cap: usize,
     idle_ttl: Option<Duration>,
     started: Instant,
+    /// Logical clock: advanced for every event and restored series.
+    clock: u64,
+    /// Series that left a partition where a snapshot holds them, since the
+    /// last snapshot barrier (moved to another partition, or evicted), by
+    /// fingerprint: an incremental store deletes their records there.
+    /// Cleared at `Sync` barriers, which run only without a store.
+    left: Vec<(SourcePartition, u64)>,
     /// This shard's contribution to `anomalyd_series_active`.
     published: i64,
     /// Shard-local `anomalyd_events_processed_total`, flushed per batch.
@@ -119,6 +147,8 @@ pub(super) fn run(
         cap,
         idle_ttl,
         started: Instant::now(),
+        clock: 0,
+        left: Vec::new(),
         published: 0,
     };
     while let Some(work) = rx.blocking_recv() {
@@ -152,6 +182,7 @@ impl Shard {
         let core = Arc::clone(&self.core);
         let m = &core.metrics;
         for event in events {
+            self.clock += 1;
             if !self.series.contains_key(&event.series) {
                 if self.series.len() >= self.cap {
                     self.evict_oldest();
@@ -161,15 +192,26 @@ impl Shard {
                     lifecycle: Lifecycle::default(),
                     partition,
                     last_seen: now,
+                    touched: self.clock,
                     dirty: true,
+                    stored: false,
                 };
                 self.series.insert(event.series.clone(), entry);
             }
             let Some(entry) = self.series.get_mut(&event.series) else {
                 continue; // inserted just above
             };
-            entry.partition = partition;
+            if entry.partition != partition {
+                // Its record in the old partition is stale from now on.
+                if entry.stored {
+                    self.left
+                        .push((entry.partition, event.series.fingerprint()));
+                }
+                entry.partition = partition;
+                entry.stored = false;
+            }
             entry.last_seen = now;
+            entry.touched = self.clock;
             entry.dirty = true;
             // Scores the event with the model as it was, then trains on it.
             match core
@@ -225,6 +267,7 @@ impl Shard {
     fn restore(&mut self, partition: SourcePartition, series: Vec<SeriesSnapshot>) {
         let now = self.now_secs();
         for s in series {
+            self.clock += 1;
             if self.series.len() >= self.cap {
                 self.evict_oldest();
             }
@@ -236,7 +279,9 @@ impl Shard {
                     lifecycle: s.lifecycle,
                     partition,
                     last_seen: now,
+                    touched: self.clock,
                     dirty: false,
+                    stored: true,
                 },
             );
         }
@@ -246,18 +291,32 @@ impl Shard {
     fn barrier(&mut self, kind: &BarrierKind) -> WorkerReport {
         let mut report = WorkerReport::default();
         match kind {
-            BarrierKind::Sync => self.evict_idle(),
+            BarrierKind::Sync => {
+                self.evict_idle();
+                // No store takes deletions (see `left`).
+                self.left.clear();
+            }
             BarrierKind::Snapshot {
                 partitions,
                 only_dirty,
             } => {
+                // With a state store, checkpoints are snapshots, never
+                // `Sync`: the idle TTL must apply here too. Before encoding,
+                // so an evicted series is not saved again.
+                self.evict_idle();
                 for (key, e) in self.series.iter_mut() {
                     let wanted = partitions.as_ref().is_none_or(|p| p.contains(&e.partition));
                     if wanted && (e.dirty || !only_dirty) {
                         encode(key, e, &mut report);
                         e.dirty = false;
+                        e.stored = true;
                     }
                 }
+                // A full snapshot replaces each partition whole: nothing to
+                // delete. An incremental one must delete what went away.
+                let wanted =
+                    |p: &SourcePartition| partitions.as_ref().is_none_or(|w| w.contains(p));
+                self.deletions(*only_dirty, wanted, &mut report);
             }
             BarrierKind::Release { partitions } => {
                 let released: Vec<SeriesKey> = self
@@ -269,13 +328,52 @@ impl Shard {
                 for key in released {
                     if let Some(e) = self.series.remove(&key) {
                         encode(&key, &e, &mut report);
+                        // Another instance owns the series now; a gauge
+                        // left here would go stale and hold a slot.
+                        self.core.metrics.forget_series(&key);
                     }
                 }
+                self.deletions(true, |p| partitions.contains(p), &mut report);
             }
         }
         self.publish_series_count();
         report.series = self.series.len();
         report
+    }
+
+    /// Moves the entries of `left` in the `wanted` partitions into the
+    /// report as deletions (when `emit`), except where the series is being
+    /// saved in that same partition (it came back). Others stay for a later
+    /// barrier.
+    fn deletions(
+        &mut self,
+        emit: bool,
+        wanted: impl Fn(&SourcePartition) -> bool,
+        report: &mut WorkerReport,
+    ) {
+        if self.left.is_empty() {
+            return;
+        }
+        let saved: hashbrown::HashSet<(SourcePartition, u64)> = report
+            .records
+            .iter()
+            .map(|r| (r.partition, r.fingerprint))
+            .collect();
+        let mut seen = hashbrown::HashSet::new();
+        self.left.retain(|&(partition, fingerprint)| {
+            if !wanted(&partition) {
+                return true;
+            }
+            let gone = !saved.contains(&(partition, fingerprint));
+            if emit && gone && seen.insert((partition, fingerprint)) {
+                report.records.push(SnapshotRecord {
+                    partition,
+                    fingerprint,
+                    bytes: Vec::new(),
+                });
+            }
+            false
+        });
     }
 
     /// Removes series idle for longer than the TTL.
@@ -284,11 +382,14 @@ impl Shard {
         let now = self.now_secs();
         let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
         let before = self.series.len();
-        let metrics = &self.core.metrics;
-        self.series.retain(|key, e| {
+        let (metrics, left) = (&self.core.metrics, &mut self.left);
+        self.series.retain(|k, e| {
             let keep = now.saturating_sub(e.last_seen) < ttl;
             if !keep {
-                metrics.forget_series(key);
+                metrics.forget_series(k);
+                if e.stored {
+                    left.push((e.partition, k.fingerprint()));
+                }
             }
             keep
         });
@@ -308,18 +409,20 @@ impl Shard {
             return;
         }
         let k = (n / 100).max(1);
-        let mut ages: Vec<u32> = self.series.values().map(|e| e.last_seen).collect();
+        let mut ages: Vec<u64> = self.series.values().map(|e| e.touched).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
-        let mut budget = k;
-        let metrics = &self.core.metrics;
-        self.series.retain(|key, e| {
-            if budget > 0 && e.last_seen <= cutoff {
-                budget -= 1;
-                metrics.forget_series(key);
-                false
-            } else {
-                true
+        // Clock values are unique per series, so exactly the k oldest go.
+        let (metrics, left) = (&self.core.metrics, &mut self.left);
+        self.series.retain(|k, e| {
+            let keep = e.touched > cutoff;
+            if !keep {
+                // Frees the per-series gauge slot (a no-op when disabled).
+                metrics.forget_series(k);
+                if e.stored {
+                    left.push((e.partition, k.fingerprint()));
+                }
             }
+            keep
         });
         let evicted = n - self.series.len();
         self.core.metrics.series_evicted(evicted as u64);
@@ -347,5 +450,186 @@ fn encode(key: &SeriesKey, e: &Entry, report: &mut WorkerReport) {
             report.encode_failures += 1;
             tracing::error!(series = %key, error = %err, "Failed to encode series state; it will relearn after a restart.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::lifecycle::AlertRuleConfig;
+    use crate::detector::DetectorConfig;
+    use crate::telemetry::metrics::MetricsConfig;
+
+    struct Discard;
+    impl AlertHandoff for Discard {
+        fn hand_off(&self, _: Alert) {}
+    }
+
+    fn shard(cap: usize) -> Shard {
+        shard_with(cap, &MetricsConfig::default())
+    }
+
+    fn shard_with(cap: usize, metrics: &MetricsConfig) -> Shard {
+        let core = Arc::new(Core {
+            detector: Detector::new(&DetectorConfig::default(), 0.5).unwrap(),
+            rule: AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap(),
+            alerts: Arc::new(Discard),
+            metrics: Arc::new(
+                Metrics::new(prometheus::Registry::new(), metrics, &[], &[]).unwrap(),
+            ),
+        });
+        let (processed, latency) = core.metrics.processing_local();
+        Shard {
+            processed,
+            latency,
+            core,
+            series: HashMap::new(),
+            cap,
+            idle_ttl: None,
+            started: Instant::now(),
+            clock: 0,
+            left: Vec::new(),
+            published: 0,
+        }
+    }
+
+    fn event(i: usize) -> Event {
+        Event {
+            series: SeriesKey::new("m", [("id", i.to_string())]),
+            ts_ms: 0,
+            value: 1.0,
+        }
+    }
+
+    const P: SourcePartition = SourcePartition {
+        topic: 0,
+        partition: 0,
+    };
+
+    /// At the cap, the series evicted is the one least recently seen, even
+    /// when every event arrives within the same second (a burst is exactly
+    /// when the cap matters).
+    #[test]
+    fn eviction_at_the_cap_takes_the_least_recently_seen_series() {
+        for stale in 0..10 {
+            let mut s = shard(10);
+            for i in 0..10 {
+                s.process(P, vec![event(i)], Instant::now());
+            }
+            // Touch every series but `stale`, then add an 11th series.
+            let touched: Vec<Event> = (0..10).filter(|&i| i != stale).map(event).collect();
+            s.process(P, touched, Instant::now());
+            s.process(P, vec![event(10)], Instant::now());
+            assert_eq!(s.series.len(), 10);
+            assert!(
+                !s.series.contains_key(&event(stale).series),
+                "series {stale} was the least recently seen and should have been evicted"
+            );
+        }
+    }
+
+    /// Evicted series free their per-series gauge slot, so new series can
+    /// still be exported once the cap has turned the first ones over.
+    #[test]
+    fn evicted_series_leave_the_per_series_gauges() {
+        let mut config = MetricsConfig::default();
+        config.per_series.enabled = true;
+        config.per_series.max_series = 10;
+        let mut s = shard_with(10, &config);
+        for i in 0..30 {
+            s.process(P, vec![event(i)], Instant::now());
+        }
+        let text = s.core.metrics.render().unwrap();
+        let exported = text
+            .lines()
+            .find_map(|l| l.strip_prefix("anomalyd_series_exported "))
+            .unwrap();
+        assert_eq!(exported, "10");
+        assert!(
+            text.contains("anomalyd_series_export_refused_total 0"),
+            "{text}"
+        );
+        // The newest series is exported; the first one is gone.
+        assert!(text.contains(r#"series="m{id=\"29\"}""#), "{text}");
+        assert!(!text.contains(r#"series="m{id=\"0\"}""#), "{text}");
+    }
+
+    /// With a state store every checkpoint is a snapshot barrier: the idle
+    /// TTL must apply there, and an evicted series is not saved again.
+    #[test]
+    fn snapshot_barriers_evict_idle_series_too() {
+        let mut s = shard(10);
+        s.idle_ttl = Some(Duration::from_secs(2));
+        s.process(P, vec![event(0)], Instant::now());
+        s.started -= Duration::from_secs(5); // event(0) is now 5 s old
+        s.process(P, vec![event(1)], Instant::now());
+        let report = s.barrier(&BarrierKind::Snapshot {
+            partitions: None,
+            only_dirty: false,
+        });
+        assert_eq!(report.series, 1);
+        assert_eq!(report.records.len(), 1);
+        assert_eq!(report.records[0].fingerprint, event(1).series.fingerprint());
+    }
+
+    fn incremental(s: &mut Shard) -> Vec<(SourcePartition, u64, bool)> {
+        let mut r: Vec<_> = s
+            .barrier(&BarrierKind::Snapshot {
+                partitions: None,
+                only_dirty: true,
+            })
+            .records
+            .iter()
+            .map(|r| (r.partition, r.fingerprint, r.is_deletion()))
+            .collect();
+        r.sort();
+        r
+    }
+
+    /// An incremental store learns that a series left a partition (it moved,
+    /// or was evicted), so a restore cannot bring back its stale record.
+    #[test]
+    fn series_that_leave_a_partition_are_deleted_there() {
+        const Q: SourcePartition = SourcePartition {
+            topic: 0,
+            partition: 1,
+        };
+        let fp = |i| event(i).series.fingerprint();
+        let mut s = shard(2);
+        s.process(P, vec![event(0)], Instant::now());
+        assert_eq!(incremental(&mut s), [(P, fp(0), false)]);
+        // Moves to Q: saved there, deleted in P.
+        s.process(Q, vec![event(0)], Instant::now());
+        let mut want = vec![(P, fp(0), true), (Q, fp(0), false)];
+        want.sort();
+        assert_eq!(incremental(&mut s), want);
+        // Moves back to P before the next snapshot: saved in P, deleted in
+        // Q, nothing deleted in P.
+        s.process(P, vec![event(0)], Instant::now());
+        s.process(Q, vec![event(1)], Instant::now());
+        s.process(P, vec![event(0)], Instant::now());
+        let mut want = vec![(Q, fp(0), true), (P, fp(0), false), (Q, fp(1), false)];
+        want.sort();
+        assert_eq!(incremental(&mut s), want);
+        // At the cap of 2, a third series evicts the least recent (1).
+        s.process(P, vec![event(0), event(2)], Instant::now());
+        let mut want = vec![(P, fp(0), false), (P, fp(2), false), (Q, fp(1), true)];
+        want.sort();
+        assert_eq!(incremental(&mut s), want);
+        // A full snapshot (or no store at all) needs no deletions.
+        s.process(P, vec![event(3)], Instant::now());
+        let full = s.barrier(&BarrierKind::Snapshot {
+            partitions: None,
+            only_dirty: false,
+        });
+        assert!(full.records.iter().all(|r| !r.is_deletion()));
+        assert!(s.left.is_empty());
+        // A series no snapshot holds needs no deletion when it moves or is
+        // evicted (a burst of new series must not flood the changelog).
+        let mut s = shard(1);
+        s.process(P, vec![event(10)], Instant::now());
+        s.process(Q, vec![event(10)], Instant::now());
+        s.process(P, vec![event(11)], Instant::now()); // evicts 10
+        assert_eq!(incremental(&mut s), [(P, fp(11), false)]);
     }
 }

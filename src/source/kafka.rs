@@ -47,7 +47,7 @@ use crate::config::secret::{
     ClientOptions, ResolvedOptions, SecretError, redacted, serialize_redacted,
 };
 use crate::decode::Decoder;
-use crate::pipeline::{BarrierKind, Pipeline, SourcePartition};
+use crate::pipeline::{BarrierKind, Pipeline, SnapshotRecord, SourcePartition};
 use crate::state::StateStore;
 use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::Metrics;
@@ -265,6 +265,12 @@ struct Shared {
     /// Set once the final checkpoint ran: a revoke during shutdown then has
     /// nothing left to save.
     finished: std::sync::atomic::AtomicBool,
+    /// Set when an incremental save failed: the shards had already marked
+    /// those series clean, so the next checkpoint saves every series (and
+    /// clears this once a whole-group save succeeds).
+    resync: std::sync::atomic::AtomicBool,
+    /// Deletions of a failed incremental save, written with the next one.
+    unsaved_deletions: Mutex<Vec<SnapshotRecord>>,
 }
 
 impl Shared {
@@ -278,6 +284,13 @@ impl Shared {
 
     fn topic_name(&self, p: SourcePartition) -> &str {
         &self.topics[usize::from(p.topic)]
+    }
+
+    fn unsaved_deletions(&self) -> std::sync::MutexGuard<'_, Vec<SnapshotRecord>> {
+        // As for `progress`: a plain list, correct after a panic elsewhere.
+        self.unsaved_deletions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
@@ -306,6 +319,7 @@ impl Shared {
         // Without a state store a revoked partition's series stay in memory
         // (the idle TTL and `max_series` bound them): dropping them would
         // lose their learning for nothing.
+        let resync = self.resync.load(std::sync::atomic::Ordering::SeqCst);
         let kind = match (&self.state, release) {
             (Some(_), true) => BarrierKind::Release {
                 partitions: only.clone().unwrap_or_default(),
@@ -313,7 +327,7 @@ impl Shared {
             (None, true) => BarrierKind::Sync,
             (Some(store), false) => BarrierKind::Snapshot {
                 partitions: only.clone(),
-                only_dirty: store.incremental(),
+                only_dirty: store.incremental() && !resync,
             },
             (None, false) => BarrierKind::Sync,
         };
@@ -328,15 +342,44 @@ impl Shared {
                 None => positions.keys().copied().collect(),
             };
             let started = Instant::now();
-            let bytes: usize = report.records.iter().map(|r| r.bytes.len()).sum();
+            let mut records = report.records;
+            let mut deletions = Vec::new();
+            if store.incremental() {
+                // Deletions a failed save did not write go first, so a
+                // series that came back since is saved after them.
+                let mut unsaved = self.unsaved_deletions();
+                let (now, later): (Vec<_>, Vec<_>) = unsaved
+                    .drain(..)
+                    .partition(|r| partitions.contains(&r.partition));
+                *unsaved = later;
+                records.splice(0..0, now);
+                deletions = records
+                    .iter()
+                    .filter(|r| r.is_deletion())
+                    .cloned()
+                    .collect();
+            }
+            let bytes: usize = records.iter().map(|r| r.bytes.len()).sum();
             let saved = tokio::task::block_in_place(|| {
-                store.save(&self.topics, &partitions, &positions, report.records)
+                store.save(&self.topics, &partitions, &positions, records)
             });
             if let Err(e) = saved {
                 // Without a durable snapshot the offsets must not move on.
                 self.metrics.snapshot_failed();
+                if store.incremental() && !release {
+                    // The shards marked these series clean: unless the next
+                    // save takes every series, their changes would never
+                    // reach the store while its offset marker moved past
+                    // them (a restore would then skip their events).
+                    self.resync.store(true, std::sync::atomic::Ordering::SeqCst);
+                    self.unsaved_deletions().extend(deletions);
+                }
                 tracing::error!(error = %e, "Failed to write the state snapshot; offsets are not committed until one succeeds.");
                 return Ok(());
+            }
+            if resync && only.is_none() {
+                self.resync
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
             }
             self.metrics
                 .snapshot_written(bytes as u64, started.elapsed());
@@ -501,6 +544,10 @@ impl ConsumerContext for SourceContext {
             let r = shared
                 .checkpoint(consumer, Some(parts.clone()), true, CommitMode::Sync)
                 .await;
+            // Deletions for partitions now owned elsewhere are theirs to make.
+            shared
+                .unsaved_deletions()
+                .retain(|r| !parts.contains(&r.partition));
             let mut p = shared.progress();
             for part in &parts {
                 p.next.remove(part);
@@ -566,6 +613,8 @@ impl KafkaSource {
             metrics,
             progress: Mutex::new(Progress::default()),
             finished: std::sync::atomic::AtomicBool::new(false),
+            resync: std::sync::atomic::AtomicBool::new(false),
+            unsaved_deletions: Mutex::new(Vec::new()),
         });
         let (client, resolved) = config.consumer_config()?;
         let setup = |e: KafkaError| SourceError::Setup(resolved.scrub(&e.to_string()));

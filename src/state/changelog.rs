@@ -11,8 +11,9 @@
 //! header: magic "ANMD" | schema u32 | model_hash u64
 //! ```
 //!
-//! A save writes the series changed since the previous save, then the
-//! offset marker, with an idempotent producer and `acks=all`, and returns
+//! A save writes the series changed since the previous save, tombstones for
+//! series that left the partition (moved to another one, or evicted), then
+//! the offset marker, with an idempotent producer and `acks=all`, and returns
 //! once all are acknowledged. A load reads the partition from the beginning
 //! up to its high watermark and keeps, per key, the newest value written
 //! *before the last marker*: records after it belong to a save that never
@@ -121,12 +122,13 @@ impl ChangelogStore {
         h
     }
 
-    fn send(&self, partition: i32, key: &str, value: &[u8]) -> Result<(), StateError> {
+    /// Queues one record; `None` is a tombstone (compaction removes the key).
+    fn send(&self, partition: i32, key: &str, value: Option<&[u8]>) -> Result<(), StateError> {
         let deadline = Instant::now() + self.timeout;
-        let mut record = BaseRecord::to(&self.topic)
-            .partition(partition)
-            .key(key)
-            .payload(value);
+        let mut record = BaseRecord::to(&self.topic).partition(partition).key(key);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -173,6 +175,25 @@ impl StateStore for ChangelogStore {
         let what = format!("changelog {}[{partition}] for {topic}", self.topic);
         let kafka = |e: rdkafka::error::KafkaError| StateError::Kafka(format!("{what}: {e}"));
         let consumer: BaseConsumer = self.consumer_config.create().map_err(kafka)?;
+        // Partition p of the input needs partition p here; say so plainly
+        // (the broker's answer would be "unknown partition").
+        let metadata = consumer
+            .fetch_metadata(Some(&self.topic), self.timeout)
+            .map_err(kafka)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len());
+        if usize::try_from(partition).map_or(true, |p| p >= partitions) {
+            return Err(StateError::Kafka(format!(
+                "{what}: the changelog topic has {partitions} partition(s), input partition \
+                 {partition} needs at least {}; create {} (cleanup.policy=compact) with as many \
+                 partitions as the input topic",
+                partition + 1,
+                self.topic
+            )));
+        }
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, self.timeout)
             .map_err(kafka)?;
@@ -229,6 +250,11 @@ impl StateStore for ChangelogStore {
                 what,
                 found: schema,
                 expected: SCHEMA_VERSION,
+                advice: format!(
+                    "its series relearn from scratch, and this anomalyd's next snapshot \
+                     overwrites that state. To use it instead, stop every anomalyd of this \
+                     group now and run one that reads version {schema}"
+                ),
             });
         }
         let model_matches = hash == self.model_hash;
@@ -236,22 +262,38 @@ impl StateStore for ChangelogStore {
             tracing::info!(changelog = %what, "The model configuration changed since this state was saved; models relearn, alert states are kept.");
         }
         let mut series = Vec::with_capacity(confirmed.len());
+        let mut skipped = 0usize;
+        let mut first_error = None;
         for value in confirmed.into_values().flatten() {
-            let (schema, rec_hash, body) = split_header(&value, &what)?;
-            if schema != SCHEMA_VERSION {
-                return Err(StateError::Version {
-                    what,
-                    found: schema,
-                    expected: SCHEMA_VERSION,
-                });
-            }
-            match decode_series(body, model_matches && rec_hash == self.model_hash) {
+            // A record this version cannot read costs its series, not the
+            // partition: after a version change, series that were idle
+            // since keep records of the other version under a marker of
+            // this one, and refusing the partition for them would relearn
+            // everything at every start until each such series changed.
+            let decoded = split_header(&value, &what).and_then(|(schema, rec_hash, body)| {
+                if schema != SCHEMA_VERSION {
+                    return Err(StateError::Corrupt {
+                        what: what.clone(),
+                        detail: format!("a record of schema version {schema}"),
+                    });
+                }
+                decode_series(body, model_matches && rec_hash == self.model_hash).map_err(|e| {
+                    StateError::Corrupt {
+                        what: what.clone(),
+                        detail: e.to_string(),
+                    }
+                })
+            });
+            match decoded {
                 Ok(s) => series.push(s),
                 Err(e) => {
-                    // One damaged record costs one series, not the partition.
-                    tracing::warn!(changelog = %what, error = %e, "Skipped a damaged state record; that series relearns.");
+                    skipped += 1;
+                    first_error.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = first_error {
+            tracing::warn!(changelog = %what, skipped, error = %e, "Skipped state records this anomalyd cannot read; those series relearn.");
         }
         Ok(Some(LoadedPartition { offset, series }))
     }
@@ -272,10 +314,16 @@ impl StateStore for ChangelogStore {
             };
             let topic = &topics[usize::from(p.topic)];
             let key = format!("{topic}/{}/{:016x}", p.partition, r.fingerprint);
+            if r.is_deletion() {
+                // The series left this partition: a restore must not bring
+                // its old state back (from here, or ahead of its new home).
+                self.send(p.partition, &key, None)?;
+                continue;
+            }
             value.clear();
             value.extend_from_slice(&header);
             value.extend_from_slice(&r.bytes);
-            self.send(p.partition, &key, &value)?;
+            self.send(p.partition, &key, Some(&value))?;
         }
         for p in partitions {
             let Some(offset) = positions.get(p) else {
@@ -286,7 +334,7 @@ impl StateStore for ChangelogStore {
             value.clear();
             value.extend_from_slice(&header);
             value.extend_from_slice(&offset.to_le_bytes());
-            self.send(p.partition, &key, &value)?;
+            self.send(p.partition, &key, Some(&value))?;
         }
         self.producer
             .flush(self.timeout)

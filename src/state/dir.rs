@@ -11,7 +11,9 @@
 //! ```
 //!
 //! The CRC covers everything before it, so truncation and bit flips are
-//! detected before any record is trusted.
+//! detected before any record is trusted. A snapshot of another schema
+//! version is moved aside to `<partition>.snap.v<version>` when refused, so
+//! the daemon's next snapshot cannot overwrite the only copy of that state.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -163,6 +165,7 @@ pub fn parse(bytes: &[u8], what: &str, model_hash: u64) -> Result<LoadedPartitio
             what: what.to_string(),
             found: version,
             expected: SCHEMA_VERSION,
+            advice: format!("to use it, run an anomalyd that reads version {version}"),
         });
     }
     if bytes.len() < 4 {
@@ -190,7 +193,10 @@ pub fn parse(bytes: &[u8], what: &str, model_hash: u64) -> Result<LoadedPartitio
             "The model configuration changed since this snapshot; models relearn, alert states are kept."
         );
     }
-    let mut series = Vec::with_capacity(usize::try_from(count.min(1 << 20)).unwrap_or(0));
+    // Every record takes at least its 4-byte length: a damaged count cannot
+    // reserve more than the file could hold.
+    let most = (r.buf.len() / 4) as u64;
+    let mut series = Vec::with_capacity(usize::try_from(count.min(most)).unwrap_or(0));
     for i in 0..count {
         let len = u32::from_le_bytes(r.array()?) as usize;
         let rec = r.take(len)?;
@@ -202,6 +208,27 @@ pub fn parse(bytes: &[u8], what: &str, model_hash: u64) -> Result<LoadedPartitio
         return Err(corrupt(what, "trailing bytes after the last record"));
     }
     Ok(LoadedPartition { offset, series })
+}
+
+/// Moves a snapshot of another schema version out of the way, so the next
+/// snapshot does not overwrite the only copy of that state, and says how to
+/// get it back.
+fn keep_aside(path: &Path, found: u32) -> String {
+    let kept = path.with_extension(format!("snap.v{found}"));
+    match fs::rename(path, &kept) {
+        Ok(()) => format!(
+            "its series relearn from scratch. The file was moved to {}: to use it instead, \
+             stop anomalyd, move it back to {} and run an anomalyd that reads version {found}",
+            kept.display(),
+            path.display()
+        ),
+        Err(e) => format!(
+            "its series relearn from scratch and the next snapshot replaces the file (moving it \
+             to {} failed: {e}); to keep it, stop anomalyd now, copy it elsewhere and run an \
+             anomalyd that reads version {found}",
+            kept.display()
+        ),
+    }
 }
 
 impl StateStore for DirStore {
@@ -220,7 +247,20 @@ impl StateStore for DirStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StateError::Io { path, source }),
         };
-        parse(&bytes, &path.display().to_string(), self.model_hash).map(Some)
+        match parse(&bytes, &path.display().to_string(), self.model_hash) {
+            Err(StateError::Version {
+                what,
+                found,
+                expected,
+                ..
+            }) => Err(StateError::Version {
+                advice: keep_aside(&path, found),
+                what,
+                found,
+                expected,
+            }),
+            other => other.map(Some),
+        }
     }
 
     fn save(
@@ -231,7 +271,8 @@ impl StateStore for DirStore {
         records: Vec<SnapshotRecord>,
     ) -> Result<(), StateError> {
         let mut by_partition: BTreeMap<SourcePartition, Vec<&SnapshotRecord>> = BTreeMap::new();
-        for r in &records {
+        // Each file is rewritten whole: deletions need no record.
+        for r in records.iter().filter(|r| !r.is_deletion()) {
             by_partition.entry(r.partition).or_default().push(r);
         }
         for p in partitions {
@@ -244,5 +285,204 @@ impl StateStore for DirStore {
             self.write(topic, p.partition, offset, &recs)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::lifecycle::{AlertRule, AlertRuleConfig, Lifecycle};
+    use crate::detector::{Decision, Detector, DetectorConfig, DetectorState};
+    use crate::event::SeriesKey;
+
+    const P: SourcePartition = SourcePartition {
+        topic: 0,
+        partition: 3,
+    };
+
+    fn detector() -> Detector {
+        Detector::new(&DetectorConfig::default(), 0.5).unwrap()
+    }
+
+    /// Three series with learned models; the second is firing.
+    fn series() -> Vec<(SeriesKey, DetectorState, Lifecycle)> {
+        let d = detector();
+        let rule = AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap();
+        (0..3)
+            .map(|j| {
+                let key = SeriesKey::new("cpu", [("host", format!("h{j}"))]);
+                let mut state = d.new_state();
+                for i in 0..150 {
+                    let v = 10.0 * j as f64 + (i as f64 / 7.0).sin();
+                    d.observe(&mut state, i * 60_000, v).unwrap();
+                }
+                let mut lifecycle = Lifecycle::default();
+                if j == 1 {
+                    let hit = Decision {
+                        score: 0.99,
+                        expected: 0.0,
+                        lower: -1.0,
+                        upper: 1.0,
+                        warm: true,
+                    };
+                    assert!(lifecycle.step(&rule, 1_000, 5.0, &hit).is_some());
+                }
+                (key, state, lifecycle)
+            })
+            .collect()
+    }
+
+    fn store(dir: &Path, hash: u64) -> DirStore {
+        DirStore::new(dir, hash, Duration::from_secs(1)).unwrap()
+    }
+
+    /// Saves `series()` as partition 3 of topic `t` at offset 1234 and
+    /// returns the file's bytes.
+    fn saved(dir: &Path) -> Vec<u8> {
+        let records = series()
+            .iter()
+            .map(|(k, s, l)| SnapshotRecord {
+                partition: P,
+                fingerprint: k.fingerprint(),
+                bytes: super::super::encode_series(k, s, l).unwrap(),
+            })
+            .collect();
+        let st = store(dir, detector().model_hash());
+        st.save(&["t".into()], &[P], &BTreeMap::from([(P, 1234)]), records)
+            .unwrap();
+        fs::read(st.path("t", 3)).unwrap()
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        saved(dir.path());
+        assert!(!dir.path().join("t/3.snap.tmp").exists());
+        let loaded = store(dir.path(), detector().model_hash())
+            .load("t", 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(loaded.offset, 1234);
+        let mut got = loaded.series;
+        got.sort_by_key(|a| a.key.to_string());
+        let want = series();
+        assert_eq!(got.len(), want.len());
+        for (g, (k, s, l)) in got.iter().zip(&want) {
+            assert_eq!(&g.key, k);
+            assert_eq!(g.detector.as_ref(), Some(s));
+            assert_eq!(&g.lifecycle, l);
+        }
+        assert!(got[1].lifecycle.is_firing());
+        assert!(store(dir.path(), 0).load("t", 4).unwrap().is_none());
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = saved(dir.path());
+        let hash = detector().model_hash();
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                match parse(&b, "x", hash) {
+                    Err(StateError::Corrupt { .. }) => {}
+                    Err(StateError::Version { .. }) if (8..12).contains(&i) => {}
+                    other => panic!("byte {i} bit {bit}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = saved(dir.path());
+        for len in 0..bytes.len() {
+            match parse(&bytes[..len], "x", detector().model_hash()) {
+                Err(StateError::Corrupt { what, .. }) => assert_eq!(what, "x"),
+                other => panic!("{len} bytes: {other:?}"),
+            }
+        }
+    }
+
+    /// A damaged file whose checksum happens to match (or was recomputed)
+    /// still cannot make the parser read past the end or trust extra bytes.
+    #[test]
+    fn structural_damage_under_a_valid_checksum_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = saved(dir.path());
+        let reseal = |mut body: Vec<u8>| {
+            let crc = crc32fast::hash(&body);
+            body.extend_from_slice(&crc.to_le_bytes());
+            body
+        };
+        let body = bytes[..bytes.len() - 4].to_vec();
+        // The count sits after the header and the topic name "t".
+        let count_at = 8 + 4 + 8 + 8 + 4 + 4 + 1;
+        let mut b = body.clone();
+        b[count_at..count_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let e = parse(&reseal(b), "x", 0).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        let mut b = body.clone();
+        b.extend_from_slice(b"junk");
+        let e = parse(&reseal(b), "x", 0).unwrap_err();
+        assert!(e.to_string().contains("trailing bytes"), "{e}");
+        let mut b = body;
+        let first_record = count_at + 8 + 4;
+        b[first_record] ^= 0xFF; // inside the first record's postcard bytes
+        let e = parse(&reseal(b), "x", detector().model_hash()).unwrap_err();
+        assert!(e.to_string().contains("record 0"), "{e}");
+    }
+
+    #[test]
+    fn another_model_config_keeps_lifecycles_and_drops_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = saved(dir.path());
+        let loaded = parse(&bytes, "x", detector().model_hash() ^ 1).unwrap();
+        assert_eq!(loaded.offset, 1234);
+        assert_eq!(loaded.series.len(), 3);
+        assert!(loaded.series.iter().all(|s| s.detector.is_none()));
+        assert_eq!(
+            loaded
+                .series
+                .iter()
+                .filter(|s| s.lifecycle.is_firing())
+                .count(),
+            1
+        );
+    }
+
+    /// A snapshot of another schema version is refused with what to do,
+    /// and moved aside so the daemon's next snapshot cannot overwrite it.
+    #[test]
+    fn another_schema_version_is_refused_and_kept_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = saved(dir.path());
+        bytes[8..12].copy_from_slice(&(SCHEMA_VERSION + 1).to_le_bytes());
+        let st = store(dir.path(), detector().model_hash());
+        let path = st.path("t", 3);
+        fs::write(&path, &bytes).unwrap();
+        let e = st.load("t", 3).unwrap_err();
+        let kept = dir.path().join(format!("t/3.snap.v{}", SCHEMA_VERSION + 1));
+        let msg = e.to_string();
+        assert!(matches!(e, StateError::Version { found, .. } if found == SCHEMA_VERSION + 1));
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains(&format!("reads version {SCHEMA_VERSION}")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("moved to {}", kept.display())),
+            "{msg}"
+        );
+        assert!(msg.contains("stop anomalyd, move it back"), "{msg}");
+        assert_eq!(fs::read(&kept).unwrap(), bytes, "kept as it was");
+        // The next load finds no snapshot; the next save leaves it alone.
+        assert!(st.load("t", 3).unwrap().is_none());
+        saved(dir.path());
+        assert_eq!(fs::read(&kept).unwrap(), bytes);
+        let e = parse(&bytes, "x", 0).unwrap_err().to_string();
+        assert!(e.contains("run an anomalyd that reads version"), "{e}");
     }
 }

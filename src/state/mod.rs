@@ -19,6 +19,12 @@
 //! what to do; one taken under another model configuration keeps each
 //! series' alert lifecycle but drops its model state (the model relearns),
 //! so an alert or sink change never costs the learned models.
+//!
+//! A series belongs to the partition of its latest event. Producers should
+//! key events by series, so that a series stays on one partition: a series
+//! read from partitions owned by two instances has two diverging states.
+//! When a series leaves a partition (it moved, or was evicted), incremental
+//! stores delete its record there (see `SnapshotRecord::is_deletion`).
 
 pub mod changelog;
 pub mod dir;
@@ -192,10 +198,11 @@ pub enum StateError {
         /// What check failed.
         detail: String,
     },
-    /// The snapshot was written by an incompatible version of anomalyd.
+    /// The snapshot was written by an incompatible version of anomalyd. Its
+    /// series relearn; `advice` says how to get the old state back.
     #[error(
         "{what} has snapshot schema version {found}, this anomalyd reads version {expected}; \
-         run the anomalyd version that wrote it, or delete the snapshot to relearn from scratch"
+         {advice}"
     )]
     Version {
         /// Which snapshot.
@@ -204,6 +211,8 @@ pub enum StateError {
         found: u32,
         /// Version this build reads.
         expected: u32,
+        /// What the operator can do (the store knows where the data went).
+        advice: String,
     },
     /// Kafka trouble (changelog store).
     #[error("state changelog: {0}")]

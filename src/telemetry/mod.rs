@@ -109,8 +109,12 @@ pub fn build_filter(
 pub fn init(config: &LogConfig) -> Result<(), TelemetryError> {
     let rust_log = std::env::var("RUST_LOG").ok();
     let filter = build_filter(config, rust_log.as_deref())?;
+    // Colours only on a terminal: journald, container logs and files would
+    // otherwise get escape codes around every level and field name.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),

@@ -11,5 +11,6 @@ mod reference_config;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;
+mod state;
 mod support;
 mod telemetry_http;
