@@ -199,3 +199,103 @@ level = "debug"
         assert!(!t.contains(s), "secret {s} in the daemon's output:\n{t}");
     }
 }
+
+#[test]
+fn first_signal_drains_and_a_second_one_exits_at_once() {
+    use crate::support::{self, TestProducer};
+    // The cluster outlives the runtime and the child.
+    let mock = support::cluster(&[("metrics", 1)]);
+    let bootstrap = mock.bootstrap_servers();
+    let values = crate::daemon::stream(700, 600);
+    let producer = TestProducer::new(&bootstrap);
+    for (i, v) in values.iter().enumerate() {
+        let payload = support::event_json("cpu", "a", 1_767_225_600_000 + i as i64 * 60_000, *v);
+        producer.send("metrics", Some(0), "cpu", &payload);
+    }
+    producer.flush();
+    // The alert goes to a webhook nobody listens on, retried until shutdown:
+    // the drain then waits for it until the grace period ends.
+    let port = support::free_port();
+    let dead_port = support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "signals"
+auto_offset_reset = "earliest"
+session_timeout_ms = 6000
+[sinks.log]
+enabled = false
+[sinks.webhook]
+enabled = true
+url = "http://127.0.0.1:{dead_port}/hook"
+retry = {{ initial_backoff_ms = 50, max_backoff_ms = 200, max_attempts = 0 }}
+[metrics]
+listen_addr = "127.0.0.1:{port}"
+[pipeline]
+shutdown_grace_secs = 120
+"#
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    support::runtime().block_on(support::poll_until(
+        "events processed and an alert emitted",
+        Duration::from_secs(60),
+        || async move {
+            let text = support::scrape(addr).await;
+            support::metric_sum(&text, "anomalyd_events_processed_total", &[]) == 700.0
+                && support::metric_sum(
+                    &text,
+                    "anomalyd_alerts_emitted_total",
+                    &[("status", "firing")],
+                ) >= 1.0
+        },
+    ));
+    let term = |pid: u32| {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    term(child.id());
+    // Draining: the webhook cannot deliver, so the daemon waits (up to 120 s).
+    let draining = Instant::now();
+    while draining.elapsed() < Duration::from_secs(2) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the first signal drains, it does not exit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    term(child.id());
+    let second = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(10),
+            "the second signal exits at once"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    drop(mock);
+}

@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A daily-ish sine with deterministic noise; a spike of 5 points at
 /// `spike_at`.
-fn stream(n: usize, spike_at: usize) -> Vec<f64> {
+pub fn stream(n: usize, spike_at: usize) -> Vec<f64> {
     let mut state = 0x2545_F491_4F6C_DD1Du64;
     (0..n)
         .map(|i| {
