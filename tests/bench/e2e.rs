@@ -113,6 +113,9 @@ struct DaemonArgs {
     /// `linger.ms` of the alert producer (librdkafka's default when absent).
     #[arg(long)]
     alert_linger_ms: Option<u32>,
+    /// The consumer's `fetch.wait.max.ms` (librdkafka's default when absent).
+    #[arg(long)]
+    fetch_wait_max_ms: Option<u32>,
 }
 
 #[derive(Args)]
@@ -152,6 +155,24 @@ struct RunArgs {
     /// (librdkafka's default, 5, when absent).
     #[arg(long)]
     alert_linger_ms: Option<u32>,
+    /// The daemon's `fetch.wait.max.ms` in the latency run. The mock broker
+    /// answers a fetch that finds no data only after this long, even when
+    /// data arrives meanwhile (a real broker answers as soon as it has
+    /// `fetch.min.bytes`), so librdkafka's default of 500 ms would measure
+    /// the mock, not the daemon.
+    #[arg(long, default_value_t = 5)]
+    latency_fetch_wait_ms: u32,
+    /// Partitions of the latency run's input topic.
+    #[arg(long, default_value_t = 4)]
+    latency_partitions: i32,
+    /// `linger.ms` of this process's producer in the paced part. The mock
+    /// broker answers a fetch with at most one producer batch per partition
+    /// (a real broker fills the fetch), so batches of a message or two cap
+    /// what the daemon can fetch below the offered load; a few ms of linger
+    /// (counted in the latency: it is measured from `produce()`) and few
+    /// partitions keep the batches large enough.
+    #[arg(long, default_value_t = 2)]
+    latency_linger_ms: u32,
     /// Skip the Kafka runs (throughput and latency).
     #[arg(long)]
     no_kafka: bool,
@@ -196,6 +217,15 @@ struct Latency {
     processing_p99_ms: f64,
     /// `linger.ms` of the alert producer.
     alert_linger_ms: Option<u32>,
+    /// The daemon consumer's `fetch.wait.max.ms`.
+    #[serde(default)]
+    fetch_wait_max_ms: u32,
+    /// `linger.ms` of the producer of the events.
+    #[serde(default)]
+    producer_linger_ms: u32,
+    /// Partitions of the input topic.
+    #[serde(default)]
+    partitions: i32,
 }
 
 fn main() {
@@ -288,11 +318,16 @@ fn child_replay(stream: &Path, workers: usize) -> Res<()> {
 fn daemon_config(a: &DaemonArgs) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = a.brokers.clone();
-    c.kafka.topics = vec![a.topic.clone()];
+    c.kafka.topics = a.topic.split(',').map(str::to_owned).collect();
     c.kafka.group_id = a.group.clone();
     c.kafka.auto_offset_reset = OffsetReset::Earliest;
     c.metrics.listen_addr = "127.0.0.1:0".into();
     c.pipeline.workers = a.workers;
+    if let Some(w) = a.fetch_wait_max_ms {
+        c.kafka
+            .options
+            .insert("fetch.wait.max.ms".into(), w.to_string());
+    }
     if let Some(t) = &a.alerts_topic {
         c.sinks.kafka.enabled = true;
         c.sinks.kafka.brokers = a.brokers.clone();
@@ -654,7 +689,8 @@ fn run(a: &RunArgs) -> Res<()> {
             }
         }
         if a.latency_rate > 0 {
-            let row = latency(a, &mock, &p, &producer(&bootstrap, 0)?, series)?;
+            let paced = producer(&bootstrap, a.latency_linger_ms)?;
+            let row = latency(a, &mock, &p, &paced, series)?;
             emit(row, &mut rows)?;
         }
     }
@@ -691,7 +727,10 @@ fn latency(
     series: usize,
 ) -> Res<Row> {
     let bootstrap = mock.bootstrap_servers();
-    mock.create_topic("lat-input", a.partitions, 1)?;
+    // The warm-up goes to a topic of its own with as many partitions as the
+    // throughput runs (it is large); the paced events to one with few.
+    mock.create_topic("lat-warm", a.partitions, 1)?;
+    mock.create_topic("lat-input", a.latency_partitions, 1)?;
     mock.create_topic("alerts", 1, 1)?;
     let warm = series * a.latency_warmup_per_series;
     let paced = (a.latency_rate * a.latency_secs) as usize;
@@ -708,7 +747,7 @@ fn latency(
     let mut args = vec!["child-serve".to_owned()];
     args.extend(daemon_args(
         &bootstrap,
-        "lat-input",
+        "lat-warm,lat-input",
         "latency",
         a.latency_workers,
     ));
@@ -716,6 +755,10 @@ fn latency(
     if let Some(l) = a.alert_linger_ms {
         args.extend(["--alert-linger-ms".into(), l.to_string()]);
     }
+    args.extend([
+        "--fetch-wait-max-ms".into(),
+        a.latency_fetch_wait_ms.to_string(),
+    ]);
     let mut child = Command::new(std::env::current_exe()?)
         .args(&args)
         .stdin(Stdio::piped())
@@ -746,7 +789,8 @@ fn latency(
     };
 
     let t = Instant::now();
-    produce_all(bulk, "lat-input", &lines[..warm])?;
+    produce_all(bulk, "lat-warm", &lines[..warm])?;
+    check_retained(&bootstrap, "lat-warm", a.partitions)?;
     if served.ask(&format!("wait {warm}"))? != "done" {
         return Err("the daemon did not process the warm-up".into());
     }
@@ -827,6 +871,9 @@ fn latency(
             processing_p50_ms: bucket_quantile(&diff, 0.5) * 1e3,
             processing_p99_ms: bucket_quantile(&diff, 0.99) * 1e3,
             alert_linger_ms: a.alert_linger_ms,
+            fetch_wait_max_ms: a.latency_fetch_wait_ms,
+            producer_linger_ms: a.latency_linger_ms,
+            partitions: a.latency_partitions,
         }),
         ..Row::default()
     })
@@ -942,7 +989,7 @@ fn print_table(rows: &[Row]) {
 
 fn latency_cell(l: &Latency) -> String {
     format!(
-        "at {} ev/s (achieved {}): event→alert p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} alerts; received→processed p50 ≤ {:.2} ms, p99 ≤ {:.2} ms",
+        "at {} ev/s (achieved {}): event→alert p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} alerts; received→processed p50 ≤ {:.2} ms, p99 ≤ {:.2} ms ({} partitions, producer linger.ms {}, daemon fetch.wait.max.ms {}, alert linger.ms {})",
         thousands(l.rate as f64),
         thousands(l.produced_per_s),
         l.alert_p50_ms,
@@ -950,7 +997,12 @@ fn latency_cell(l: &Latency) -> String {
         l.alert_max_ms,
         l.alerts,
         l.processing_p50_ms,
-        l.processing_p99_ms
+        l.processing_p99_ms,
+        l.partitions,
+        l.producer_linger_ms,
+        l.fetch_wait_max_ms,
+        l.alert_linger_ms
+            .map_or_else(|| "default".to_owned(), |v| v.to_string())
     )
 }
 
@@ -991,11 +1043,12 @@ fn table(ours: &[PathBuf], peers: &[PathBuf]) -> Res<()> {
             peer_rows.push((stream.clone(), serde_json::from_str(line)?));
         }
     }
-    let peer_names: Vec<String> = {
-        let mut v: Vec<String> = peer_rows.iter().map(|(_, p)| p.peer.clone()).collect();
-        v.dedup();
-        v
-    };
+    let mut peer_names: Vec<String> = Vec::new();
+    for (_, p) in &peer_rows {
+        if !peer_names.contains(&p.peer) {
+            peer_names.push(p.peer.clone());
+        }
+    }
     print!("| stream | system | path | workers | events | events/s | events/CPU-s | peak RSS MB |");
     for n in &peer_names {
         print!(" ×{n} (per CPU-s) |");
@@ -1006,11 +1059,12 @@ fn table(ours: &[PathBuf], peers: &[PathBuf]) -> Res<()> {
         print!("---:|");
     }
     println!();
-    let streams: Vec<String> = {
-        let mut v: Vec<String> = rows.iter().map(|r| r.stream.clone()).collect();
-        v.dedup();
-        v
-    };
+    let mut streams: Vec<String> = Vec::new();
+    for r in &rows {
+        if !streams.contains(&r.stream) {
+            streams.push(r.stream.clone());
+        }
+    }
     for s in &streams {
         let peer_eff = |name: &str| {
             peer_rows

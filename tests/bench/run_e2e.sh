@@ -29,9 +29,10 @@ log() { echo "run_e2e: $*" >&2; }
 
 declare -A SERIES=([10k]=10000 [100k]=100000)
 declare -A EVENTS=([10k]=300 [100k]=120)
-# Kafka: the mock broker keeps ~5 MB per partition (compressed), so the
-# 100k stream's Kafka runs use its first 4,000,000 events on 32 partitions.
-declare -A KAFKA=([10k]="--partitions 16" [100k]="--partitions 32 --kafka-events 4000000")
+# Kafka: the mock broker keeps the last 5 MB of each partition (~130,000 of
+# these messages, lz4-compressed), so the topics get 32 and 48 partitions and
+# the 100k stream's Kafka runs use its first 4,000,000 events.
+declare -A KAFKA=([10k]="--partitions 32" [100k]="--partitions 48 --kafka-events 4000000")
 # The latency run warms every series past its warm-up (120 events each)
 # before the paced part; on the 100k stream that would be 12 M events, so it
 # runs on the 10k stream only.
