@@ -18,8 +18,10 @@
 //!   `fallback_ts_ms` argument); with no fallback either, it is an error.
 //!
 //! Speed: decoders read borrowed input (no copy of the payload, JSON strings
-//! borrowed unless escaped) and allocate per event only what the
-//! [`SeriesKey`](crate::event::SeriesKey) keeps.
+//! borrowed unless escaped). The JSON formats look series keys up in the
+//! decoder's [`KeyCache`], so an event of a known series allocates nothing
+//! for its key; line protocol builds a
+//! [`SeriesKey`](crate::event::SeriesKey) per event.
 
 mod influx;
 mod json;
@@ -27,11 +29,12 @@ mod native;
 mod prometheus_adapter;
 
 use std::borrow::Cow;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
-use crate::event::Event;
+use crate::event::{Event, KeyCache};
 
 /// The wire format of the input topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -330,9 +333,15 @@ impl DecodeError {
 
 /// Turns message bytes into events, per the configured format.
 ///
-/// Cheap to clone and `Sync`: one per worker or one shared, as convenient.
-#[derive(Debug, Clone)]
+/// `Sync`: one per source or one shared, as convenient. It keeps the series
+/// keys it has seen ([`KeyCache`]) so that events of a known series share
+/// one key instead of allocating their own; a clone starts with an empty
+/// cache.
+#[derive(Debug)]
 pub struct Decoder {
+    /// Series keys seen so far, behind a lock so `decode` can take `&self`
+    /// (one uncontended lock per message: a decoder serves one source).
+    keys: Mutex<KeyCache>,
     /// The configured format (`Auto` detects per message).
     format: Format,
     /// Messages above this size are rejected unread.
@@ -343,11 +352,24 @@ pub struct Decoder {
     influx: influx::Settings,
 }
 
+impl Clone for Decoder {
+    fn clone(&self) -> Self {
+        Self {
+            keys: Mutex::default(),
+            format: self.format,
+            max_message_bytes: self.max_message_bytes,
+            json: self.json,
+            influx: self.influx,
+        }
+    }
+}
+
 impl Decoder {
     /// Builds a decoder. The config should have passed
     /// [`DecodeConfig::validate`]; a zero size cap would reject everything.
     pub fn new(config: &DecodeConfig) -> Self {
         Self {
+            keys: Mutex::default(),
             format: config.format,
             max_message_bytes: config.max_message_bytes,
             json: json::Settings {
@@ -358,6 +380,13 @@ impl Decoder {
                 booleans: config.influx_booleans,
             },
         }
+    }
+
+    /// The key cache. A panic while holding it cannot leave it
+    /// inconsistent (each insert is one map operation), so a poisoned lock
+    /// is used as it is.
+    fn keys(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Decodes one message, appending its events to `out` and one error per
@@ -389,6 +418,7 @@ impl Decoder {
                 json::Flavor::Native,
                 &self.json,
                 fallback,
+                &mut self.keys(),
                 out,
                 errors,
             ),
@@ -397,6 +427,7 @@ impl Decoder {
                 json::Flavor::PrometheusAdapter,
                 &self.json,
                 fallback,
+                &mut self.keys(),
                 out,
                 errors,
             ),
@@ -408,6 +439,7 @@ impl Decoder {
                         json::Flavor::Auto,
                         &self.json,
                         fallback,
+                        &mut self.keys(),
                         out,
                         errors,
                     );

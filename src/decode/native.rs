@@ -23,10 +23,14 @@
 
 use super::DecodeError;
 use super::json::{RawRecord, RecordCtx};
-use crate::event::{Event, SeriesKey};
+use crate::event::{Event, KeyCache};
 
 /// Turns one parsed record into an event.
-pub(super) fn to_event(rec: RawRecord<'_>, ctx: &RecordCtx) -> Result<Event, DecodeError> {
+pub(super) fn to_event(
+    rec: RawRecord<'_>,
+    ctx: &RecordCtx,
+    keys: &mut KeyCache,
+) -> Result<Event, DecodeError> {
     let name = ctx.name(rec.series, "series")?;
     let value = match &rec.value {
         None | Some(super::json::Scalar::Null) => {
@@ -51,9 +55,9 @@ pub(super) fn to_event(rec: RawRecord<'_>, ctx: &RecordCtx) -> Result<Event, Dec
         });
     }
     let ts_ms = ctx.timestamp(rec.ts.as_ref(), "ts")?;
-    let (labels, _name_label) = ctx.labels(rec.labels)?;
+    let (mut labels, _name_label) = ctx.labels(rec.labels)?;
     Ok(Event {
-        series: SeriesKey::new(name.into_owned(), labels),
+        series: keys.key(&name, &mut labels),
         ts_ms,
         value,
     })

@@ -18,11 +18,15 @@
 
 use super::DecodeError;
 use super::json::{RawRecord, RecordCtx, Scalar};
-use crate::event::{Event, SeriesKey};
+use crate::event::{Event, KeyCache};
 
 /// Turns one parsed record into an event.
-pub(super) fn to_event(rec: RawRecord<'_>, ctx: &RecordCtx) -> Result<Event, DecodeError> {
-    let (labels, name_label) = ctx.labels(rec.labels)?;
+pub(super) fn to_event(
+    rec: RawRecord<'_>,
+    ctx: &RecordCtx,
+    keys: &mut KeyCache,
+) -> Result<Event, DecodeError> {
+    let (mut labels, name_label) = ctx.labels(rec.labels)?;
     let name = match (rec.name, name_label) {
         (None | Some(Scalar::Null), Some(n)) => ctx.name(Some(Scalar::Str(n.into())), "name")?,
         (name, _) => ctx.name(name, "name")?,
@@ -58,7 +62,7 @@ pub(super) fn to_event(rec: RawRecord<'_>, ctx: &RecordCtx) -> Result<Event, Dec
     }
     let ts_ms = ctx.timestamp(rec.timestamp.as_ref(), "timestamp")?;
     Ok(Event {
-        series: SeriesKey::new(name.into_owned(), labels),
+        series: keys.key(&name, &mut labels),
         ts_ms,
         value,
     })

@@ -3,6 +3,10 @@
 //! This module owns the only rdkafka consumer of the daemon. It receives
 //! messages ([`StreamConsumer::recv`], cancellation-safe inside `select!`),
 //! decodes them, dispatches the events to the pipeline and commits offsets.
+//! Messages that have already arrived are gathered (up to 1024 events) and
+//! dispatched together, so a busy topic costs one queue hand-off per batch,
+//! not per message; the offsets of a batch advance only once it is
+//! dispatched, and every checkpoint dispatches what is gathered first.
 //!
 //! **Delivery.** Offsets are committed only at checkpoints: a pipeline
 //! barrier proves that every event dispatched before it has been scored,
@@ -245,6 +249,26 @@ pub enum SourceError {
     PipelineClosed,
 }
 
+/// Most events the receive loop gathers from messages that are already
+/// waiting before it hands them to the pipeline in one dispatch.
+const BATCH_EVENTS: usize = 1024;
+
+/// Messages received and decoded but not yet dispatched: runs of events of
+/// one partition, in arrival order, and the offsets they complete.
+#[derive(Debug, Default)]
+struct Pending {
+    /// `(partition, events)` in arrival order; consecutive messages of one
+    /// partition share a run.
+    runs: Vec<(SourcePartition, Vec<crate::event::Event>)>,
+    /// Events in `runs`.
+    events: usize,
+    /// Next offset per partition once `runs` is dispatched (every received
+    /// message counts, with or without events).
+    next: BTreeMap<SourcePartition, i64>,
+    /// When the oldest pending message was received.
+    since: Option<Instant>,
+}
+
 /// Per-partition progress, shared by the receive loop and the rebalance
 /// callbacks.
 #[derive(Debug, Default)]
@@ -262,6 +286,11 @@ struct Shared {
     state: Option<Arc<dyn StateStore>>,
     metrics: Arc<Metrics>,
     progress: Mutex<Progress>,
+    /// Decoded, not yet dispatched. Every checkpoint dispatches it first, so
+    /// a barrier (and the commit after it) covers every message whose offset
+    /// it commits, even when a rebalance callback runs while the receive
+    /// loop is gathering a batch.
+    pending: Mutex<Pending>,
     /// Set once the final checkpoint ran: a revoke during shutdown then has
     /// nothing left to save.
     finished: std::sync::atomic::AtomicBool,
@@ -299,6 +328,30 @@ impl Shared {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // As for `progress`: plain data, valid after any panic.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Dispatches the pending events, then moves the partitions' next
+    /// offsets past the messages they came from.
+    async fn flush(&self) -> Result<(), SourceError> {
+        let pending = std::mem::take(&mut *self.pending());
+        let received = pending.since.unwrap_or_else(Instant::now);
+        for (part, events) in pending.runs {
+            self.pipeline
+                .dispatch(part, events, received)
+                .await
+                .map_err(|_| SourceError::PipelineClosed)?;
+        }
+        let mut p = self.progress();
+        for (part, next) in pending.next {
+            let n = p.next.entry(part).or_insert(next);
+            *n = (*n).max(next);
+        }
+        Ok(())
+    }
+
     /// A checkpoint: barrier (and snapshot), then commit. `only` limits it to
     /// some partitions; `release` drops their series afterwards.
     async fn checkpoint<K: Consumer<SourceContext>>(
@@ -308,6 +361,7 @@ impl Shared {
         release: bool,
         mode: CommitMode,
     ) -> Result<(), SourceError> {
+        self.flush().await?;
         let positions: BTreeMap<SourcePartition, i64> = {
             let p = self.progress();
             p.next
@@ -612,6 +666,7 @@ impl KafkaSource {
             state,
             metrics,
             progress: Mutex::new(Progress::default()),
+            pending: Mutex::new(Pending::default()),
             finished: std::sync::atomic::AtomicBool::new(false),
             resync: std::sync::atomic::AtomicBool::new(false),
             unsaved_deletions: Mutex::new(Vec::new()),
@@ -634,6 +689,72 @@ impl KafkaSource {
         })
     }
 
+    /// Decodes one received message into the pending batch (or counts the
+    /// consumer error).
+    fn take(
+        &self,
+        received: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+        summary: &mut SourceSummary,
+        reporter: &mut DecodeErrorReporter,
+        errors: &mut Vec<crate::decode::DecodeError>,
+        error_log: &RateLimit,
+    ) {
+        let m = &self.shared.metrics;
+        let msg = match received {
+            Ok(msg) => msg,
+            Err(e) => {
+                m.consumer_error();
+                if let Some(suppressed) = error_log.allow() {
+                    tracing::warn!(error = %e, suppressed, "Kafka consumer error.");
+                }
+                return;
+            }
+        };
+        summary.messages += 1;
+        m.message_received();
+        let Some(part) = self.shared.partition_of(msg.topic(), msg.partition()) else {
+            return; // not a subscribed topic: cannot happen
+        };
+        let offset = msg.offset();
+        let mut pending = self.shared.pending();
+        // Never move backwards (see `flush`): a restored partition starts at
+        // its snapshot offset, and the messages below it (re-read after a
+        // commit lagged the snapshot) are already in the state.
+        let next = pending.next.entry(part).or_insert(offset + 1);
+        *next = (*next).max(offset + 1);
+        if self
+            .shared
+            .progress()
+            .skip_below
+            .get(&part)
+            .is_some_and(|&s| offset < s)
+        {
+            return;
+        }
+        if pending.runs.last().is_none_or(|(p, _)| *p != part) {
+            pending.runs.push((part, Vec::new()));
+        }
+        let Some((_, events)) = pending.runs.last_mut() else {
+            return; // pushed just above
+        };
+        let before = events.len();
+        errors.clear();
+        let fallback_ts = msg.timestamp().to_millis();
+        self.decoder
+            .decode(msg.payload().unwrap_or(&[]), fallback_ts, events, errors);
+        let decoded = events.len() - before;
+        if !errors.is_empty() {
+            let origin = format!("{}/{}@{}", msg.topic(), msg.partition(), offset);
+            reporter.report(m, errors, &origin);
+        }
+        if decoded > 0 {
+            m.events_decoded(decoded as u64);
+            summary.events += decoded as u64;
+            pending.events += decoded;
+            pending.since.get_or_insert_with(Instant::now);
+        }
+    }
+
     /// Consumes until `shutdown` is cancelled, then runs a final checkpoint
     /// (snapshot if enabled, synchronous commit) and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
@@ -644,9 +765,7 @@ impl KafkaSource {
         let mut reporter = DecodeErrorReporter::new(Duration::from_secs(10));
         // recv() fails every ~100 ms while the brokers are unreachable.
         let error_log = RateLimit::default();
-        let mut events = Vec::new();
         let mut errors = Vec::new();
-        let m = Arc::clone(&self.shared.metrics);
         loop {
             tokio::select! {
                 biased;
@@ -657,56 +776,19 @@ impl KafkaSource {
                         .await?;
                 }
                 received = self.consumer.recv() => {
-                    let msg = match received {
-                        Ok(msg) => msg,
-                        Err(e) => {
-                            m.consumer_error();
-                            if let Some(suppressed) = error_log.allow() {
-                                tracing::warn!(error = %e, suppressed, "Kafka consumer error.");
+                    self.take(received, &mut summary, &mut reporter, &mut errors, &error_log);
+                    // Gather what has already arrived (no waiting), so a busy
+                    // topic is dispatched in batches instead of one queue
+                    // hand-off per message; an idle one still goes at once.
+                    while self.shared.pending().events < BATCH_EVENTS {
+                        match now_or_never(self.consumer.recv()) {
+                            Some(received) => {
+                                self.take(received, &mut summary, &mut reporter, &mut errors, &error_log);
                             }
-                            continue;
-                        }
-                    };
-                    summary.messages += 1;
-                    m.message_received();
-                    let Some(part) = self.shared.partition_of(msg.topic(), msg.partition()) else {
-                        continue; // not a subscribed topic: cannot happen
-                    };
-                    let offset = msg.offset();
-                    {
-                        let mut p = self.shared.progress();
-                        // Never move backwards: a restored partition starts
-                        // at its snapshot offset, and the messages below it
-                        // (re-read after a commit lagged the snapshot) are
-                        // already in the state.
-                        let next = p.next.entry(part).or_insert(offset + 1);
-                        *next = (*next).max(offset + 1);
-                        if p.skip_below.get(&part).is_some_and(|&s| offset < s) {
-                            continue;
+                            None => break,
                         }
                     }
-                    events.clear();
-                    errors.clear();
-                    let fallback_ts = msg.timestamp().to_millis();
-                    match msg.payload() {
-                        Some(payload) => self.decoder.decode(payload, fallback_ts, &mut events, &mut errors),
-                        None => self.decoder.decode(&[], fallback_ts, &mut events, &mut errors),
-                    }
-                    if !errors.is_empty() {
-                        let origin = format!("{}/{}@{}", msg.topic(), msg.partition(), offset);
-                        reporter.report(&m, &errors, &origin);
-                    }
-                    if events.is_empty() {
-                        continue;
-                    }
-                    m.events_decoded(events.len() as u64);
-                    summary.events += events.len() as u64;
-                    let batch = std::mem::take(&mut events);
-                    self.shared
-                        .pipeline
-                        .dispatch(part, batch, Instant::now())
-                        .await
-                        .map_err(|_| SourceError::PipelineClosed)?;
+                    self.shared.flush().await?;
                 }
             }
         }
@@ -722,5 +804,16 @@ impl KafkaSource {
         // Leave the group now (not at drop) so partitions move at once.
         self.consumer.unsubscribe();
         Ok(summary)
+    }
+}
+
+/// Polls `f` once: its output if it is ready now, else `None` (and `f` is
+/// dropped, which `StreamConsumer::recv` allows).
+fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }

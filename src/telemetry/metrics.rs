@@ -558,6 +558,11 @@ impl Metrics {
         self.messages_received.inc();
     }
 
+    /// `n` messages received from the source (file replay counts per batch).
+    pub fn messages_received(&self, n: u64) {
+        self.messages_received.inc_by(n);
+    }
+
     /// `n` events decoded.
     pub fn events_decoded(&self, n: u64) {
         self.events_decoded.inc_by(n);

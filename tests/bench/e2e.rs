@@ -1,0 +1,1141 @@
+//! End-to-end benchmark: events per second, events per CPU-second, peak
+//! memory and event-to-alert latency of the whole daemon (decode → model →
+//! threshold → alert), on a stream written by `tests/bench/gen_stream.py`.
+//!
+//! `cargo bench --bench e2e -- run --stream FILE --name 10k` measures, each
+//! in a fresh child process of this binary (so peak RSS and CPU time are the
+//! daemon's alone):
+//!
+//! - **replay**: `app::replay`, the code behind `anomalyd replay`, on the
+//!   file, with 1 and 2 workers;
+//! - **kafka**: the stream produced first, one event per message keyed by
+//!   series, to a partitioned topic of an `rdkafka::mocking::MockCluster`
+//!   that this process hosts on loopback; a child runs `app::start` with a
+//!   fresh consumer group and is timed from its first processed event to its
+//!   last (`anomalyd_events_processed_total`), with 1 and 2 workers;
+//! - **latency**: a child daemon with the Kafka alert sink is warmed up on
+//!   the stream's first events (so its series can alert), then this process
+//!   produces the next events at a fixed rate and times each alert from the
+//!   `produce()` call of the event it reports to its arrival on the alert
+//!   topic (a consumer in this process). The daemon's own histogram
+//!   `anomalyd_event_processing_seconds` (message received → event
+//!   processed, every event) is reported beside it.
+//!
+//! CPU seconds are user + system time of the child process
+//! (`/proc/self/stat`, the accounting `getrusage` reports) over the timed
+//! window; peak RSS is its `VmHWM`. The mock broker runs in this parent
+//! process, not in the measured child, but on the same two cores.
+//!
+//! `e2e table` merges the JSON lines of `run` (`--json-out`) with those of
+//! `tests/bench/peers/run_peers.sh` into one markdown table;
+//! `tests/bench/run_e2e.sh` does all of it.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anomalyd::alert::Alert;
+use anomalyd::config::load::Config;
+use anomalyd::event::SeriesKey;
+use anomalyd::source::kafka::OffsetReset;
+use clap::{Args, Parser, Subcommand};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+type Fail = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, Fail>;
+
+#[derive(Parser)]
+#[command(about = "anomalyd end-to-end benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every measurement on one stream and print a table.
+    Run(RunArgs),
+    /// Merge `run --json-out` files and run_peers.sh output into markdown.
+    Table {
+        /// JSON lines of `run`.
+        #[arg(long, num_args = 1..)]
+        ours: Vec<PathBuf>,
+        /// JSON lines of run_peers.sh, one file per stream, named
+        /// `peers-<stream name>.jsonl`.
+        #[arg(long, num_args = 0..)]
+        peers: Vec<PathBuf>,
+    },
+    /// (internal) Replay the file in this process and print one JSON line.
+    ChildReplay {
+        #[arg(long)]
+        stream: PathBuf,
+        #[arg(long)]
+        workers: usize,
+    },
+    /// (internal) Consume a topic until `events` are processed.
+    ChildKafka {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+        #[arg(long)]
+        events: u64,
+    },
+    /// (internal) Run the daemon and answer `wait N` / `stats` on stdin.
+    ChildServe {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DaemonArgs {
+    #[arg(long)]
+    brokers: String,
+    #[arg(long)]
+    topic: String,
+    #[arg(long)]
+    group: String,
+    #[arg(long)]
+    workers: usize,
+    /// Alert topic for the Kafka sink (none: only the default log sink).
+    #[arg(long)]
+    alerts_topic: Option<String>,
+    /// `linger.ms` of the alert producer (librdkafka's default when absent).
+    #[arg(long)]
+    alert_linger_ms: Option<u32>,
+    /// The consumer's `fetch.wait.max.ms` (librdkafka's default when absent).
+    #[arg(long)]
+    fetch_wait_max_ms: Option<u32>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// NDJSON stream from gen_stream.py.
+    #[arg(long)]
+    stream: PathBuf,
+    /// Name of the stream in the table, e.g. `10k`.
+    #[arg(long)]
+    name: String,
+    /// Worker counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    workers: Vec<usize>,
+    /// Runs of each throughput measurement (the table shows the range).
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
+    /// Events produced for the Kafka throughput runs (0: the whole stream).
+    #[arg(long, default_value_t = 0)]
+    kafka_events: usize,
+    /// Partitions of the input topic.
+    #[arg(long, default_value_t = 16)]
+    partitions: i32,
+    /// Offered load of the latency run, events per second (0: skip it).
+    #[arg(long, default_value_t = 50_000)]
+    latency_rate: u64,
+    /// Length of the paced part of the latency run.
+    #[arg(long, default_value_t = 20)]
+    latency_secs: u64,
+    /// Events per series replayed at full speed before the paced part, so
+    /// that series are past their warm-up and can alert.
+    #[arg(long, default_value_t = 120)]
+    latency_warmup_per_series: usize,
+    /// Workers of the latency run.
+    #[arg(long, default_value_t = 2)]
+    latency_workers: usize,
+    /// `linger.ms` of the daemon's alert producer in the latency run
+    /// (librdkafka's default, 5, when absent).
+    #[arg(long)]
+    alert_linger_ms: Option<u32>,
+    /// The daemon's `fetch.wait.max.ms` in the latency run. The mock broker
+    /// answers a fetch that finds no data only after this long, even when
+    /// data arrives meanwhile (a real broker answers as soon as it has
+    /// `fetch.min.bytes`), so librdkafka's default of 500 ms would measure
+    /// the mock, not the daemon.
+    #[arg(long, default_value_t = 5)]
+    latency_fetch_wait_ms: u32,
+    /// Partitions of the latency run's input topic.
+    #[arg(long, default_value_t = 4)]
+    latency_partitions: i32,
+    /// `linger.ms` of this process's producer in the paced part. The mock
+    /// broker answers a fetch with at most one producer batch per partition
+    /// (a real broker fills the fetch), so batches of a message or two cap
+    /// what the daemon can fetch below the offered load; a few ms of linger
+    /// (counted in the latency: it is measured from `produce()`) and few
+    /// partitions keep the batches large enough.
+    #[arg(long, default_value_t = 2)]
+    latency_linger_ms: u32,
+    /// Skip the Kafka runs (throughput and latency).
+    #[arg(long)]
+    no_kafka: bool,
+    /// Append every result as a JSON line to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+/// One measurement, as printed by a child and written to `--json-out`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Row {
+    stream: String,
+    series: usize,
+    scenario: String,
+    workers: usize,
+    events: u64,
+    wall_s: f64,
+    cpu_s: f64,
+    events_per_s: f64,
+    events_per_cpu_s: f64,
+    peak_rss_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latency: Option<Latency>,
+}
+
+/// What the latency run found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Latency {
+    /// Offered load, events per second.
+    rate: u64,
+    /// Achieved produce rate.
+    produced_per_s: f64,
+    /// Alerts matched to a produced event of the paced part.
+    alerts: usize,
+    /// Event `produce()` → alert received, milliseconds.
+    alert_p50_ms: f64,
+    alert_p99_ms: f64,
+    alert_max_ms: f64,
+    /// Received → processed (the daemon's histogram, every event; the upper
+    /// edge of the bucket holding the quantile), milliseconds.
+    processing_p50_ms: f64,
+    processing_p99_ms: f64,
+    /// `linger.ms` of the alert producer.
+    alert_linger_ms: Option<u32>,
+    /// The daemon consumer's `fetch.wait.max.ms`.
+    #[serde(default)]
+    fetch_wait_max_ms: u32,
+    /// `linger.ms` of the producer of the events.
+    #[serde(default)]
+    producer_linger_ms: u32,
+    /// Partitions of the input topic.
+    #[serde(default)]
+    partitions: i32,
+}
+
+fn main() {
+    // cargo bench appends `--bench` to a harness-less bench's arguments.
+    let args = std::env::args().filter(|a| a != "--bench");
+    let cli = Cli::parse_from(args);
+    let result = match cli.cmd {
+        Cmd::Run(a) => run(&a),
+        Cmd::Table { ours, peers } => table(&ours, &peers),
+        Cmd::ChildReplay { stream, workers } => child_replay(&stream, workers),
+        Cmd::ChildKafka { daemon, events } => child_kafka(&daemon, events),
+        Cmd::ChildServe { daemon } => child_serve(&daemon),
+    };
+    if let Err(e) = result {
+        eprintln!("e2e: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------- process
+
+/// User + system CPU seconds of this process so far. `/proc/self/stat`
+/// counts in clock ticks of 1/100 s on Linux (`getconf CLK_TCK`).
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident set size of this process (`VmHWM`), bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn runtime() -> Res<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Warnings and errors of the daemon go to stderr; nothing per event.
+fn quiet_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn print_row(row: &Row) -> Res<()> {
+    println!("{}", serde_json::to_string(row)?);
+    Ok(())
+}
+
+// ------------------------------------------------------------------ children
+
+fn child_replay(stream: &Path, workers: usize) -> Res<()> {
+    quiet_logs();
+    let mut config = Config::default();
+    config.pipeline.workers = workers;
+    let rt = runtime()?;
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let report = rt.block_on(anomalyd::app::replay(config, stream))?;
+    let (cpu_s, wall_s) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    print_row(&Row {
+        scenario: "replay".into(),
+        workers,
+        events: report.events,
+        wall_s,
+        cpu_s,
+        events_per_s: report.events as f64 / wall_s,
+        events_per_cpu_s: report.events as f64 / cpu_s,
+        peak_rss_bytes: peak_rss(),
+        ..Row::default()
+    })
+}
+
+fn daemon_config(a: &DaemonArgs) -> Config {
+    let mut c = Config::default();
+    c.kafka.brokers = a.brokers.clone();
+    c.kafka.topics = a.topic.split(',').map(str::to_owned).collect();
+    c.kafka.group_id = a.group.clone();
+    c.kafka.auto_offset_reset = OffsetReset::Earliest;
+    c.metrics.listen_addr = "127.0.0.1:0".into();
+    c.pipeline.workers = a.workers;
+    if let Some(w) = a.fetch_wait_max_ms {
+        c.kafka
+            .options
+            .insert("fetch.wait.max.ms".into(), w.to_string());
+    }
+    if let Some(t) = &a.alerts_topic {
+        c.sinks.kafka.enabled = true;
+        c.sinks.kafka.brokers = a.brokers.clone();
+        c.sinks.kafka.topic = t.clone();
+        if let Some(l) = a.alert_linger_ms {
+            c.sinks
+                .kafka
+                .options
+                .insert("linger.ms".into(), l.to_string());
+        }
+    }
+    c
+}
+
+/// Polls `f` every millisecond until it holds; false after `timeout`.
+fn poll(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    f()
+}
+
+/// Polls until `n` events are processed; false when the count stops moving
+/// for 30 s.
+fn wait_processed(m: &anomalyd::telemetry::metrics::Metrics, n: u64) -> bool {
+    let (mut last, mut moved) = (m.events_processed_total(), Instant::now());
+    loop {
+        let now = m.events_processed_total();
+        if now >= n {
+            return true;
+        }
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        } else if moved.elapsed() > Duration::from_secs(30) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn child_kafka(a: &DaemonArgs, events: u64) -> Res<()> {
+    quiet_logs();
+    let rt = runtime()?;
+    let running = rt.block_on(anomalyd::app::start(daemon_config(a)))?;
+    let m = Arc::clone(&running.metrics);
+    // Timed from the first processed event: joining the group is not
+    // throughput.
+    if !poll(Duration::from_secs(60), || m.events_processed_total() > 0) {
+        return Err("no event processed within 60 s".into());
+    }
+    let (c0, cpu0, t0) = (m.events_processed_total(), cpu_seconds(), Instant::now());
+    if !wait_processed(&m, events) {
+        return Err(format!(
+            "stalled at {} of {events} events processed",
+            m.events_processed_total()
+        )
+        .into());
+    }
+    let (cpu_s, wall_s) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let n = m.events_processed_total() - c0;
+    let rss = peak_rss();
+    running.shutdown();
+    rt.block_on(running.wait())?;
+    print_row(&Row {
+        scenario: "kafka".into(),
+        workers: a.workers,
+        events: n,
+        wall_s,
+        cpu_s,
+        events_per_s: n as f64 / wall_s,
+        events_per_cpu_s: n as f64 / cpu_s,
+        peak_rss_bytes: rss,
+        ..Row::default()
+    })
+}
+
+/// Cumulative counts of `anomalyd_event_processing_seconds`, by upper edge.
+fn processing_histogram(registry: &prometheus::Registry) -> Vec<(f64, u64)> {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == "anomalyd_event_processing_seconds")
+        .flat_map(|f| f.get_metric().iter())
+        .flat_map(|m| {
+            let h = m.get_histogram();
+            let mut v: Vec<(f64, u64)> = h
+                .get_bucket()
+                .iter()
+                .map(|b| (b.upper_bound(), b.cumulative_count()))
+                .collect();
+            // JSON has no infinity: the +Inf bucket travels as f64::MAX.
+            v.push((f64::MAX, h.get_sample_count()));
+            v
+        })
+        .collect()
+}
+
+fn child_serve(a: &DaemonArgs) -> Res<()> {
+    quiet_logs();
+    let rt = runtime()?;
+    let running = rt.block_on(anomalyd::app::start(daemon_config(a)))?;
+    let m = Arc::clone(&running.metrics);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("wait"), Some(n)) => {
+                let n: u64 = n.parse()?;
+                let ok = wait_processed(&m, n);
+                writeln!(out, "{}", if ok { "done" } else { "timeout" })?;
+            }
+            (Some("stats"), _) => {
+                let s = json!({
+                    "processed": m.events_processed_total(),
+                    "cpu_s": cpu_seconds(),
+                    "peak_rss_bytes": peak_rss(),
+                    "histogram": processing_histogram(m.registry()),
+                });
+                writeln!(out, "{s}")?;
+            }
+            _ => return Err(format!("unknown command `{line}`").into()),
+        }
+        out.flush()?;
+    }
+    running.shutdown();
+    rt.block_on(running.wait())?;
+    Ok(())
+}
+
+// ------------------------------------------------------------------- parent
+
+/// One line of the stream with what the bench needs to route and match it.
+struct Line {
+    text: String,
+    fingerprint: u64,
+    ts_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct NativeRecord {
+    series: String,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
+    ts: i64,
+}
+
+/// Reads up to `max` lines of the stream (all when `max` is 0).
+fn read_lines(path: &Path, max: usize) -> Res<Vec<Line>> {
+    let f = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut out = Vec::new();
+    for line in f.lines() {
+        if max > 0 && out.len() >= max {
+            break;
+        }
+        let text = line?;
+        let r: NativeRecord = serde_json::from_str(&text)?;
+        let key = SeriesKey::new(r.series, r.labels);
+        out.push(Line {
+            text,
+            fingerprint: key.fingerprint(),
+            ts_ms: r.ts,
+        });
+    }
+    Ok(out)
+}
+
+/// Number of lines and distinct series of the stream (series are told apart
+/// by the text before `"ts"`, which is how gen_stream.py writes them).
+fn count_stream(path: &Path) -> Res<(u64, usize)> {
+    let f = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut seen = std::collections::HashSet::new();
+    let mut lines = 0;
+    for line in f.lines() {
+        let line = line?;
+        lines += 1;
+        let head = line.split("\"ts\"").next().unwrap_or(&line);
+        if !seen.contains(head) {
+            seen.insert(head.to_owned());
+        }
+    }
+    Ok((lines, seen.len()))
+}
+
+/// A producer that compresses (lz4): a mock partition keeps only its last
+/// 5 MB of message sets (librdkafka's mock log limit), so uncompressed the
+/// stream would not fit. `linger_ms` 0 sends at once (the paced latency
+/// run); more batches bigger (bulk loading).
+fn producer(bootstrap: &str, linger_ms: u32) -> Res<ThreadedProducer<DefaultProducerContext>> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", linger_ms.to_string())
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("batch.num.messages", "10000")
+        .create()?)
+}
+
+/// Fails when the mock broker dropped the oldest messages of `topic` (its
+/// per-partition log limit), which would leave the daemon waiting for events
+/// that no longer exist.
+fn check_retained(bootstrap: &str, topic: &str, partitions: i32) -> Res<()> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "e2e-watermarks")
+        .create()?;
+    for p in 0..partitions {
+        let (low, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if low != 0 {
+            return Err(format!(
+                "the mock broker dropped offsets 0..{low} of {topic}/{p} (of {high}): \
+                 use more --partitions or fewer --kafka-events"
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Produces `lines` as fast as the producer takes them, keyed by series.
+fn produce_all(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    lines: &[Line],
+) -> Res<()> {
+    for l in lines {
+        send(p, topic, l)?;
+    }
+    p.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, l: &Line) -> Res<()> {
+    let key = format!("{:016x}", l.fingerprint);
+    let mut rec = BaseRecord::to(topic).key(&key).payload(&l.text);
+    loop {
+        match p.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((e, r))
+                if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+            {
+                rec = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs this binary with `args`; returns its last stdout line as a row.
+fn child_row(args: &[String]) -> Res<Row> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("child {args:?} failed: {}", out.status).into());
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let last = text.lines().last().ok_or("child printed nothing")?;
+    Ok(serde_json::from_str(last)?)
+}
+
+fn daemon_args(bootstrap: &str, topic: &str, group: &str, workers: usize) -> Vec<String> {
+    vec![
+        "--brokers".into(),
+        bootstrap.into(),
+        "--topic".into(),
+        topic.into(),
+        "--group".into(),
+        group.into(),
+        "--workers".into(),
+        workers.to_string(),
+    ]
+}
+
+fn run(a: &RunArgs) -> Res<()> {
+    let (lines, series) = count_stream(&a.stream)?;
+    eprintln!(
+        "e2e: stream {} ({}): {lines} events, {series} series",
+        a.name,
+        a.stream.display()
+    );
+    let mut rows = Vec::new();
+    let emit = |mut row: Row, rows: &mut Vec<Row>| -> Res<()> {
+        row.stream = a.name.clone();
+        row.series = series;
+        eprintln!(
+            "e2e: {} workers={} events={} {:.0} events/s, {:.0} events/CPU-s, peak RSS {:.0} MB",
+            row.scenario,
+            row.workers,
+            row.events,
+            row.events_per_s,
+            row.events_per_cpu_s,
+            row.peak_rss_bytes as f64 / 1e6
+        );
+        if let Some(path) = &a.json_out {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            writeln!(f, "{}", serde_json::to_string(&row)?)?;
+        }
+        rows.push(row);
+        Ok(())
+    };
+
+    for &w in &a.workers {
+        for _ in 0..a.repeat {
+            let row = child_row(&[
+                "child-replay".into(),
+                "--stream".into(),
+                a.stream.display().to_string(),
+                "--workers".into(),
+                w.to_string(),
+            ])?;
+            emit(row, &mut rows)?;
+        }
+    }
+
+    if !a.no_kafka {
+        let mock = MockCluster::new(1)?;
+        let bootstrap = mock.bootstrap_servers();
+        mock.create_topic("input", a.partitions, 1)?;
+        let p = producer(&bootstrap, 5)?;
+        let input = read_lines(&a.stream, a.kafka_events)?;
+        let t = Instant::now();
+        produce_all(&p, "input", &input)?;
+        check_retained(&bootstrap, "input", a.partitions)?;
+        eprintln!(
+            "e2e: produced {} events to {} partitions in {:.1} s",
+            input.len(),
+            a.partitions,
+            t.elapsed().as_secs_f64()
+        );
+        let n = input.len() as u64;
+        drop(input);
+        let mut run_id = 0;
+        for &w in &a.workers {
+            for _ in 0..a.repeat {
+                run_id += 1;
+                let mut args = vec!["child-kafka".to_owned()];
+                args.extend(daemon_args(
+                    &bootstrap,
+                    "input",
+                    &format!("tput-{run_id}"),
+                    w,
+                ));
+                args.extend(["--events".into(), n.to_string()]);
+                emit(child_row(&args)?, &mut rows)?;
+            }
+        }
+        if a.latency_rate > 0 {
+            let paced = producer(&bootstrap, a.latency_linger_ms)?;
+            let row = latency(a, &mock, &p, &paced, series)?;
+            emit(row, &mut rows)?;
+        }
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+/// A child daemon driven over its stdin/stdout.
+struct Served {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Served {
+    fn ask(&mut self, cmd: &str) -> Res<String> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        let mut reply = String::new();
+        self.stdout.read_line(&mut reply)?;
+        Ok(reply.trim().to_owned())
+    }
+
+    fn stats(&mut self) -> Res<serde_json::Value> {
+        Ok(serde_json::from_str(&self.ask("stats")?)?)
+    }
+}
+
+fn latency(
+    a: &RunArgs,
+    mock: &MockCluster<'static, DefaultProducerContext>,
+    bulk: &ThreadedProducer<DefaultProducerContext>,
+    p: &ThreadedProducer<DefaultProducerContext>,
+    series: usize,
+) -> Res<Row> {
+    let bootstrap = mock.bootstrap_servers();
+    // The warm-up goes to a topic of its own with as many partitions as the
+    // throughput runs (it is large); the paced events to one with few.
+    mock.create_topic("lat-warm", a.partitions, 1)?;
+    mock.create_topic("lat-input", a.latency_partitions, 1)?;
+    mock.create_topic("alerts", 1, 1)?;
+    let warm = series * a.latency_warmup_per_series;
+    let paced = (a.latency_rate * a.latency_secs) as usize;
+    let lines = read_lines(&a.stream, warm + paced)?;
+    if lines.len() < warm + paced {
+        return Err(format!(
+            "the latency run needs {} events ({warm} warm-up + {paced} paced); the stream has {}",
+            warm + paced,
+            lines.len()
+        )
+        .into());
+    }
+
+    let mut args = vec!["child-serve".to_owned()];
+    args.extend(daemon_args(
+        &bootstrap,
+        "lat-warm,lat-input",
+        "latency",
+        a.latency_workers,
+    ));
+    args.extend(["--alerts-topic".into(), "alerts".into()]);
+    if let Some(l) = a.alert_linger_ms {
+        args.extend(["--alert-linger-ms".into(), l.to_string()]);
+    }
+    args.extend([
+        "--fetch-wait-max-ms".into(),
+        a.latency_fetch_wait_ms.to_string(),
+    ]);
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdin = child.stdin.take().ok_or("no stdin")?;
+    let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut served = Served {
+        child,
+        stdin,
+        stdout,
+    };
+    let mut ready = String::new();
+    served.stdout.read_line(&mut ready)?;
+
+    // The alert reader runs from the start; alerts of the warm-up are not in
+    // `index` and are ignored.
+    let index: HashMap<(u64, i64), usize> = lines[warm..]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| ((l.fingerprint, l.ts_ms), i))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (bootstrap, stop) = (bootstrap.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || read_alerts(&bootstrap, &stop))
+    };
+
+    let t = Instant::now();
+    produce_all(bulk, "lat-warm", &lines[..warm])?;
+    check_retained(&bootstrap, "lat-warm", a.partitions)?;
+    if served.ask(&format!("wait {warm}"))? != "done" {
+        return Err("the daemon did not process the warm-up".into());
+    }
+    eprintln!(
+        "e2e: latency warm-up of {warm} events took {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let before = served.stats()?;
+
+    // Paced: event i is produced at start + i / rate, in 1 ms slots.
+    let mut sent_at = Vec::with_capacity(paced);
+    let start = Instant::now();
+    for (i, l) in lines[warm..].iter().enumerate() {
+        let due = start + Duration::from_secs_f64(i as f64 / a.latency_rate as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        sent_at.push(Instant::now());
+        send(p, "lat-input", l)?;
+    }
+    let produced_s = start.elapsed().as_secs_f64();
+    if served.ask(&format!("wait {}", warm + paced))? != "done" {
+        return Err("the daemon did not process the paced events".into());
+    }
+    let wall_s = start.elapsed().as_secs_f64();
+    let after = served.stats()?;
+    // Alerts still in flight: give the sink a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let alerts = reader.join().map_err(|_| "alert reader panicked")??;
+    drop(served.stdin);
+    served.child.wait()?;
+
+    let mut lat: Vec<f64> = alerts
+        .iter()
+        .filter_map(|(fp, ts, at)| {
+            let i = *index.get(&(*fp, *ts))?;
+            Some(at.saturating_duration_since(sent_at[i]).as_secs_f64() * 1e3)
+        })
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        if lat.is_empty() {
+            f64::NAN
+        } else {
+            lat[((lat.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    let hist = |v: &serde_json::Value| -> Vec<(f64, u64)> {
+        serde_json::from_value(v["histogram"].clone()).unwrap_or_default()
+    };
+    let (h0, h1) = (hist(&before), hist(&after));
+    let diff: Vec<(f64, u64)> = h1
+        .iter()
+        .zip(h0.iter().map(|x| x.1).chain(std::iter::repeat(0)))
+        .map(|(&(le, c1), c0)| (le, c1.saturating_sub(c0)))
+        .collect();
+    let cpu_s =
+        after["cpu_s"].as_f64().unwrap_or(f64::NAN) - before["cpu_s"].as_f64().unwrap_or(f64::NAN);
+    let n = paced as u64;
+    Ok(Row {
+        scenario: "latency".into(),
+        workers: a.latency_workers,
+        events: n,
+        wall_s,
+        cpu_s,
+        events_per_s: n as f64 / wall_s,
+        events_per_cpu_s: n as f64 / cpu_s,
+        peak_rss_bytes: after["peak_rss_bytes"].as_u64().unwrap_or(0),
+        latency: Some(Latency {
+            rate: a.latency_rate,
+            produced_per_s: n as f64 / produced_s,
+            alerts: lat.len(),
+            alert_p50_ms: q(0.5),
+            alert_p99_ms: q(0.99),
+            alert_max_ms: q(1.0),
+            processing_p50_ms: bucket_quantile(&diff, 0.5) * 1e3,
+            processing_p99_ms: bucket_quantile(&diff, 0.99) * 1e3,
+            alert_linger_ms: a.alert_linger_ms,
+            fetch_wait_max_ms: a.latency_fetch_wait_ms,
+            producer_linger_ms: a.latency_linger_ms,
+            partitions: a.latency_partitions,
+        }),
+        ..Row::default()
+    })
+}
+
+/// The upper edge of the bucket that holds quantile `q` of a cumulative
+/// histogram.
+fn bucket_quantile(h: &[(f64, u64)], q: f64) -> f64 {
+    let total = h.last().map_or(0, |x| x.1);
+    if total == 0 {
+        return f64::NAN;
+    }
+    let want = (total as f64 * q).ceil() as u64;
+    h.iter().find(|x| x.1 >= want).map_or(f64::NAN, |x| x.0)
+}
+
+/// Reads the alert topic until `stop`; returns (fingerprint, event time,
+/// arrival) per alert.
+fn read_alerts(bootstrap: &str, stop: &AtomicBool) -> Res<Vec<(u64, i64, Instant)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "e2e-alert-reader")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "1")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("alerts", 0, Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let Some(msg) = consumer.poll(Duration::from_millis(50)) else {
+            continue;
+        };
+        let at = Instant::now();
+        let msg = msg?;
+        let Some(payload) = msg.payload() else {
+            continue;
+        };
+        let alert: Alert = serde_json::from_slice(payload)?;
+        let fp = u64::from_str_radix(&alert.fingerprint, 16)?;
+        let ts = chrono::DateTime::parse_from_rfc3339(&alert.ts)?.timestamp_millis();
+        out.push((fp, ts, at));
+    }
+    Ok(out)
+}
+
+// -------------------------------------------------------------------- tables
+
+fn mb(b: u64) -> String {
+    format!("{:.0}", b as f64 / 1e6)
+}
+
+/// Formats `values` as `lo–hi` (or one value) with `f`.
+fn range(values: &[f64], f: impl Fn(f64) -> String) -> String {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if values.len() < 2 || f(lo) == f(hi) {
+        f(hi)
+    } else {
+        format!("{}–{}", f(lo), f(hi))
+    }
+}
+
+fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Rows grouped by (stream, scenario, workers), in first-seen order.
+fn groups(rows: &[Row]) -> Vec<Vec<&Row>> {
+    let mut out: Vec<Vec<&Row>> = Vec::new();
+    for r in rows {
+        match out.iter_mut().find(|g| {
+            g[0].stream == r.stream && g[0].scenario == r.scenario && g[0].workers == r.workers
+        }) {
+            Some(g) => g.push(r),
+            None => out.push(vec![r]),
+        }
+    }
+    out
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "| stream | path | workers | events | events/s | events/CPU-s | peak RSS MB | latency |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---|");
+    for g in groups(rows) {
+        let r = g[0];
+        let col = |f: fn(&Row) -> f64| g.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let lat = r.latency.as_ref().map_or(String::new(), latency_cell);
+        println!(
+            "| {} ({} series) | {} | {} | {} | {} | {} | {} | {} |",
+            r.stream,
+            thousands(r.series as f64),
+            r.scenario,
+            r.workers,
+            thousands(r.events as f64),
+            range(&col(|r| r.events_per_s), thousands),
+            range(&col(|r| r.events_per_cpu_s), thousands),
+            range(&col(|r| r.peak_rss_bytes as f64), |b| mb(b as u64)),
+            lat
+        );
+    }
+}
+
+fn latency_cell(l: &Latency) -> String {
+    format!(
+        "at {} ev/s (achieved {}): event→alert p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} alerts; received→processed p50 ≤ {:.2} ms, p99 ≤ {:.2} ms ({} partitions, producer linger.ms {}, daemon fetch.wait.max.ms {}, alert linger.ms {})",
+        thousands(l.rate as f64),
+        thousands(l.produced_per_s),
+        l.alert_p50_ms,
+        l.alert_p99_ms,
+        l.alert_max_ms,
+        l.alerts,
+        l.processing_p50_ms,
+        l.processing_p99_ms,
+        l.partitions,
+        l.producer_linger_ms,
+        l.fetch_wait_max_ms,
+        l.alert_linger_ms
+            .map_or_else(|| "default".to_owned(), |v| v.to_string())
+    )
+}
+
+/// A line of run_peers.sh.
+#[derive(Deserialize)]
+struct PeerRow {
+    peer: String,
+    events: u64,
+    series: usize,
+    events_per_s: f64,
+    events_per_cpu_s: f64,
+    peak_rss_bytes: u64,
+}
+
+fn table(ours: &[PathBuf], peers: &[PathBuf]) -> Res<()> {
+    let mut rows = Vec::new();
+    for p in ours {
+        for line in std::fs::read_to_string(p)?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
+            rows.push(serde_json::from_str::<Row>(line)?);
+        }
+    }
+    // Peer files are named peers-<stream>.jsonl.
+    let mut peer_rows: Vec<(String, PeerRow)> = Vec::new();
+    for p in peers {
+        let stream = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.strip_prefix("peers-"))
+            .unwrap_or("?")
+            .to_owned();
+        for line in std::fs::read_to_string(p)?
+            .lines()
+            .filter(|l| l.starts_with('{'))
+        {
+            peer_rows.push((stream.clone(), serde_json::from_str(line)?));
+        }
+    }
+    let mut peer_names: Vec<String> = Vec::new();
+    for (_, p) in &peer_rows {
+        if !peer_names.contains(&p.peer) {
+            peer_names.push(p.peer.clone());
+        }
+    }
+    print!("| stream | system | path | workers | events | events/s | events/CPU-s | peak RSS MB |");
+    for n in &peer_names {
+        print!(" ×{n} (per CPU-s) |");
+    }
+    println!();
+    print!("|---|---|---|---:|---:|---:|---:|---:|");
+    for _ in &peer_names {
+        print!("---:|");
+    }
+    println!();
+    let mut streams: Vec<String> = Vec::new();
+    for r in &rows {
+        if !streams.contains(&r.stream) {
+            streams.push(r.stream.clone());
+        }
+    }
+    for s in &streams {
+        let peer_eff = |name: &str| {
+            peer_rows
+                .iter()
+                .find(|(st, p)| st == s && p.peer == name)
+                .map(|(_, p)| p.events_per_cpu_s)
+        };
+        for g in groups(&rows).into_iter().filter(|g| &g[0].stream == s) {
+            let r = g[0];
+            if r.scenario == "latency" {
+                continue;
+            }
+            let col = |f: fn(&Row) -> f64| g.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let eff = col(|r| r.events_per_cpu_s);
+            print!(
+                "| {} ({} series) | anomalyd | {} | {} | {} | {} | {} | {} |",
+                s,
+                thousands(r.series as f64),
+                r.scenario,
+                r.workers,
+                thousands(r.events as f64),
+                range(&col(|r| r.events_per_s), thousands),
+                range(&eff, thousands),
+                range(&col(|r| r.peak_rss_bytes as f64), |b| mb(b as u64)),
+            );
+            for n in &peer_names {
+                match peer_eff(n) {
+                    Some(pe) => {
+                        let ratios: Vec<f64> = eff.iter().map(|e| e / pe).collect();
+                        print!(" {} |", range(&ratios, |x| format!("{x:.0}×")));
+                    }
+                    None => print!(" – |"),
+                }
+            }
+            println!();
+        }
+        for (_, p) in peer_rows.iter().filter(|(st, _)| st == s) {
+            print!(
+                "| {} ({} series run) | {} | file | 1 | {} | {} | {} | {} |",
+                s,
+                thousands(p.series as f64),
+                p.peer,
+                thousands(p.events as f64),
+                thousands(p.events_per_s),
+                thousands(p.events_per_cpu_s),
+                mb(p.peak_rss_bytes)
+            );
+            for _ in &peer_names {
+                print!(" |");
+            }
+            println!();
+        }
+    }
+    let lat: Vec<&Row> = rows.iter().filter(|r| r.scenario == "latency").collect();
+    if !lat.is_empty() {
+        println!();
+        println!(
+            "| stream | workers | latency (Kafka in, Kafka alert topic out) | events/CPU-s | peak RSS MB |"
+        );
+        println!("|---|---:|---|---:|---:|");
+        for r in lat {
+            println!(
+                "| {} ({} series) | {} | {} | {} | {} |",
+                r.stream,
+                thousands(r.series as f64),
+                r.workers,
+                r.latency.as_ref().map_or(String::new(), latency_cell),
+                thousands(r.events_per_cpu_s),
+                mb(r.peak_rss_bytes)
+            );
+        }
+    }
+    Ok(())
+}
