@@ -33,13 +33,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_core::Stream;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -99,7 +100,8 @@ pub struct KafkaConfig {
     /// 0 disables the lag metric.
     pub statistics_interval_ms: u64,
     /// Extra librdkafka properties passed through as they are (SASL, TLS,
-    /// fetch tuning), e.g. `"security.protocol" = "SASL_SSL"`. Values of
+    /// fetch tuning), e.g. `"security.protocol" = "SASL_SSL"`; they override
+    /// anomalyd's `fetch.queue.backoff.ms = 10` (librdkafka: 1000). Values of
     /// secret-looking keys are redacted in every print and log; prefer
     /// `secret_env` or `secret_files` for them.
     #[serde(serialize_with = "serialize_redacted")]
@@ -218,7 +220,12 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", self.auto_offset_reset.as_str())
-            .set("session.timeout.ms", self.session_timeout_ms.to_string());
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            // librdkafka stops fetching a partition whose local queue is full
+            // and looks again only after this long (default 1000 ms): at
+            // hundreds of thousands of events per second that drained the
+            // queue and left the daemon idle most of each second.
+            .set("fetch.queue.backoff.ms", "10");
         if self.statistics_interval_ms > 0 {
             c.set(
                 "statistics.interval.ms",
@@ -766,6 +773,9 @@ impl KafkaSource {
         // recv() fails every ~100 ms while the brokers are unreachable.
         let error_log = RateLimit::default();
         let mut errors = Vec::new();
+        // One stream for the whole run: `recv()` builds (and registers a
+        // waker slot for) a new stream per message, which halves throughput.
+        let mut stream = self.consumer.stream();
         loop {
             tokio::select! {
                 biased;
@@ -775,13 +785,13 @@ impl KafkaSource {
                         .checkpoint(&self.consumer, None, false, CommitMode::Async)
                         .await?;
                 }
-                received = self.consumer.recv() => {
+                received = next_message(&mut stream) => {
                     self.take(received, &mut summary, &mut reporter, &mut errors, &error_log);
                     // Gather what has already arrived (no waiting), so a busy
                     // topic is dispatched in batches instead of one queue
                     // hand-off per message; an idle one still goes at once.
                     while self.shared.pending().events < BATCH_EVENTS {
-                        match now_or_never(self.consumer.recv()) {
+                        match now_or_never(next_message(&mut stream)) {
                             Some(received) => {
                                 self.take(received, &mut summary, &mut reporter, &mut errors, &error_log);
                             }
@@ -807,13 +817,47 @@ impl KafkaSource {
     }
 }
 
+/// The next message (or consumer error) of `stream`; cancel-safe, as a
+/// message is only taken off the queue when it is returned.
+async fn next_message<'a>(
+    stream: &mut MessageStream<'a, SourceContext>,
+) -> Result<BorrowedMessage<'a>, KafkaError> {
+    loop {
+        // A Kafka message stream never ends; `None` cannot happen.
+        if let Some(received) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+        {
+            return received;
+        }
+    }
+}
+
 /// Polls `f` once: its output if it is ready now, else `None` (and `f` is
-/// dropped, which `StreamConsumer::recv` allows).
+/// dropped, which `next_message` allows).
 fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
     let mut f = std::pin::pin!(f);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match f.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(v) => Some(v),
         std::task::Poll::Pending => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_defaults_can_be_overridden_by_options() {
+        let config = KafkaConfig::default();
+        let (c, _) = config.consumer_config().unwrap();
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        let config = KafkaConfig {
+            options: BTreeMap::from([("fetch.queue.backoff.ms".into(), "250".into())]),
+            ..KafkaConfig::default()
+        };
+        let (c, _) = config.consumer_config().unwrap();
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("250"));
     }
 }

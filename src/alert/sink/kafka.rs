@@ -44,7 +44,8 @@ pub struct KafkaSinkConfig {
     /// retrying one message before the sink sees a failure.
     pub message_timeout_ms: u64,
     /// Extra librdkafka producer options (`security.protocol`,
-    /// `sasl.mechanism`, `compression.type`, ...). Secret-looking values
+    /// `sasl.mechanism`, `compression.type`, ...); they override anomalyd's
+    /// `linger.ms = 0`. Secret-looking values
     /// are redacted whenever the config is printed; prefer `secret_env` or
     /// `secret_files` for them.
     #[serde(serialize_with = "serialize_redacted")]
@@ -197,7 +198,10 @@ impl KafkaSink {
     ) -> Result<Self, SinkBuildError> {
         let mut cc = ClientConfig::new();
         cc.set("bootstrap.servers", &config.brokers)
-            .set("message.timeout.ms", config.message_timeout_ms.to_string());
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            // `send` hands librdkafka a whole batch at once and then awaits
+            // it, so lingering would batch nothing and only delay alerts.
+            .set("linger.ms", "0");
         let resolved = config.client_options().resolve(prefix, env)?;
         for (k, v) in &resolved.pairs {
             cc.set(k, v);
