@@ -12,7 +12,10 @@
 //!   series, to a partitioned topic of an `rdkafka::mocking::MockCluster`
 //!   that this process hosts on loopback; a child runs `app::start` with a
 //!   fresh consumer group and is timed from its first processed event to its
-//!   last (`anomalyd_events_processed_total`), with 1 and 2 workers;
+//!   last (`anomalyd_events_processed_total`), with 1 and 2 workers; then
+//!   the same with the stream as NDJSON messages of `--kafka-batch` events
+//!   (default 100; each partition's series batched together, as Telegraf or
+//!   any batching producer writes them);
 //! - **latency**: a child daemon with the Kafka alert sink is warmed up on
 //!   the stream's first events (so its series can alert), then this process
 //!   produces the next events at a fixed rate and times each alert from the
@@ -89,6 +92,9 @@ enum Cmd {
         daemon: DaemonArgs,
         #[arg(long)]
         events: u64,
+        /// Name of the measurement in the table.
+        #[arg(long, default_value = "kafka")]
+        scenario: String,
     },
     /// (internal) Run the daemon and answer `wait N` / `stats` on stdin.
     ChildServe {
@@ -138,6 +144,11 @@ struct RunArgs {
     /// Partitions of the input topic.
     #[arg(long, default_value_t = 16)]
     partitions: i32,
+    /// Also measure Kafka with this many events per message (NDJSON lines
+    /// of series of one partition, as Telegraf or a batching producer
+    /// writes them); 0 skips it.
+    #[arg(long, default_value_t = 100)]
+    kafka_batch: usize,
     /// Offered load of the latency run, events per second (0: skip it).
     #[arg(long, default_value_t = 50_000)]
     latency_rate: u64,
@@ -236,7 +247,11 @@ fn main() {
         Cmd::Run(a) => run(&a),
         Cmd::Table { ours, peers } => table(&ours, &peers),
         Cmd::ChildReplay { stream, workers } => child_replay(&stream, workers),
-        Cmd::ChildKafka { daemon, events } => child_kafka(&daemon, events),
+        Cmd::ChildKafka {
+            daemon,
+            events,
+            scenario,
+        } => child_kafka(&daemon, events, &scenario),
         Cmd::ChildServe { daemon } => child_serve(&daemon),
     };
     if let Err(e) = result {
@@ -368,11 +383,12 @@ fn wait_processed(m: &anomalyd::telemetry::metrics::Metrics, n: u64) -> bool {
         } else if moved.elapsed() > Duration::from_secs(30) {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Coarse on purpose: this thread's CPU time counts as the daemon's.
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
-fn child_kafka(a: &DaemonArgs, events: u64) -> Res<()> {
+fn child_kafka(a: &DaemonArgs, events: u64, scenario: &str) -> Res<()> {
     quiet_logs();
     let rt = runtime()?;
     let running = rt.block_on(anomalyd::app::start(daemon_config(a)))?;
@@ -396,7 +412,7 @@ fn child_kafka(a: &DaemonArgs, events: u64) -> Res<()> {
     running.shutdown();
     rt.block_on(running.wait())?;
     print_row(&Row {
-        scenario: "kafka".into(),
+        scenario: scenario.into(),
         workers: a.workers,
         events: n,
         wall_s,
@@ -554,6 +570,57 @@ fn check_retained(bootstrap: &str, topic: &str, partitions: i32) -> Res<()> {
     Ok(())
 }
 
+/// Produces `lines` as messages of `per_message` NDJSON lines each: lines
+/// go to partition `fingerprint % partitions` (so a series stays on one
+/// partition) and each partition's lines are cut into messages in order.
+fn produce_batched(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partitions: i32,
+    lines: &[Line],
+    per_message: usize,
+) -> Res<()> {
+    let n = partitions.max(1) as usize;
+    let mut open: Vec<(String, usize)> = vec![(String::new(), 0); n];
+    let send_one = |part: usize, text: &str| -> Res<()> {
+        let mut rec = BaseRecord::<(), str>::to(topic)
+            .partition(part as i32)
+            .payload(text);
+        loop {
+            match p.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((e, r))
+                    if e.rdkafka_error_code()
+                        == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) =>
+                {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    };
+    for l in lines {
+        let part = (l.fingerprint % n as u64) as usize;
+        let (buf, count) = &mut open[part];
+        buf.push_str(&l.text);
+        buf.push('\n');
+        *count += 1;
+        if *count == per_message {
+            send_one(part, buf)?;
+            buf.clear();
+            *count = 0;
+        }
+    }
+    for (part, (buf, count)) in open.iter().enumerate() {
+        if *count > 0 {
+            send_one(part, buf)?;
+        }
+    }
+    p.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
 /// Produces `lines` as fast as the producer takes them, keyed by series.
 fn produce_all(
     p: &ThreadedProducer<DefaultProducerContext>,
@@ -672,20 +739,37 @@ fn run(a: &RunArgs) -> Res<()> {
             t.elapsed().as_secs_f64()
         );
         let n = input.len() as u64;
+        let mut topics = vec![("input", "kafka".to_owned())];
+        if a.kafka_batch > 1 {
+            mock.create_topic("input-batched", a.partitions, 1)?;
+            let t = Instant::now();
+            produce_batched(&p, "input-batched", a.partitions, &input, a.kafka_batch)?;
+            check_retained(&bootstrap, "input-batched", a.partitions)?;
+            eprintln!(
+                "e2e: produced {} events as messages of {} to {} partitions in {:.1} s",
+                input.len(),
+                a.kafka_batch,
+                a.partitions,
+                t.elapsed().as_secs_f64()
+            );
+            topics.push(("input-batched", format!("kafka, {} ev/msg", a.kafka_batch)));
+        }
         drop(input);
         let mut run_id = 0;
-        for &w in &a.workers {
-            for _ in 0..a.repeat {
-                run_id += 1;
-                let mut args = vec!["child-kafka".to_owned()];
-                args.extend(daemon_args(
-                    &bootstrap,
-                    "input",
-                    &format!("tput-{run_id}"),
-                    w,
-                ));
-                args.extend(["--events".into(), n.to_string()]);
-                emit(child_row(&args)?, &mut rows)?;
+        for (topic, scenario) in &topics {
+            for &w in &a.workers {
+                for _ in 0..a.repeat {
+                    run_id += 1;
+                    let mut args = vec!["child-kafka".to_owned()];
+                    args.extend(daemon_args(&bootstrap, topic, &format!("tput-{run_id}"), w));
+                    args.extend([
+                        "--events".into(),
+                        n.to_string(),
+                        "--scenario".into(),
+                        scenario.clone(),
+                    ]);
+                    emit(child_row(&args)?, &mut rows)?;
+                }
             }
         }
         if a.latency_rate > 0 {

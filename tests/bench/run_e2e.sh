@@ -7,7 +7,8 @@
 #    300 events and 100,000 series x 120 events) into target/bench/, unless
 #    they are there already;
 # 2. runs `cargo bench --bench e2e -- run` on each: file replay and Kafka
-#    (MockCluster on loopback) with 1 and 2 workers, the latency run at a
+#    (MockCluster on loopback; one event per message, then 100 per NDJSON
+#    message) with 1 and 2 workers, the latency run at a
 #    fixed offered load, CPU time and peak RSS (see tests/bench/e2e.rs);
 # 3. runs tests/bench/peers/run_peers.sh (River, Random Cut Forest) on the
 #    same stream files;
