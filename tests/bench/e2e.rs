@@ -187,6 +187,9 @@ struct RunArgs {
     /// Skip the Kafka runs (throughput and latency).
     #[arg(long)]
     no_kafka: bool,
+    /// Run only the latency measurement.
+    #[arg(long)]
+    latency_only: bool,
     /// Append every result as a JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -710,7 +713,8 @@ fn run(a: &RunArgs) -> Res<()> {
         Ok(())
     };
 
-    for &w in &a.workers {
+    let throughput_workers: &[usize] = if a.latency_only { &[] } else { &a.workers };
+    for &w in throughput_workers {
         for _ in 0..a.repeat {
             let row = child_row(&[
                 "child-replay".into(),
@@ -726,49 +730,51 @@ fn run(a: &RunArgs) -> Res<()> {
     if !a.no_kafka {
         let mock = MockCluster::new(1)?;
         let bootstrap = mock.bootstrap_servers();
-        mock.create_topic("input", a.partitions, 1)?;
         let p = producer(&bootstrap, 5)?;
-        let input = read_lines(&a.stream, a.kafka_events)?;
-        let t = Instant::now();
-        produce_all(&p, "input", &input)?;
-        check_retained(&bootstrap, "input", a.partitions)?;
-        eprintln!(
-            "e2e: produced {} events to {} partitions in {:.1} s",
-            input.len(),
-            a.partitions,
-            t.elapsed().as_secs_f64()
-        );
-        let n = input.len() as u64;
-        let mut topics = vec![("input", "kafka".to_owned())];
-        if a.kafka_batch > 1 {
-            mock.create_topic("input-batched", a.partitions, 1)?;
+        if !a.latency_only {
+            mock.create_topic("input", a.partitions, 1)?;
+            let input = read_lines(&a.stream, a.kafka_events)?;
             let t = Instant::now();
-            produce_batched(&p, "input-batched", a.partitions, &input, a.kafka_batch)?;
-            check_retained(&bootstrap, "input-batched", a.partitions)?;
+            produce_all(&p, "input", &input)?;
+            check_retained(&bootstrap, "input", a.partitions)?;
             eprintln!(
-                "e2e: produced {} events as messages of {} to {} partitions in {:.1} s",
+                "e2e: produced {} events to {} partitions in {:.1} s",
                 input.len(),
-                a.kafka_batch,
                 a.partitions,
                 t.elapsed().as_secs_f64()
             );
-            topics.push(("input-batched", format!("kafka, {} ev/msg", a.kafka_batch)));
-        }
-        drop(input);
-        let mut run_id = 0;
-        for (topic, scenario) in &topics {
-            for &w in &a.workers {
-                for _ in 0..a.repeat {
-                    run_id += 1;
-                    let mut args = vec!["child-kafka".to_owned()];
-                    args.extend(daemon_args(&bootstrap, topic, &format!("tput-{run_id}"), w));
-                    args.extend([
-                        "--events".into(),
-                        n.to_string(),
-                        "--scenario".into(),
-                        scenario.clone(),
-                    ]);
-                    emit(child_row(&args)?, &mut rows)?;
+            let n = input.len() as u64;
+            let mut topics = vec![("input", "kafka".to_owned())];
+            if a.kafka_batch > 1 {
+                mock.create_topic("input-batched", a.partitions, 1)?;
+                let t = Instant::now();
+                produce_batched(&p, "input-batched", a.partitions, &input, a.kafka_batch)?;
+                check_retained(&bootstrap, "input-batched", a.partitions)?;
+                eprintln!(
+                    "e2e: produced {} events as messages of {} to {} partitions in {:.1} s",
+                    input.len(),
+                    a.kafka_batch,
+                    a.partitions,
+                    t.elapsed().as_secs_f64()
+                );
+                topics.push(("input-batched", format!("kafka, {} ev/msg", a.kafka_batch)));
+            }
+            drop(input);
+            let mut run_id = 0;
+            for (topic, scenario) in &topics {
+                for &w in throughput_workers {
+                    for _ in 0..a.repeat {
+                        run_id += 1;
+                        let mut args = vec!["child-kafka".to_owned()];
+                        args.extend(daemon_args(&bootstrap, topic, &format!("tput-{run_id}"), w));
+                        args.extend([
+                            "--events".into(),
+                            n.to_string(),
+                            "--scenario".into(),
+                            scenario.clone(),
+                        ]);
+                        emit(child_row(&args)?, &mut rows)?;
+                    }
                 }
             }
         }
