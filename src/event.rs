@@ -291,6 +291,19 @@ impl KeyCache {
         labels: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
     ) -> SeriesKey {
         normalize_labels(labels);
+        self.get_or_insert(name, labels)
+    }
+
+    /// Like [`KeyCache::key`] for labels already sorted by name without
+    /// repeats (strictly increasing names), as decoders often receive them:
+    /// the same key, without the sorting and without a `Vec`.
+    pub fn key_sorted(&mut self, name: &str, labels: &[(&str, &str)]) -> SeriesKey {
+        debug_assert!(labels.windows(2).all(|w| w[0].0 < w[1].0), "{labels:?}");
+        self.get_or_insert(name, labels)
+    }
+
+    /// The cached key of `name` with normalized `labels`, built on a miss.
+    fn get_or_insert<T: AsRef<str>>(&mut self, name: &str, labels: &[(T, T)]) -> SeriesKey {
         let fingerprint = fingerprint_of(name, labels, &mut self.buf);
         if let Some(k) = self.keys.get(&fingerprint)
             && k.is(name, labels)
@@ -307,7 +320,7 @@ impl KeyCache {
         key
     }
 
-    fn build(name: &str, labels: &[(Cow<'_, str>, Cow<'_, str>)], fingerprint: u64) -> SeriesKey {
+    fn build<T: AsRef<str>>(name: &str, labels: &[(T, T)], fingerprint: u64) -> SeriesKey {
         SeriesKey(Arc::new(KeyData {
             name: name.to_owned(),
             labels: labels
