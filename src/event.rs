@@ -498,6 +498,32 @@ mod tests {
     }
 
     #[test]
+    fn key_cache_sorted_labels_share_the_key() {
+        let mut cache = KeyCache::default();
+        let a = cache.key_sorted("cpu", &[("dc", "x"), ("host", "a")]);
+        assert_eq!(a, SeriesKey::new("cpu", [("host", "a"), ("dc", "x")]));
+        assert_eq!(
+            a.fingerprint(),
+            SeriesKey::new("cpu", [("host", "a"), ("dc", "x")]).fingerprint()
+        );
+        // The same series through either door is the same shared key.
+        let mut unsorted = vec![
+            (Cow::Borrowed("host"), Cow::Borrowed("a")),
+            (Cow::Borrowed("dc"), Cow::Borrowed("x")),
+        ];
+        let b = cache.key("cpu", &mut unsorted);
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        let c = cache.key_sorted("cpu", &[("dc", "x"), ("host", "a")]);
+        assert!(Arc::ptr_eq(&a.0, &c.0));
+        // Strings that concatenate alike are still other series.
+        let d = cache.key_sorted("cpu", &[("dc", "xh"), ("ost", "a")]);
+        assert_eq!(d, SeriesKey::new("cpu", [("dc", "xh"), ("ost", "a")]));
+        assert_ne!(d, a);
+        assert_eq!(cache.key_sorted("up", &[]), SeriesKey::from_name("up"));
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
     fn key_cache_starts_over_when_full() {
         let mut cache = KeyCache::with_capacity(2);
         for name in ["a", "b", "c"] {
