@@ -184,7 +184,16 @@ impl Shard {
         let core = Arc::clone(&self.core);
         let m = &core.metrics;
         let mut processed = 0u64;
-        for event in events {
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
+            // Read the next event's entry now: with many series it is not in
+            // the cache, and the load can complete while this event is
+            // processed instead of stalling the next one.
+            if let Some(next) = events.peek()
+                && let Some(e) = self.series.get(&next.series)
+            {
+                std::hint::black_box(e.touched);
+            }
             self.clock += 1;
             // At the cap a new series first makes room; below it (the usual
             // case) one probe of the map finds or inserts the series.
