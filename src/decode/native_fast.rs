@@ -563,6 +563,30 @@ mod tests {
             .boxed()
     }
 
+    /// The committed fuzz corpora (inputs that each reached new code in
+    /// the decoders) decode alike with and without the fast path.
+    #[test]
+    fn fuzz_corpora_decode_alike() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz");
+        let mut files = 0;
+        for dir in [
+            "corpus/decode_native",
+            "corpus/decode_auto",
+            "seeds/decode_native",
+            "seeds/decode_auto",
+        ] {
+            for entry in std::fs::read_dir(format!("{root}/{dir}")).unwrap() {
+                let payload = std::fs::read(entry.unwrap().path()).unwrap();
+                for format in [Format::NativeJson, Format::Auto] {
+                    let [a, b] = both(format, JsonEpochUnit::Auto, Some(42), &payload);
+                    assert_same(&payload, &a, &b);
+                }
+                files += 1;
+            }
+        }
+        assert!(files > 1000, "{files} files");
+    }
+
     /// The generator must feed the fast path often, or the property below
     /// would test little but the fallback.
     #[test]
