@@ -117,19 +117,6 @@ impl SeriesKey {
         self.0.fingerprint
     }
 
-    /// Whether this key names `name` with `labels` (normalized: sorted,
-    /// unique).
-    fn is<T: AsRef<str>>(&self, name: &str, labels: &[(T, T)]) -> bool {
-        self.0.name == name
-            && self.0.labels.len() == labels.len()
-            && self
-                .0
-                .labels
-                .iter()
-                .zip(labels)
-                .all(|((k, v), (k2, v2))| k == k2.as_ref() && v == v2.as_ref())
-    }
-
     /// Approximate heap bytes held by this key (for memory accounting),
     /// counted in full by every holder although clones share them.
     pub fn heap_bytes(&self) -> usize {
@@ -223,8 +210,9 @@ impl<'de> Deserialize<'de> for SeriesKey {
 
 /// Most keys a [`KeyCache`] holds; at this size it starts over. The
 /// default `pipeline.max_series` is 1,000,000, so a default daemon's series
-/// all fit; the cache costs a pointer and a fingerprint per entry (the keys
-/// themselves are shared with the shards).
+/// all fit; the cache costs a fingerprint, a pointer and a copy of the
+/// key's name and labels per entry (the keys themselves are shared with the
+/// shards).
 pub const KEY_CACHE_CAPACITY: usize = 1 << 20;
 
 /// Passes a fingerprint through as its own hash (it already is one).
@@ -251,11 +239,23 @@ impl Hasher for FingerprintHasher {
 /// strings, the cache finds the key by fingerprint and checks the strings.
 /// Bounded by [`KEY_CACHE_CAPACITY`] (cleared when full).
 pub struct KeyCache {
-    keys: hashbrown::HashMap<u64, SeriesKey, BuildHasherDefault<FingerprintHasher>>,
+    keys: hashbrown::HashMap<u64, Cached, BuildHasherDefault<FingerprintHasher>>,
     /// Most keys held (tests lower it).
     capacity: usize,
     /// Scratch space for the fingerprint.
     buf: Vec<u8>,
+}
+
+/// One entry of a [`KeyCache`].
+struct Cached {
+    key: SeriesKey,
+    /// The bytes the key's fingerprint hashes (name and labels, each
+    /// followed by 0xFF, which UTF-8 never contains, so equal bytes mean an
+    /// equal name and labels). A hit compares these, one contiguous block,
+    /// instead of chasing the key's name and every label string through
+    /// their own allocations: on a stream of many series those are cache
+    /// misses, and they were most of the cost of a hit.
+    canonical: Box<[u8]>,
 }
 
 impl Default for KeyCache {
@@ -291,11 +291,24 @@ impl KeyCache {
         labels: &mut Vec<(Cow<'a, str>, Cow<'a, str>)>,
     ) -> SeriesKey {
         normalize_labels(labels);
+        self.get_or_insert(name, labels)
+    }
+
+    /// Like [`KeyCache::key`] for labels already sorted by name without
+    /// repeats (strictly increasing names), as decoders often receive them:
+    /// the same key, without the sorting and without a `Vec`.
+    pub fn key_sorted(&mut self, name: &str, labels: &[(&str, &str)]) -> SeriesKey {
+        debug_assert!(labels.windows(2).all(|w| w[0].0 < w[1].0), "{labels:?}");
+        self.get_or_insert(name, labels)
+    }
+
+    /// The cached key of `name` with normalized `labels`, built on a miss.
+    fn get_or_insert<T: AsRef<str>>(&mut self, name: &str, labels: &[(T, T)]) -> SeriesKey {
         let fingerprint = fingerprint_of(name, labels, &mut self.buf);
-        if let Some(k) = self.keys.get(&fingerprint)
-            && k.is(name, labels)
+        if let Some(c) = self.keys.get(&fingerprint)
+            && *c.canonical == *self.buf
         {
-            return k.clone();
+            return c.key.clone();
         }
         // New series, or (with odds of 2^-64) another series with the same
         // fingerprint, which then simply replaces it in the cache.
@@ -303,11 +316,15 @@ impl KeyCache {
         if self.keys.len() >= self.capacity {
             self.keys.clear();
         }
-        self.keys.insert(fingerprint, key.clone());
+        let cached = Cached {
+            key: key.clone(),
+            canonical: self.buf.as_slice().into(),
+        };
+        self.keys.insert(fingerprint, cached);
         key
     }
 
-    fn build(name: &str, labels: &[(Cow<'_, str>, Cow<'_, str>)], fingerprint: u64) -> SeriesKey {
+    fn build<T: AsRef<str>>(name: &str, labels: &[(T, T)], fingerprint: u64) -> SeriesKey {
         SeriesKey(Arc::new(KeyData {
             name: name.to_owned(),
             labels: labels
@@ -478,6 +495,32 @@ mod tests {
         assert_eq!(d, SeriesKey::new("mem", [("dc", "y")]));
         assert_eq!(cache.key("up", &mut Vec::new()), SeriesKey::from_name("up"));
         assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn key_cache_sorted_labels_share_the_key() {
+        let mut cache = KeyCache::default();
+        let a = cache.key_sorted("cpu", &[("dc", "x"), ("host", "a")]);
+        assert_eq!(a, SeriesKey::new("cpu", [("host", "a"), ("dc", "x")]));
+        assert_eq!(
+            a.fingerprint(),
+            SeriesKey::new("cpu", [("host", "a"), ("dc", "x")]).fingerprint()
+        );
+        // The same series through either door is the same shared key.
+        let mut unsorted = vec![
+            (Cow::Borrowed("host"), Cow::Borrowed("a")),
+            (Cow::Borrowed("dc"), Cow::Borrowed("x")),
+        ];
+        let b = cache.key("cpu", &mut unsorted);
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        let c = cache.key_sorted("cpu", &[("dc", "x"), ("host", "a")]);
+        assert!(Arc::ptr_eq(&a.0, &c.0));
+        // Strings that concatenate alike are still other series.
+        let d = cache.key_sorted("cpu", &[("dc", "xh"), ("ost", "a")]);
+        assert_eq!(d, SeriesKey::new("cpu", [("dc", "xh"), ("ost", "a")]));
+        assert_ne!(d, a);
+        assert_eq!(cache.key_sorted("up", &[]), SeriesKey::from_name("up"));
+        assert_eq!(cache.len(), 3);
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{DecodeError, Fallback, JsonEpochUnit, check_ts_ms, native, prometheus_adapter};
+use super::{
+    DecodeError, Fallback, JsonEpochUnit, check_ts_ms, native, native_fast, prometheus_adapter,
+};
 use crate::event::{Event, KeyCache};
 
 /// Settings of the JSON formats, from [`super::DecodeConfig`].
@@ -24,6 +26,9 @@ use crate::event::{Event, KeyCache};
 pub(super) struct Settings {
     /// Unit of numeric timestamps.
     pub(super) epoch_unit: JsonEpochUnit,
+    /// Try [`super::native_fast`] before serde for native records. Off only
+    /// to compare the two paths in tests and fuzzing.
+    pub(super) fast_native: bool,
 }
 
 /// Which JSON format to read a record as.
@@ -121,6 +126,15 @@ impl Ctx<'_> {
                     .count(),
             column: column_of(bytes, e.valid_up_to()),
         })?;
+        // The common well-formed native record, without serde; anything
+        // else (including every error) is read by serde below.
+        if self.settings.fast_native
+            && matches!(self.flavor, Flavor::Native | Flavor::Auto)
+            && let Some(event) =
+                native_fast::event(text, line, self.settings.epoch_unit, self.fallback, keys)
+        {
+            return Ok(event);
+        }
         let doc: RawDoc<'_> =
             serde_json::from_str(text).map_err(|e| parse_error(&e, text, line))?;
         let rec = match doc {

@@ -21,11 +21,14 @@
 //! borrowed unless escaped). The JSON formats look series keys up in the
 //! decoder's [`KeyCache`], so an event of a known series allocates nothing
 //! for its key; line protocol builds a
-//! [`SeriesKey`](crate::event::SeriesKey) per event.
+//! [`SeriesKey`](crate::event::SeriesKey) per event. Native records of the
+//! common shape skip serde altogether (`native_fast.rs`); every other record,
+//! and every error, goes through serde.
 
 mod influx;
 mod json;
 mod native;
+mod native_fast;
 mod prometheus_adapter;
 
 use std::borrow::Cow;
@@ -374,12 +377,21 @@ impl Decoder {
             max_message_bytes: config.max_message_bytes,
             json: json::Settings {
                 epoch_unit: config.json_timestamp_unit,
+                fast_native: true,
             },
             influx: influx::Settings {
                 precision: config.influx_timestamp_precision,
                 booleans: config.influx_booleans,
             },
         }
+    }
+
+    /// Turns the fast path for well-formed native JSON records on (the
+    /// default) or off. The events and errors are the same either way; this
+    /// exists so tests and the fuzzer can check exactly that.
+    pub fn with_fast_path(mut self, on: bool) -> Self {
+        self.json.fast_native = on;
+        self
     }
 
     /// The key cache. A panic while holding it cannot leave it

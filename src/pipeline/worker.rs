@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 use tokio::sync::mpsc;
 
 use super::{BarrierKind, SourcePartition, Work};
@@ -128,7 +129,8 @@ struct Shard {
     published: i64,
     /// Shard-local `anomalyd_events_processed_total`, flushed per batch.
     processed: LocalIntCounter,
-    /// Shard-local `anomalyd_event_processing_seconds`, flushed per batch.
+    /// Shard-local `anomalyd_event_processing_seconds`, observed and
+    /// flushed per batch (one clock read per batch).
     latency: LocalHistogram,
 }
 
@@ -184,25 +186,34 @@ impl Shard {
         let now = self.now_secs();
         let core = Arc::clone(&self.core);
         let m = &core.metrics;
-        for event in events {
+        let mut processed = 0u64;
+        let mut events = events.into_iter().peekable();
+        while let Some(event) = events.next() {
+            // Read the next event's entry now: with many series it is not in
+            // the cache, and the load can complete while this event is
+            // processed instead of stalling the next one.
+            if let Some(next) = events.peek()
+                && let Some(e) = self.series.get(&next.series)
+            {
+                std::hint::black_box(e.touched);
+            }
             self.clock += 1;
-            if !self.series.contains_key(&event.series) {
-                if self.series.len() >= self.cap {
-                    self.evict_oldest();
-                }
-                let entry = Box::new(Entry {
-                    detector: self.core.detector.new_state(),
+            // At the cap a new series first makes room; below it (the usual
+            // case) one probe of the map finds or inserts the series.
+            if self.series.len() >= self.cap && !self.series.contains_key(&event.series) {
+                self.evict_oldest();
+            }
+            let entry = match self.series.entry_ref(&event.series) {
+                EntryRef::Occupied(o) => o.into_mut(),
+                EntryRef::Vacant(v) => v.insert(Box::new(Entry {
+                    detector: core.detector.new_state(),
                     lifecycle: Lifecycle::default(),
                     partition,
                     last_seen: now,
                     touched: self.clock,
                     dirty: true,
                     stored: false,
-                });
-                self.series.insert(event.series.clone(), entry);
-            }
-            let Some(entry) = self.series.get_mut(&event.series) else {
-                continue; // inserted just above
+                })),
             };
             if entry.partition != partition {
                 // Its record in the old partition is stale from now on.
@@ -222,8 +233,7 @@ impl Shard {
                 .observe(&mut entry.detector, event.ts_ms, event.value)
             {
                 Ok(decision) => {
-                    self.processed.inc();
-                    self.latency.observe(received.elapsed().as_secs_f64());
+                    processed += 1;
                     if m.per_series_enabled() {
                         let sample = SeriesSample {
                             value: event.value,
@@ -262,6 +272,14 @@ impl Shard {
                 }
             }
         }
+        // One clock read per batch, not per event: every event of the batch
+        // is recorded with the latency of the batch's end (message received
+        // → its last event processed), which bounds each event's own.
+        let latency = received.elapsed().as_secs_f64();
+        for _ in 0..processed {
+            self.latency.observe(latency);
+        }
+        self.processed.inc_by(processed);
         self.processed.flush();
         self.latency.flush();
         self.publish_series_count();
