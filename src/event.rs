@@ -117,6 +117,19 @@ impl SeriesKey {
         self.0.fingerprint
     }
 
+    /// Whether this key names `name` with `labels` (normalized: sorted,
+    /// unique).
+    fn is<T: AsRef<str>>(&self, name: &str, labels: &[(T, T)]) -> bool {
+        self.0.name == name
+            && self.0.labels.len() == labels.len()
+            && self
+                .0
+                .labels
+                .iter()
+                .zip(labels)
+                .all(|((k, v), (k2, v2))| k == k2.as_ref() && v == v2.as_ref())
+    }
+
     /// Approximate heap bytes held by this key (for memory accounting),
     /// counted in full by every holder although clones share them.
     pub fn heap_bytes(&self) -> usize {
@@ -210,9 +223,8 @@ impl<'de> Deserialize<'de> for SeriesKey {
 
 /// Most keys a [`KeyCache`] holds; at this size it starts over. The
 /// default `pipeline.max_series` is 1,000,000, so a default daemon's series
-/// all fit; the cache costs a fingerprint, a pointer and a copy of the
-/// key's name and labels per entry (the keys themselves are shared with the
-/// shards).
+/// all fit; the cache costs a pointer and a fingerprint per entry (the keys
+/// themselves are shared with the shards).
 pub const KEY_CACHE_CAPACITY: usize = 1 << 20;
 
 /// Passes a fingerprint through as its own hash (it already is one).
@@ -239,23 +251,11 @@ impl Hasher for FingerprintHasher {
 /// strings, the cache finds the key by fingerprint and checks the strings.
 /// Bounded by [`KEY_CACHE_CAPACITY`] (cleared when full).
 pub struct KeyCache {
-    keys: hashbrown::HashMap<u64, Cached, BuildHasherDefault<FingerprintHasher>>,
+    keys: hashbrown::HashMap<u64, SeriesKey, BuildHasherDefault<FingerprintHasher>>,
     /// Most keys held (tests lower it).
     capacity: usize,
     /// Scratch space for the fingerprint.
     buf: Vec<u8>,
-}
-
-/// One entry of a [`KeyCache`].
-struct Cached {
-    key: SeriesKey,
-    /// The bytes the key's fingerprint hashes (name and labels, each
-    /// followed by 0xFF, which UTF-8 never contains, so equal bytes mean an
-    /// equal name and labels). A hit compares these, one contiguous block,
-    /// instead of chasing the key's name and every label string through
-    /// their own allocations: on a stream of many series those are cache
-    /// misses, and they were most of the cost of a hit.
-    canonical: Box<[u8]>,
 }
 
 impl Default for KeyCache {
@@ -305,10 +305,10 @@ impl KeyCache {
     /// The cached key of `name` with normalized `labels`, built on a miss.
     fn get_or_insert<T: AsRef<str>>(&mut self, name: &str, labels: &[(T, T)]) -> SeriesKey {
         let fingerprint = fingerprint_of(name, labels, &mut self.buf);
-        if let Some(c) = self.keys.get(&fingerprint)
-            && *c.canonical == *self.buf
+        if let Some(k) = self.keys.get(&fingerprint)
+            && k.is(name, labels)
         {
-            return c.key.clone();
+            return k.clone();
         }
         // New series, or (with odds of 2^-64) another series with the same
         // fingerprint, which then simply replaces it in the cache.
@@ -316,11 +316,7 @@ impl KeyCache {
         if self.keys.len() >= self.capacity {
             self.keys.clear();
         }
-        let cached = Cached {
-            key: key.clone(),
-            canonical: self.buf.as_slice().into(),
-        };
-        self.keys.insert(fingerprint, cached);
+        self.keys.insert(fingerprint, key.clone());
         key
     }
 
