@@ -163,7 +163,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 2)]
     latency_workers: usize,
     /// `linger.ms` of the daemon's alert producer in the latency run
-    /// (librdkafka's default, 5, when absent).
+    /// (anomalyd's default, 0, when absent).
     #[arg(long)]
     alert_linger_ms: Option<u32>,
     /// The daemon's `fetch.wait.max.ms` in the latency run. The mock broker
@@ -1092,7 +1092,7 @@ fn latency_cell(l: &Latency) -> String {
         l.producer_linger_ms,
         l.fetch_wait_max_ms,
         l.alert_linger_ms
-            .map_or_else(|| "default".to_owned(), |v| v.to_string())
+            .map_or_else(|| "0 (anomalyd's default)".to_owned(), |v| v.to_string())
     )
 }
 
