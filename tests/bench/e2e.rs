@@ -212,6 +212,30 @@ struct Row {
     latency: Option<Latency>,
 }
 
+impl Row {
+    /// A measurement of `events` over `wall_s` seconds and `cpu_s`
+    /// CPU-seconds (the stream's name and size are filled in by `run`).
+    fn measured(
+        scenario: &str,
+        workers: usize,
+        events: u64,
+        (wall_s, cpu_s): (f64, f64),
+        peak_rss_bytes: u64,
+    ) -> Self {
+        Row {
+            scenario: scenario.into(),
+            workers,
+            events,
+            wall_s,
+            cpu_s,
+            events_per_s: events as f64 / wall_s,
+            events_per_cpu_s: events as f64 / cpu_s,
+            peak_rss_bytes,
+            ..Row::default()
+        }
+    }
+}
+
 /// What the latency run found.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Latency {
@@ -320,17 +344,13 @@ fn child_replay(stream: &Path, workers: usize) -> Res<()> {
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     let report = rt.block_on(anomalyd::app::replay(config, stream))?;
     let (cpu_s, wall_s) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
-    print_row(&Row {
-        scenario: "replay".into(),
+    print_row(&Row::measured(
+        "replay",
         workers,
-        events: report.events,
-        wall_s,
-        cpu_s,
-        events_per_s: report.events as f64 / wall_s,
-        events_per_cpu_s: report.events as f64 / cpu_s,
-        peak_rss_bytes: peak_rss(),
-        ..Row::default()
-    })
+        report.events,
+        (wall_s, cpu_s),
+        peak_rss(),
+    ))
 }
 
 fn daemon_config(a: &DaemonArgs) -> Config {
@@ -414,17 +434,7 @@ fn child_kafka(a: &DaemonArgs, events: u64, scenario: &str) -> Res<()> {
     let rss = peak_rss();
     running.shutdown();
     rt.block_on(running.wait())?;
-    print_row(&Row {
-        scenario: scenario.into(),
-        workers: a.workers,
-        events: n,
-        wall_s,
-        cpu_s,
-        events_per_s: n as f64 / wall_s,
-        events_per_cpu_s: n as f64 / cpu_s,
-        peak_rss_bytes: rss,
-        ..Row::default()
-    })
+    print_row(&Row::measured(scenario, a.workers, n, (wall_s, cpu_s), rss))
 }
 
 /// Cumulative counts of `anomalyd_event_processing_seconds`, by upper edge.
@@ -943,14 +953,6 @@ fn latency(
         after["cpu_s"].as_f64().unwrap_or(f64::NAN) - before["cpu_s"].as_f64().unwrap_or(f64::NAN);
     let n = paced as u64;
     Ok(Row {
-        scenario: "latency".into(),
-        workers: a.latency_workers,
-        events: n,
-        wall_s,
-        cpu_s,
-        events_per_s: n as f64 / wall_s,
-        events_per_cpu_s: n as f64 / cpu_s,
-        peak_rss_bytes: after["peak_rss_bytes"].as_u64().unwrap_or(0),
         latency: Some(Latency {
             rate: a.latency_rate,
             produced_per_s: n as f64 / produced_s,
@@ -965,7 +967,13 @@ fn latency(
             producer_linger_ms: a.latency_linger_ms,
             partitions: a.latency_partitions,
         }),
-        ..Row::default()
+        ..Row::measured(
+            "latency",
+            a.latency_workers,
+            n,
+            (wall_s, cpu_s),
+            after["peak_rss_bytes"].as_u64().unwrap_or(0),
+        )
     })
 }
 
