@@ -37,12 +37,14 @@ use futures_core::Stream;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, RebalanceProtocol,
+    StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -283,6 +285,9 @@ struct Progress {
     /// Next offset to commit per partition: last dispatched offset + 1.
     next: BTreeMap<SourcePartition, i64>,
     /// Offsets below these are already in the restored state: skip them.
+    /// A restored partition is assigned at its snapshot's offset, so this
+    /// only matters if librdkafka delivers from earlier anyway (the offset
+    /// could not be set on the assignment).
     skip_below: HashMap<SourcePartition, i64>,
 }
 
@@ -476,9 +481,13 @@ impl Shared {
         }
     }
 
-    /// Restores the snapshots of newly assigned partitions.
-    async fn on_assign(&self, tpl: &TopicPartitionList) {
-        let Some(store) = &self.state else { return };
+    /// Restores the snapshots of newly assigned partitions; returns where
+    /// each restored partition must resume: the offset its snapshot covers.
+    async fn on_assign(&self, tpl: &TopicPartitionList) -> Vec<(String, i32, i64)> {
+        let mut starts = Vec::new();
+        let Some(store) = &self.state else {
+            return starts;
+        };
         for elem in tpl.elements() {
             let Some(p) = self.partition_of(elem.topic(), elem.partition()) else {
                 continue;
@@ -494,8 +503,9 @@ impl Shared {
                         progress.next.entry(p).or_insert(loaded.offset);
                     }
                     if self.pipeline.restore(p, loaded.series).await.is_err() {
-                        return;
+                        return starts;
                     }
+                    starts.push((elem.topic().to_owned(), elem.partition(), loaded.offset));
                     self.metrics.series_restored(n as u64);
                     tracing::info!(
                         topic = elem.topic(),
@@ -517,6 +527,7 @@ impl Shared {
                 }
             }
         }
+        starts
     }
 }
 
@@ -577,10 +588,78 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
+    /// rdkafka's rebalance, with the state hand-over around it. Assigned
+    /// partitions are restored before they are assigned, and those with a
+    /// snapshot start at the offset it covers rather than at the committed
+    /// one: the committed offset may lag the snapshot (then the events in
+    /// between are already in the state), or be missing altogether (a new
+    /// `group_id`, or offsets expired while the daemon was down), where
+    /// `auto_offset_reset` would otherwise skip or re-learn events.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
+                let shared = Arc::clone(&self.shared);
+                let list: &TopicPartitionList = tpl;
+                let starts = self
+                    .block_on("assign", async move { shared.on_assign(list).await })
+                    .unwrap_or_default();
+                for (topic, partition, offset) in starts {
+                    if let Err(e) =
+                        tpl.set_partition_offset(&topic, partition, Offset::Offset(offset))
+                    {
+                        tracing::warn!(
+                            topic,
+                            partition,
+                            error = %e,
+                            "Cannot start at the snapshot's offset; the committed offset applies."
+                        );
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.hand_over(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                let code: rdkafka::types::RDKafkaErrorCode = other.into();
+                tracing::warn!(error = %code, "Rebalance error.");
+                // As rdkafka does: drop the assignment; the group reassigns.
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
         };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "Could not apply the rebalance.");
+        }
+    }
+}
+
+impl SourceContext {
+    /// Before revoked partitions go: snapshots their series (with a store),
+    /// commits, and drops them from the shards.
+    fn hand_over(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         if self
             .shared
             .finished
@@ -621,18 +700,6 @@ impl ConsumerContext for SourceContext {
         });
         if let Some(Err(e)) = done {
             tracing::error!(error = %e, "Could not hand over revoked partitions.");
-        }
-    }
-
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = tpl.count(), "Partitions assigned.");
-                let shared = Arc::clone(&self.shared);
-                self.block_on("assign", async move { shared.on_assign(tpl).await });
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "Rebalance error."),
-            Rebalance::Revoke(_) => {}
         }
     }
 }
@@ -725,8 +792,8 @@ impl KafkaSource {
         let offset = msg.offset();
         let mut pending = self.shared.pending();
         // Never move backwards (see `flush`): a restored partition starts at
-        // its snapshot offset, and the messages below it (re-read after a
-        // commit lagged the snapshot) are already in the state.
+        // its snapshot offset, and any message below it is already in the
+        // state.
         let next = pending.next.entry(part).or_insert(offset + 1);
         *next = (*next).max(offset + 1);
         if self
