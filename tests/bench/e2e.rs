@@ -85,6 +85,9 @@ enum Cmd {
         stream: PathBuf,
         #[arg(long)]
         workers: usize,
+        /// Use the autoencoder instead of the default regression model.
+        #[arg(long)]
+        autoencoder: bool,
     },
     /// (internal) Consume a topic until `events` are processed.
     ChildKafka {
@@ -190,6 +193,10 @@ struct RunArgs {
     /// Run only the latency measurement.
     #[arg(long)]
     latency_only: bool,
+    /// Also replay with the autoencoder (its model costs more than decoding,
+    /// so it shows how the shards scale with workers).
+    #[arg(long)]
+    autoencoder: bool,
     /// Append every result as a JSON line to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
@@ -273,7 +280,11 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Run(a) => run(&a),
         Cmd::Table { ours, peers } => table(&ours, &peers),
-        Cmd::ChildReplay { stream, workers } => child_replay(&stream, workers),
+        Cmd::ChildReplay {
+            stream,
+            workers,
+            autoencoder,
+        } => child_replay(&stream, workers, autoencoder),
         Cmd::ChildKafka {
             daemon,
             events,
@@ -336,16 +347,23 @@ fn print_row(row: &Row) -> Res<()> {
 
 // ------------------------------------------------------------------ children
 
-fn child_replay(stream: &Path, workers: usize) -> Res<()> {
+fn child_replay(stream: &Path, workers: usize, autoencoder: bool) -> Res<()> {
     quiet_logs();
     let mut config = Config::default();
     config.pipeline.workers = workers;
+    if autoencoder {
+        config.detector.model.kind = anomalyd::model::ModelKind::Autoencoder;
+    }
     let rt = runtime()?;
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     let report = rt.block_on(anomalyd::app::replay(config, stream))?;
     let (cpu_s, wall_s) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     print_row(&Row::measured(
-        "replay",
+        if autoencoder {
+            "replay, autoencoder"
+        } else {
+            "replay"
+        },
         workers,
         report.events,
         (wall_s, cpu_s),
@@ -724,16 +742,26 @@ fn run(a: &RunArgs) -> Res<()> {
     };
 
     let throughput_workers: &[usize] = if a.latency_only { &[] } else { &a.workers };
-    for &w in throughput_workers {
-        for _ in 0..a.repeat {
-            let row = child_row(&[
-                "child-replay".into(),
-                "--stream".into(),
-                a.stream.display().to_string(),
-                "--workers".into(),
-                w.to_string(),
-            ])?;
-            emit(row, &mut rows)?;
+    let models: &[bool] = if a.autoencoder {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    for &autoencoder in models {
+        for &w in throughput_workers {
+            for _ in 0..a.repeat {
+                let mut args = vec![
+                    "child-replay".to_owned(),
+                    "--stream".into(),
+                    a.stream.display().to_string(),
+                    "--workers".into(),
+                    w.to_string(),
+                ];
+                if autoencoder {
+                    args.push("--autoencoder".into());
+                }
+                emit(child_row(&args)?, &mut rows)?;
+            }
         }
     }
 

@@ -38,6 +38,9 @@ declare -A KAFKA=([10k]="--partitions 32" [100k]="--partitions 48 --kafka-events
 # before the paced part; on the 100k stream that would be 12 M events, so it
 # runs on the 10k stream only.
 declare -A LATENCY=([10k]="" [100k]="--latency-rate 0")
+# The autoencoder's model costs more than decoding, so its replay shows how
+# the shards scale from 1 to 2 workers (the 10k stream is enough for that).
+declare -A MODELS=([10k]="--autoencoder" [100k]="")
 
 cargo bench --bench e2e --no-run
 for s in $streams; do
@@ -51,7 +54,7 @@ for s in $streams; do
     rm -f "$out/e2e-$s.jsonl"
     # shellcheck disable=SC2086 # the knobs are word lists
     cargo bench --bench e2e -- run --stream "$stream" --name "$s" --repeat "$repeat" \
-        ${KAFKA[$s]} ${LATENCY[$s]} ${E2E_ARGS:-} --json-out "$out/e2e-$s.jsonl"
+        ${KAFKA[$s]} ${LATENCY[$s]} ${MODELS[$s]} ${E2E_ARGS:-} --json-out "$out/e2e-$s.jsonl"
     if [[ ${SKIP_PEERS:-0} != 1 ]]; then
         tests/bench/peers/run_peers.sh "$stream" > "$out/peers-$s.jsonl"
     fi
