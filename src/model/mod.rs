@@ -380,7 +380,7 @@ impl Model {
 /// subnormals, repeats included), forecasts are finite and the state stays
 /// finite.
 #[cfg(test)]
-mod proptests {
+pub(crate) mod proptests {
     use proptest::prelude::*;
 
     use super::*;
@@ -412,7 +412,9 @@ mod proptests {
             )
     }
 
-    fn value() -> impl Strategy<Value = f64> {
+    /// Values a series may carry: mostly ordinary, some at the extremes
+    /// of the modelled range (shared with the threshold properties).
+    pub(crate) fn value() -> impl Strategy<Value = f64> {
         prop_oneof![
             4 => -100.0..100.0f64,
             1 => (prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO)

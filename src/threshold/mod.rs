@@ -848,7 +848,7 @@ mod proptests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::detector::MAX_ABS_VALUE;
+    use crate::model::proptests::value;
 
     fn config() -> impl Strategy<Value = ThresholdConfig> {
         (
@@ -896,15 +896,6 @@ mod proptests {
             4 => 0.0..5.0f64,
             1 => 0.0..1e12f64,
             1 => prop::sample::select(&[0.0, 1e-300, 5e-324, 1e12][..]),
-        ]
-    }
-
-    fn value() -> impl Strategy<Value = f64> {
-        prop_oneof![
-            4 => -100.0..100.0f64,
-            1 => (prop::num::f64::NORMAL | prop::num::f64::SUBNORMAL | prop::num::f64::ZERO)
-                .prop_map(|v| v.clamp(-MAX_ABS_VALUE, MAX_ABS_VALUE)),
-            1 => prop::sample::select(&[MAX_ABS_VALUE, -MAX_ABS_VALUE, 1e-300, 5e-324][..]),
         ]
     }
 

@@ -1199,17 +1199,8 @@ async fn restart_with(
         &[(0, (k * stream.series) as i64)],
     );
     stream.produce(&TestProducer::new(&bootstrap), "metrics", 0, n);
-    let running = app::start(config.clone()).await.expect("start");
-    let m = Arc::clone(&running.metrics);
     let want = ((n - k) * stream.series) as u64;
-    support::poll_until("the events after the snapshot", WAIT, || {
-        let done = m.events_processed_total() >= want;
-        async move { done }
-    })
-    .await;
-    let text = scrape(&running.metrics_addr.to_string()).await.unwrap();
-    running.shutdown();
-    running.wait().await.expect("clean shutdown");
+    let text = run_daemon(&config, async |r| processed(r, want).await).await;
     let alerts = alerts_in(&bootstrap, "alerts")
         .into_iter()
         .map(|(_, a)| a)
@@ -1243,19 +1234,17 @@ async fn without_committed_offsets_a_restored_partition_resumes_at_its_snapshot(
     stream.produce(&TestProducer::new(&bootstrap), "metrics", 0, N);
     oracle.run(&stream, K, N);
 
-    let running = app::start(config).await.expect("start");
-    let m = Arc::clone(&running.metrics);
     let want = ((N - K) * stream.series) as u64;
-    support::poll_until("the events after the snapshot", WAIT, || {
-        let done = m.events_processed_total() >= want;
-        async move { done }
+    let mut counters = None;
+    let text = run_daemon(&config, async |r| {
+        counters = Some(Arc::clone(&r.metrics));
+        processed(r, want).await
     })
     .await;
-    let text = scrape(&running.metrics_addr.to_string()).await.unwrap();
-    running.shutdown();
-    running.wait().await.expect("clean shutdown");
-    // Exactly the events after the snapshot: none skipped, none twice.
-    assert_eq!(m.events_processed_total(), want);
+    // Exactly the events after the snapshot (counted after the shutdown
+    // drained everything): none skipped, none twice.
+    let counters = counters.expect("the daemon ran");
+    assert_eq!(counters.events_processed_total(), want);
     assert_eq!(metric(&text, "anomalyd_series_restored_total"), 2.0);
     for j in 0..stream.series {
         let got = expected_gauge(&text, j).unwrap();
@@ -1431,7 +1420,7 @@ async fn an_alert_rule_change_keeps_the_learned_models() {
 
 /// Starts a daemon on `config`, runs `feed` against it, stops it, and
 /// returns its last metrics.
-async fn run_changelog(config: &Config, feed: impl AsyncFnOnce(&app::Running)) -> String {
+async fn run_daemon(config: &Config, feed: impl AsyncFnOnce(&app::Running)) -> String {
     let running = app::start(config.clone()).await.expect("start");
     feed(&running).await;
     let text = scrape(&running.metrics_addr.to_string()).await.unwrap();
@@ -1486,7 +1475,7 @@ async fn a_series_that_moved_partition_is_restored_from_its_new_partition_only()
         p.flush();
     };
     // Events 0..200 on partition 1, then 200..260 on partition 0.
-    run_changelog(&config, async |r| {
+    run_daemon(&config, async |r| {
         send(0, 200, 1);
         processed(r, 200).await;
         next_snapshot(r).await; // s0 saved in partition 1
@@ -1494,7 +1483,7 @@ async fn a_series_that_moved_partition_is_restored_from_its_new_partition_only()
         processed(r, 260).await;
     })
     .await;
-    let text = run_changelog(&config, async |r| {
+    let text = run_daemon(&config, async |r| {
         send(260, 300, 0);
         processed(r, 40).await;
     })
@@ -1525,7 +1514,7 @@ async fn idle_series_are_evicted_and_do_not_come_back_from_the_changelog() {
     config.pipeline.idle_ttl_secs = 3;
     let p = TestProducer::new(&bootstrap);
     let addr = std::sync::Mutex::new(String::new());
-    run_changelog(&config, async |r| {
+    run_daemon(&config, async |r| {
         *addr.lock().unwrap() = r.metrics_addr.to_string();
         stream.produce(&p, "metrics", 0, 10);
         processed(r, 20).await;
@@ -1546,7 +1535,7 @@ async fn idle_series_are_evicted_and_do_not_come_back_from_the_changelog() {
         .await;
     })
     .await;
-    let text = run_changelog(&config, async |r| {
+    let text = run_daemon(&config, async |r| {
         let addr = r.metrics_addr.to_string();
         support::poll_until("the restore", WAIT, || {
             let addr = addr.clone();
@@ -1595,7 +1584,7 @@ async fn a_failed_changelog_save_is_made_good_by_the_next_one() {
     };
     let failures =
         |t: Option<String>| t.map_or(0.0, |t| metric(&t, "anomalyd_snapshot_failures_total"));
-    run_changelog(&config, async |r| {
+    run_daemon(&config, async |r| {
         send(&mut oracle, 0, 0, 150);
         send(&mut oracle, 1, 0, 150);
         processed(r, 300).await;
@@ -1620,7 +1609,7 @@ async fn a_failed_changelog_save_is_made_good_by_the_next_one() {
         next_snapshot(r).await;
     })
     .await;
-    let text = run_changelog(&config, async |r| {
+    let text = run_daemon(&config, async |r| {
         send(&mut oracle, 0, 200, 210);
         send(&mut oracle, 1, 200, 210);
         processed(r, 20).await;

@@ -3,7 +3,7 @@
 # the NAB data directory with ONE configuration, and runs the shared NAB
 # scorer (standard / reward_low_FP / reward_low_FN, per category).
 #
-# Usage: tests/nab/evaluate.sh [NAB_DIR] [-- extra backtest args, e.g. --config FILE]
+# Usage: tests/bench/nab_evaluate.sh [NAB_DIR] [-- extra backtest args, e.g. --config FILE]
 #   NAB_DIR defaults to $NAB_DIR, else ../shared/data/nab beside the repo.
 #   $NABSCORE overrides the scorer (default: ../shared/tools/nabscore.py).
 #   $OUT sets the work directory (default: a fresh temporary directory).
@@ -19,6 +19,11 @@ fi
 [[ "${1:-}" == "--" ]] && shift
 scorer="${NABSCORE:-$(dirname "$nab")/../tools/nabscore.py}"
 [[ -f "$scorer" ]] || scorer="$repo/../shared/tools/nabscore.py"
+if [[ ! -d "$nab" || ! -f "$scorer" ]]; then
+  echo "nab_evaluate: needs the NAB data ($nab) and the scorer ($scorer);" \
+    "pass NAB_DIR and NABSCORE. This opt-in benchmark is not part of cargo test." >&2
+  exit 2
+fi
 out="${OUT:-$(mktemp -d)}"
 
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
