@@ -31,7 +31,7 @@ use crate::config::load::Config;
 use crate::detector::{Decision, Detector, DetectorError};
 
 /// The output header, exactly.
-pub const OUTPUT_HEADER: &str = "timestamp,value,anomaly_score,expected,lower,upper,alert";
+pub const OUTPUT_HEADER: &str = "timestamp,value,anomaly_score,expected,lower,upper,alert,reason";
 
 /// Arguments of `anomalyd backtest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -326,7 +326,7 @@ fn run_file(
                 report(&format!("{}:{line}: skipped row: {e}", input.display()));
                 summary.malformed += 1;
                 summary.rows += 1;
-                writeln!(out, ",,0,,,,0").map_err(io_err(output))?;
+                writeln!(out, ",,0,,,,0,").map_err(io_err(output))?;
                 rows.push(Row {
                     ts_ms: None,
                     value: None,
@@ -379,14 +379,15 @@ fn run_file(
         match &decision {
             Some(d) => writeln!(
                 out,
-                "{ts_field},{value_field},{},{},{},{},{}",
+                "{ts_field},{value_field},{},{},{},{},{},{}",
                 d.score,
                 d.expected,
                 d.lower,
                 d.upper,
-                u8::from(is_alert)
+                u8::from(is_alert),
+                if d.score > 0.0 { d.reason.as_str() } else { "" }
             ),
-            None => writeln!(out, "{ts_field},{value_field},0,,,,0"),
+            None => writeln!(out, "{ts_field},{value_field},0,,,,0,"),
         }
         .map_err(io_err(output))?;
         if plot_path.is_some() {

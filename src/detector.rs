@@ -16,7 +16,9 @@ use crate::config::Problems;
 use crate::model::Forecast;
 use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
-use crate::threshold::{BandTarget, Observation, ThresholdConfig, ThresholdState, Thresholds};
+use crate::threshold::{
+    BandTarget, Observation, Reason, ThresholdConfig, ThresholdState, Thresholds,
+};
 
 thread_local! {
     /// Per-thread scratch space for [`Detector::observe`].
@@ -42,6 +44,9 @@ pub struct Decision {
     /// False while the series is still learning: the score is 0 and the
     /// series cannot alert.
     pub warm: bool,
+    /// Which channel gave the score (meaningful when the score is above
+    /// 0): forecast residual, level, drift or stuck.
+    pub reason: Reason,
 }
 
 impl Decision {
@@ -70,36 +75,19 @@ impl DetectorConfig {
             .validate(&format!("{prefix}.threshold"), problems);
     }
 
-    /// A stable XXH3 hash of exactly the settings that shape per-series
-    /// state and scores (all of `[detector]`; alert rules are not part of
-    /// it). Saved state whose hash differs must be discarded. The encoding
-    /// is explicit (a version tag, then every field by name), so it does not
-    /// depend on serde or on field order in the struct.
+    /// A stable XXH3 hash of every setting of `[detector]` (alert rules are
+    /// not part of it). Saved state whose hash differs must be discarded.
+    ///
+    /// It is derived from the whole config, not from a hand-kept list of
+    /// fields: the config is serialised (serde, every field by name, floats
+    /// exactly) and hashed, so a new key changes the hash without anyone
+    /// remembering to add it. A version tag leads, for changes of meaning
+    /// that keep the keys.
     pub fn model_hash(&self) -> u64 {
-        let m = &self.model;
-        let t = &self.threshold;
+        let json = serde_json::to_vec(self).expect("a config of plain numbers, enums and bools serialises");
         let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-        let mut put = |name: &str, bits: u64| {
-            h.update(name.as_bytes());
-            h.update(&[0xFF]);
-            h.update(&bits.to_le_bytes());
-        };
-        put("anomalyd.detector.v1", 0);
-        put("model.kind", m.kind as u64);
-        put("model.lags", m.lags as u64);
-        put("model.daily_harmonics", m.daily_harmonics as u64);
-        put("model.weekly_harmonics", m.weekly_harmonics as u64);
-        put("model.window", m.window as u64);
-        put("model.hidden", m.hidden as u64);
-        put("model.standardize_events", u64::from(m.standardize_events));
-        put("model.error_clip", m.error_clip.to_bits());
-        put("model.learning_rate", m.learning_rate.to_bits());
-        put("model.initial_accumulator", m.initial_accumulator.to_bits());
-        put("threshold.kind", t.kind as u64);
-        put("threshold.warmup_events", u64::from(t.warmup_events));
-        put("threshold.horizon_events", u64::from(t.horizon_events));
-        put("threshold.quantile", t.quantile.to_bits());
-        put("threshold.smoothing_events", u64::from(t.smoothing_events));
+        h.update(b"anomalyd.detector.v2\xff");
+        h.update(&json);
         h.digest()
     }
 }
@@ -183,7 +171,7 @@ pub struct DetectorState {
     model: ModelState,
     /// The threshold's statistics.
     threshold: ThresholdState,
-    /// Scored (ready) events so far, saturating; drives the warm-up.
+    /// Scored (ready) events so far, saturating.
     scored: u32,
 }
 
@@ -193,8 +181,7 @@ impl DetectorState {
         std::mem::size_of::<Self>() + self.model.heap_bytes() + self.threshold.heap_bytes()
     }
 
-    /// Events scored so far (saturating); the series is warm once this
-    /// reaches `threshold.warmup_events`.
+    /// Events scored so far (saturating).
     pub fn scored_events(&self) -> u32 {
         self.scored
     }
@@ -229,7 +216,7 @@ impl Detector {
         Ok(Self {
             config: *config,
             model: config.model.build(),
-            thresholds: config.threshold.build(),
+            thresholds: config.threshold.build(alert_threshold),
             optimizer,
             alert_threshold,
             band_target: BandTarget::new(alert_threshold),
@@ -278,27 +265,20 @@ impl Detector {
 
     /// The band: values that would score below the alert threshold. It is
     /// the intersection of what each channel allows (forecast residual,
-    /// level, range); when that is empty (e.g. the forecast has moved outside
+    /// level, drift); when that is empty (e.g. the forecast has moved outside
     /// the usual level), every value would alert and the band collapses to
     /// the expected value.
-    fn band(&self, threshold: &ThresholdState, f: &Forecast) -> (f64, f64) {
-        let limits = self.thresholds.band(threshold, &self.band_target);
+    fn band(&self, threshold: &ThresholdState, f: &Forecast, ts_ms: i64) -> (f64, f64) {
+        let limits = self.thresholds.band(threshold, &self.band_target, ts_ms);
         let r = limits.residual * f.scale;
         let mut lower = f.expected - r;
         let mut upper = f.expected + r;
-        if limits.level.is_finite() {
-            let l = limits.level * f.level_scale;
-            lower = lower.max(f.mean - l);
-            upper = upper.min(f.mean + l);
-        }
-        if let Some((lo, hi)) = limits.range {
-            lower = lower.max(lo);
-            upper = upper.min(hi);
-        }
+        lower = lower.max(limits.level.0);
+        upper = upper.min(limits.level.1);
         if lower <= upper {
-            // An unbounded side (no residual reaches the threshold, e.g. a
-            // fitted tail that never gets that unlikely) is ±∞ here; the
-            // decision stays finite, as alerts and backtest rows need.
+            // An unbounded side (no residual reaches the threshold) is ±∞
+            // here; the decision stays finite, as alerts and backtest rows
+            // need.
             (lower.max(f64::MIN), upper.min(f64::MAX))
         } else {
             (f.expected, f.expected)
@@ -359,26 +339,25 @@ impl Detector {
                 lower: value,
                 upper: value,
                 warm: false,
+                reason: Reason::Forecast,
             });
         }
         // Magnitudes beyond 1e12 deviations are all "impossible"; the cap
         // keeps the threshold's statistics finite.
         let obs = Observation {
-            residual: forecast.residual.abs().min(1e12),
-            level: ((value - forecast.mean) / forecast.level_scale)
-                .abs()
-                .min(1e12),
+            residual: forecast.residual.clamp(-1e12, 1e12),
             value,
+            ts_ms,
         };
         let scored = self.thresholds.score(&state.threshold, &obs);
-        let (lower, upper) = self.band(&state.threshold, &forecast);
-        let warm = state.scored >= self.config.threshold.warmup_events;
+        let (lower, upper) = self.band(&state.threshold, &forecast, ts_ms);
         let decision = Decision {
-            score: if warm { scored.score } else { 0.0 },
+            score: scored.score,
             expected: forecast.expected,
             lower,
             upper,
-            warm,
+            warm: scored.warm,
+            reason: scored.reason,
         };
         // Train: now the model and the threshold learn this event.
         self.model

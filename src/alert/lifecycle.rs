@@ -29,6 +29,7 @@ use super::{Alert, AlertStatus, Severity};
 use crate::config::Problems;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
+use crate::threshold::Reason;
 
 /// Default alert threshold: the score contract's documented default.
 pub use crate::threshold::DEFAULT_ALERT_THRESHOLD;
@@ -61,6 +62,14 @@ pub fn default_critical(t: f64) -> f64 {
     score_from_surprise(surprise_from_score(t) + 100f64.ln())
 }
 
+/// The default resolve threshold for alert threshold `t`: the score of
+/// 60 % of its surprise (0.375 for 0.5), so a firing alert is not resolved
+/// and re-fired by scores that hover around the threshold.
+pub fn default_resolve(t: f64) -> f64 {
+    use crate::threshold::{score_from_surprise, surprise_from_score};
+    score_from_surprise(0.6 * surprise_from_score(t))
+}
+
 /// When a series alerts (`[alert]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -72,6 +81,10 @@ pub struct AlertRuleConfig {
     /// Unset (default): the score of a tail 100 times rarer than the alert
     /// threshold's (`ln 100` more nats of surprise; 0.68 for threshold 0.5).
     pub critical_threshold: Option<f64>,
+    /// While firing, an event still counts as a hit when its score is at or
+    /// above this (hysteresis). Unset (default): the score of 60 % of the
+    /// threshold's surprise (0.375 for threshold 0.5).
+    pub resolve_threshold: Option<f64>,
     /// Fire when at least this many of the last `window_events` events are
     /// hits (events). Default 1.
     pub for_events: u32,
@@ -100,6 +113,7 @@ impl Default for AlertRuleConfig {
         Self {
             threshold: DEFAULT_ALERT_THRESHOLD,
             critical_threshold: None,
+            resolve_threshold: None,
             for_events: 1,
             window_events: 1,
             resolve_after_events: 3,
@@ -127,6 +141,16 @@ impl AlertRuleConfig {
                 format!(
                     "must be at least threshold ({t}) and below 1 (got {c}); \
                      remove it to use the default (a tail 100 times rarer)"
+                ),
+            );
+        }
+        if let Some(r) = self.resolve_threshold {
+            problems.check(
+                r.is_finite() && r > 0.0 && r <= t,
+                format!("{prefix}.resolve_threshold"),
+                format!(
+                    "must be above 0 and at most threshold ({t}) (got {r}); \
+                     remove it to use the default (60 % of the threshold's surprise)"
                 ),
             );
         }
@@ -180,6 +204,8 @@ pub struct AlertRule {
     threshold: f64,
     /// Critical threshold on the score (derived when unset).
     critical_threshold: f64,
+    /// Hit threshold while firing (derived when unset).
+    resolve_threshold: f64,
     /// N of N-of-M.
     for_events: u32,
     /// Low `window_events` bits set: the M of N-of-M.
@@ -205,9 +231,13 @@ impl AlertRule {
         let critical_threshold = config
             .critical_threshold
             .unwrap_or_else(|| default_critical(config.threshold));
+        let resolve_threshold = config
+            .resolve_threshold
+            .unwrap_or_else(|| default_resolve(config.threshold));
         Ok(Self {
             threshold: config.threshold,
             critical_threshold,
+            resolve_threshold,
             for_events: config.for_events,
             window_mask: if config.window_events >= 64 {
                 u64::MAX
@@ -242,11 +272,22 @@ impl AlertRule {
         }
     }
 
-    /// Whether one observation counts toward firing. Anything non-finite, or
-    /// a decision still warming up, never does.
-    pub fn is_hit(&self, value: f64, decision: &Decision) -> bool {
+    /// The resolve threshold (score).
+    pub fn resolve_threshold(&self) -> f64 {
+        self.resolve_threshold
+    }
+
+    /// Whether one observation counts toward firing (`firing`: the series
+    /// already fires, and the resolve threshold applies). Anything
+    /// non-finite, or a decision still warming up, never does.
+    pub fn is_hit(&self, value: f64, decision: &Decision, firing: bool) -> bool {
+        let bar = if firing {
+            self.resolve_threshold
+        } else {
+            self.threshold
+        };
         // False for a NaN score, which therefore is not a hit.
-        let scored = decision.score >= self.threshold;
+        let scored = decision.score >= bar;
         if !decision.warm || !scored || !value.is_finite() || !decision.expected.is_finite() {
             return false;
         }
@@ -272,6 +313,8 @@ pub enum Transition {
         severity: Severity,
         /// This event's time.
         started_at_ms: i64,
+        /// The channel that raised it.
+        reason: Reason,
     },
     /// A firing warning became critical at this event.
     Escalated {
@@ -279,6 +322,8 @@ pub enum Transition {
         severity: Severity,
         /// When the alert started firing.
         started_at_ms: i64,
+        /// The channel of the critical event.
+        reason: Reason,
     },
     /// The series stopped firing at this event.
     Resolved {
@@ -286,6 +331,8 @@ pub enum Transition {
         severity: Severity,
         /// When the alert started firing.
         started_at_ms: i64,
+        /// The channel that raised (or escalated) the alert.
+        reason: Reason,
     },
 }
 
@@ -313,6 +360,15 @@ impl Transition {
             Self::Firing { started_at_ms, .. }
             | Self::Escalated { started_at_ms, .. }
             | Self::Resolved { started_at_ms, .. } => started_at_ms,
+        }
+    }
+
+    /// The channel that raised the alert (see [`Reason`]).
+    pub fn reason(&self) -> Reason {
+        match *self {
+            Self::Firing { reason, .. }
+            | Self::Escalated { reason, .. }
+            | Self::Resolved { reason, .. } => reason,
         }
     }
 
@@ -344,6 +400,8 @@ pub struct Lifecycle {
     firing: bool,
     /// Firing: the alert's severity so far.
     severity: Severity,
+    /// Firing: the channel that raised it (or escalated it).
+    reason: Reason,
 }
 
 impl Default for Lifecycle {
@@ -354,6 +412,7 @@ impl Default for Lifecycle {
             clear_run: 0,
             firing: false,
             severity: Severity::Warning,
+            reason: Reason::Forecast,
         }
     }
 }
@@ -388,7 +447,7 @@ impl Lifecycle {
         value: f64,
         decision: &Decision,
     ) -> Option<Transition> {
-        let hit = rule.is_hit(value, decision);
+        let hit = rule.is_hit(value, decision, self.firing);
         self.hits = ((self.hits << 1) | u64::from(hit)) & rule.window_mask;
         let holds = self.hits.count_ones() >= rule.for_events;
 
@@ -400,9 +459,11 @@ impl Lifecycle {
                     && rule.severity(decision.score) == Severity::Critical
                 {
                     self.severity = Severity::Critical;
+                    self.reason = decision.reason;
                     return Some(Transition::Escalated {
                         severity: Severity::Critical,
                         started_at_ms: self.since_ms,
+                        reason: self.reason,
                     });
                 }
                 return None;
@@ -418,6 +479,7 @@ impl Lifecycle {
             return Some(Transition::Resolved {
                 severity: self.severity,
                 started_at_ms,
+                reason: self.reason,
             });
         }
 
@@ -433,9 +495,11 @@ impl Lifecycle {
             } else {
                 Severity::Warning
             };
+            self.reason = decision.reason;
             return Some(Transition::Firing {
                 severity: self.severity,
                 started_at_ms: ts_ms,
+                reason: self.reason,
             });
         }
         None
@@ -504,6 +568,7 @@ pub fn build_alert(
         threshold: rule.threshold(),
         severity: transition.severity(),
         model: model.to_owned(),
+        reason: transition.reason(),
     }
 }
 

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::threshold::Reason;
+
 /// Whether an alert is active or has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,4 +89,9 @@ pub struct Alert {
     pub severity: Severity,
     /// The model kind that produced the expectation (`regression`, ...).
     pub model: String,
+    /// Which channel raised the alert: `forecast` (far from the forecast),
+    /// `level` (far from the series' usual level), `drift` (forecast
+    /// errors that keep one sign: a drift or a broken season) or `stuck`
+    /// (the value repeated for unusually long).
+    pub reason: Reason,
 }

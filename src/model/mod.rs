@@ -95,6 +95,15 @@ pub struct ModelConfig {
     /// Adagrad starting accumulator (PyTorch `initial_accumulator_value`).
     /// ≥ 0.
     pub initial_accumulator: f64,
+    /// Adagrad learning-rate decay (PyTorch `lr_decay`): step `t` uses
+    /// `learning_rate / (1 + (t - 1) lr_decay)`. ≥ 0; 0 (default) keeps the
+    /// rate, so a series keeps adapting however old it is.
+    pub lr_decay: f64,
+    /// Adagrad coupled L2 penalty (PyTorch `weight_decay`). ≥ 0; 0 (default)
+    /// is off.
+    pub weight_decay: f64,
+    /// Adagrad's term added to `√accumulator` (PyTorch `eps`). > 0.
+    pub eps: f64,
 }
 
 impl Default for ModelConfig {
@@ -110,6 +119,9 @@ impl Default for ModelConfig {
             error_clip: 3.0,
             learning_rate: 0.05,
             initial_accumulator: 0.0,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            eps: 1e-10,
         }
     }
 }
@@ -169,13 +181,29 @@ impl ModelConfig {
             key("initial_accumulator"),
             "must be a finite number >= 0",
         );
+        for (name, v) in [("lr_decay", self.lr_decay), ("weight_decay", self.weight_decay)] {
+            problems.check(
+                v.is_finite() && v >= 0.0,
+                key(name),
+                "must be a finite number >= 0 (0, the default, turns it off)",
+            );
+        }
+        problems.check(
+            self.eps.is_finite() && self.eps > 0.0,
+            key("eps"),
+            "must be a finite number > 0 (1e-10 is PyTorch's default)",
+        );
     }
 
-    /// The Adagrad hyper-parameters (PyTorch defaults besides the two keys).
+    /// The Adagrad hyper-parameters: PyTorch's `torch.optim.Adagrad(lr,
+    /// lr_decay, weight_decay, initial_accumulator_value, eps)`.
     pub fn adagrad(&self) -> AdagradConfig {
         AdagradConfig {
             lr: self.learning_rate,
+            lr_decay: self.lr_decay,
+            weight_decay: self.weight_decay,
             initial_accumulator_value: self.initial_accumulator,
+            eps: self.eps,
             ..AdagradConfig::default()
         }
     }

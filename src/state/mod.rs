@@ -44,7 +44,7 @@ use crate::pipeline::worker::SnapshotRecord;
 
 /// Version of the snapshot encoding. Bump it when [`SeriesSnapshot`] or any
 /// state inside it changes shape; older snapshots are then refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Which store keeps the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,23 +1,37 @@
-//! Exponentially weighted mean/variance z-score of the residual magnitude.
+//! A Gaussian body for a magnitude, from an exponentially weighted mean
+//! absolute value.
 //!
-//! This module owns the simplest threshold: it keeps an exponentially
-//! weighted mean μ and variance σ² of `a = |residual|` and reads surprise off
-//! a Gaussian tail, `L = max(z, 0)² / 2` with `z = (a - μ) / σ` (the Chernoff
-//! bound of the Gaussian upper tail, `P(Z > z) ≤ exp(-z²/2)`, in nats). The
-//! bound is exact enough to rank events and inverts in closed form, which the
-//! band needs. An outlier enters σ² with its full weight, so the threshold
-//! inflates after an anomaly and repeated alerts on its echo are rarer.
+//! This module owns the default threshold kind. It keeps an exponentially
+//! weighted mean `m` and mean square of `a = |x|` for a quantity `x` that is
+//! centred on 0 (a forecast residual, a level's distance from its mean),
+//! reads the deviation of `x` off the mean absolute value, `σ = m √(π/2)`
+//! (exact for a Gaussian and far less moved by one outlier than a variance),
+//! and gives the Gaussian tail's surprise in nats through its Chernoff bound,
+//! `L = (a/σ)² / 2` (`P(|X| > a) ≤ exp(-a²/2σ²)`), which inverts in closed
+//! form for the band. Heavier tails are the record stage's job
+//! ([`super::Record`]): the body alone is what a Gaussian series needs.
 //!
-//! State: `[count, μ, σ²]`.
+//! State: `[count, m, mean square]`; the mean square gives the spread of
+//! `a` itself, from which the warm-up judges how well `σ` is known.
 
-use super::{Threshold, ew_update};
+use super::{Threshold, ew_update_mean};
 
-/// Deviation floor (in residual units, i.e. deviations of the series): a
-/// series that was predicted perfectly still has a finite z for the first
-/// error.
-const SD_FLOOR: f64 = 1e-6;
+/// `√(π/2)`: the ratio of a Gaussian's deviation to its mean absolute value.
+pub const SQRT_HALF_PI: f64 = 1.253_314_137_315_500_3;
 
-/// The EWMA z-score threshold.
+/// Deviation floor, in the magnitude's units (typical steps of the series
+/// for a forecast residual, deviations of its level for a level): a
+/// hundredth of the series' own unit. Below it, errors are rounding, not
+/// signal; a series predicted perfectly still gets a finite surprise for its
+/// first real error.
+const SD_FLOOR: f64 = 0.01;
+
+/// Magnitudes enter the mean square (which only measures how well `σ` is
+/// known) winsorised at this many deviations, so one wild value cannot hold
+/// a heavy-tailed series in warm-up for ever.
+const SPREAD_WINSOR: f64 = 4.0;
+
+/// The Gaussian body threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ewma {
     /// Events after which old magnitudes fade at rate `1 / horizon`.
@@ -35,15 +49,28 @@ impl Ewma {
         }
     }
 
+    /// The deviation `σ` of the quantity (state `s`).
     #[inline]
-    fn sd(s: &[f64]) -> f64 {
-        s[3].max(SD_FLOOR)
+    pub fn sigma(s: &[f64]) -> f64 {
+        (s[1] * SQRT_HALF_PI).max(SD_FLOOR)
+    }
+
+    /// Relative standard error of `σ`: the coefficient of variation of the
+    /// magnitudes over the square root of how many were seen. `∞` before
+    /// two magnitudes.
+    #[inline]
+    pub fn relative_error(s: &[f64]) -> f64 {
+        if s[0] < 2.0 || s[1] <= 0.0 {
+            return f64::INFINITY;
+        }
+        let cv2 = (s[2] / (s[1] * s[1]) - 1.0).max(0.0);
+        (cv2 / s[0]).sqrt()
     }
 }
 
 impl Threshold for Ewma {
     fn state_len(&self) -> usize {
-        4
+        3
     }
 
     fn init(&self, s: &mut [f64]) {
@@ -52,19 +79,20 @@ impl Threshold for Ewma {
 
     #[inline]
     fn surprise(&self, s: &[f64], a: f64) -> f64 {
-        let z = ((a - s[1]) / Self::sd(s)).max(0.0);
-        0.5 * z * z
+        let u = a / Self::sigma(s);
+        0.5 * u * u
     }
 
     #[inline]
     fn magnitude_at(&self, s: &[f64], surprise: f64) -> f64 {
-        s[1] + Self::sd(s) * (2.0 * surprise.max(0.0)).sqrt()
+        Self::sigma(s) * (2.0 * surprise.max(0.0)).sqrt()
     }
 
     #[inline]
     fn observe(&self, s: &mut [f64], a: f64) {
-        ew_update(&mut s[..3], self.horizon, self.inv_horizon, a);
-        s[3] = s[2].sqrt();
+        let w = a.min(SPREAD_WINSOR * Self::sigma(s));
+        let alpha = ew_update_mean(&mut s[..2], self.horizon, self.inv_horizon, a);
+        s[2] += alpha * (w * w - s[2]);
     }
 }
 
@@ -73,38 +101,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn surprise_is_half_z_squared_and_inverts() {
+    fn surprise_is_half_u_squared_and_inverts() {
         let t = Ewma::new(100.0);
-        let mut s = [0.0; 4];
+        let mut s = [0.0; 3];
         for a in [1.0, 3.0, 1.0, 3.0] {
             t.observe(&mut s, a);
         }
-        // μ = 2, σ = 1.
-        assert!((t.surprise(&s, 5.0) - 4.5).abs() < 1e-12);
-        assert_eq!(t.surprise(&s, 1.0), 0.0);
-        assert!((t.magnitude_at(&s, 4.5) - 5.0).abs() < 1e-12);
+        // m = 2, σ = 2 √(π/2).
+        let sigma = 2.0 * SQRT_HALF_PI;
+        assert!((t.surprise(&s, 3.0 * sigma) - 4.5).abs() < 1e-12);
+        assert!((t.magnitude_at(&s, 4.5) - 3.0 * sigma).abs() < 1e-9);
+        assert_eq!(t.surprise(&s, 0.0), 0.0);
     }
 
     #[test]
-    fn flat_zero_residuals_make_any_error_surprising() {
+    fn gaussian_magnitudes_give_their_deviation() {
+        // |x| of a standard Gaussian, by inverse transform on a fixed grid.
+        let t = Ewma::new(1e9);
+        let mut s = [0.0; 3];
+        let n = 20_000;
+        for i in 0..n {
+            let p = (i as f64 + 0.5) / n as f64;
+            // Quantile of |Z| at p: Φ⁻¹((1 + p) / 2), by bisection.
+            let (mut lo, mut hi) = (0.0f64, 10.0f64);
+            for _ in 0..60 {
+                let mid = 0.5 * (lo + hi);
+                if libm_erf(mid / std::f64::consts::SQRT_2) < p {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            t.observe(&mut s, 0.5 * (lo + hi));
+        }
+        assert!((Ewma::sigma(&s) - 1.0).abs() < 0.01, "{}", Ewma::sigma(&s));
+        // CV of |Z| is √(π/2 - 1) ≈ 0.756.
+        let rel = Ewma::relative_error(&s) * (n as f64).sqrt();
+        assert!((rel - 0.756).abs() < 0.01, "{rel}");
+    }
+
+    /// erf by its Abramowitz & Stegun 7.1.26 approximation (|error| < 1.5e-7).
+    fn libm_erf(x: f64) -> f64 {
+        let t = 1.0 / (1.0 + 0.327_591_1 * x);
+        let y = t
+            * (0.254_829_592
+                + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+        1.0 - y * (-x * x).exp()
+    }
+
+    #[test]
+    fn flat_zero_magnitudes_make_any_error_surprising() {
         let t = Ewma::new(100.0);
-        let mut s = [0.0; 4];
+        let mut s = [0.0; 3];
         for _ in 0..100 {
             t.observe(&mut s, 0.0);
         }
         assert_eq!(t.surprise(&s, 0.0), 0.0);
         assert!(t.surprise(&s, 1.0) > 1e10);
-    }
-
-    #[test]
-    fn an_outlier_inflates_the_threshold() {
-        let t = Ewma::new(200.0);
-        let mut s = [0.0; 4];
-        for i in 0..500 {
-            t.observe(&mut s, (i % 2) as f64);
-        }
-        let before = t.surprise(&s, 6.0);
-        t.observe(&mut s, 30.0);
-        assert!(t.surprise(&s, 6.0) < before / 2.0);
+        assert_eq!(Ewma::relative_error(&s), f64::INFINITY);
     }
 }

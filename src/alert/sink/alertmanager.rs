@@ -10,8 +10,9 @@
 //!   label of that name, then `alertname` (config, default
 //!   `AnomalyDetected`) and `severity` (`warning`/`critical`), which always
 //!   win;
-//! - `annotations`: `summary`, `series`, `value`, `expected`, `lower`,
-//!   `upper`, `score`, `threshold`, `model`, `fingerprint`;
+//! - `annotations`: `summary` (one sentence saying what is wrong, by
+//!   reason), `reason`, `series`, `value`, `expected`, `lower`, `upper`,
+//!   `score`, `threshold`, `model`, `fingerprint`;
 //! - `startsAt`: the alert's `started_at`;
 //! - `endsAt`: while firing, now + 4 × `resend_interval_secs`, so
 //!   Alertmanager resolves the alert by itself if this daemon stops sending
@@ -40,7 +41,7 @@ use super::{
     AlertSink, DropReason, RetryConfig, SinkBuildError, SinkError, SinkOptions, http_client,
     validate_queue, validate_url,
 };
-use crate::alert::{Alert, AlertStatus};
+use crate::alert::{Alert, AlertStatus, Reason};
 use crate::config::Problems;
 use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::SinkMetrics;
@@ -306,18 +307,9 @@ impl AlertmanagerSink {
                 starts.map_or(ended, |s| ended.max(s))
             }
         };
-        let verb = match a.status {
-            AlertStatus::Firing => "is outside",
-            AlertStatus::Resolved => "resolved; last value vs",
-        };
         let annotations = BTreeMap::from([
-            (
-                "summary".to_owned(),
-                format!(
-                    "{} = {} {verb} the expected band [{}, {}] (expected {}, score {})",
-                    a.series, a.value, a.lower, a.upper, a.expected, a.score
-                ),
-            ),
+            ("summary".to_owned(), summary(a)),
+            ("reason".to_owned(), a.reason.as_str().to_owned()),
             ("series".to_owned(), a.series.clone()),
             ("value".to_owned(), a.value.to_string()),
             ("expected".to_owned(), a.expected.to_string()),
@@ -508,6 +500,30 @@ impl AlertSink for AlertmanagerSink {
                 active.remove(&alert.fingerprint);
             }
         }
+    }
+}
+
+/// The one-line summary Alertmanager shows: what is wrong, in the words of
+/// the channel that raised the alert.
+fn summary(a: &Alert) -> String {
+    let what = match a.reason {
+        Reason::Forecast => format!(
+            "= {} is outside the expected band [{}, {}] (expected {})",
+            a.value, a.lower, a.upper, a.expected
+        ),
+        Reason::Level => format!(
+            "= {} is far from its usual level (band [{}, {}])",
+            a.value, a.lower, a.upper
+        ),
+        Reason::Drift => format!(
+            "has drifted: values keep falling on one side of the expected {} (now {})",
+            a.expected, a.value
+        ),
+        Reason::Stuck => format!("has repeated {} for unusually long", a.value),
+    };
+    match a.status {
+        AlertStatus::Firing => format!("{} {what} (score {})", a.series, a.score),
+        AlertStatus::Resolved => format!("{} is back to normal (was: {what})", a.series),
     }
 }
 
