@@ -32,22 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Problems;
 use crate::event::Event;
 
-pub use worker::{AlertHandoff, Core, SnapshotRecord, WorkerReport};
+pub use worker::{AlertHandoff, Core, WorkerReport};
 
-use crate::state::SeriesSnapshot;
-
-/// A partition of the input: the index of its topic in the source's topic
-/// list, and the partition number. File replay uses `(0, 0)`.
-///
-/// Each series remembers the partition its latest event came from, so that a
-/// revoked partition can hand its series over (see [`BarrierKind::Release`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SourcePartition {
-    /// Index into the source's topic list.
-    pub topic: u16,
-    /// Kafka partition number.
-    pub partition: i32,
-}
+use crate::state::{SeriesSnapshot, SourcePartition};
 
 /// Settings of the processing shards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,12 +14,12 @@ use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
 use tokio::sync::mpsc;
 
-use super::{BarrierKind, SourcePartition, Work};
+use super::{BarrierKind, Work};
 use crate::alert::Alert;
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
 use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
-use crate::state::SeriesSnapshot;
+use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
 use crate::telemetry::metrics::{Metrics, SeriesSample};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
@@ -41,28 +41,6 @@ pub struct Core {
     pub alerts: Arc<dyn AlertHandoff>,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
-}
-
-/// One serialized series, as returned by a snapshot barrier.
-#[derive(Debug, Clone)]
-pub struct SnapshotRecord {
-    /// The partition the series belongs to.
-    pub partition: SourcePartition,
-    /// The series' fingerprint (the changelog key).
-    pub fingerprint: u64,
-    /// postcard encoding of a [`SeriesSnapshot`]; empty for a deletion
-    /// (see [`SnapshotRecord::is_deletion`]).
-    pub bytes: Vec<u8>,
-}
-
-impl SnapshotRecord {
-    /// True when the series left `partition` (it moved to another
-    /// partition, or was evicted): an incremental store must delete what it
-    /// holds for it there, or a restore would bring back a stale state.
-    /// Encoded series are never empty.
-    pub fn is_deletion(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 /// A shard's answer to a barrier.

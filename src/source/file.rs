@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::DecodeErrorReporter;
 use crate::decode::Decoder;
-use crate::pipeline::{BarrierKind, Pipeline, PipelineClosed, SourcePartition};
+use crate::pipeline::{BarrierKind, Pipeline, PipelineClosed};
+use crate::state::SourcePartition;
 use crate::telemetry::metrics::Metrics;
 
 /// Lines per dispatched batch: large enough to amortise the queue hand-off,

@@ -54,8 +54,8 @@ use crate::config::secret::{
     ClientOptions, ResolvedOptions, SecretError, redacted, serialize_redacted,
 };
 use crate::decode::Decoder;
-use crate::pipeline::{BarrierKind, Pipeline, SnapshotRecord, SourcePartition};
-use crate::state::StateStore;
+use crate::pipeline::{BarrierKind, Pipeline};
+use crate::state::{SnapshotRecord, SourcePartition, StateStore};
 use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::Metrics;
 

@@ -31,9 +31,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::{LoadedPartition, SCHEMA_VERSION, StateError, StateStore, decode_series};
-use crate::pipeline::SourcePartition;
-use crate::pipeline::worker::SnapshotRecord;
+use super::{
+    LoadedPartition, SCHEMA_VERSION, SnapshotRecord, SourcePartition, StateError, StateStore,
+    decode_series,
+};
 
 const MAGIC: &[u8; 4] = b"ANMD";
 const HEADER: usize = 4 + 4 + 8;

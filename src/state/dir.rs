@@ -21,9 +21,10 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{LoadedPartition, SCHEMA_VERSION, StateError, StateStore, decode_series};
-use crate::pipeline::SourcePartition;
-use crate::pipeline::worker::SnapshotRecord;
+use super::{
+    LoadedPartition, SCHEMA_VERSION, SnapshotRecord, SourcePartition, StateError, StateStore,
+    decode_series,
+};
 
 const MAGIC: &[u8; 8] = b"ANOMALYD";
 

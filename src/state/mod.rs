@@ -39,8 +39,6 @@ use crate::alert::lifecycle::Lifecycle;
 use crate::config::Problems;
 use crate::detector::DetectorState;
 use crate::event::SeriesKey;
-use crate::pipeline::SourcePartition;
-use crate::pipeline::worker::SnapshotRecord;
 
 /// Version of the snapshot encoding. Bump it when [`SeriesSnapshot`] or any
 /// state inside it changes shape; older snapshots are then refused.
@@ -106,6 +104,41 @@ impl StateConfig {
                 "is empty; name a compacted topic",
             );
         }
+    }
+}
+
+/// A partition of the input: the index of its topic in the source's topic
+/// list, and the partition number. File replay uses `(0, 0)`.
+///
+/// Each series remembers the partition its latest event came from, so that a
+/// revoked partition can hand its series over (see [`BarrierKind::Release`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourcePartition {
+    /// Index into the source's topic list.
+    pub topic: u16,
+    /// Kafka partition number.
+    pub partition: i32,
+}
+
+/// One serialized series, as returned by a snapshot barrier.
+#[derive(Debug, Clone)]
+pub struct SnapshotRecord {
+    /// The partition the series belongs to.
+    pub partition: SourcePartition,
+    /// The series' fingerprint (the changelog key).
+    pub fingerprint: u64,
+    /// postcard encoding of a [`SeriesSnapshot`]; empty for a deletion
+    /// (see [`SnapshotRecord::is_deletion`]).
+    pub bytes: Vec<u8>,
+}
+
+impl SnapshotRecord {
+    /// True when the series left `partition` (it moved to another
+    /// partition, or was evicted): an incremental store must delete what it
+    /// holds for it there, or a restore would bring back a stale state.
+    /// Encoded series are never empty.
+    pub fn is_deletion(&self) -> bool {
+        self.bytes.is_empty()
     }
 }
 

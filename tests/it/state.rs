@@ -24,10 +24,8 @@ use anomalyd::config::load::Config;
 use anomalyd::decode::Decoder;
 use anomalyd::detector::{Decision, Detector, DetectorState};
 use anomalyd::event::{Event, SeriesKey};
-use anomalyd::pipeline::{
-    AlertHandoff, BarrierKind, Core, Pipeline, PipelineConfig, SnapshotRecord, SourcePartition,
-};
-use anomalyd::state::{StateStore, StoreKind, dir::DirStore};
+use anomalyd::pipeline::{AlertHandoff, BarrierKind, Core, Pipeline, PipelineConfig};
+use anomalyd::state::{SnapshotRecord, SourcePartition, StateStore, StoreKind, dir::DirStore};
 use anomalyd::telemetry::metrics::{Metrics, MetricsConfig};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
