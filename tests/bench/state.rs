@@ -26,9 +26,7 @@ use anomalyd::alert::lifecycle::{AlertRule, AlertRuleConfig, Lifecycle};
 use anomalyd::detector::{Detector, DetectorConfig, DetectorState};
 use anomalyd::event::{Event, SeriesKey};
 use anomalyd::pipeline::{AlertHandoff, BarrierKind, Core, Pipeline, PipelineConfig};
-use anomalyd::state::{
-    SnapshotRecord, SourcePartition, StateStore, dir::DirStore, encode_series,
-};
+use anomalyd::state::{SnapshotRecord, SourcePartition, StateStore, dir::DirStore, encode_series};
 use anomalyd::telemetry::metrics::{Metrics, MetricsConfig};
 
 const PART: SourcePartition = SourcePartition {
