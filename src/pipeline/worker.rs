@@ -304,7 +304,9 @@ impl Shard {
                 // so an evicted series is not saved again.
                 self.evict_idle();
                 for (key, e) in self.series.iter_mut() {
-                    let wanted = partitions.as_ref().is_none_or(|p| p.contains(&e.partition));
+                    let wanted = partitions
+                        .as_ref()
+                        .is_none_or(|p| p.binary_search(&e.partition).is_ok());
                     if wanted && (e.dirty || !only_dirty) {
                         encode(key, e, &mut report);
                         e.dirty = false;
@@ -313,15 +315,18 @@ impl Shard {
                 }
                 // A full snapshot replaces each partition whole: nothing to
                 // delete. An incremental one must delete what went away.
-                let wanted =
-                    |p: &SourcePartition| partitions.as_ref().is_none_or(|w| w.contains(p));
+                let wanted = |p: &SourcePartition| {
+                    partitions
+                        .as_ref()
+                        .is_none_or(|w| w.binary_search(p).is_ok())
+                };
                 self.deletions(*only_dirty, wanted, &mut report);
             }
             BarrierKind::Release { partitions } => {
                 let released: Vec<SeriesKey> = self
                     .series
                     .iter()
-                    .filter(|(_, e)| partitions.contains(&e.partition))
+                    .filter(|(_, e)| partitions.binary_search(&e.partition).is_ok())
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in released {
@@ -332,7 +337,7 @@ impl Shard {
                         self.core.metrics.forget_series(&key);
                     }
                 }
-                self.deletions(true, |p| partitions.contains(p), &mut report);
+                self.deletions(true, |p| partitions.binary_search(p).is_ok(), &mut report);
             }
         }
         self.publish_series_count();
@@ -501,7 +506,7 @@ mod tests {
     }
 
     const P: SourcePartition = SourcePartition {
-        topic: 0,
+        stream: 0,
         partition: 0,
     };
 
@@ -590,7 +595,7 @@ mod tests {
     #[test]
     fn series_that_leave_a_partition_are_deleted_there() {
         const Q: SourcePartition = SourcePartition {
-            topic: 0,
+            stream: 0,
             partition: 1,
         };
         let fp = |i| event(i).series.fingerprint();

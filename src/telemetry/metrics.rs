@@ -162,8 +162,62 @@ impl ReasonCounters {
         }
     }
 
+    /// Like [`ReasonCounters::new`], under a first label (`source`).
+    fn new_labelled(vec: &IntCounterVec, first: &str, reasons: &[&str]) -> Self {
+        let by_reason = reasons
+            .iter()
+            .filter(|r| **r != OTHER_REASON)
+            .map(|r| ((*r).to_owned(), vec.with_label_values(&[first, *r])))
+            .collect();
+        Self {
+            by_reason,
+            other: vec.with_label_values(&[first, OTHER_REASON]),
+        }
+    }
+
     fn get(&self, reason: &str) -> &IntCounter {
         self.by_reason.get(reason).unwrap_or(&self.other)
+    }
+}
+
+/// Handles for one source, labelled with its name.
+#[derive(Debug)]
+pub struct SourceMetrics {
+    /// The `source` label value.
+    name: &'static str,
+    /// `anomalyd_messages_received_total{source}`.
+    received: IntCounter,
+    /// `anomalyd_events_decoded_total{source}`.
+    decoded: IntCounter,
+    /// `anomalyd_events_failed_total{source, reason}`.
+    failed: ReasonCounters,
+}
+
+impl SourceMetrics {
+    /// The `source` label value.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `n` messages received.
+    pub fn messages_received(&self, n: u64) {
+        self.received.inc_by(n);
+    }
+
+    /// `n` events decoded.
+    pub fn events_decoded(&self, n: u64) {
+        self.decoded.inc_by(n);
+    }
+
+    /// One piece of input failed for `reason` (from the registered list;
+    /// anything else counts as `other`).
+    pub fn event_failed(&self, reason: &str) {
+        self.failed.get(reason).inc();
+    }
+
+    /// `n` pieces of input failed for `reason`.
+    pub fn events_failed(&self, reason: &str, n: u64) {
+        self.failed.get(reason).inc_by(n);
     }
 }
 
@@ -246,9 +300,11 @@ struct SeriesExport {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    messages_received: IntCounter,
-    events_decoded: IntCounter,
-    events_failed: ReasonCounters,
+    messages_received: IntCounterVec,
+    events_decoded: IntCounterVec,
+    events_failed: IntCounterVec,
+    /// The decoder's failure reasons, registered at 0 for every source.
+    decode_failure_reasons: Vec<&'static str>,
     events_processed: IntCounter,
     events_skipped: ReasonCounters,
     processing_seconds: Histogram,
@@ -339,7 +395,7 @@ impl Metrics {
     pub fn new(
         registry: Registry,
         config: &MetricsConfig,
-        decode_failure_reasons: &[&str],
+        decode_failure_reasons: &[&'static str],
         skip_reasons: &[&str],
     ) -> Result<Self, MetricsError> {
         let r = &registry;
@@ -355,12 +411,6 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let failed = counter_vec(
-            r,
-            "anomalyd_events_failed_total",
-            "Messages that could not be decoded into events, by reason.",
-            &["reason"],
-        )?;
         let skipped = counter_vec(
             r,
             "anomalyd_events_skipped_total",
@@ -441,17 +491,25 @@ impl Metrics {
         };
 
         Ok(Self {
-            messages_received: counter(
+            messages_received: counter_vec(
                 r,
                 "anomalyd_messages_received_total",
-                "Messages received from the source.",
+                "Messages (Kafka messages, remote-write requests, replayed lines) received, by source.",
+                &["source"],
             )?,
-            events_decoded: counter(
+            events_decoded: counter_vec(
                 r,
                 "anomalyd_events_decoded_total",
-                "Events decoded from received messages.",
+                "Events decoded from received messages, by source.",
+                &["source"],
             )?,
-            events_failed: ReasonCounters::new(&failed, decode_failure_reasons),
+            events_failed: counter_vec(
+                r,
+                "anomalyd_events_failed_total",
+                "Input that could not be decoded into events, by source and reason.",
+                &["source", "reason"],
+            )?,
+            decode_failure_reasons: decode_failure_reasons.to_vec(),
             events_processed: counter(
                 r,
                 "anomalyd_events_processed_total",
@@ -553,25 +611,23 @@ impl Metrics {
         &self.registry
     }
 
-    /// One message received from the source.
-    pub fn message_received(&self) {
-        self.messages_received.inc();
-    }
-
-    /// `n` messages received from the source (file replay counts per batch).
-    pub fn messages_received(&self, n: u64) {
-        self.messages_received.inc_by(n);
-    }
-
-    /// `n` events decoded.
-    pub fn events_decoded(&self, n: u64) {
-        self.events_decoded.inc_by(n);
-    }
-
-    /// One message failed to decode for `reason` (from the registered list;
-    /// anything else counts as `other`).
-    pub fn event_failed(&self, reason: &str) {
-        self.events_failed.get(reason).inc();
+    /// The handles of source `name` (`kafka`, `remote_write`, `file`),
+    /// with every decode failure reason and the source's own `reasons`
+    /// registered at 0. `name` is a `'static` string from code, which keeps
+    /// the `source` label bounded.
+    pub fn source(&self, name: &'static str, reasons: &[&'static str]) -> SourceMetrics {
+        let all: Vec<&str> = self
+            .decode_failure_reasons
+            .iter()
+            .chain(reasons)
+            .copied()
+            .collect();
+        SourceMetrics {
+            name,
+            received: self.messages_received.with_label_values(&[name]),
+            decoded: self.events_decoded.with_label_values(&[name]),
+            failed: ReasonCounters::new_labelled(&self.events_failed, name, &all),
+        }
     }
 
     /// One event scored and learned, taking `elapsed`.
@@ -778,8 +834,9 @@ mod tests {
     fn families_are_registered_with_help_and_type() {
         let m = metrics(&MetricsConfig::default());
         let _ = m.sink("webhook");
-        m.event_failed("bad_json");
-        m.event_failed("never_registered");
+        let src = m.source("kafka", &["stale"]);
+        src.event_failed("bad_json");
+        src.event_failed("never_registered");
         m.alert_emitted(AlertStatus::Firing, Severity::Critical);
         let text = m.render().unwrap();
         for (name, kind) in [
@@ -801,9 +858,17 @@ mod tests {
             "anomalyd_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         )));
-        assert!(text.contains("anomalyd_events_failed_total{reason=\"bad_json\"} 1\n"));
-        assert!(text.contains("anomalyd_events_failed_total{reason=\"missing_field\"} 0\n"));
-        assert!(text.contains("anomalyd_events_failed_total{reason=\"other\"} 1\n"));
+        for (reason, n) in [
+            ("bad_json", 1),
+            ("missing_field", 0),
+            ("stale", 0),
+            ("other", 1),
+        ] {
+            let line = format!(
+                "anomalyd_events_failed_total{{reason=\"{reason}\",source=\"kafka\"}} {n}\n"
+            );
+            assert!(text.contains(&line), "{line}{text}");
+        }
         assert!(
             text.contains(
                 "anomalyd_alerts_dropped_total{reason=\"queue_full\",sink=\"webhook\"} 0\n"

@@ -198,17 +198,18 @@ fn bad_messages_are_counted_by_reason_and_skipped_without_stalling() {
         let (_, text) = support::get(&url).await;
         for (reason, _) in &bad {
             let want = bad.iter().filter(|(r, _)| r == reason).count() as f64;
-            let sel = format!("anomalyd_events_failed_total{{reason=\"{reason}\"}}");
+            let sel =
+                format!("anomalyd_events_failed_total{{reason=\"{reason}\",source=\"kafka\"}}");
             assert_eq!(
                 support::metric_value(&text, &sel),
                 Some(want),
                 "{sel} in\n{text}"
             );
         }
-        let sel = "anomalyd_events_failed_total{reason=\"empty\"}";
+        let sel = "anomalyd_events_failed_total{reason=\"empty\",source=\"kafka\"}";
         assert_eq!(support::metric_value(&text, sel), Some(1.0), "{sel}");
         assert_eq!(
-            support::metric_value(&text, "anomalyd_messages_received_total"),
+            support::metric_value(&text, "anomalyd_messages_received_total{source=\"kafka\"}"),
             Some(total as f64)
         );
         running.shutdown();

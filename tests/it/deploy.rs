@@ -664,8 +664,8 @@ struct Exposition {
 
 impl Exposition {
     /// Builds `Metrics` as the daemon does (with the opt-in per-series
-    /// gauges on and every sink registered, so every family and label
-    /// shows) and parses what it renders.
+    /// gauges on and every sink and source registered, so every family and
+    /// label shows) and parses what it renders.
     fn new() -> Self {
         let config = MetricsConfig {
             per_series: anomalyd::telemetry::metrics::PerSeriesConfig {
@@ -689,6 +689,8 @@ impl Exposition {
         ] {
             let _ = m.sink(name);
         }
+        let _ = m.source(anomalyd::source::kafka::NAME, &[]);
+        let _ = anomalyd::source::remote_write::ReceiverMetrics::new(&m).expect("receiver metrics");
         m.set_consumer_lag("metrics", 0, 1);
         let sample = SeriesSample {
             value: 1.0,

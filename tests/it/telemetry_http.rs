@@ -57,9 +57,10 @@ fn busy_metrics() -> Arc<Metrics> {
         &["non_finite", "out_of_order"],
     )
     .unwrap();
-    m.message_received();
-    m.events_decoded(3);
-    m.event_failed("invalid_json");
+    let src = m.source("kafka", &[]);
+    src.messages_received(1);
+    src.events_decoded(3);
+    src.event_failed("invalid_json");
     m.event_processed(Duration::from_micros(40));
     m.event_skipped("non_finite");
     m.alert_emitted(AlertStatus::Firing, Severity::Warning);

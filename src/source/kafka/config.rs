@@ -34,6 +34,9 @@ impl OffsetReset {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
+    /// Consume the topics. Turn it off to run on other sources only (e.g.
+    /// `[sources.remote_write]`); the other keys are then ignored.
+    pub enabled: bool,
     /// Bootstrap servers, `host:port[,host:port...]`.
     pub brokers: String,
     /// Consumer group id. Instances with the same id share the partitions.
@@ -71,6 +74,7 @@ pub struct KafkaConfig {
 impl Default for KafkaConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             brokers: "localhost:9092".into(),
             group_id: "anomalyd".into(),
             topics: vec!["metrics".into()],
@@ -90,6 +94,7 @@ impl Default for KafkaConfig {
 impl std::fmt::Debug for KafkaConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaConfig")
+            .field("enabled", &self.enabled)
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
             .field("topics", &self.topics)

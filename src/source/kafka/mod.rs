@@ -31,6 +31,8 @@ mod checkpoint;
 pub mod config;
 mod rebalance;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,43 +44,18 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{KafkaConfig, OffsetReset};
 
-use self::checkpoint::{Pending, Progress, Shared};
+use self::checkpoint::{Pending, Shared};
 use self::rebalance::SourceContext;
-use super::DecodeErrorReporter;
-use crate::config::secret::SecretError;
+use super::{DecodeErrorReporter, Feed, Source, SourceError, SourceSummary};
 use crate::decode::Decoder;
-use crate::pipeline::Pipeline;
-use crate::state::StateStore;
 use crate::telemetry::RateLimit;
-use crate::telemetry::metrics::Metrics;
+
+/// The `source` label of the Kafka source's metrics.
+pub const NAME: &str = "kafka";
 
 /// Most events the receive loop gathers from messages that are already
 /// waiting before it hands them to the pipeline in one dispatch.
 const BATCH_EVENTS: usize = 1024;
-
-/// Errors of the Kafka source.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// librdkafka refused the configuration or failed to subscribe (secret
-    /// values scrubbed from the message).
-    #[error("kafka consumer setup failed: {0}")]
-    Setup(String),
-    /// A secret option could not be read (its value is never printed).
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    /// The pipeline stopped while the source was running.
-    #[error("the processing pipeline stopped unexpectedly")]
-    PipelineClosed,
-}
-
-/// What the source did, for the final log line and tests.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SourceSummary {
-    /// Messages received (including bad and skipped ones).
-    pub messages: u64,
-    /// Events dispatched to the pipeline.
-    pub events: u64,
-}
 
 /// A running Kafka source.
 pub struct KafkaSource {
@@ -89,31 +66,25 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    /// Creates the consumer and subscribes. `state` enables snapshots.
-    pub fn new(
-        config: &KafkaConfig,
-        decoder: Decoder,
-        pipeline: Arc<Pipeline>,
-        state: Option<Arc<dyn StateStore>>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, SourceError> {
-        let commit_interval = match &state {
-            Some(store) => store.snapshot_interval(),
-            None => Duration::from_millis(config.commit_interval_ms),
-        };
+    /// Creates the consumer and subscribes. `feed` was made for
+    /// `config.topics`, in order.
+    pub fn new(config: &KafkaConfig, decoder: Decoder, feed: Feed) -> Result<Self, SourceError> {
+        let commit_interval =
+            feed.checkpoint_interval(Duration::from_millis(config.commit_interval_ms));
         let shared = Arc::new(Shared {
-            topics: config.topics.clone(),
-            pipeline,
-            state,
-            metrics,
-            progress: Mutex::new(Progress::default()),
+            metrics: feed.metrics().source(NAME, &[]),
+            feed,
+            skip_below: Mutex::new(Default::default()),
             pending: Mutex::new(Pending::default()),
             finished: std::sync::atomic::AtomicBool::new(false),
-            resync: std::sync::atomic::AtomicBool::new(false),
-            unsaved_deletions: Mutex::new(Vec::new()),
         });
         let (client, resolved) = config.consumer_config()?;
-        let setup = |e: KafkaError| SourceError::Setup(resolved.scrub(&e.to_string()));
+        let setup = |e: KafkaError| {
+            SourceError::Setup(format!(
+                "kafka consumer setup failed: {}",
+                resolved.scrub(&e.to_string())
+            ))
+        };
         let consumer: StreamConsumer<SourceContext> = client
             .create_with_context(SourceContext {
                 shared: Arc::clone(&shared),
@@ -136,7 +107,7 @@ impl KafkaSource {
         &self,
         received: Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
         summary: &mut SourceSummary,
-        reporter: &mut DecodeErrorReporter,
+        reporter: &DecodeErrorReporter,
         errors: &mut Vec<crate::decode::DecodeError>,
         error_log: &RateLimit,
     ) {
@@ -144,7 +115,7 @@ impl KafkaSource {
         let msg = match received {
             Ok(msg) => msg,
             Err(e) => {
-                m.consumer_error();
+                self.shared.feed.metrics().consumer_error();
                 if let Some(suppressed) = error_log.allow() {
                     tracing::warn!(error = %e, suppressed, "Kafka consumer error.");
                 }
@@ -152,7 +123,7 @@ impl KafkaSource {
             }
         };
         summary.messages += 1;
-        m.message_received();
+        m.messages_received(1);
         let Some(part) = self.shared.partition_of(msg.topic(), msg.partition()) else {
             return; // not a subscribed topic: cannot happen
         };
@@ -165,8 +136,7 @@ impl KafkaSource {
         *next = (*next).max(offset + 1);
         if self
             .shared
-            .progress()
-            .skip_below
+            .skip_below()
             .get(&part)
             .is_some_and(|&s| offset < s)
         {
@@ -203,7 +173,7 @@ impl KafkaSource {
         let mut ticker = tokio::time::interval(self.commit_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate
-        let mut reporter = DecodeErrorReporter::new(Duration::from_secs(10));
+        let reporter = DecodeErrorReporter::new(Duration::from_secs(10));
         // recv() fails every ~100 ms while the brokers are unreachable.
         let error_log = RateLimit::default();
         let mut errors = Vec::new();
@@ -220,14 +190,14 @@ impl KafkaSource {
                         .await?;
                 }
                 received = next_message(&mut stream) => {
-                    self.take(received, &mut summary, &mut reporter, &mut errors, &error_log);
+                    self.take(received, &mut summary, &reporter, &mut errors, &error_log);
                     // Gather what has already arrived (no waiting), so a busy
                     // topic is dispatched in batches instead of one queue
                     // hand-off per message; an idle one still goes at once.
                     while self.shared.pending().events < BATCH_EVENTS {
                         match now_or_never(next_message(&mut stream)) {
                             Some(received) => {
-                                self.take(received, &mut summary, &mut reporter, &mut errors, &error_log);
+                                self.take(received, &mut summary, &reporter, &mut errors, &error_log);
                             }
                             None => break,
                         }
@@ -248,6 +218,19 @@ impl KafkaSource {
         // Leave the group now (not at drop) so partitions move at once.
         self.consumer.unsubscribe();
         Ok(summary)
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(
+        self: Box<Self>,
+        shutdown: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = Result<SourceSummary, SourceError>> + Send>> {
+        Box::pin((*self).run(shutdown))
     }
 }
 

@@ -67,7 +67,8 @@ impl ClientContext for SourceContext {
                 // Partition -1 is librdkafka's internal UA partition.
                 if *id >= 0 && p.consumer_lag >= 0 {
                     self.shared
-                        .metrics
+                        .feed
+                        .metrics()
                         .set_consumer_lag(topic, *id, p.consumer_lag);
                 }
             }
@@ -172,16 +173,15 @@ impl SourceContext {
             let r = shared
                 .checkpoint(consumer, Some(parts.clone()), true, CommitMode::Sync)
                 .await;
-            // Deletions for partitions now owned elsewhere are theirs to make.
-            shared
-                .unsaved_deletions()
-                .retain(|r| !parts.contains(&r.partition));
-            let mut p = shared.progress();
+            // Positions and deletions of partitions now owned elsewhere are
+            // the new owner's to keep.
+            shared.feed.forget(&parts);
+            let mut skip = shared.skip_below();
             for part in &parts {
-                p.next.remove(part);
-                p.skip_below.remove(part);
+                skip.remove(part);
                 shared
-                    .metrics
+                    .feed
+                    .metrics()
                     .remove_consumer_lag(shared.topic_name(*part), part.partition);
             }
             r
