@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod faults;
 mod reference_config;
+mod remote_write;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;
