@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod faults;
+mod prometheus;
 mod reference_config;
 mod remote_write;
 mod sinks_alertmanager;

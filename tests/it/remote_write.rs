@@ -58,6 +58,11 @@ impl Hook {
         (hook, url)
     }
 
+    /// Every alert received so far.
+    pub fn all(&self) -> Vec<serde_json::Value> {
+        self.0.lock().unwrap().clone()
+    }
+
     /// Firing alerts of the series `selector`.
     pub fn firing(&self, selector: &str) -> Vec<serde_json::Value> {
         self.0
