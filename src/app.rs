@@ -151,7 +151,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         metrics: Arc::clone(&metrics),
         streams: Default::default(),
     };
-    let sources = crate::source::start(&config, &ctx)
+    let sources = crate::source::start(&config.kafka, &config.decode, &config.sources, &ctx)
         .await
         .context("cannot start the sources")?;
     drop(ctx);

@@ -60,9 +60,8 @@ use tokio_util::sync::CancellationToken;
 pub use feed::{Feed, FeedContext, Restored, Streams};
 
 use crate::config::Problems;
-use crate::config::load::Config;
 use crate::config::secret::SecretError;
-use crate::decode::DecodeError;
+use crate::decode::{DecodeConfig, DecodeError};
 use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::SourceMetrics;
 
@@ -139,27 +138,26 @@ impl SourcesConfig {
     }
 }
 
-/// Starts every enabled source, each with its own [`Feed`].
+/// Starts every enabled source, each with its own [`Feed`]: Kafka (its
+/// own `[kafka]` section, decoded as `[decode]` says), then the others.
 pub async fn start(
-    config: &Config,
+    kafka: &kafka::KafkaConfig,
+    decode: &DecodeConfig,
+    others: &SourcesConfig,
     ctx: &FeedContext,
 ) -> Result<Vec<Box<dyn Source>>, SourceError> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    if config.kafka.enabled {
-        let feed = ctx.feed(&config.kafka.topics).map_err(SourceError::Setup)?;
-        sources.push(Box::new(kafka::KafkaSource::new(
-            &config.kafka,
-            crate::decode::Decoder::new(&config.decode),
-            feed,
-        )?));
+    if kafka.enabled {
+        let feed = ctx.feed(&kafka.topics).map_err(SourceError::Setup)?;
+        let decoder = crate::decode::Decoder::new(decode);
+        sources.push(Box::new(kafka::KafkaSource::new(kafka, decoder, feed)?));
     }
-    if config.sources.remote_write.enabled {
+    if others.remote_write.enabled {
         let feed = ctx
             .feed(&[remote_write::STREAM.to_owned()])
             .map_err(SourceError::Setup)?;
-        sources.push(Box::new(
-            remote_write::RemoteWriteSource::bind(&config.sources.remote_write, feed).await?,
-        ));
+        let receiver = remote_write::RemoteWriteSource::bind(&others.remote_write, feed).await?;
+        sources.push(Box::new(receiver));
     }
     Ok(sources)
 }
