@@ -22,7 +22,6 @@ use prometheus::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::alert::sink::DropReason;
 use crate::alert::{AlertStatus, Severity};
 use crate::config::Problems;
 use crate::event::SeriesKey;
@@ -221,56 +220,20 @@ impl SourceMetrics {
     }
 }
 
-/// Handles for one alert sink, labelled with its name. Cheap to clone.
+/// The sink metric families, labelled `sink`; the sinks build their
+/// handles from them (`crate::alert::sink::SinkMetrics`).
 #[derive(Debug, Clone)]
-pub struct SinkMetrics {
-    /// The sink's name, the `sink` label value.
-    name: &'static str,
-    /// `anomalyd_alerts_delivered_total{sink, status}`, indexed firing, resolved.
-    delivered: [IntCounter; 2],
+pub struct SinkFamilies {
+    /// `anomalyd_alerts_delivered_total{sink, status}`.
+    pub delivered: IntCounterVec,
     /// `anomalyd_sink_failures_total{sink}`.
-    failures: IntCounter,
-    /// `anomalyd_alerts_dropped_total{sink, reason}`, indexed by [`DropReason::index`].
-    dropped: Vec<IntCounter>,
+    pub failures: IntCounterVec,
+    /// `anomalyd_alerts_dropped_total{sink, reason}`.
+    pub dropped: IntCounterVec,
     /// `anomalyd_sink_queue_length{sink}`.
-    queue_length: IntGauge,
+    pub queue_length: IntGaugeVec,
     /// `anomalyd_sink_send_seconds{sink}`.
-    send_seconds: Histogram,
-}
-
-impl SinkMetrics {
-    /// The `sink` label value.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// Alerts this sink delivered, by status.
-    pub fn delivered(&self, status: AlertStatus) -> &IntCounter {
-        match status {
-            AlertStatus::Firing => &self.delivered[0],
-            AlertStatus::Resolved => &self.delivered[1],
-        }
-    }
-
-    /// Failed delivery attempts (each retry counts).
-    pub fn failures(&self) -> &IntCounter {
-        &self.failures
-    }
-
-    /// Alerts this sink dropped for `reason`.
-    pub fn dropped(&self, reason: DropReason) -> &IntCounter {
-        &self.dropped[reason.index()]
-    }
-
-    /// Alerts waiting in this sink's queue (in-flight batch excluded).
-    pub fn queue_length(&self) -> &IntGauge {
-        &self.queue_length
-    }
-
-    /// Duration of one delivery attempt.
-    pub fn send_seconds(&self) -> &Histogram {
-        &self.send_seconds
-    }
+    pub send_seconds: HistogramVec,
 }
 
 /// One exported series: its label value and its five gauges.
@@ -310,11 +273,7 @@ pub struct Metrics {
     processing_seconds: Histogram,
     /// Indexed `[status][severity]`.
     alerts_emitted: [[IntCounter; 2]; 2],
-    sink_delivered: IntCounterVec,
-    sink_failures: IntCounterVec,
-    sink_dropped: IntCounterVec,
-    sink_queue_length: IntGaugeVec,
-    sink_send_seconds: HistogramVec,
+    sinks: SinkFamilies,
     series_active: IntGauge,
     series_evicted: IntCounter,
     consumer_lag: IntGaugeVec,
@@ -523,31 +482,33 @@ impl Metrics {
                 processing_buckets(),
             )?,
             alerts_emitted,
-            sink_delivered: counter_vec(
-                r,
-                "anomalyd_alerts_delivered_total",
-                "Alerts a sink delivered, by sink and alert status.",
-                &["sink", "status"],
-            )?,
-            sink_failures: counter_vec(
-                r,
-                "anomalyd_sink_failures_total",
-                "Failed delivery attempts, by sink (each retry counts).",
-                &["sink"],
-            )?,
-            sink_dropped: counter_vec(
-                r,
-                "anomalyd_alerts_dropped_total",
-                "Alerts a sink gave up on, by sink and reason.",
-                &["sink", "reason"],
-            )?,
-            sink_queue_length: gauge_vec(
-                r,
-                "anomalyd_sink_queue_length",
-                "Alerts waiting in a sink's queue.",
-                &["sink"],
-            )?,
-            sink_send_seconds,
+            sinks: SinkFamilies {
+                delivered: counter_vec(
+                    r,
+                    "anomalyd_alerts_delivered_total",
+                    "Alerts a sink delivered, by sink and alert status.",
+                    &["sink", "status"],
+                )?,
+                failures: counter_vec(
+                    r,
+                    "anomalyd_sink_failures_total",
+                    "Failed delivery attempts, by sink (each retry counts).",
+                    &["sink"],
+                )?,
+                dropped: counter_vec(
+                    r,
+                    "anomalyd_alerts_dropped_total",
+                    "Alerts a sink gave up on, by sink and reason.",
+                    &["sink", "reason"],
+                )?,
+                queue_length: gauge_vec(
+                    r,
+                    "anomalyd_sink_queue_length",
+                    "Alerts waiting in a sink's queue.",
+                    &["sink"],
+                )?,
+                send_seconds: sink_send_seconds,
+            },
             series_active: gauge(r, "anomalyd_series_active", "Series with state in memory.")?,
             series_evicted: counter(
                 r,
@@ -655,26 +616,9 @@ impl Metrics {
         self.alerts_emitted[s][v].inc();
     }
 
-    /// The handles of sink `name`, created at 0 for every status and drop
-    /// reason so they show up before the first alert. `name` is a
-    /// `'static` string from code, which keeps the `sink` label bounded.
-    pub fn sink(&self, name: &'static str) -> SinkMetrics {
-        SinkMetrics {
-            name,
-            delivered: [
-                self.sink_delivered
-                    .with_label_values(&[name, AlertStatus::Firing.as_str()]),
-                self.sink_delivered
-                    .with_label_values(&[name, AlertStatus::Resolved.as_str()]),
-            ],
-            failures: self.sink_failures.with_label_values(&[name]),
-            dropped: DropReason::ALL
-                .iter()
-                .map(|r| self.sink_dropped.with_label_values(&[name, r.as_str()]))
-                .collect(),
-            queue_length: self.sink_queue_length.with_label_values(&[name]),
-            send_seconds: self.sink_send_seconds.with_label_values(&[name]),
-        }
+    /// The sink metric families (the sinks label them with their names).
+    pub fn sink_families(&self) -> &SinkFamilies {
+        &self.sinks
     }
 
     /// Sets the number of series held in memory.
@@ -833,7 +777,9 @@ mod tests {
     #[test]
     fn families_are_registered_with_help_and_type() {
         let m = metrics(&MetricsConfig::default());
-        let _ = m.sink("webhook");
+        let sinks = m.sink_families();
+        sinks.dropped.with_label_values(&["webhook", "queue_full"]);
+        sinks.queue_length.with_label_values(&["webhook"]);
         let src = m.source("kafka", &["stale"]);
         src.event_failed("bad_json");
         src.event_failed("never_registered");

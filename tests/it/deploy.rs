@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::config::load::{Config, ENV_PREFIX, ENV_SEPARATOR};
 use anomalyd::event::SeriesKey;
 use anomalyd::telemetry::http::{self, HttpState, Readiness};
@@ -687,7 +688,7 @@ impl Exposition {
             anomalyd::alert::sink::alertmanager::NAME,
             anomalyd::alert::sink::kafka::NAME,
         ] {
-            let _ = m.sink(name);
+            let _ = SinkMetrics::new(&m, name);
         }
         let _ = m.source(anomalyd::source::kafka::NAME, &[]);
         let _ = anomalyd::source::remote_write::ReceiverMetrics::new(&m).expect("receiver metrics");

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anomalyd::alert::sink::DropReason;
+use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::{AlertStatus, Severity};
 use anomalyd::event::SeriesKey;
 use anomalyd::telemetry::http::{self, HttpState, Readiness};
@@ -64,7 +65,7 @@ fn busy_metrics() -> Arc<Metrics> {
     m.event_processed(Duration::from_micros(40));
     m.event_skipped("non_finite");
     m.alert_emitted(AlertStatus::Firing, Severity::Warning);
-    let s = m.sink("webhook");
+    let s = SinkMetrics::new(&m, "webhook");
     s.delivered(AlertStatus::Firing).inc();
     s.dropped(DropReason::QueueFull).inc();
     s.failures().inc();

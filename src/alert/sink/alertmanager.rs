@@ -35,6 +35,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::SinkMetrics;
 use super::secret::AuthConfig;
 use super::{
     AlertSink, DropReason, RetryConfig, SinkBuildError, SinkError, SinkOptions, http_client,
@@ -43,7 +44,6 @@ use super::{
 use crate::alert::{Alert, AlertStatus};
 use crate::config::Problems;
 use crate::telemetry::RateLimit;
-use crate::telemetry::metrics::SinkMetrics;
 
 /// The `sink` label of this sink.
 pub const NAME: &str = "alertmanager";
@@ -522,7 +522,13 @@ mod tests {
 
     fn sink(cfg: &AlertmanagerSinkConfig) -> (AlertmanagerSink, Metrics) {
         let m = Metrics::new(Registry::new(), &MetricsConfig::default(), &[], &[]).unwrap();
-        let s = AlertmanagerSink::new(cfg, "sinks.alertmanager", &|_| None, m.sink(NAME)).unwrap();
+        let s = AlertmanagerSink::new(
+            cfg,
+            "sinks.alertmanager",
+            &|_| None,
+            SinkMetrics::new(&m, NAME),
+        )
+        .unwrap();
         (s, m)
     }
 
@@ -630,7 +636,12 @@ mod tests {
         let (body, _) = s.prepare(&batch, now());
         assert_eq!(body.len(), 3, "all are sent once");
         assert_eq!(s.active_len(), 2);
-        assert_eq!(m.sink(NAME).dropped(DropReason::ResendCapacity).get(), 1);
+        assert_eq!(
+            SinkMetrics::new(&m, NAME)
+                .dropped(DropReason::ResendCapacity)
+                .get(),
+            1
+        );
     }
 
     #[test]
