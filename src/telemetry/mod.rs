@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod series;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
