@@ -362,7 +362,7 @@ impl Sinks {
             handles.push(SinkHandle::spawn(
                 sink,
                 config.log.options(),
-                SinkMetrics::new(&metrics, log::NAME),
+                SinkMetrics::new(metrics, log::NAME),
             ));
         }
         if config.webhook.enabled {
@@ -371,12 +371,12 @@ impl Sinks {
             handles.push(SinkHandle::spawn(
                 sink,
                 c.options(),
-                SinkMetrics::new(&metrics, webhook::NAME),
+                SinkMetrics::new(metrics, webhook::NAME),
             ));
         }
         if config.alertmanager.enabled {
             let c = &config.alertmanager;
-            let m = SinkMetrics::new(&metrics, alertmanager::NAME);
+            let m = SinkMetrics::new(metrics, alertmanager::NAME);
             let sink = alertmanager::AlertmanagerSink::new(
                 c,
                 &format!("{prefix}.alertmanager"),
@@ -391,7 +391,7 @@ impl Sinks {
             handles.push(SinkHandle::spawn(
                 sink,
                 c.options(),
-                SinkMetrics::new(&metrics, kafka::NAME),
+                SinkMetrics::new(metrics, kafka::NAME),
             ));
         }
         Ok(Sinks::from_handles(handles))
