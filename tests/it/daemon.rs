@@ -271,6 +271,9 @@ fn metrics_endpoint_serves_every_documented_name_and_readiness() {
         let mut config = support::config(&bootstrap, "scrape", "metrics");
         // The opt-in per-series gauges are documented too.
         config.metrics.per_series.enabled = true;
+        // So are the remote-write receiver's, beside Kafka.
+        config.sources.remote_write.enabled = true;
+        config.sources.remote_write.listen_addr = "127.0.0.1:0".into();
         let running = app::start(config).await.expect("start");
         let base = format!("http://{}", running.metrics_addr);
         let p = TestProducer::new(&bootstrap);
