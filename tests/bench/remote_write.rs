@@ -26,6 +26,11 @@ use anomalyd::source::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use clap::Parser;
 use prost::Message;
 
+#[path = "proc_stats.rs"]
+mod proc_stats;
+
+use proc_stats::{cpu_seconds, peak_rss};
+
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 #[derive(Parser, Clone)]
@@ -67,25 +72,6 @@ fn main() {
         eprintln!("remote_write bench: {e}");
         std::process::exit(1);
     }
-}
-
-/// User + system CPU seconds of this process (clock ticks of 1/100 s).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident set size (`VmHWM`), bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn child(workers: usize) -> Res<()> {

@@ -15,17 +15,21 @@
 //! commits are off. After a crash the daemon re-reads from the last
 //! committed offset, so an event is processed at least once.
 //!
-//! **State.** With a state store ([`crate::state`]), a checkpoint also takes
-//! a snapshot and commits only once it is durable, so committed offsets
-//! never run ahead of the newest snapshot. On assignment the partition's
-//! snapshot is restored and messages below the offset it covers are skipped
-//! (they are already in the restored state); on revocation the partition's
-//! series are snapshotted, dropped and their offsets committed before the
-//! partition moves (see [`SourceContext`]).
+//! **State.** The source keeps the [contract](super) through its
+//! [`Feed`]: positions are next offsets. With a state store the feed's
+//! checkpoint takes a snapshot and returns positions only once it is
+//! durable, so committed offsets never run ahead of the newest snapshot. On
+//! assignment the partition's snapshot is restored, the partition starts at
+//! the offset it covers and messages below it are skipped (they are already
+//! in the restored state); on revocation the partition's series are
+//! snapshotted, dropped and their offsets committed before the partition
+//! moves (a released checkpoint).
 //!
-//! Files: [`config`] (the `[kafka]` section), `checkpoint.rs` (progress,
-//! checkpoints, commits), `rebalance.rs` (the consumer context: state
-//! hand-over on rebalances, lag, client errors), and the receive loop here.
+//! Files: [`config`] (the `[kafka]` section), `checkpoint.rs` (the batch
+//! not yet dispatched, checkpoints, commits), `rebalance.rs` (the consumer
+//! context: state hand-over on rebalances, lag, client errors), and the
+//! receive loop here. This source, the Kafka alert sink and the changelog
+//! store are the only users of rdkafka.
 
 mod checkpoint;
 pub mod config;
