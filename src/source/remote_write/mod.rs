@@ -200,6 +200,13 @@ pub fn decode(
     out: &mut Vec<Event>,
     tally: &mut Tally,
 ) -> Result<(), Reject> {
+    let request = parse(body, limit)?;
+    to_events(&request, keys, out, tally);
+    Ok(())
+}
+
+/// Decompresses and parses a request body.
+pub fn parse(body: &[u8], limit: usize) -> Result<WriteRequest, Reject> {
     if body.len() > limit {
         return Err(Reject::TooLarge { limit });
     }
@@ -211,8 +218,18 @@ pub fn decode(
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| Reject::Snappy(e.to_string()))?;
-    let request =
-        WriteRequest::decode(raw.as_slice()).map_err(|e| Reject::Protobuf(e.to_string()))?;
+    WriteRequest::decode(raw.as_slice()).map_err(|e| Reject::Protobuf(e.to_string()))
+}
+
+/// One event per learnable sample of `request`, appended to `out`; the
+/// others are counted in `tally`.
+pub fn to_events(
+    request: &WriteRequest,
+    keys: &mut KeyCache,
+    out: &mut Vec<Event>,
+    tally: &mut Tally,
+) {
+    out.reserve(request.timeseries.iter().map(|t| t.samples.len()).sum());
     let mut labels: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
     for ts in &request.timeseries {
         labels.clear();
@@ -259,7 +276,6 @@ pub fn decode(
             });
         }
     }
-    Ok(())
 }
 
 /// The receiver's metrics: its `source`-labelled handles and its own
@@ -324,7 +340,7 @@ struct Receiver {
     limit: usize,
     queue_timeout: Duration,
     /// Series keys shared with the shards (a lock per request, held only
-    /// while keys are looked up).
+    /// while its keys are looked up).
     keys: Mutex<KeyCache>,
     /// One warning per interval for refused requests and bad samples.
     log: RateLimit,
@@ -357,15 +373,20 @@ impl Receiver {
                 return self.refuse(e.status(), e.reason(), &format!("{e}\n"));
             }
         };
+        let request = match parse(&body, self.limit) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.source.event_failed(e.reason());
+                return self.refuse(e.status(), e.reason(), &format!("{e}\n"));
+            }
+        };
         let mut events = Vec::new();
         let mut tally = Tally::default();
-        let decoded = {
+        {
+            // Decompressing and parsing ran unlocked; only the key lookups
+            // share the cache.
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            decode(&body, self.limit, &mut keys, &mut events, &mut tally)
-        };
-        if let Err(e) = decoded {
-            self.metrics.source.event_failed(e.reason());
-            return self.refuse(e.status(), e.reason(), &format!("{e}\n"));
+            to_events(&request, &mut keys, &mut events, &mut tally);
         }
         self.metrics.count(&tally);
         let bad = tally.non_finite + tally.bad_timestamp + tally.missing_name;
