@@ -7,7 +7,7 @@
 //! dedicated OS thread (the work is CPU-bound and must not stall the async
 //! runtime that serves the sources, sinks and HTTP) fed by a bounded queue:
 //! when a shard falls behind, [`Pipeline::dispatch`] waits, and so the Kafka
-//! source stops pulling; [`Pipeline::try_reserve`] lets a receiver refuse
+//! source stops pulling; [`Pipeline::dispatch_within`] lets a receiver refuse
 //! instead (backpressure instead of unbounded memory).
 //!
 //! A [`Barrier`] is queued behind everything dispatched before it on every

@@ -34,13 +34,13 @@
 //! - **Running.** A source is a [`Source`]: it runs until the shutdown
 //!   token is cancelled, then takes a final checkpoint and returns a
 //!   [`SourceSummary`]. Bad input is counted in its
-//!   [`SourceMetrics`](crate::telemetry::metrics::SourceMetrics) (labelled
+//!   [`SourceMetrics`] (labelled
 //!   `source`) and logged rate-limited by a [`DecodeErrorReporter`]; it
 //!   never stops the source.
 //!
 //! The sources: [`kafka`] (a consumer-group member, the only rdkafka
 //! consumer), [`remote_write`] (a Prometheus remote-write receiver), and
-//! [`file`] (replay of a file or stdin through the same decoder and
+//! [`file`](mod@file) (replay of a file or stdin through the same decoder and
 //! pipeline, for benchmarks and debugging; it needs no feed). A new source
 //! is its own file, a field of [`SourcesConfig`] and a line in
 //! [`start`].
