@@ -323,12 +323,16 @@ async fn full_queues_answer_503_and_retries_lose_and_repeat_nothing() {
             tokio::spawn(async move {
                 let id = r.to_string();
                 let values = flat(PER_REQUEST / 4, r as u64);
-                let req: Vec<TimeSeries> = (0..4)
+                let mut req: Vec<TimeSeries> = (0..4)
                     .map(|s| {
                         let s = s.to_string();
                         series("load", &[("req", &id), ("s", &s)], T0, &values)
                     })
                     .collect();
+                // One stale marker each: counted once, however often the
+                // request is refused and retried.
+                let stale = f64::from_bits(STALE_NAN_BITS);
+                req.push(series("gone", &[("req", &id)], T0, &[stale]));
                 let b = body(req);
                 let mut refused = 0;
                 loop {
@@ -361,6 +365,10 @@ async fn full_queues_answer_503_and_retries_lose_and_repeat_nothing() {
     };
     assert_eq!(codes("503"), refused as f64);
     assert_eq!(codes("204"), REQUESTS as f64);
+    assert_eq!(
+        metric_sum(&text, "anomalyd_remote_write_stale_markers_total", &[]),
+        REQUESTS as f64
+    );
     let m = running.metrics.clone();
     running.shutdown();
     let summary = running.wait().await.expect("clean shutdown");

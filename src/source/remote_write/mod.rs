@@ -363,8 +363,8 @@ impl Receiver {
                 msg,
             );
         }
-        // Reading stops at the limit; a longer body is an error here, and
-        // a well-formed request that fails otherwise cannot be answered.
+        // Reading stops at the limit, so an error here is the limit (a
+        // connection that breaks mid-body gets no answer anyway).
         let body = match axum::body::to_bytes(body, self.limit).await {
             Ok(b) => b,
             Err(_) => {
@@ -388,6 +388,30 @@ impl Receiver {
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             to_events(&request, &mut keys, &mut events, &mut tally);
         }
+        let n = events.len() as u64;
+        if n > 0 {
+            let deadline = tokio::time::Instant::now() + self.queue_timeout;
+            let dispatched = self
+                .feed
+                .pipeline()
+                .dispatch_within(self.partition, events, received, deadline)
+                .await;
+            if let Err(e) = dispatched {
+                // Nothing of the request was taken: Prometheus retries it,
+                // and its samples are counted then.
+                let msg = match e {
+                    DispatchError::Full => "the processing queues are full; retry later\n",
+                    DispatchError::Closed => "shutting down; retry later\n",
+                };
+                let mut r = self.refuse(StatusCode::SERVICE_UNAVAILABLE, "backpressure", msg);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return r;
+            }
+            self.feed.advance(self.partition, now_ms());
+            self.metrics.source.events_decoded(n);
+            self.events.fetch_add(n, Ordering::Relaxed);
+        }
         self.metrics.count(&tally);
         let bad = tally.non_finite + tally.bad_timestamp + tally.missing_name;
         if bad > 0
@@ -400,34 +424,6 @@ impl Receiver {
                 suppressed,
                 "Skipped remote-write samples that cannot be learned."
             );
-        }
-        let n = events.len() as u64;
-        if n > 0 {
-            let deadline = tokio::time::Instant::now() + self.queue_timeout;
-            match self
-                .feed
-                .pipeline()
-                .dispatch_within(self.partition, events, received, deadline)
-                .await
-            {
-                Ok(()) => {}
-                Err(DispatchError::Full) => {
-                    self.metrics.answered(StatusCode::SERVICE_UNAVAILABLE);
-                    return (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        [(header::RETRY_AFTER, "1")],
-                        "the processing queues are full; retry later\n",
-                    )
-                        .into_response();
-                }
-                Err(DispatchError::Closed) => {
-                    self.metrics.answered(StatusCode::SERVICE_UNAVAILABLE);
-                    return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-                }
-            }
-            self.feed.advance(self.partition, now_ms());
-            self.metrics.source.events_decoded(n);
-            self.events.fetch_add(n, Ordering::Relaxed);
         }
         self.metrics.answered(StatusCode::NO_CONTENT);
         StatusCode::NO_CONTENT.into_response()
