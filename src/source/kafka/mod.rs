@@ -97,6 +97,12 @@ impl KafkaSource {
             .map_err(setup)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(setup)?;
+        tracing::info!(
+            brokers = %config.brokers,
+            topics = ?config.topics,
+            group_id = %config.group_id,
+            "Consuming Kafka."
+        );
         Ok(Self {
             consumer,
             shared,
