@@ -2,11 +2,11 @@
 //!
 //! [`start`] builds everything from a [`Config`]: metrics and the HTTP
 //! endpoint, the sinks, the detector, the pipeline shards, the state store
-//! and the Kafka source. [`Running::wait`] returns when the source stops,
-//! after the drain:
+//! and the sources (Kafka, the remote-write receiver, or both).
+//! [`Running::wait`] returns when the sources stop, after the drain:
 //!
-//! 1. `/readyz` turns 503 and the source stops receiving;
-//! 2. the source runs its final checkpoint (snapshot, synchronous commit);
+//! 1. `/readyz` turns 503 and the sources stop receiving;
+//! 2. each source runs its final checkpoint (snapshot, synchronous commit);
 //! 3. the pipeline shards finish their queues and stop;
 //! 4. the sinks deliver what is queued, within the grace period;
 //! 5. the HTTP endpoint stops.
@@ -33,7 +33,7 @@ use crate::config::load::Config;
 use crate::decode::Decoder;
 use crate::detector::{Detector, Skipped};
 use crate::pipeline::{AlertHandoff, Core, Pipeline};
-use crate::source::kafka::{KafkaSource, SourceSummary};
+use crate::source::{FeedContext, SourceSummary};
 use crate::state::{StateStore, StoreKind, changelog::ChangelogStore, dir::DirStore};
 use crate::telemetry::http::{self, HttpState, Readiness};
 use crate::telemetry::metrics::Metrics;
@@ -51,12 +51,23 @@ pub struct Running {
     pub metrics_addr: SocketAddr,
     /// The daemon's metrics (tests read counters from it).
     pub metrics: Arc<Metrics>,
+    /// Where each listening source serves, by source name (e.g.
+    /// `remote_write`).
+    pub source_addrs: Vec<(&'static str, SocketAddr)>,
     /// Cancelled to start the graceful drain.
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<SourceSummary>>,
 }
 
 impl Running {
+    /// Where source `name` listens, if it is running and listens.
+    pub fn source_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.source_addrs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
+    }
+
     /// Starts the graceful drain (idempotent).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
@@ -134,19 +145,23 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         )),
     };
 
-    let decoder = Decoder::new(&config.decode);
-    let source = KafkaSource::new(
-        &config.kafka,
-        decoder,
-        Arc::clone(&pipeline),
+    let ctx = FeedContext {
+        pipeline: Arc::clone(&pipeline),
         state,
-        Arc::clone(&metrics),
-    )
-    .context("cannot start the Kafka consumer")?;
+        metrics: Arc::clone(&metrics),
+        streams: Default::default(),
+    };
+    let sources = crate::source::start(&config.kafka, &config.decode, &config.sources, &ctx)
+        .await
+        .context("cannot start the sources")?;
+    drop(ctx);
+    let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+    let source_addrs = sources
+        .iter()
+        .filter_map(|s| Some((s.name(), s.listen_addr()?)))
+        .collect();
     tracing::info!(
-        brokers = %config.kafka.brokers,
-        topics = ?config.kafka.topics,
-        group_id = %config.kafka.group_id,
+        sources = ?names,
         shards = pipeline.shards(),
         model = model_name,
         metrics = %metrics_addr,
@@ -167,8 +182,36 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     }
     let task = tokio::spawn(async move {
         let drain = async {
-            let summary = source.run(token.clone()).await;
-            // The source and its consumer are gone: the shards are ours.
+            // Every source runs until the token; one that fails cancels it,
+            // so the others drain too.
+            let runs: Vec<_> = sources
+                .into_iter()
+                .map(|s| {
+                    let token = token.clone();
+                    tokio::spawn(async move {
+                        let r = s.run(token.clone()).await;
+                        if r.is_err() {
+                            token.cancel();
+                        }
+                        r
+                    })
+                })
+                .collect();
+            let mut summary: anyhow::Result<SourceSummary> = Ok(SourceSummary::default());
+            for run in runs {
+                let result = match run.await {
+                    Ok(r) => r.map_err(anyhow::Error::from),
+                    Err(e) => Err(anyhow::anyhow!("a source task panicked: {e}")),
+                };
+                summary = match (summary, result) {
+                    (Ok(mut a), Ok(b)) => {
+                        a.merge(&b);
+                        Ok(a)
+                    }
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+            }
+            // The sources and their feeds are gone: the shards are ours.
             if let Ok(p) = Arc::try_unwrap(pipeline) {
                 p.close().await;
             }
@@ -180,7 +223,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         // The drain starts when the token is cancelled; bound it by the
         // grace period from that moment.
         let result = tokio::select! {
-            r = drain => r.map_err(anyhow::Error::from),
+            r = drain => r,
             _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
                 Err(anyhow::anyhow!("the drain did not finish within pipeline.shutdown_grace_secs = {}", grace.as_secs()))
             }
@@ -194,6 +237,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         metrics_addr,
         metrics,
+        source_addrs,
         shutdown,
         task,
     })

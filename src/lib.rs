@@ -1,11 +1,11 @@
 //! anomalyd: a streaming anomaly detector for metrics.
 //!
 //! ```text
-//!  Kafka partitions ─► source ─► decode ─► router ─► worker[shard]
+//!  Kafka partitions / Prometheus remote-write ─► source (decode) ─► router ─► worker[shard]
 //!    worker, per event, per series (strictly in order):
 //!      features ─► model.predict ─► residual ─► threshold.score ─► model+Adagrad step ─► threshold.observe
 //!                                                     └─► alert lifecycle ─► sinks (bounded queues, retry)
-//!    barrier ─► source commits the contiguous offset watermark (at-least-once)
+//!    barrier ─► (snapshot) ─► source acknowledges the positions before it (Kafka commits offsets)
 //! ```
 //!
 //! The detection core ([`optim`], [`model`], [`threshold`], [`detector`]) is

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "anomalyd",
     version,
-    about = "Streaming anomaly detection for metrics: Kafka in, alerts out."
+    about = "Streaming anomaly detection for metrics: Kafka or Prometheus remote-write in, alerts out."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: consume the configured Kafka topics, alert, serve metrics.
+    /// Run the daemon: read the configured sources (Kafka, remote-write), alert, serve metrics.
     Run {
         /// TOML config file (default: $ANOMALYD_CONFIG, else built-in defaults).
         #[arg(long, short)]

@@ -17,6 +17,7 @@ use crate::alert::sink::SinksConfig;
 use crate::decode::DecodeConfig;
 use crate::detector::DetectorConfig;
 use crate::pipeline::PipelineConfig;
+use crate::source::SourcesConfig;
 use crate::source::kafka::KafkaConfig;
 use crate::state::StateConfig;
 use crate::telemetry::LogConfig;
@@ -35,6 +36,8 @@ pub const CONFIG_ENV: &str = "ANOMALYD_CONFIG";
 pub struct Config {
     /// `[kafka]`: input topics and consumer group.
     pub kafka: KafkaConfig,
+    /// `[sources]`: inputs besides Kafka (the remote-write receiver).
+    pub sources: SourcesConfig,
     /// `[decode]`: wire format of the input messages.
     pub decode: DecodeConfig,
     /// `[detector]`: model and adaptive threshold, per series.
@@ -160,7 +163,16 @@ impl Config {
     /// Checks every value; returns all problems at once.
     pub fn validate(&self) -> Result<(), Problems> {
         let mut p = Problems::new();
-        self.kafka.validate("kafka", &mut p);
+        if self.kafka.enabled {
+            self.kafka.validate("kafka", &mut p);
+        }
+        p.check(
+            self.kafka.enabled || self.sources.remote_write.enabled,
+            "kafka.enabled",
+            "is false and no other source is enabled; set kafka.enabled = true or \
+             sources.remote_write.enabled = true",
+        );
+        self.sources.validate("sources", &mut p);
         self.decode.validate("decode", &mut p);
         self.detector.validate("detector", &mut p);
         self.alert.validate("alert", &mut p);

@@ -3,7 +3,9 @@
 //! This file owns how a JSON message is split into records (one document, or
 //! one record per line), the borrowed [`RawRecord`] every record is read
 //! into, and the mapping of parser errors to [`DecodeError`]s. What a record
-//! *means* belongs to [`super::native`] and [`super::prometheus_adapter`].
+//! *means* belongs to [`super::native`] and [`super::prometheus_adapter`],
+//! and which of them (or the native fast path) reads a record is decided by
+//! the caller ([`super`]), so this file depends on neither.
 //!
 //! Records are read with hand-written serde visitors that accept any JSON
 //! type for every known key, so a wrong type becomes a precise `wrong_type`
@@ -16,10 +18,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{
-    DecodeError, Fallback, JsonEpochUnit, check_ts_ms, native, native_fast, prometheus_adapter,
-};
-use crate::event::{Event, KeyCache};
+use super::{DecodeError, Fallback, JsonEpochUnit, check_ts_ms};
+use crate::event::Event;
 
 /// Settings of the JSON formats, from [`super::DecodeConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -31,42 +31,24 @@ pub(super) struct Settings {
     pub(super) fast_native: bool,
 }
 
-/// Which JSON format to read a record as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Flavor {
-    /// anomalyd's own format.
-    Native,
-    /// prometheus-kafka-adapter's format.
-    PrometheusAdapter,
-    /// Decide per record: `series` → native, `name` → adapter.
-    Auto,
-}
-
 /// Decodes a JSON message: NDJSON (one record per non-blank line), or a
 /// single record spread over several lines when the first non-blank line is
-/// a lone `{` (as pretty-printers write it).
+/// a lone `{` (as pretty-printers write it). `record` reads one record
+/// (its bytes, trimmed, and the line it starts on).
 pub(super) fn decode(
     payload: &[u8],
-    flavor: Flavor,
-    settings: &Settings,
-    fallback: Fallback,
-    keys: &mut KeyCache,
+    mut record: impl FnMut(&[u8], usize) -> Result<Event, DecodeError>,
     out: &mut Vec<Event>,
     errors: &mut Vec<DecodeError>,
 ) {
-    let ctx = Ctx {
-        settings,
-        fallback,
-        flavor,
-    };
     // One record per message or per replayed line is the common case: find
     // that out with one vectorised scan instead of splitting byte by byte.
     // (Newlines in the surrounding whitespace only shift the line number.)
-    let record = payload.trim_ascii();
-    if !record.contains(&b'\n') {
-        if !record.is_empty() {
+    let whole = payload.trim_ascii();
+    if !whole.contains(&b'\n') {
+        if !whole.is_empty() {
             let line = 1 + leading_newlines(payload);
-            push(ctx.record(record, line, keys), out, errors);
+            push(record(whole, line), out, errors);
         }
         return;
     }
@@ -76,7 +58,7 @@ pub(super) fn decode(
         .find(|l| !l.is_empty());
     if first == Some(b"{".as_slice()) {
         push(
-            ctx.record(payload.trim_ascii(), 1 + leading_newlines(payload), keys),
+            record(payload.trim_ascii(), 1 + leading_newlines(payload)),
             out,
             errors,
         );
@@ -85,7 +67,7 @@ pub(super) fn decode(
     for (i, line) in payload.split(|&b| b == b'\n').enumerate() {
         let line = line.trim_ascii();
         if !line.is_empty() {
-            push(ctx.record(line, i + 1, keys), out, errors);
+            push(record(line, i + 1), out, errors);
         }
     }
 }
@@ -107,63 +89,29 @@ fn push(r: Result<Event, DecodeError>, out: &mut Vec<Event>, errors: &mut Vec<De
     }
 }
 
-/// Everything a record needs besides its bytes.
-#[derive(Clone, Copy)]
-struct Ctx<'s> {
-    settings: &'s Settings,
-    fallback: Fallback,
-    flavor: Flavor,
+/// The record's text, or `invalid_utf8` with where it went wrong.
+pub(super) fn text(bytes: &[u8], line: usize) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 {
+        line: line
+            + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+        column: column_of(bytes, e.valid_up_to()),
+    })
 }
 
-impl Ctx<'_> {
-    /// Decodes one record that starts on `line`.
-    fn record(&self, bytes: &[u8], line: usize, keys: &mut KeyCache) -> Result<Event, DecodeError> {
-        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::InvalidUtf8 {
-            line: line
-                + bytes[..e.valid_up_to()]
-                    .iter()
-                    .filter(|&&b| b == b'\n')
-                    .count(),
-            column: column_of(bytes, e.valid_up_to()),
-        })?;
-        // The common well-formed native record, without serde; anything
-        // else (including every error) is read by serde below.
-        if self.settings.fast_native
-            && matches!(self.flavor, Flavor::Native | Flavor::Auto)
-            && let Some(event) =
-                native_fast::event(text, line, self.settings.epoch_unit, self.fallback, keys)
-        {
-            return Ok(event);
-        }
-        let doc: RawDoc<'_> =
-            serde_json::from_str(text).map_err(|e| parse_error(&e, text, line))?;
-        let rec = match doc {
-            RawDoc::Record(r) => r,
-            RawDoc::Other(found) => {
-                return Err(DecodeError::WrongType {
-                    line,
-                    field: Cow::Borrowed("(record)"),
-                    expected: "a JSON object",
-                    found,
-                });
-            }
-        };
-        let rt = RecordCtx {
+/// Parses one record's text (starting on `line`) into a [`RawRecord`].
+pub(super) fn parse(text: &str, line: usize) -> Result<RawRecord<'_>, DecodeError> {
+    let doc: RawDoc<'_> = serde_json::from_str(text).map_err(|e| parse_error(&e, text, line))?;
+    match doc {
+        RawDoc::Record(r) => Ok(r),
+        RawDoc::Other(found) => Err(DecodeError::WrongType {
             line,
-            epoch_unit: self.settings.epoch_unit,
-            fallback: self.fallback,
-        };
-        match self.flavor {
-            Flavor::Native => native::to_event(rec, &rt, keys),
-            Flavor::PrometheusAdapter => prometheus_adapter::to_event(rec, &rt, keys),
-            Flavor::Auto if rec.series.is_some() => native::to_event(rec, &rt, keys),
-            Flavor::Auto if rec.name.is_some() => prometheus_adapter::to_event(rec, &rt, keys),
-            Flavor::Auto => Err(DecodeError::UnknownFormat {
-                line,
-                problem: "a JSON object with neither `series` (native_json) \
-                          nor `name` (prometheus_adapter)",
-            }),
-        }
+            field: Cow::Borrowed("(record)"),
+            expected: "a JSON object",
+            found,
+        }),
     }
 }
 

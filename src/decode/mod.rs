@@ -425,36 +425,14 @@ impl Decoder {
         };
         let fallback = Fallback::new(fallback_ts_ms);
         match self.format {
-            Format::NativeJson => json::decode(
-                payload,
-                json::Flavor::Native,
-                &self.json,
-                fallback,
-                &mut self.keys(),
-                out,
-                errors,
-            ),
-            Format::PrometheusAdapter => json::decode(
-                payload,
-                json::Flavor::PrometheusAdapter,
-                &self.json,
-                fallback,
-                &mut self.keys(),
-                out,
-                errors,
-            ),
+            Format::NativeJson => self.json(payload, Flavor::Native, fallback, out, errors),
+            Format::PrometheusAdapter => {
+                self.json(payload, Flavor::PrometheusAdapter, fallback, out, errors);
+            }
             Format::InfluxLine => influx::decode(payload, &self.influx, fallback, out, errors),
             Format::Auto => {
                 if payload[start] == b'{' {
-                    json::decode(
-                        payload,
-                        json::Flavor::Auto,
-                        &self.json,
-                        fallback,
-                        &mut self.keys(),
-                        out,
-                        errors,
-                    );
+                    self.json(payload, Flavor::Auto, fallback, out, errors);
                 } else if influx::looks_like_line_protocol(payload) {
                     influx::decode(payload, &self.influx, fallback, out, errors);
                 } else {
@@ -462,6 +440,74 @@ impl Decoder {
                 }
             }
         }
+    }
+
+    /// Decodes a JSON message: [`json`] splits it into records, and each
+    /// is read as `flavor` says.
+    fn json(
+        &self,
+        payload: &[u8],
+        flavor: Flavor,
+        fallback: Fallback,
+        out: &mut Vec<Event>,
+        errors: &mut Vec<DecodeError>,
+    ) {
+        let keys = &mut *self.keys();
+        let settings = &self.json;
+        json::decode(
+            payload,
+            |bytes, line| json_record(bytes, line, flavor, settings, fallback, keys),
+            out,
+            errors,
+        );
+    }
+}
+
+/// Which JSON format to read a record as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// anomalyd's own format.
+    Native,
+    /// prometheus-kafka-adapter's format.
+    PrometheusAdapter,
+    /// Decide per record: `series` → native, `name` → adapter.
+    Auto,
+}
+
+/// Reads one JSON record as `flavor` says.
+fn json_record(
+    bytes: &[u8],
+    line: usize,
+    flavor: Flavor,
+    settings: &json::Settings,
+    fallback: Fallback,
+    keys: &mut KeyCache,
+) -> Result<Event, DecodeError> {
+    let text = json::text(bytes, line)?;
+    // The common well-formed native record, without serde; anything else
+    // (including every error) is read by serde below.
+    if settings.fast_native
+        && matches!(flavor, Flavor::Native | Flavor::Auto)
+        && let Some(event) = native_fast::event(text, line, settings.epoch_unit, fallback, keys)
+    {
+        return Ok(event);
+    }
+    let rec = json::parse(text, line)?;
+    let rt = json::RecordCtx {
+        line,
+        epoch_unit: settings.epoch_unit,
+        fallback,
+    };
+    match flavor {
+        Flavor::Native => native::to_event(rec, &rt, keys),
+        Flavor::PrometheusAdapter => prometheus_adapter::to_event(rec, &rt, keys),
+        Flavor::Auto if rec.series.is_some() => native::to_event(rec, &rt, keys),
+        Flavor::Auto if rec.name.is_some() => prometheus_adapter::to_event(rec, &rt, keys),
+        Flavor::Auto => Err(DecodeError::UnknownFormat {
+            line,
+            problem: "a JSON object with neither `series` (native_json) \
+                      nor `name` (prometheus_adapter)",
+        }),
     }
 }
 

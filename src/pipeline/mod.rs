@@ -1,21 +1,22 @@
-//! Routing events to per-shard workers, and the barriers that make offsets
-//! and snapshots consistent.
+//! Routing events to per-shard workers, and the barriers that make
+//! positions and snapshots consistent.
 //!
 //! This module owns the processing threads. Events are routed by the stable
 //! fingerprint of their series to one of `workers` shards, so every series is
 //! processed by exactly one thread, strictly in arrival order. Each shard is a
 //! dedicated OS thread (the work is CPU-bound and must not stall the async
-//! runtime that serves Kafka, sinks and HTTP) fed by a bounded queue: when a
-//! shard falls behind, [`Pipeline::dispatch`] waits, and so the source stops
-//! pulling from Kafka (backpressure instead of unbounded memory).
+//! runtime that serves the sources, sinks and HTTP) fed by a bounded queue:
+//! when a shard falls behind, [`Pipeline::dispatch`] waits, and so the Kafka
+//! source stops pulling; [`Pipeline::dispatch_within`] lets a receiver refuse
+//! instead (backpressure instead of unbounded memory).
 //!
 //! A [`Barrier`] is queued behind everything dispatched before it on every
 //! shard. When all shards have answered, every event dispatched before the
 //! barrier is fully processed: its model is updated and its alerts are in the
-//! sink queues. The Kafka source commits offsets only at barriers, which is
-//! what makes the committed offset a contiguous watermark; snapshots are taken
-//! at barriers too, so a snapshot and the offsets it records describe the
-//! same cut of the stream.
+//! sink queues. Sources acknowledge positions (Kafka commits offsets) only
+//! after barriers, which is what makes an acknowledged position a contiguous
+//! watermark; snapshots are taken at barriers too, so a snapshot and the
+//! positions it records describe the same cut of the stream.
 //!
 //! What happens to one event inside a shard is [`worker`]'s business; where
 //! events come from is [`crate::source`]'s.
@@ -32,22 +33,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Problems;
 use crate::event::Event;
 
-pub use worker::{AlertHandoff, Core, SnapshotRecord, WorkerReport};
+pub use worker::{AlertHandoff, Core, WorkerReport};
 
-use crate::state::SeriesSnapshot;
-
-/// A partition of the input: the index of its topic in the source's topic
-/// list, and the partition number. File replay uses `(0, 0)`.
-///
-/// Each series remembers the partition its latest event came from, so that a
-/// revoked partition can hand its series over (see [`BarrierKind::Release`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SourcePartition {
-    /// Index into the source's topic list.
-    pub topic: u16,
-    /// Kafka partition number.
-    pub partition: i32,
-}
+use crate::state::{SeriesSnapshot, SourcePartition};
 
 /// Settings of the processing shards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,7 +113,7 @@ pub enum BarrierKind {
     /// With `only_dirty`, only series changed since the previous snapshot.
     /// Shards evict idle series first.
     Snapshot {
-        /// Which partitions; `None` for all.
+        /// Which partitions, sorted; `None` for all.
         partitions: Option<Vec<SourcePartition>>,
         /// Only series changed since their last snapshot.
         only_dirty: bool,
@@ -133,7 +121,7 @@ pub enum BarrierKind {
     /// Serialize the series of these partitions, then drop them: the
     /// partitions were revoked and another instance takes them over.
     Release {
-        /// The revoked partitions.
+        /// The revoked partitions, sorted.
         partitions: Vec<SourcePartition>,
     },
 }
@@ -172,6 +160,17 @@ pub enum Work {
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the processing pipeline has stopped")]
 pub struct PipelineClosed;
+
+/// Why [`Pipeline::dispatch_within`] dispatched nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DispatchError {
+    /// A shard queue stayed full until the deadline.
+    #[error("the processing queues are full")]
+    Full,
+    /// The pipeline has shut down.
+    #[error("the processing pipeline has stopped")]
+    Closed,
+}
 
 /// Handle to the running shards.
 pub struct Pipeline {
@@ -250,6 +249,44 @@ impl Pipeline {
                 )
                 .await?;
             }
+        }
+        Ok(())
+    }
+
+    /// Like [`Pipeline::dispatch`], but all or nothing within `deadline`:
+    /// room is reserved in every shard queue the events need (in shard
+    /// order, so concurrent callers cannot deadlock) before any is sent.
+    /// When the room is not there in time nothing is dispatched and
+    /// [`DispatchError::Full`] says so, for a receiver that answers its
+    /// client "retry later" instead of waiting.
+    pub async fn dispatch_within(
+        &self,
+        partition: SourcePartition,
+        events: Vec<Event>,
+        received: Instant,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), DispatchError> {
+        let mut per_shard: Vec<Vec<Event>> = vec![Vec::new(); self.senders.len()];
+        for event in events {
+            per_shard[self.shard_of(event.series.fingerprint())].push(event);
+        }
+        let mut permits = Vec::with_capacity(per_shard.len());
+        for (shard, events) in per_shard.iter().enumerate() {
+            if events.is_empty() {
+                continue;
+            }
+            let permit = tokio::time::timeout_at(deadline, self.senders[shard].reserve())
+                .await
+                .map_err(|_| DispatchError::Full)?
+                .map_err(|_| DispatchError::Closed)?;
+            permits.push((permit, shard));
+        }
+        for (permit, shard) in permits {
+            permit.send(Work::Events {
+                partition,
+                events: std::mem::take(&mut per_shard[shard]),
+                received,
+            });
         }
         Ok(())
     }

@@ -14,12 +14,12 @@ use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
 use tokio::sync::mpsc;
 
-use super::{BarrierKind, SourcePartition, Work};
+use super::{BarrierKind, Work};
 use crate::alert::Alert;
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
 use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
-use crate::state::SeriesSnapshot;
+use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
 use crate::telemetry::metrics::{Metrics, SeriesSample};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
@@ -41,28 +41,6 @@ pub struct Core {
     pub alerts: Arc<dyn AlertHandoff>,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
-}
-
-/// One serialized series, as returned by a snapshot barrier.
-#[derive(Debug, Clone)]
-pub struct SnapshotRecord {
-    /// The partition the series belongs to.
-    pub partition: SourcePartition,
-    /// The series' fingerprint (the changelog key).
-    pub fingerprint: u64,
-    /// postcard encoding of a [`SeriesSnapshot`]; empty for a deletion
-    /// (see [`SnapshotRecord::is_deletion`]).
-    pub bytes: Vec<u8>,
-}
-
-impl SnapshotRecord {
-    /// True when the series left `partition` (it moved to another
-    /// partition, or was evicted): an incremental store must delete what it
-    /// holds for it there, or a restore would bring back a stale state.
-    /// Encoded series are never empty.
-    pub fn is_deletion(&self) -> bool {
-        self.bytes.is_empty()
-    }
 }
 
 /// A shard's answer to a barrier.
@@ -326,7 +304,9 @@ impl Shard {
                 // so an evicted series is not saved again.
                 self.evict_idle();
                 for (key, e) in self.series.iter_mut() {
-                    let wanted = partitions.as_ref().is_none_or(|p| p.contains(&e.partition));
+                    let wanted = partitions
+                        .as_ref()
+                        .is_none_or(|p| p.binary_search(&e.partition).is_ok());
                     if wanted && (e.dirty || !only_dirty) {
                         encode(key, e, &mut report);
                         e.dirty = false;
@@ -335,15 +315,18 @@ impl Shard {
                 }
                 // A full snapshot replaces each partition whole: nothing to
                 // delete. An incremental one must delete what went away.
-                let wanted =
-                    |p: &SourcePartition| partitions.as_ref().is_none_or(|w| w.contains(p));
+                let wanted = |p: &SourcePartition| {
+                    partitions
+                        .as_ref()
+                        .is_none_or(|w| w.binary_search(p).is_ok())
+                };
                 self.deletions(*only_dirty, wanted, &mut report);
             }
             BarrierKind::Release { partitions } => {
                 let released: Vec<SeriesKey> = self
                     .series
                     .iter()
-                    .filter(|(_, e)| partitions.contains(&e.partition))
+                    .filter(|(_, e)| partitions.binary_search(&e.partition).is_ok())
                     .map(|(k, _)| k.clone())
                     .collect();
                 for key in released {
@@ -354,7 +337,7 @@ impl Shard {
                         self.core.metrics.forget_series(&key);
                     }
                 }
-                self.deletions(true, |p| partitions.contains(p), &mut report);
+                self.deletions(true, |p| partitions.binary_search(p).is_ok(), &mut report);
             }
         }
         self.publish_series_count();
@@ -523,7 +506,7 @@ mod tests {
     }
 
     const P: SourcePartition = SourcePartition {
-        topic: 0,
+        stream: 0,
         partition: 0,
     };
 
@@ -612,7 +595,7 @@ mod tests {
     #[test]
     fn series_that_leave_a_partition_are_deleted_there() {
         const Q: SourcePartition = SourcePartition {
-            topic: 0,
+            stream: 0,
             partition: 1,
         };
         let fp = |i| event(i).series.fingerprint();

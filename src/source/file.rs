@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::DecodeErrorReporter;
 use crate::decode::Decoder;
-use crate::pipeline::{BarrierKind, Pipeline, PipelineClosed, SourcePartition};
+use crate::pipeline::{BarrierKind, Pipeline, PipelineClosed};
+use crate::state::SourcePartition;
 use crate::telemetry::metrics::Metrics;
+
+/// The `source` label of a replay's metrics.
+pub const NAME: &str = "file";
 
 /// Lines per dispatched batch: large enough to amortise the queue hand-off,
 /// small enough to keep latency low.
@@ -45,11 +49,12 @@ pub async fn replay(
     metrics: &Metrics,
 ) -> Result<ReplaySummary, ReplayError> {
     let part = SourcePartition {
-        topic: 0,
+        stream: 0,
         partition: 0,
     };
+    let metrics = metrics.source(NAME, &[]);
     let mut summary = ReplaySummary::default();
-    let mut reporter = DecodeErrorReporter::new(Duration::from_secs(10));
+    let reporter = DecodeErrorReporter::new(Duration::from_secs(10));
     let mut batch = Vec::with_capacity(BATCH_LINES);
     let mut errors = Vec::new();
     // One buffer for every line (no String per line), handed to the decoder
@@ -67,7 +72,7 @@ pub async fn replay(
         errors.clear();
         decoder.decode(&line, None, &mut batch, &mut errors);
         if !errors.is_empty() {
-            reporter.report(metrics, &errors, &format_args!("line {}", summary.lines));
+            reporter.report(&metrics, &errors, &format_args!("line {}", summary.lines));
         }
         if lines_in_batch == BATCH_LINES as u64 {
             // Counters move per batch: one atomic add each instead of two

@@ -1,13 +1,14 @@
 //! The changelog store: per-series state in a compacted Kafka topic.
 //!
 //! Like a Kafka Streams state store, partition `p` of the changelog topic
-//! holds the series of input partition `p` (the changelog needs at least as
-//! many partitions as the input topic; create it with
-//! `cleanup.policy=compact`). Keys and values:
+//! holds the series of input partition `p` of every stream (the changelog
+//! needs at least as many partitions as the input topic; create it with
+//! `cleanup.policy=compact`; a single-partition source such as the
+//! remote-write receiver uses partition 0). Keys and values:
 //!
 //! ```text
-//! key "<topic>/<partition>/<fingerprint as 16 hex>"  value: header | series record
-//! key "<topic>/<partition>/~offset"                  value: header | offset i64
+//! key "<stream>/<partition>/<fingerprint as 16 hex>"  value: header | series record
+//! key "<stream>/<partition>/~offset"                  value: header | position i64
 //! header: magic "ANMD" | schema u32 | model_hash u64
 //! ```
 //!
@@ -20,7 +21,7 @@
 //! completed and are ignored, so a restored state never runs ahead of its
 //! offset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::{LoadedPartition, SCHEMA_VERSION, StateError, StateStore, decode_series};
-use crate::pipeline::SourcePartition;
-use crate::pipeline::worker::SnapshotRecord;
+use super::{
+    LoadedPartition, PartitionName, PartitionSnapshot, SCHEMA_VERSION, StateError, StateStore,
+    decode_series,
+};
 
 const MAGIC: &[u8; 4] = b"ANMD";
 const HEADER: usize = 4 + 4 + 8;
@@ -171,7 +173,8 @@ impl StateStore for ChangelogStore {
         self.interval
     }
 
-    fn load(&self, topic: &str, partition: i32) -> Result<Option<LoadedPartition>, StateError> {
+    fn load(&self, name: &PartitionName) -> Result<Option<LoadedPartition>, StateError> {
+        let (topic, partition) = (&name.stream, name.partition);
         let what = format!("changelog {}[{partition}] for {topic}", self.topic);
         let kafka = |e: rdkafka::error::KafkaError| StateError::Kafka(format!("{what}: {e}"));
         let consumer: BaseConsumer = self.consumer_config.create().map_err(kafka)?;
@@ -295,46 +298,38 @@ impl StateStore for ChangelogStore {
         if let Some(e) = first_error {
             tracing::warn!(changelog = %what, skipped, error = %e, "Skipped state records this anomalyd cannot read; those series relearn.");
         }
-        Ok(Some(LoadedPartition { offset, series }))
+        Ok(Some(LoadedPartition {
+            position: offset,
+            series,
+        }))
     }
 
-    fn save(
-        &self,
-        topics: &[String],
-        partitions: &[SourcePartition],
-        positions: &BTreeMap<SourcePartition, i64>,
-        records: Vec<SnapshotRecord>,
-    ) -> Result<(), StateError> {
+    fn save(&self, partitions: &[PartitionSnapshot]) -> Result<(), StateError> {
         let failed_before = self.producer.context().failed.load(Ordering::SeqCst);
         let header = self.header();
         let mut value = Vec::new();
-        for r in &records {
-            let Some(p) = partitions.iter().find(|p| **p == r.partition) else {
-                continue;
-            };
-            let topic = &topics[usize::from(p.topic)];
-            let key = format!("{topic}/{}/{:016x}", p.partition, r.fingerprint);
-            if r.is_deletion() {
-                // The series left this partition: a restore must not bring
-                // its old state back (from here, or ahead of its new home).
-                self.send(p.partition, &key, None)?;
-                continue;
-            }
-            value.clear();
-            value.extend_from_slice(&header);
-            value.extend_from_slice(&r.bytes);
-            self.send(p.partition, &key, Some(&value))?;
-        }
         for p in partitions {
-            let Some(offset) = positions.get(p) else {
-                continue;
-            };
-            let topic = &topics[usize::from(p.topic)];
-            let key = format!("{topic}/{}/{MARKER}", p.partition);
+            let (stream, partition) = (&p.name.stream, p.name.partition);
+            for r in &p.records {
+                let key = format!("{stream}/{partition}/{:016x}", r.fingerprint);
+                if r.is_deletion() {
+                    // The series left this partition: a restore must not
+                    // bring its old state back (from here, or ahead of its
+                    // new home).
+                    self.send(partition, &key, None)?;
+                    continue;
+                }
+                value.clear();
+                value.extend_from_slice(&header);
+                value.extend_from_slice(&r.bytes);
+                self.send(partition, &key, Some(&value))?;
+            }
+            // The marker last: a load ignores records after the last one.
+            let key = format!("{stream}/{partition}/{MARKER}");
             value.clear();
             value.extend_from_slice(&header);
-            value.extend_from_slice(&offset.to_le_bytes());
-            self.send(p.partition, &key, Some(&value))?;
+            value.extend_from_slice(&p.position.to_le_bytes());
+            self.send(partition, &key, Some(&value))?;
         }
         self.producer
             .flush(self.timeout)

@@ -1,13 +1,14 @@
 //! The directory store: one snapshot file per input partition.
 //!
-//! `<dir>/<topic>/<partition>.snap`, rewritten in full at every snapshot:
+//! `<dir>/<stream>/<partition>.snap` (a stream is a Kafka topic or a
+//! receiver's name), rewritten in full at every snapshot:
 //! written to a temporary file, fsynced, renamed over the old one, and the
 //! directory fsynced, so a crash leaves either the old or the new snapshot,
 //! never a mix. Layout (little-endian):
 //!
 //! ```text
-//! magic "ANOMALYD" | schema u32 | model_hash u64 | offset i64 | partition i32
-//! | topic_len u32 | topic | count u64 | count × (len u32 | record) | crc32 u32
+//! magic "ANOMALYD" | schema u32 | model_hash u64 | position i64 | partition i32
+//! | stream_len u32 | stream | count u64 | count × (len u32 | record) | crc32 u32
 //! ```
 //!
 //! The CRC covers everything before it, so truncation and bit flips are
@@ -15,15 +16,15 @@
 //! version is moved aside to `<partition>.snap.v<version>` when refused, so
 //! the daemon's next snapshot cannot overwrite the only copy of that state.
 
-use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{LoadedPartition, SCHEMA_VERSION, StateError, StateStore, decode_series};
-use crate::pipeline::SourcePartition;
-use crate::pipeline::worker::SnapshotRecord;
+use super::{
+    LoadedPartition, PartitionName, PartitionSnapshot, SCHEMA_VERSION, SnapshotRecord, StateError,
+    StateStore, decode_series,
+};
 
 const MAGIC: &[u8; 8] = b"ANOMALYD";
 
@@ -55,18 +56,20 @@ impl DirStore {
     }
 
     /// The snapshot file of a partition.
-    pub fn path(&self, topic: &str, partition: i32) -> PathBuf {
-        self.dir.join(topic).join(format!("{partition}.snap"))
+    pub fn path(&self, name: &PartitionName) -> PathBuf {
+        self.dir
+            .join(&name.stream)
+            .join(format!("{}.snap", name.partition))
     }
 
     fn write(
         &self,
-        topic: &str,
-        partition: i32,
-        offset: i64,
-        records: &[&SnapshotRecord],
+        name: &PartitionName,
+        position: i64,
+        records: &[SnapshotRecord],
     ) -> Result<(), StateError> {
-        let path = self.path(topic, partition);
+        let (topic, partition) = (&name.stream, name.partition);
+        let path = self.path(name);
         let parent = path.parent().unwrap_or(&self.dir).to_path_buf();
         let io = |source, p: &Path| StateError::Io {
             path: p.to_path_buf(),
@@ -83,12 +86,14 @@ impl DirStore {
             w.write_all(MAGIC)?;
             w.write_all(&SCHEMA_VERSION.to_le_bytes())?;
             w.write_all(&self.model_hash.to_le_bytes())?;
-            w.write_all(&offset.to_le_bytes())?;
+            w.write_all(&position.to_le_bytes())?;
             w.write_all(&partition.to_le_bytes())?;
             w.write_all(&(topic.len() as u32).to_le_bytes())?;
             w.write_all(topic.as_bytes())?;
-            w.write_all(&(records.len() as u64).to_le_bytes())?;
-            for r in records {
+            // Each file is rewritten whole: deletions need no record.
+            let kept = || records.iter().filter(|r| !r.is_deletion());
+            w.write_all(&(kept().count() as u64).to_le_bytes())?;
+            for r in kept() {
                 w.write_all(&(r.bytes.len() as u32).to_le_bytes())?;
                 w.write_all(&r.bytes)?;
             }
@@ -181,7 +186,7 @@ pub fn parse(bytes: &[u8], what: &str, model_hash: u64) -> Result<LoadedPartitio
         what,
     };
     let hash = u64::from_le_bytes(r.array()?);
-    let offset = i64::from_le_bytes(r.array()?);
+    let position = i64::from_le_bytes(r.array()?);
     let _partition = i32::from_le_bytes(r.array()?);
     let topic_len = u32::from_le_bytes(r.array()?) as usize;
     r.take(topic_len)?;
@@ -207,7 +212,7 @@ pub fn parse(bytes: &[u8], what: &str, model_hash: u64) -> Result<LoadedPartitio
     if !r.buf.is_empty() {
         return Err(corrupt(what, "trailing bytes after the last record"));
     }
-    Ok(LoadedPartition { offset, series })
+    Ok(LoadedPartition { position, series })
 }
 
 /// Moves a snapshot of another schema version out of the way, so the next
@@ -240,8 +245,8 @@ impl StateStore for DirStore {
         self.interval
     }
 
-    fn load(&self, topic: &str, partition: i32) -> Result<Option<LoadedPartition>, StateError> {
-        let path = self.path(topic, partition);
+    fn load(&self, name: &PartitionName) -> Result<Option<LoadedPartition>, StateError> {
+        let path = self.path(name);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -263,26 +268,9 @@ impl StateStore for DirStore {
         }
     }
 
-    fn save(
-        &self,
-        topics: &[String],
-        partitions: &[SourcePartition],
-        positions: &BTreeMap<SourcePartition, i64>,
-        records: Vec<SnapshotRecord>,
-    ) -> Result<(), StateError> {
-        let mut by_partition: BTreeMap<SourcePartition, Vec<&SnapshotRecord>> = BTreeMap::new();
-        // Each file is rewritten whole: deletions need no record.
-        for r in records.iter().filter(|r| !r.is_deletion()) {
-            by_partition.entry(r.partition).or_default().push(r);
-        }
+    fn save(&self, partitions: &[PartitionSnapshot]) -> Result<(), StateError> {
         for p in partitions {
-            // A partition never read from has nothing to cover.
-            let Some(&offset) = positions.get(p) else {
-                continue;
-            };
-            let topic = &topics[usize::from(p.topic)];
-            let recs = by_partition.remove(p).unwrap_or_default();
-            self.write(topic, p.partition, offset, &recs)?;
+            self.write(&p.name, p.position, &p.records)?;
         }
         Ok(())
     }
@@ -294,11 +282,19 @@ mod tests {
     use crate::alert::lifecycle::{AlertRule, AlertRuleConfig, Lifecycle};
     use crate::detector::{Decision, Detector, DetectorConfig, DetectorState};
     use crate::event::SeriesKey;
+    use crate::state::SourcePartition;
 
     const P: SourcePartition = SourcePartition {
-        topic: 0,
+        stream: 0,
         partition: 3,
     };
+
+    fn name(partition: i32) -> PartitionName {
+        PartitionName {
+            stream: "t".into(),
+            partition,
+        }
+    }
 
     fn detector() -> Detector {
         Detector::new(&DetectorConfig::default(), 0.5).unwrap()
@@ -348,9 +344,13 @@ mod tests {
             })
             .collect();
         let st = store(dir, detector().model_hash());
-        st.save(&["t".into()], &[P], &BTreeMap::from([(P, 1234)]), records)
-            .unwrap();
-        fs::read(st.path("t", 3)).unwrap()
+        st.save(&[PartitionSnapshot {
+            name: name(3),
+            position: 1234,
+            records,
+        }])
+        .unwrap();
+        fs::read(st.path(&name(3))).unwrap()
     }
 
     #[test]
@@ -359,10 +359,10 @@ mod tests {
         saved(dir.path());
         assert!(!dir.path().join("t/3.snap.tmp").exists());
         let loaded = store(dir.path(), detector().model_hash())
-            .load("t", 3)
+            .load(&name(3))
             .unwrap()
             .unwrap();
-        assert_eq!(loaded.offset, 1234);
+        assert_eq!(loaded.position, 1234);
         let mut got = loaded.series;
         got.sort_by_key(|a| a.key.to_string());
         let want = series();
@@ -373,7 +373,7 @@ mod tests {
             assert_eq!(&g.lifecycle, l);
         }
         assert!(got[1].lifecycle.is_firing());
-        assert!(store(dir.path(), 0).load("t", 4).unwrap().is_none());
+        assert!(store(dir.path(), 0).load(&name(4)).unwrap().is_none());
     }
 
     #[test]
@@ -440,7 +440,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = saved(dir.path());
         let loaded = parse(&bytes, "x", detector().model_hash() ^ 1).unwrap();
-        assert_eq!(loaded.offset, 1234);
+        assert_eq!(loaded.position, 1234);
         assert_eq!(loaded.series.len(), 3);
         assert!(loaded.series.iter().all(|s| s.detector.is_none()));
         assert_eq!(
@@ -461,9 +461,9 @@ mod tests {
         let mut bytes = saved(dir.path());
         bytes[8..12].copy_from_slice(&(SCHEMA_VERSION + 1).to_le_bytes());
         let st = store(dir.path(), detector().model_hash());
-        let path = st.path("t", 3);
+        let path = st.path(&name(3));
         fs::write(&path, &bytes).unwrap();
-        let e = st.load("t", 3).unwrap_err();
+        let e = st.load(&name(3)).unwrap_err();
         let kept = dir.path().join(format!("t/3.snap.v{}", SCHEMA_VERSION + 1));
         let msg = e.to_string();
         assert!(matches!(e, StateError::Version { found, .. } if found == SCHEMA_VERSION + 1));
@@ -479,7 +479,7 @@ mod tests {
         assert!(msg.contains("stop anomalyd, move it back"), "{msg}");
         assert_eq!(fs::read(&kept).unwrap(), bytes, "kept as it was");
         // The next load finds no snapshot; the next save leaves it alone.
-        assert!(st.load("t", 3).unwrap().is_none());
+        assert!(st.load(&name(3)).unwrap().is_none());
         saved(dir.path());
         assert_eq!(fs::read(&kept).unwrap(), bytes);
         let e = parse(&bytes, "x", 0).unwrap_err().to_string();

@@ -1,11 +1,12 @@
 //! Durable per-series state: snapshots, restore, versioning.
 //!
-//! This module owns the snapshot format and the stores that keep it. A
-//! snapshot is per input partition: the serialized state of every series
-//! whose latest event came from that partition, plus the offset it covers
-//! (every event below it is in the state, none at or above). The Kafka source
-//! decides *when* to snapshot (at pipeline barriers, before committing); this
-//! module decides *how*.
+//! This module owns the snapshot format, the stores that keep it, and what
+//! state is keyed by ([`SourcePartition`] in memory, [`PartitionName`] on
+//! disk). A snapshot is per input partition: the serialized state of every
+//! series whose latest event came from that partition, plus the position it
+//! covers (every event before it is in the state, none at or after). The
+//! sources decide *when* to snapshot (at pipeline barriers, see
+//! [`crate::source::Feed::checkpoint`]); this module decides *how*.
 //!
 //! Two stores implement [`StateStore`]:
 //! - [`dir::DirStore`] (the single-host default): one file per partition,
@@ -29,7 +30,6 @@
 pub mod changelog;
 pub mod dir;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -39,8 +39,6 @@ use crate::alert::lifecycle::Lifecycle;
 use crate::config::Problems;
 use crate::detector::DetectorState;
 use crate::event::SeriesKey;
-use crate::pipeline::SourcePartition;
-use crate::pipeline::worker::SnapshotRecord;
 
 /// Version of the snapshot encoding. Bump it when [`SeriesSnapshot`] or any
 /// state inside it changes shape; older snapshots are then refused.
@@ -109,6 +107,78 @@ impl StateConfig {
     }
 }
 
+/// A partition of the input, as the pipeline and the shards know it: a
+/// compact id (8 bytes, held by every series) whose durable name is a
+/// [`PartitionName`]. `stream` indexes the daemon's table of streams, which
+/// every source fills with its own (a Kafka source with its topics, the
+/// remote-write receiver with one); `partition` is the number inside the
+/// stream. File replay uses `(0, 0)`.
+///
+/// Each series remembers the partition its latest event came from, so that
+/// a revoked partition can hand its series over, and so that a snapshot of
+/// a partition holds exactly its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourcePartition {
+    /// Index into the daemon's stream table.
+    pub stream: u16,
+    /// Partition number inside the stream (0 for a single-partition source).
+    pub partition: i32,
+}
+
+/// The durable name of a partition: what the stores key state by. It
+/// outlives the process (a restart, or another instance, must find the same
+/// snapshot under it), unlike [`SourcePartition`]'s stream index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionName {
+    /// The stream: a Kafka topic, or a receiver's fixed name
+    /// (`remote_write`).
+    pub stream: String,
+    /// The partition inside the stream (0 for a receiver).
+    pub partition: i32,
+}
+
+impl std::fmt::Display for PartitionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.stream, self.partition)
+    }
+}
+
+/// What a store saves for one partition: its series and the position of
+/// the input they cover.
+#[derive(Debug, Clone)]
+pub struct PartitionSnapshot {
+    /// Which partition.
+    pub name: PartitionName,
+    /// The position covered: every event before it is in the state, none
+    /// at or after (for Kafka, the next offset to read).
+    pub position: i64,
+    /// Changed series (incremental stores) or every series (full stores),
+    /// deletions included; all of this partition.
+    pub records: Vec<SnapshotRecord>,
+}
+
+/// One serialized series, as returned by a snapshot barrier.
+#[derive(Debug, Clone)]
+pub struct SnapshotRecord {
+    /// The partition the series belongs to.
+    pub partition: SourcePartition,
+    /// The series' fingerprint (the changelog key).
+    pub fingerprint: u64,
+    /// postcard encoding of a [`SeriesSnapshot`]; empty for a deletion
+    /// (see [`SnapshotRecord::is_deletion`]).
+    pub bytes: Vec<u8>,
+}
+
+impl SnapshotRecord {
+    /// True when the series left `partition` (it moved to another
+    /// partition, or was evicted): an incremental store must delete what it
+    /// holds for it there, or a restore would bring back a stale state.
+    /// Encoded series are never empty.
+    pub fn is_deletion(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// The saved state of one series.
 #[derive(Debug, Clone)]
 pub struct SeriesSnapshot {
@@ -173,8 +243,8 @@ pub fn decode_series(bytes: &[u8], model_matches: bool) -> Result<SeriesSnapshot
 /// What a store holds for one partition.
 #[derive(Debug)]
 pub struct LoadedPartition {
-    /// Events below this offset are in `series`.
-    pub offset: i64,
+    /// The position the state covers: events before it are in `series`.
+    pub position: i64,
     /// The restored series.
     pub series: Vec<SeriesSnapshot>,
 }
@@ -219,29 +289,25 @@ pub enum StateError {
     Kafka(String),
 }
 
-/// A place that keeps partition snapshots.
+/// A place that keeps partition snapshots, keyed by [`PartitionName`].
+/// Stores know nothing of where the input came from: a position is a
+/// number the source gave, kept and handed back.
 ///
-/// Calls block (disk or network I/O); the source calls them from
+/// Calls block (disk or network I/O); callers run them in
 /// `block_in_place`.
 pub trait StateStore: Send + Sync {
     /// True when [`StateStore::save`] takes only series changed since the
     /// previous save (the changelog); false when it needs every series.
     fn incremental(&self) -> bool;
 
-    /// How often the source should snapshot.
+    /// How often sources should snapshot.
     fn snapshot_interval(&self) -> Duration;
 
     /// The newest durable snapshot of a partition, if there is one. Records
     /// of another model configuration come back with fresh model state.
-    fn load(&self, topic: &str, partition: i32) -> Result<Option<LoadedPartition>, StateError>;
+    fn load(&self, name: &PartitionName) -> Result<Option<LoadedPartition>, StateError>;
 
-    /// Durably saves `records` as the state of `partitions` (names in
-    /// `topics`), covering `positions`. Returns once the data is durable.
-    fn save(
-        &self,
-        topics: &[String],
-        partitions: &[SourcePartition],
-        positions: &BTreeMap<SourcePartition, i64>,
-        records: Vec<SnapshotRecord>,
-    ) -> Result<(), StateError>;
+    /// Durably saves each partition's records and position. Returns once
+    /// the data is durable.
+    fn save(&self, partitions: &[PartitionSnapshot]) -> Result<(), StateError>;
 }

@@ -1,31 +1,35 @@
 //! Prometheus metrics: one [`Metrics`] struct of typed handles.
 //!
-//! This module owns every metric name, help text, type and label set of the
-//! daemon, registered into a [`prometheus::Registry`] that the caller
-//! injects (no globals, so tests build as many as they like). Label values
-//! come from enums ([`AlertStatus`], [`Severity`], [`DropReason`]) or from
-//! sets fixed at construction (decode-failure and skip reasons, sink names
-//! from code, Kafka partitions from the assignment). The one exception,
-//! per-series gauges, is off by default and capped by
-//! [`PerSeriesConfig::max_series`]. Serving the registry over HTTP is
-//! [`super::http`]'s job; deciding when to count is the caller's.
+//! This module owns the daemon's metric names, help texts, types and label
+//! sets, registered into a [`prometheus::Registry`] that the caller injects
+//! (no globals, so tests build as many as they like). Label values come
+//! from enums ([`AlertStatus`], [`Severity`], the sinks' drop reasons) or
+//! from sets fixed at construction (decode-failure and skip reasons, source
+//! and sink names from code, Kafka partitions from the assignment). Two
+//! pieces live beside it: the sinks build their labelled handles
+//! (`crate::alert::sink::SinkMetrics`) over [`SinkFamilies`], and the
+//! opt-in, capped per-series gauges are [`super::series`]'s. A source with
+//! families of its own (the remote-write receiver) registers them in the
+//! same registry. Serving the registry over HTTP is [`super::http`]'s job;
+//! deciding when to count is the caller's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
-    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::alert::sink::DropReason;
 use crate::alert::{AlertStatus, Severity};
 use crate::config::Problems;
 use crate::event::SeriesKey;
+
+use super::series::SeriesExport;
+pub use super::series::{PerSeriesConfig, SeriesSample};
 
 /// The label value that absorbs reasons nobody registered, so a caller that
 /// passes an unexpected reason cannot grow the label set.
@@ -75,48 +79,6 @@ impl MetricsConfig {
     }
 }
 
-/// The `[metrics.per_series]` section. Each exported series adds five time
-/// series to every scrape, so this is off by default and capped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PerSeriesConfig {
-    /// Export `anomalyd_series_{value,expected,lower,upper,score}` per series.
-    pub enabled: bool,
-    /// At most this many series are exported (first come, first served;
-    /// a slot frees when its series is evicted). Updates for further series
-    /// are counted in `anomalyd_series_export_refused_total`.
-    pub max_series: usize,
-    /// Only series whose metric name is listed are exported; empty means
-    /// every metric name.
-    pub metric_names: Vec<String>,
-}
-
-impl Default for PerSeriesConfig {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            max_series: 100,
-            metric_names: Vec::new(),
-        }
-    }
-}
-
-impl PerSeriesConfig {
-    /// Records every problem under `prefix` (e.g. `metrics.per_series`).
-    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
-        problems.check(
-            !self.enabled || self.max_series >= 1,
-            format!("{prefix}.max_series"),
-            "must be at least 1 when per-series gauges are enabled; set `enabled = false` to export none",
-        );
-        problems.check(
-            self.max_series <= 100_000,
-            format!("{prefix}.max_series"),
-            "is above 100000; every series adds five time series per scrape, lower it",
-        );
-    }
-}
-
 /// Errors from building [`Metrics`].
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -124,21 +86,6 @@ pub enum MetricsError {
     /// injected registry, e.g. building two `Metrics` on one registry).
     #[error("cannot register metric: {0}")]
     Register(#[from] prometheus::Error),
-}
-
-/// The numbers the opt-in per-series gauges show for one observation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SeriesSample {
-    /// The observed value.
-    pub value: f64,
-    /// The model's expectation.
-    pub expected: f64,
-    /// Lower edge of the normal band.
-    pub lower: f64,
-    /// Upper edge of the normal band.
-    pub upper: f64,
-    /// Anomaly score in [0, 1).
-    pub score: f64,
 }
 
 /// Counters of one reason-labelled family, pre-registered from a fixed list.
@@ -162,83 +109,79 @@ impl ReasonCounters {
         }
     }
 
+    /// Like [`ReasonCounters::new`], under a first label (`source`).
+    fn new_labelled(vec: &IntCounterVec, first: &str, reasons: &[&str]) -> Self {
+        let by_reason = reasons
+            .iter()
+            .filter(|r| **r != OTHER_REASON)
+            .map(|r| ((*r).to_owned(), vec.with_label_values(&[first, *r])))
+            .collect();
+        Self {
+            by_reason,
+            other: vec.with_label_values(&[first, OTHER_REASON]),
+        }
+    }
+
     fn get(&self, reason: &str) -> &IntCounter {
         self.by_reason.get(reason).unwrap_or(&self.other)
     }
 }
 
-/// Handles for one alert sink, labelled with its name. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct SinkMetrics {
-    /// The sink's name, the `sink` label value.
+/// Handles for one source, labelled with its name.
+#[derive(Debug)]
+pub struct SourceMetrics {
+    /// The `source` label value.
     name: &'static str,
-    /// `anomalyd_alerts_delivered_total{sink, status}`, indexed firing, resolved.
-    delivered: [IntCounter; 2],
-    /// `anomalyd_sink_failures_total{sink}`.
-    failures: IntCounter,
-    /// `anomalyd_alerts_dropped_total{sink, reason}`, indexed by [`DropReason::index`].
-    dropped: Vec<IntCounter>,
-    /// `anomalyd_sink_queue_length{sink}`.
-    queue_length: IntGauge,
-    /// `anomalyd_sink_send_seconds{sink}`.
-    send_seconds: Histogram,
+    /// `anomalyd_messages_received_total{source}`.
+    received: IntCounter,
+    /// `anomalyd_events_decoded_total{source}`.
+    decoded: IntCounter,
+    /// `anomalyd_events_failed_total{source, reason}`.
+    failed: ReasonCounters,
 }
 
-impl SinkMetrics {
-    /// The `sink` label value.
+impl SourceMetrics {
+    /// The `source` label value.
     pub fn name(&self) -> &'static str {
         self.name
     }
 
-    /// Alerts this sink delivered, by status.
-    pub fn delivered(&self, status: AlertStatus) -> &IntCounter {
-        match status {
-            AlertStatus::Firing => &self.delivered[0],
-            AlertStatus::Resolved => &self.delivered[1],
-        }
+    /// `n` messages received.
+    pub fn messages_received(&self, n: u64) {
+        self.received.inc_by(n);
     }
 
-    /// Failed delivery attempts (each retry counts).
-    pub fn failures(&self) -> &IntCounter {
-        &self.failures
+    /// `n` events decoded.
+    pub fn events_decoded(&self, n: u64) {
+        self.decoded.inc_by(n);
     }
 
-    /// Alerts this sink dropped for `reason`.
-    pub fn dropped(&self, reason: DropReason) -> &IntCounter {
-        &self.dropped[reason.index()]
+    /// One piece of input failed for `reason` (from the registered list;
+    /// anything else counts as `other`).
+    pub fn event_failed(&self, reason: &str) {
+        self.failed.get(reason).inc();
     }
 
-    /// Alerts waiting in this sink's queue (in-flight batch excluded).
-    pub fn queue_length(&self) -> &IntGauge {
-        &self.queue_length
-    }
-
-    /// Duration of one delivery attempt.
-    pub fn send_seconds(&self) -> &Histogram {
-        &self.send_seconds
+    /// `n` pieces of input failed for `reason`.
+    pub fn events_failed(&self, reason: &str, n: u64) {
+        self.failed.get(reason).inc_by(n);
     }
 }
 
-/// One exported series: its label value and its five gauges.
-#[derive(Debug)]
-struct SeriesSlot {
-    label: String,
-    gauges: [Gauge; 5],
-}
-
-/// The opt-in per-series gauges with their cap.
-#[derive(Debug)]
-struct SeriesExport {
-    max_series: usize,
-    /// Metric names to export; empty = all.
-    names: HashSet<String>,
-    /// value, expected, lower, upper, score: one vec per quantity.
-    vecs: [GaugeVec; 5],
-    exported: IntGauge,
-    refused: IntCounter,
-    /// Exported series by fingerprint, so the hot path hashes a u64 instead
-    /// of formatting the series name.
-    slots: Mutex<HashMap<u64, SeriesSlot>>,
+/// The sink metric families, labelled `sink`; the sinks build their
+/// handles from them (`crate::alert::sink::SinkMetrics`).
+#[derive(Debug, Clone)]
+pub struct SinkFamilies {
+    /// `anomalyd_alerts_delivered_total{sink, status}`.
+    pub delivered: IntCounterVec,
+    /// `anomalyd_sink_failures_total{sink}`.
+    pub failures: IntCounterVec,
+    /// `anomalyd_alerts_dropped_total{sink, reason}`.
+    pub dropped: IntCounterVec,
+    /// `anomalyd_sink_queue_length{sink}`.
+    pub queue_length: IntGaugeVec,
+    /// `anomalyd_sink_send_seconds{sink}`.
+    pub send_seconds: HistogramVec,
 }
 
 /// All metrics of the daemon as typed handles. Build one per process (or
@@ -246,19 +189,17 @@ struct SeriesExport {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    messages_received: IntCounter,
-    events_decoded: IntCounter,
-    events_failed: ReasonCounters,
+    messages_received: IntCounterVec,
+    events_decoded: IntCounterVec,
+    events_failed: IntCounterVec,
+    /// The decoder's failure reasons, registered at 0 for every source.
+    decode_failure_reasons: Vec<&'static str>,
     events_processed: IntCounter,
     events_skipped: ReasonCounters,
     processing_seconds: Histogram,
     /// Indexed `[status][severity]`.
     alerts_emitted: [[IntCounter; 2]; 2],
-    sink_delivered: IntCounterVec,
-    sink_failures: IntCounterVec,
-    sink_dropped: IntCounterVec,
-    sink_queue_length: IntGaugeVec,
-    sink_send_seconds: HistogramVec,
+    sinks: SinkFamilies,
     series_active: IntGauge,
     series_evicted: IntCounter,
     consumer_lag: IntGaugeVec,
@@ -339,7 +280,7 @@ impl Metrics {
     pub fn new(
         registry: Registry,
         config: &MetricsConfig,
-        decode_failure_reasons: &[&str],
+        decode_failure_reasons: &[&'static str],
         skip_reasons: &[&str],
     ) -> Result<Self, MetricsError> {
         let r = &registry;
@@ -355,12 +296,6 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let failed = counter_vec(
-            r,
-            "anomalyd_events_failed_total",
-            "Messages that could not be decoded into events, by reason.",
-            &["reason"],
-        )?;
         let skipped = counter_vec(
             r,
             "anomalyd_events_skipped_total",
@@ -394,64 +329,31 @@ impl Metrics {
         r.register(Box::new(sink_send_seconds.clone()))?;
 
         let per_series = if config.per_series.enabled {
-            let v = |name: &str, help: &str| -> Result<GaugeVec, MetricsError> {
-                let g = GaugeVec::new(Opts::new(name, help), &["series"])?;
-                r.register(Box::new(g.clone()))?;
-                Ok(g)
-            };
-            Some(SeriesExport {
-                max_series: config.per_series.max_series,
-                names: config.per_series.metric_names.iter().cloned().collect(),
-                vecs: [
-                    v(
-                        "anomalyd_series_value",
-                        "Last observed value of the series (opt-in, capped).",
-                    )?,
-                    v(
-                        "anomalyd_series_expected",
-                        "The model's expected value for the last observation (opt-in, capped).",
-                    )?,
-                    v(
-                        "anomalyd_series_lower",
-                        "Lower edge of the normal band at the last observation (opt-in, capped).",
-                    )?,
-                    v(
-                        "anomalyd_series_upper",
-                        "Upper edge of the normal band at the last observation (opt-in, capped).",
-                    )?,
-                    v(
-                        "anomalyd_series_score",
-                        "Anomaly score of the last observation, in [0, 1) (opt-in, capped).",
-                    )?,
-                ],
-                exported: gauge(
-                    r,
-                    "anomalyd_series_exported",
-                    "Series currently exported by the per-series gauges.",
-                )?,
-                refused: counter(
-                    r,
-                    "anomalyd_series_export_refused_total",
-                    "Per-series gauge updates not exported because metrics.per_series.max_series was reached.",
-                )?,
-                slots: Mutex::new(HashMap::new()),
-            })
+            Some(SeriesExport::new(r, &config.per_series)?)
         } else {
             None
         };
 
         Ok(Self {
-            messages_received: counter(
+            messages_received: counter_vec(
                 r,
                 "anomalyd_messages_received_total",
-                "Messages received from the source.",
+                "Messages (Kafka messages, remote-write requests, replayed lines) received, by source.",
+                &["source"],
             )?,
-            events_decoded: counter(
+            events_decoded: counter_vec(
                 r,
                 "anomalyd_events_decoded_total",
-                "Events decoded from received messages.",
+                "Events decoded from received messages, by source.",
+                &["source"],
             )?,
-            events_failed: ReasonCounters::new(&failed, decode_failure_reasons),
+            events_failed: counter_vec(
+                r,
+                "anomalyd_events_failed_total",
+                "Input that could not be decoded into events, by source and reason.",
+                &["source", "reason"],
+            )?,
+            decode_failure_reasons: decode_failure_reasons.to_vec(),
             events_processed: counter(
                 r,
                 "anomalyd_events_processed_total",
@@ -465,31 +367,33 @@ impl Metrics {
                 processing_buckets(),
             )?,
             alerts_emitted,
-            sink_delivered: counter_vec(
-                r,
-                "anomalyd_alerts_delivered_total",
-                "Alerts a sink delivered, by sink and alert status.",
-                &["sink", "status"],
-            )?,
-            sink_failures: counter_vec(
-                r,
-                "anomalyd_sink_failures_total",
-                "Failed delivery attempts, by sink (each retry counts).",
-                &["sink"],
-            )?,
-            sink_dropped: counter_vec(
-                r,
-                "anomalyd_alerts_dropped_total",
-                "Alerts a sink gave up on, by sink and reason.",
-                &["sink", "reason"],
-            )?,
-            sink_queue_length: gauge_vec(
-                r,
-                "anomalyd_sink_queue_length",
-                "Alerts waiting in a sink's queue.",
-                &["sink"],
-            )?,
-            sink_send_seconds,
+            sinks: SinkFamilies {
+                delivered: counter_vec(
+                    r,
+                    "anomalyd_alerts_delivered_total",
+                    "Alerts a sink delivered, by sink and alert status.",
+                    &["sink", "status"],
+                )?,
+                failures: counter_vec(
+                    r,
+                    "anomalyd_sink_failures_total",
+                    "Failed delivery attempts, by sink (each retry counts).",
+                    &["sink"],
+                )?,
+                dropped: counter_vec(
+                    r,
+                    "anomalyd_alerts_dropped_total",
+                    "Alerts a sink gave up on, by sink and reason.",
+                    &["sink", "reason"],
+                )?,
+                queue_length: gauge_vec(
+                    r,
+                    "anomalyd_sink_queue_length",
+                    "Alerts waiting in a sink's queue.",
+                    &["sink"],
+                )?,
+                send_seconds: sink_send_seconds,
+            },
             series_active: gauge(r, "anomalyd_series_active", "Series with state in memory.")?,
             series_evicted: counter(
                 r,
@@ -553,25 +457,23 @@ impl Metrics {
         &self.registry
     }
 
-    /// One message received from the source.
-    pub fn message_received(&self) {
-        self.messages_received.inc();
-    }
-
-    /// `n` messages received from the source (file replay counts per batch).
-    pub fn messages_received(&self, n: u64) {
-        self.messages_received.inc_by(n);
-    }
-
-    /// `n` events decoded.
-    pub fn events_decoded(&self, n: u64) {
-        self.events_decoded.inc_by(n);
-    }
-
-    /// One message failed to decode for `reason` (from the registered list;
-    /// anything else counts as `other`).
-    pub fn event_failed(&self, reason: &str) {
-        self.events_failed.get(reason).inc();
+    /// The handles of source `name` (`kafka`, `remote_write`, `file`),
+    /// with every decode failure reason and the source's own `reasons`
+    /// registered at 0. `name` is a `'static` string from code, which keeps
+    /// the `source` label bounded.
+    pub fn source(&self, name: &'static str, reasons: &[&'static str]) -> SourceMetrics {
+        let all: Vec<&str> = self
+            .decode_failure_reasons
+            .iter()
+            .chain(reasons)
+            .copied()
+            .collect();
+        SourceMetrics {
+            name,
+            received: self.messages_received.with_label_values(&[name]),
+            decoded: self.events_decoded.with_label_values(&[name]),
+            failed: ReasonCounters::new_labelled(&self.events_failed, name, &all),
+        }
     }
 
     /// One event scored and learned, taking `elapsed`.
@@ -599,26 +501,9 @@ impl Metrics {
         self.alerts_emitted[s][v].inc();
     }
 
-    /// The handles of sink `name`, created at 0 for every status and drop
-    /// reason so they show up before the first alert. `name` is a
-    /// `'static` string from code, which keeps the `sink` label bounded.
-    pub fn sink(&self, name: &'static str) -> SinkMetrics {
-        SinkMetrics {
-            name,
-            delivered: [
-                self.sink_delivered
-                    .with_label_values(&[name, AlertStatus::Firing.as_str()]),
-                self.sink_delivered
-                    .with_label_values(&[name, AlertStatus::Resolved.as_str()]),
-            ],
-            failures: self.sink_failures.with_label_values(&[name]),
-            dropped: DropReason::ALL
-                .iter()
-                .map(|r| self.sink_dropped.with_label_values(&[name, r.as_str()]))
-                .collect(),
-            queue_length: self.sink_queue_length.with_label_values(&[name]),
-            send_seconds: self.sink_send_seconds.with_label_values(&[name]),
-        }
+    /// The sink metric families (the sinks label them with their names).
+    pub fn sink_families(&self) -> &SinkFamilies {
+        &self.sinks
     }
 
     /// Sets the number of series held in memory.
@@ -709,48 +594,16 @@ impl Metrics {
     /// Updates the per-series gauges of `series`, if they are enabled, the
     /// series' metric name is selected and the cap leaves room.
     pub fn observe_series(&self, series: &SeriesKey, sample: &SeriesSample) {
-        let Some(px) = &self.per_series else { return };
-        if !px.names.is_empty() && !px.names.contains(series.name()) {
-            return;
-        }
-        let fp = series.fingerprint();
-        let mut slots = px.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let slot = match slots.get(&fp) {
-            Some(slot) => slot,
-            None if slots.len() < px.max_series => {
-                let label = series.to_string();
-                let gauges = [0, 1, 2, 3, 4].map(|i| px.vecs[i].with_label_values(&[&label]));
-                px.exported.inc();
-                slots.entry(fp).or_insert(SeriesSlot { label, gauges })
-            }
-            None => {
-                px.refused.inc();
-                return;
-            }
-        };
-        let values = [
-            sample.value,
-            sample.expected,
-            sample.lower,
-            sample.upper,
-            sample.score,
-        ];
-        for (g, v) in slot.gauges.iter().zip(values) {
-            g.set(v);
+        if let Some(px) = &self.per_series {
+            px.observe(series, sample);
         }
     }
 
     /// Removes the per-series gauges of an evicted series and frees its
     /// slot.
     pub fn forget_series(&self, series: &SeriesKey) {
-        let Some(px) = &self.per_series else { return };
-        let mut slots = px.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = slots.remove(&series.fingerprint()) {
-            for v in &px.vecs {
-                // Err only if already absent, which the slot map rules out.
-                let _ = v.remove_label_values(&[&slot.label]);
-            }
-            px.exported.dec();
+        if let Some(px) = &self.per_series {
+            px.forget(series);
         }
     }
 
@@ -777,9 +630,12 @@ mod tests {
     #[test]
     fn families_are_registered_with_help_and_type() {
         let m = metrics(&MetricsConfig::default());
-        let _ = m.sink("webhook");
-        m.event_failed("bad_json");
-        m.event_failed("never_registered");
+        let sinks = m.sink_families();
+        sinks.dropped.with_label_values(&["webhook", "queue_full"]);
+        sinks.queue_length.with_label_values(&["webhook"]);
+        let src = m.source("kafka", &["stale"]);
+        src.event_failed("bad_json");
+        src.event_failed("never_registered");
         m.alert_emitted(AlertStatus::Firing, Severity::Critical);
         let text = m.render().unwrap();
         for (name, kind) in [
@@ -801,9 +657,17 @@ mod tests {
             "anomalyd_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")
         )));
-        assert!(text.contains("anomalyd_events_failed_total{reason=\"bad_json\"} 1\n"));
-        assert!(text.contains("anomalyd_events_failed_total{reason=\"missing_field\"} 0\n"));
-        assert!(text.contains("anomalyd_events_failed_total{reason=\"other\"} 1\n"));
+        for (reason, n) in [
+            ("bad_json", 1),
+            ("missing_field", 0),
+            ("stale", 0),
+            ("other", 1),
+        ] {
+            let line = format!(
+                "anomalyd_events_failed_total{{reason=\"{reason}\",source=\"kafka\"}} {n}\n"
+            );
+            assert!(text.contains(&line), "{line}{text}");
+        }
         assert!(
             text.contains(
                 "anomalyd_alerts_dropped_total{reason=\"queue_full\",sink=\"webhook\"} 0\n"
@@ -823,65 +687,6 @@ mod tests {
         let r = Registry::new();
         let _a = Metrics::new(r.clone(), &MetricsConfig::default(), &[], &[]).unwrap();
         assert!(Metrics::new(r, &MetricsConfig::default(), &[], &[]).is_err());
-    }
-
-    #[test]
-    fn per_series_cap_is_honoured_and_slots_free_on_eviction() {
-        let mut cfg = MetricsConfig::default();
-        cfg.per_series.enabled = true;
-        cfg.per_series.max_series = 2;
-        let m = metrics(&cfg);
-        let s = SeriesSample {
-            value: 1.0,
-            expected: 2.0,
-            lower: 0.5,
-            upper: 3.5,
-            score: 0.25,
-        };
-        let keys: Vec<SeriesKey> = (0..3)
-            .map(|i| SeriesKey::new("cpu", [("host", format!("h{i}"))]))
-            .collect();
-        for k in &keys {
-            m.observe_series(k, &s);
-        }
-        m.observe_series(&keys[0], &SeriesSample { value: 7.0, ..s });
-        let text = m.render().unwrap();
-        assert!(
-            text.contains("anomalyd_series_value{series=\"cpu{host=\\\"h0\\\"}\"} 7\n"),
-            "{text}"
-        );
-        assert!(text.contains("anomalyd_series_score{series=\"cpu{host=\\\"h1\\\"}\"} 0.25\n"));
-        assert!(!text.contains("h2"), "third series is beyond the cap");
-        assert!(text.contains("anomalyd_series_exported 2\n"));
-        assert!(text.contains("anomalyd_series_export_refused_total 1\n"));
-
-        m.forget_series(&keys[0]);
-        m.observe_series(&keys[2], &s);
-        let text = m.render().unwrap();
-        assert!(!text.contains("h0"));
-        assert!(text.contains("h2"));
-        assert!(text.contains("anomalyd_series_exported 2\n"));
-    }
-
-    #[test]
-    fn per_series_name_filter_selects_metric_names() {
-        let mut cfg = MetricsConfig::default();
-        cfg.per_series.enabled = true;
-        cfg.per_series.metric_names = vec!["mem".to_owned()];
-        let m = metrics(&cfg);
-        let s = SeriesSample {
-            value: 1.0,
-            expected: 1.0,
-            lower: 0.0,
-            upper: 2.0,
-            score: 0.0,
-        };
-        m.observe_series(&SeriesKey::from_name("cpu"), &s);
-        m.observe_series(&SeriesKey::from_name("mem"), &s);
-        let text = m.render().unwrap();
-        assert!(text.contains("anomalyd_series_value{series=\"mem\"} 1\n"));
-        assert!(!text.contains("series=\"cpu\""));
-        assert!(text.contains("anomalyd_series_export_refused_total 0\n"));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod series;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -146,17 +147,23 @@ impl RateLimit {
     /// `Some(n)` when a line may be written now, `n` being how many were
     /// suppressed since the last one; `None` when this one must be skipped.
     pub fn allow(&self) -> Option<u64> {
-        self.allow_at(Instant::now())
+        self.allow_at(Instant::now(), 1)
     }
 
-    /// [`RateLimit::allow`] at a given instant (for tests).
-    pub fn allow_at(&self, now: Instant) -> Option<u64> {
+    /// [`RateLimit::allow`] for a line that stands for `n` occurrences
+    /// (held back, all `n` are counted).
+    pub fn allow_n(&self, n: u64) -> Option<u64> {
+        self.allow_at(Instant::now(), n)
+    }
+
+    /// [`RateLimit::allow_n`] at a given instant (for tests).
+    pub fn allow_at(&self, now: Instant, n: u64) -> Option<u64> {
         // A poisoned lock only means another thread panicked mid-update of
         // two plain numbers; the values are still usable.
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match st.0 {
             Some(last) if now.saturating_duration_since(last) < self.interval => {
-                st.1 += 1;
+                st.1 += n;
                 None
             }
             _ => {
@@ -215,10 +222,10 @@ mod tests {
     fn rate_limit_lets_one_line_per_interval_and_counts_the_rest() {
         let rl = RateLimit::new(Duration::from_secs(10));
         let t0 = Instant::now();
-        assert_eq!(rl.allow_at(t0), Some(0));
-        assert_eq!(rl.allow_at(t0 + Duration::from_secs(1)), None);
-        assert_eq!(rl.allow_at(t0 + Duration::from_secs(9)), None);
-        assert_eq!(rl.allow_at(t0 + Duration::from_secs(10)), Some(2));
-        assert_eq!(rl.allow_at(t0 + Duration::from_secs(11)), None);
+        assert_eq!(rl.allow_at(t0, 1), Some(0));
+        assert_eq!(rl.allow_at(t0 + Duration::from_secs(1), 1), None);
+        assert_eq!(rl.allow_at(t0 + Duration::from_secs(9), 3), None);
+        assert_eq!(rl.allow_at(t0 + Duration::from_secs(10), 1), Some(4));
+        assert_eq!(rl.allow_at(t0 + Duration::from_secs(11), 1), None);
     }
 }

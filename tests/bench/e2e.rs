@@ -55,6 +55,11 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+#[path = "proc_stats.rs"]
+mod proc_stats;
+
+use proc_stats::{cpu_seconds, peak_rss};
+
 type Fail = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, Fail>;
 
@@ -299,29 +304,6 @@ fn main() {
 }
 
 // ---------------------------------------------------------------- process
-
-/// User + system CPU seconds of this process so far. `/proc/self/stat`
-/// counts in clock ticks of 1/100 s on Linux (`getconf CLK_TCK`).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which may hold spaces), from field 3.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-/// Peak resident set size of this process (`VmHWM`), bytes.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
 
 fn runtime() -> Res<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -16,7 +16,6 @@
 //! 1,000,000 series within 1 GiB RSS. `ANOMALYD_BENCH_STATE_SERIES` takes a
 //! comma-separated list of series counts instead of the default two.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,14 +24,15 @@ use anomalyd::alert::Alert;
 use anomalyd::alert::lifecycle::{AlertRule, AlertRuleConfig, Lifecycle};
 use anomalyd::detector::{Detector, DetectorConfig, DetectorState};
 use anomalyd::event::{Event, SeriesKey};
-use anomalyd::pipeline::{
-    AlertHandoff, BarrierKind, Core, Pipeline, PipelineConfig, SnapshotRecord, SourcePartition,
+use anomalyd::pipeline::{AlertHandoff, BarrierKind, Core, Pipeline, PipelineConfig};
+use anomalyd::state::{
+    PartitionName, PartitionSnapshot, SnapshotRecord, SourcePartition, StateStore, dir::DirStore,
+    encode_series,
 };
-use anomalyd::state::{StateStore, dir::DirStore, encode_series};
 use anomalyd::telemetry::metrics::{Metrics, MetricsConfig};
 
 const PART: SourcePartition = SourcePartition {
-    topic: 0,
+    stream: 0,
     partition: 0,
 };
 
@@ -132,21 +132,24 @@ fn snapshot_restore(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = DirStore::new(dir.path(), d.model_hash(), Duration::from_secs(30)).expect("store");
     let t = Instant::now();
+    let name = PartitionName {
+        stream: "metrics".into(),
+        partition: 0,
+    };
     store
-        .save(
-            &["metrics".to_string()],
-            &[PART],
-            &BTreeMap::from([(PART, n as i64)]),
+        .save(&[PartitionSnapshot {
+            name: name.clone(),
+            position: n as i64,
             records,
-        )
+        }])
         .expect("save");
     let write = t.elapsed();
-    let file_bytes = std::fs::metadata(store.path("metrics", 0))
+    let file_bytes = std::fs::metadata(store.path(&name))
         .expect("snapshot file")
         .len();
 
     let t = Instant::now();
-    let loaded = store.load("metrics", 0).expect("load").expect("a snapshot");
+    let loaded = store.load(&name).expect("load").expect("a snapshot");
     let load = t.elapsed();
     assert_eq!(loaded.series.len(), n);
 

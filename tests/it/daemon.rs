@@ -198,17 +198,18 @@ fn bad_messages_are_counted_by_reason_and_skipped_without_stalling() {
         let (_, text) = support::get(&url).await;
         for (reason, _) in &bad {
             let want = bad.iter().filter(|(r, _)| r == reason).count() as f64;
-            let sel = format!("anomalyd_events_failed_total{{reason=\"{reason}\"}}");
+            let sel =
+                format!("anomalyd_events_failed_total{{reason=\"{reason}\",source=\"kafka\"}}");
             assert_eq!(
                 support::metric_value(&text, &sel),
                 Some(want),
                 "{sel} in\n{text}"
             );
         }
-        let sel = "anomalyd_events_failed_total{reason=\"empty\"}";
+        let sel = "anomalyd_events_failed_total{reason=\"empty\",source=\"kafka\"}";
         assert_eq!(support::metric_value(&text, sel), Some(1.0), "{sel}");
         assert_eq!(
-            support::metric_value(&text, "anomalyd_messages_received_total"),
+            support::metric_value(&text, "anomalyd_messages_received_total{source=\"kafka\"}"),
             Some(total as f64)
         );
         running.shutdown();
@@ -270,6 +271,9 @@ fn metrics_endpoint_serves_every_documented_name_and_readiness() {
         let mut config = support::config(&bootstrap, "scrape", "metrics");
         // The opt-in per-series gauges are documented too.
         config.metrics.per_series.enabled = true;
+        // So are the remote-write receiver's, beside Kafka.
+        config.sources.remote_write.enabled = true;
+        config.sources.remote_write.listen_addr = "127.0.0.1:0".into();
         let running = app::start(config).await.expect("start");
         let base = format!("http://{}", running.metrics_addr);
         let p = TestProducer::new(&bootstrap);

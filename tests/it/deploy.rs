@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::config::load::{Config, ENV_PREFIX, ENV_SEPARATOR};
 use anomalyd::event::SeriesKey;
 use anomalyd::telemetry::http::{self, HttpState, Readiness};
@@ -664,8 +665,8 @@ struct Exposition {
 
 impl Exposition {
     /// Builds `Metrics` as the daemon does (with the opt-in per-series
-    /// gauges on and every sink registered, so every family and label
-    /// shows) and parses what it renders.
+    /// gauges on and every sink and source registered, so every family and
+    /// label shows) and parses what it renders.
     fn new() -> Self {
         let config = MetricsConfig {
             per_series: anomalyd::telemetry::metrics::PerSeriesConfig {
@@ -687,8 +688,10 @@ impl Exposition {
             anomalyd::alert::sink::alertmanager::NAME,
             anomalyd::alert::sink::kafka::NAME,
         ] {
-            let _ = m.sink(name);
+            let _ = SinkMetrics::new(&m, name);
         }
+        let _ = m.source(anomalyd::source::kafka::NAME, &[]);
+        let _ = anomalyd::source::remote_write::ReceiverMetrics::new(&m).expect("receiver metrics");
         m.set_consumer_lag("metrics", 0, 1);
         let sample = SeriesSample {
             value: 1.0,

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::sink::alertmanager::{AlertmanagerSink, AlertmanagerSinkConfig, NAME};
 use anomalyd::alert::sink::{RetryConfig, SinkHandle};
 use anomalyd::alert::{AlertStatus, Severity};
@@ -146,8 +147,14 @@ async fn firing_shows_up_active_is_resent_and_resolution_ends_it() {
     cfg.validate("sinks.alertmanager", &mut p);
     assert!(p.is_empty(), "{p}");
     let m = metrics();
-    let sink = AlertmanagerSink::new(&cfg, "sinks.alertmanager", &|_| None, m.sink(NAME)).unwrap();
-    let h = SinkHandle::spawn(sink, cfg.options(), m.sink(NAME));
+    let sink = AlertmanagerSink::new(
+        &cfg,
+        "sinks.alertmanager",
+        &|_| None,
+        SinkMetrics::new(&m, NAME),
+    )
+    .unwrap();
+    let h = SinkHandle::spawn(sink, cfg.options(), SinkMetrics::new(&m, NAME));
 
     let now = Utc::now();
     let mut a = firing("c1f6d4cd4f8464c4", "web-1", 0.97);
@@ -214,7 +221,7 @@ async fn firing_shows_up_active_is_resent_and_resolution_ends_it() {
     .await;
 
     assert!(h.flush(Instant::now() + WAIT).await);
-    let s = m.sink(NAME);
+    let s = SinkMetrics::new(&m, NAME);
     assert_eq!(s.delivered(AlertStatus::Firing).get(), 1);
     assert_eq!(s.delivered(AlertStatus::Resolved).get(), 1);
     let stats = h.shutdown(Instant::now() + WAIT).await;

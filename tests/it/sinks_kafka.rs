@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anomalyd::alert::sink::SinkHandle;
+use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::sink::kafka::{KafkaSink, KafkaSinkConfig, NAME};
 use anomalyd::alert::{Alert, AlertStatus};
 use rdkafka::ClientConfig;
@@ -35,7 +36,7 @@ async fn alerts_arrive_keyed_by_fingerprint_as_alert_json() {
     assert!(p.is_empty(), "{p}");
     let m = metrics();
     let sink = KafkaSink::new(&cfg, "sinks.kafka", &|_| None).expect("producer");
-    let h = SinkHandle::spawn(sink, cfg.options(), m.sink(NAME));
+    let h = SinkHandle::spawn(sink, cfg.options(), SinkMetrics::new(&m, NAME));
 
     let a = firing("c1f6d4cd4f8464c4", "web-1", 0.97);
     let b = firing("00000000000000ff", "web-2", 12.5);
@@ -46,8 +47,18 @@ async fn alerts_arrive_keyed_by_fingerprint_as_alert_json() {
     assert!(h.flush(Instant::now() + WAIT).await, "delivered in time");
     let stats = h.stats();
     assert_eq!((stats.delivered, stats.dropped), (3, 0), "{stats:?}");
-    assert_eq!(m.sink(NAME).delivered(AlertStatus::Firing).get(), 2);
-    assert_eq!(m.sink(NAME).delivered(AlertStatus::Resolved).get(), 1);
+    assert_eq!(
+        SinkMetrics::new(&m, NAME)
+            .delivered(AlertStatus::Firing)
+            .get(),
+        2
+    );
+    assert_eq!(
+        SinkMetrics::new(&m, NAME)
+            .delivered(AlertStatus::Resolved)
+            .get(),
+        1
+    );
 
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", mock.bootstrap_servers())

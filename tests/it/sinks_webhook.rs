@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::sink::webhook::{WebhookSink, WebhookSinkConfig};
 use anomalyd::alert::sink::{
     AlertSink, DropReason, RetryConfig, SinkError, SinkHandle, SinkOptions, Sinks,
@@ -110,7 +111,7 @@ async fn token_file_header_arrives_and_body_matches_schema() {
         !format!("{sink:?}").contains("tok-123"),
         "token must not print"
     );
-    let h = SinkHandle::spawn(sink, cfg.options(), m.sink("webhook"));
+    let h = SinkHandle::spawn(sink, cfg.options(), SinkMetrics::new(&m, "webhook"));
 
     let a = firing("c1f6d4cd4f8464c4", "web-1", 0.97);
     let b = resolved(&a, "2024-05-01T12:05:00Z");
@@ -154,7 +155,7 @@ async fn token_file_header_arrives_and_body_matches_schema() {
     assert_eq!(back, [a, b]);
 
     assert!(h.flush(Instant::now() + WAIT).await);
-    let s = m.sink("webhook");
+    let s = SinkMetrics::new(&m, "webhook");
     assert_eq!(s.delivered(AlertStatus::Firing).get(), 1);
     assert_eq!(s.delivered(AlertStatus::Resolved).get(), 1);
     let stats = h.shutdown(Instant::now() + WAIT).await;
@@ -173,7 +174,7 @@ async fn token_env_header_arrives_with_scheme() {
     let h = SinkHandle::spawn(
         WebhookSink::new(&cfg, "sinks.webhook", &env).unwrap(),
         cfg.options(),
-        metrics().sink("webhook"),
+        SinkMetrics::new(&metrics(), "webhook"),
     );
     h.submit(firing("01", "a", 1.0));
     poll_until("the alert", WAIT, || async { r.alerts().len() == 1 }).await;
@@ -200,7 +201,7 @@ async fn receiver_failing_three_times_gets_the_alert_after_retries() {
     let h = SinkHandle::spawn(
         WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
         cfg.options(),
-        m.sink("webhook"),
+        SinkMetrics::new(&m, "webhook"),
     );
     h.submit(firing("01", "a", 1.0));
     assert!(
@@ -209,7 +210,7 @@ async fn receiver_failing_three_times_gets_the_alert_after_retries() {
     );
     assert_eq!(r.alerts().len(), 1);
     assert_eq!(r.hits.load(Ordering::SeqCst), 4);
-    let s = m.sink("webhook");
+    let s = SinkMetrics::new(&m, "webhook");
     assert_eq!(s.failures().get(), 3);
     assert_eq!(s.delivered(AlertStatus::Firing).get(), 1);
     assert_eq!(h.stats().dropped, 0);
@@ -230,11 +231,11 @@ async fn receiver_rejecting_with_4xx_drops_without_retry() {
     let h = SinkHandle::spawn(
         WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
         cfg.options(),
-        m.sink("webhook"),
+        SinkMetrics::new(&m, "webhook"),
     );
     h.submit(firing("01", "a", 1.0));
     assert!(h.flush(Instant::now() + WAIT).await);
-    let s = m.sink("webhook");
+    let s = SinkMetrics::new(&m, "webhook");
     assert_eq!(s.dropped(DropReason::Rejected).get(), 1);
     assert_eq!(s.failures().get(), 1);
 }
@@ -248,7 +249,7 @@ async fn receiver_down_keeps_the_queue_bounded_and_counts_every_drop() {
     let h = SinkHandle::spawn(
         WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
         cfg.options(),
-        m.sink("webhook"),
+        SinkMetrics::new(&m, "webhook"),
     );
     for i in 0..50 {
         h.submit(firing(&format!("{i:016x}"), &format!("h{i}"), f64::from(i)));
@@ -263,7 +264,7 @@ async fn receiver_down_keeps_the_queue_bounded_and_counts_every_drop() {
         "{s:?}"
     );
     assert!(s.dropped >= 50 - 4 - 1, "{s:?}");
-    let sm = m.sink("webhook");
+    let sm = SinkMetrics::new(&m, "webhook");
     assert_eq!(sm.dropped(DropReason::QueueFull).get(), s.dropped);
     assert!(sm.queue_length().get() <= 4);
     // It keeps trying (and failing) meanwhile.
@@ -324,12 +325,12 @@ async fn a_stuck_sink_does_not_stall_another_sink_or_the_submitter() {
             max_batch_alerts: 10,
             ..SinkOptions::default()
         },
-        m.sink("gated"),
+        SinkMetrics::new(&m, "gated"),
     );
     let fast = SinkHandle::spawn(
         WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),
         cfg.options(),
-        m.sink("webhook"),
+        SinkMetrics::new(&m, "webhook"),
     );
     let sinks = Sinks::from_handles(vec![slow, fast]);
     for i in 0..3 {
@@ -380,5 +381,10 @@ async fn sinks_start_runs_every_enabled_sink() {
     assert_eq!(r.alerts().len(), 1);
     let end = sinks.shutdown(Instant::now() + WAIT).await;
     assert!(end.iter().all(|s| s.delivered == 1), "{end:?}");
-    assert_eq!(m.sink("log").delivered(AlertStatus::Firing).get(), 1);
+    assert_eq!(
+        SinkMetrics::new(&m, "log")
+            .delivered(AlertStatus::Firing)
+            .get(),
+        1
+    );
 }

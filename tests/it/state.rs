@@ -10,7 +10,6 @@
 //! a series that learned an event twice, or skipped one, or restarted from
 //! scratch, predicts something else.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -24,10 +23,11 @@ use anomalyd::config::load::Config;
 use anomalyd::decode::Decoder;
 use anomalyd::detector::{Decision, Detector, DetectorState};
 use anomalyd::event::{Event, SeriesKey};
-use anomalyd::pipeline::{
-    AlertHandoff, BarrierKind, Core, Pipeline, PipelineConfig, SnapshotRecord, SourcePartition,
+use anomalyd::pipeline::{AlertHandoff, BarrierKind, Core, Pipeline, PipelineConfig};
+use anomalyd::state::{
+    PartitionName, PartitionSnapshot, SnapshotRecord, SourcePartition, StateStore, StoreKind,
+    dir::DirStore,
 };
-use anomalyd::state::{StateStore, StoreKind, dir::DirStore};
 use anomalyd::telemetry::metrics::{Metrics, MetricsConfig};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -232,9 +232,17 @@ fn decode(decoder: &Decoder, payload: &[u8]) -> Event {
     events.pop().unwrap()
 }
 
+/// The durable name of partition `partition` of the `metrics` topic.
+fn name(partition: i32) -> PartitionName {
+    PartitionName {
+        stream: "metrics".into(),
+        partition,
+    }
+}
+
 fn part(partition: i32) -> SourcePartition {
     SourcePartition {
-        topic: 0,
+        stream: 0,
         partition,
     }
 }
@@ -1009,15 +1017,14 @@ fn write_snapshots(config: &Config, stream: &Stream, oracle: &Oracle, offset: i6
         Duration::from_secs(1),
     )
     .unwrap();
-    let partitions: Vec<SourcePartition> = (0..stream.partitions).map(part).collect();
-    let positions: BTreeMap<SourcePartition, i64> =
-        partitions.iter().map(|&p| (p, offset)).collect();
-    let records = (0..stream.partitions)
-        .flat_map(|p| oracle.records(stream, p))
+    let snapshots: Vec<PartitionSnapshot> = (0..stream.partitions)
+        .map(|p| PartitionSnapshot {
+            name: name(p),
+            position: offset,
+            records: oracle.records(stream, p),
+        })
         .collect();
-    store
-        .save(&["metrics".into()], &partitions, &positions, records)
-        .unwrap();
+    store.save(&snapshots).unwrap();
     store
 }
 
@@ -1063,7 +1070,7 @@ async fn damaged_or_foreign_snapshots_are_named_in_the_log_and_their_series_rele
 
     // Partition 0: one flipped byte in a record. 1: cut in half. 2: a
     // future schema version. 3: intact.
-    let path = |p: i32| store.path("metrics", p);
+    let path = |p: i32| store.path(&name(p));
     let mut bytes = std::fs::read(path(0)).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
@@ -1160,7 +1167,7 @@ async fn damaged_or_foreign_snapshots_are_named_in_the_log_and_their_series_rele
         let bytes = std::fs::read(path(p)).unwrap();
         let what = path(p).display().to_string();
         let loaded = anomalyd::state::dir::parse(&bytes, &what, store_hash(&config)).unwrap();
-        assert_eq!(loaded.offset, per_partition(N), "{what}");
+        assert_eq!(loaded.position, per_partition(N), "{what}");
         assert_eq!(loaded.series.len(), 2, "{what}");
     }
 }
@@ -1659,11 +1666,9 @@ async fn changelog_load_keeps_only_what_a_marker_confirmed() {
     };
 
     // Nothing written yet.
-    blocking(Box::new(|s| {
-        assert!(s.load("metrics", 0).unwrap().is_none())
-    }))
-    .await
-    .unwrap();
+    blocking(Box::new(|s| assert!(s.load(&name(0)).unwrap().is_none())))
+        .await
+        .unwrap();
 
     // A save of s0 (partition 0) at offset 10, then a record of s1 with no
     // marker after it (a save that died half-way).
@@ -1675,9 +1680,12 @@ async fn changelog_load_keeps_only_what_a_marker_confirmed() {
     let want = oracle.series[0].state.clone();
     let p = TestProducer::new(&bootstrap);
     blocking(Box::new(move |s| {
-        let positions = BTreeMap::from([(part(0), 10)]);
-        s.save(&["metrics".into()], &[part(0)], &positions, s0)
-            .unwrap();
+        s.save(&[PartitionSnapshot {
+            name: name(0),
+            position: 10,
+            records: s0,
+        }])
+        .unwrap();
     }))
     .await
     .unwrap();
@@ -1693,8 +1701,8 @@ async fn changelog_load_keeps_only_what_a_marker_confirmed() {
     );
     p.flush();
     blocking(Box::new(move |s| {
-        let loaded = s.load("metrics", 0).unwrap().unwrap();
-        assert_eq!(loaded.offset, 10);
+        let loaded = s.load(&name(0)).unwrap().unwrap();
+        assert_eq!(loaded.position, 10);
         assert_eq!(loaded.series.len(), 1, "the unconfirmed record is ignored");
         assert_eq!(loaded.series[0].key, s0k);
         assert_ne!(loaded.series[0].key, s1k);
@@ -1705,7 +1713,7 @@ async fn changelog_load_keeps_only_what_a_marker_confirmed() {
 
     // Input partition 1 has no changelog partition: a plain message.
     blocking(Box::new(|s| {
-        let e = s.load("metrics", 1).unwrap_err().to_string();
+        let e = s.load(&name(1)).unwrap_err().to_string();
         assert!(
             e.contains("has 1 partition(s), input partition 1 needs at least 2"),
             "{e}"

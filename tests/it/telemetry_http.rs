@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anomalyd::alert::sink::DropReason;
+use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::{AlertStatus, Severity};
 use anomalyd::event::SeriesKey;
 use anomalyd::telemetry::http::{self, HttpState, Readiness};
@@ -57,13 +58,14 @@ fn busy_metrics() -> Arc<Metrics> {
         &["non_finite", "out_of_order"],
     )
     .unwrap();
-    m.message_received();
-    m.events_decoded(3);
-    m.event_failed("invalid_json");
+    let src = m.source("kafka", &[]);
+    src.messages_received(1);
+    src.events_decoded(3);
+    src.event_failed("invalid_json");
     m.event_processed(Duration::from_micros(40));
     m.event_skipped("non_finite");
     m.alert_emitted(AlertStatus::Firing, Severity::Warning);
-    let s = m.sink("webhook");
+    let s = SinkMetrics::new(&m, "webhook");
     s.delivered(AlertStatus::Firing).inc();
     s.dropped(DropReason::QueueFull).inc();
     s.failures().inc();

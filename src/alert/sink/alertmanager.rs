@@ -36,6 +36,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use super::SinkMetrics;
 use super::secret::AuthConfig;
 use super::{
     AlertSink, DropReason, RetryConfig, SinkBuildError, SinkError, SinkOptions, http_client,
@@ -44,7 +45,6 @@ use super::{
 use crate::alert::{Alert, AlertStatus, Reason};
 use crate::config::Problems;
 use crate::telemetry::RateLimit;
-use crate::telemetry::metrics::SinkMetrics;
 
 /// The `sink` label of this sink.
 pub const NAME: &str = "alertmanager";
@@ -538,7 +538,13 @@ mod tests {
 
     fn sink(cfg: &AlertmanagerSinkConfig) -> (AlertmanagerSink, Metrics) {
         let m = Metrics::new(Registry::new(), &MetricsConfig::default(), &[], &[]).unwrap();
-        let s = AlertmanagerSink::new(cfg, "sinks.alertmanager", &|_| None, m.sink(NAME)).unwrap();
+        let s = AlertmanagerSink::new(
+            cfg,
+            "sinks.alertmanager",
+            &|_| None,
+            SinkMetrics::new(&m, NAME),
+        )
+        .unwrap();
         (s, m)
     }
 
@@ -646,7 +652,12 @@ mod tests {
         let (body, _) = s.prepare(&batch, now());
         assert_eq!(body.len(), 3, "all are sent once");
         assert_eq!(s.active_len(), 2);
-        assert_eq!(m.sink(NAME).dropped(DropReason::ResendCapacity).get(), 1);
+        assert_eq!(
+            SinkMetrics::new(&m, NAME)
+                .dropped(DropReason::ResendCapacity)
+                .get(),
+            1
+        );
     }
 
     #[test]

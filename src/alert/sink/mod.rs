@@ -21,6 +21,7 @@
 pub mod alertmanager;
 pub mod kafka;
 pub mod log;
+mod metrics;
 mod queue;
 mod runner;
 pub mod secret;
@@ -31,6 +32,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use metrics::SinkMetrics;
 pub use runner::{SinkHandle, SinkOptions, SinkStats, Sinks};
 
 use crate::alert::Alert;
@@ -360,7 +362,7 @@ impl Sinks {
             handles.push(SinkHandle::spawn(
                 sink,
                 config.log.options(),
-                metrics.sink(log::NAME),
+                SinkMetrics::new(metrics, log::NAME),
             ));
         }
         if config.webhook.enabled {
@@ -369,12 +371,12 @@ impl Sinks {
             handles.push(SinkHandle::spawn(
                 sink,
                 c.options(),
-                metrics.sink(webhook::NAME),
+                SinkMetrics::new(metrics, webhook::NAME),
             ));
         }
         if config.alertmanager.enabled {
             let c = &config.alertmanager;
-            let m = metrics.sink(alertmanager::NAME);
+            let m = SinkMetrics::new(metrics, alertmanager::NAME);
             let sink = alertmanager::AlertmanagerSink::new(
                 c,
                 &format!("{prefix}.alertmanager"),
@@ -389,7 +391,7 @@ impl Sinks {
             handles.push(SinkHandle::spawn(
                 sink,
                 c.options(),
-                metrics.sink(kafka::NAME),
+                SinkMetrics::new(metrics, kafka::NAME),
             ));
         }
         Ok(Sinks::from_handles(handles))

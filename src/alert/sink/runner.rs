@@ -15,11 +15,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::SinkMetrics;
 use super::queue::AlertQueue;
 use super::{AlertSink, DropReason, RetryConfig};
 use crate::alert::Alert;
 use crate::telemetry::RateLimit;
-use crate::telemetry::metrics::SinkMetrics;
 
 /// Queue and retry settings of one running sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -585,13 +585,13 @@ mod tests {
                 got: Mutex::new(vec![]),
             },
             opts(0),
-            m.sink("flaky"),
+            SinkMetrics::new(&m, "flaky"),
         );
         h.submit(alert("a", AlertStatus::Firing, 1.0));
         assert!(h.flush(Instant::now() + Duration::from_secs(60)).await);
         let s = h.stats();
         assert_eq!((s.submitted, s.delivered, s.dropped), (1, 1, 0));
-        let sm = m.sink("flaky");
+        let sm = SinkMetrics::new(&m, "flaky");
         assert_eq!(sm.failures().get(), 3);
         assert_eq!(sm.delivered(AlertStatus::Firing).get(), 1);
         h.shutdown(Instant::now() + Duration::from_secs(1)).await;
@@ -607,16 +607,18 @@ mod tests {
                 got: Mutex::new(vec![]),
             },
             opts(3),
-            m.sink("flaky"),
+            SinkMetrics::new(&m, "flaky"),
         );
         h.submit(alert("a", AlertStatus::Firing, 1.0));
         assert!(h.flush(Instant::now() + Duration::from_secs(60)).await);
         assert_eq!(h.stats().dropped, 1);
         assert_eq!(
-            m.sink("flaky").dropped(DropReason::RetriesExhausted).get(),
+            SinkMetrics::new(&m, "flaky")
+                .dropped(DropReason::RetriesExhausted)
+                .get(),
             1
         );
-        assert_eq!(m.sink("flaky").failures().get(), 3);
+        assert_eq!(SinkMetrics::new(&m, "flaky").failures().get(), 3);
     }
 
     #[tokio::test]
@@ -629,7 +631,7 @@ mod tests {
                 got: Mutex::new(vec![]),
             },
             opts(0),
-            m.sink("flaky"),
+            SinkMetrics::new(&m, "flaky"),
         );
         for i in 0..20 {
             h.submit(alert(&format!("s{i}"), AlertStatus::Firing, f64::from(i)));
@@ -639,7 +641,7 @@ mod tests {
         assert_eq!(s.delivered, 0);
         assert_eq!(s.dropped, 20);
         assert_eq!((s.queued, s.in_flight), (0, 0));
-        let sm = m.sink("flaky");
+        let sm = SinkMetrics::new(&m, "flaky");
         assert_eq!(
             sm.dropped(DropReason::QueueFull).get() + sm.dropped(DropReason::Shutdown).get(),
             20

@@ -1,0 +1,200 @@
+//! A real Prometheus (Debian's 2.42) sending to anomalyd over remote-write,
+//! as a user would set it up: prometheus.yml scrapes a target and has a
+//! `remote_write` to the daemon, which runs without Kafka. The target's
+//! value is the test's to set; after it jumps, an alert arrives at a
+//! webhook, and Prometheus reports that no sample failed to send.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anomalyd::app;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+
+use crate::remote_write::{Hook, config, with_webhook};
+use crate::support::{self, free_port, metric_sum, poll_some, poll_until};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// The Prometheus binary: `$ANOMALYD_TEST_PROMETHEUS`, else Debian's.
+fn prometheus_bin() -> PathBuf {
+    let p = std::env::var_os("ANOMALYD_TEST_PROMETHEUS")
+        .map_or_else(|| PathBuf::from("/usr/bin/prometheus"), PathBuf::from);
+    assert!(
+        p.exists(),
+        "{} not found: this test runs a real Prometheus. Install it with \
+         `apt-get install prometheus` (CI installs it), or set ANOMALYD_TEST_PROMETHEUS.",
+        p.display()
+    );
+    p
+}
+
+/// A Prometheus process, killed when dropped (also when the test fails).
+struct Prometheus {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// The scrape target: one gauge, flat at the value the test sets plus a
+/// small deterministic wobble per scrape.
+#[derive(Clone, Default)]
+struct Target {
+    base: Arc<AtomicU64>,
+    scrapes: Arc<AtomicU64>,
+}
+
+impl Target {
+    fn set(&self, v: f64) {
+        self.base.store(v.to_bits(), Ordering::SeqCst);
+    }
+
+    async fn serve(self) -> std::net::SocketAddr {
+        async fn metrics(State(t): State<Target>) -> String {
+            let n = t.scrapes.fetch_add(1, Ordering::SeqCst);
+            let wobble = [0.0, 0.03, -0.02, 0.01, -0.03, 0.02][(n % 6) as usize];
+            let v = f64::from_bits(t.base.load(Ordering::SeqCst)) + wobble;
+            format!(
+                "# HELP room_temperature_celsius Temperature.\n\
+                 # TYPE room_temperature_celsius gauge\n\
+                 room_temperature_celsius{{room=\"lab\"}} {v}\n"
+            )
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(self);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_remote_writes_and_a_jump_alerts() {
+    let bin = prometheus_bin();
+    let (hook, url) = Hook::start().await;
+    let mut c = config();
+    c.detector.threshold.warmup_events = 20;
+    with_webhook(&mut c, url);
+    let running = app::start(c).await.expect("start anomalyd");
+    let rw_addr = running.source_addr("remote_write").unwrap();
+
+    let target = Target::default();
+    target.set(20.0);
+    let target_addr = target.clone().serve().await;
+
+    // The three lines a user adds are the `remote_write` entry; the queue
+    // settings only make a test of seconds send at once.
+    let tmp = tempfile::tempdir().unwrap();
+    let yml = format!(
+        "global:\n  scrape_interval: 100ms\n  scrape_timeout: 90ms\n\
+         scrape_configs:\n  - job_name: lab\n    static_configs:\n      - targets: ['{target_addr}']\n\
+         remote_write:\n  - url: http://{rw_addr}/api/v1/write\n    queue_config:\n      \
+         batch_send_deadline: 100ms\n      min_backoff: 50ms\n      max_backoff: 200ms\n"
+    );
+    let config_path = tmp.path().join("prometheus.yml");
+    std::fs::write(&config_path, yml).unwrap();
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    let log = tmp.path().join("prometheus.log");
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    let prom = Prometheus {
+        child,
+        addr: prom_addr,
+        log,
+    };
+
+    // Warm-up: the series has reached anomalyd well past its warm-up (and
+    // past the first hundred events, where the band is still wide).
+    let metrics_addr = running.metrics_addr;
+    let decoded = || async move {
+        let text = support::scrape(metrics_addr).await;
+        metric_sum(
+            &text,
+            "anomalyd_events_decoded_total",
+            &[("source", "remote_write")],
+        )
+    };
+    let scrapes = Arc::clone(&target.scrapes);
+    poll_until("samples of 250 scrapes at anomalyd", WAIT, || async move {
+        // Each scrape sends the gauge plus Prometheus' 5 scrape series.
+        decoded().await >= 250.0 * 6.0
+    })
+    .await;
+    assert!(scrapes.load(Ordering::SeqCst) >= 250);
+    let lab = |a: &serde_json::Value| {
+        a["labels"]["__name__"] == "room_temperature_celsius" && a["labels"]["room"] == "lab"
+    };
+    let early: Vec<_> = hook.all().into_iter().filter(lab).collect();
+    assert!(early.is_empty(), "no alert while flat: {early:?}");
+
+    // The jump: many times the wobble.
+    target.set(45.0);
+    let alert = poll_some("an alert about the jump", WAIT, || {
+        let a = hook
+            .all()
+            .into_iter()
+            .find(|a| lab(a) && a["status"] == "firing");
+        async move { a }
+    })
+    .await;
+    let value = alert["value"].as_f64().unwrap();
+    assert!((44.9..45.1).contains(&value), "{alert}");
+    assert_eq!(alert["labels"]["job"], "lab", "{alert}");
+
+    // Prometheus' side: it sent samples and none failed.
+    let (status, text) = support::get(&format!("http://{}/metrics", prom.addr)).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("prometheus_remote_storage_samples_failed_total{"),
+        "{text}\n{}",
+        prom.log()
+    );
+    assert_eq!(
+        metric_sum(&text, "prometheus_remote_storage_samples_failed_total", &[]),
+        0.0,
+        "{}",
+        prom.log()
+    );
+    assert!(metric_sum(&text, "prometheus_remote_storage_samples_total", &[]) > 0.0);
+    let anomalyd_text = support::scrape(metrics_addr).await;
+    assert_eq!(
+        metric_sum(
+            &anomalyd_text,
+            "anomalyd_remote_write_requests_total",
+            &[("code", "400")]
+        ),
+        0.0
+    );
+    drop(prom);
+    running.shutdown();
+    running.wait().await.expect("clean shutdown");
+}
