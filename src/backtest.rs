@@ -380,7 +380,7 @@ fn run_file(
             Some(d) => writeln!(
                 out,
                 "{ts_field},{value_field},{},{},{},{},{},{}",
-                d.score,
+                d.onset,
                 d.expected,
                 d.lower,
                 d.upper,

@@ -47,6 +47,11 @@ pub struct Decision {
     /// Which channel gave the score (meaningful when the score is above
     /// 0): forecast residual, level, drift or stuck.
     pub reason: Reason,
+    /// The score of what is new in this event (0 while warming up): like
+    /// `score`, less what the series' recent anomaly already explains, so
+    /// the echo and the plateau of an anomaly score low. This is the
+    /// score to rank the onsets of anomalies by (NAB scores it).
+    pub onset: f64,
 }
 
 impl Decision {
@@ -270,9 +275,8 @@ impl Detector {
     /// the expected value.
     fn band(&self, threshold: &ThresholdState, f: &Forecast, ts_ms: i64) -> (f64, f64) {
         let limits = self.thresholds.band(threshold, &self.band_target, ts_ms);
-        let r = limits.residual * f.scale;
-        let mut lower = f.expected - r;
-        let mut upper = f.expected + r;
+        let mut lower = f.expected - limits.residual.0 * f.scale;
+        let mut upper = f.expected + limits.residual.1 * f.scale;
         lower = lower.max(limits.level.0);
         upper = upper.min(limits.level.1);
         if lower <= upper {
@@ -340,6 +344,7 @@ impl Detector {
                 upper: value,
                 warm: false,
                 reason: Reason::Forecast,
+                onset: 0.0,
             });
         }
         // Magnitudes beyond 1e12 deviations are all "impossible"; the cap
@@ -358,6 +363,7 @@ impl Detector {
             upper,
             warm: scored.warm,
             reason: scored.reason,
+            onset: scored.onset,
         };
         // Train: now the model and the threshold learn this event.
         self.model

@@ -286,8 +286,10 @@ impl AlertRule {
         } else {
             self.threshold
         };
-        // False for a NaN score, which therefore is not a hit.
-        let scored = decision.score >= bar;
+        // What is new decides: the onset score (an anomaly's echo and
+        // plateau do not re-fire it). False for a NaN score, which
+        // therefore is not a hit.
+        let scored = decision.onset >= bar;
         if !decision.warm || !scored || !value.is_finite() || !decision.expected.is_finite() {
             return false;
         }
@@ -454,7 +456,10 @@ impl Lifecycle {
         if self.firing {
             if holds {
                 self.clear_run = 0;
-                if hit
+                // Severity follows how anomalous the events are (the score),
+                // not only what is new: a value stuck for longer and longer
+                // becomes critical.
+                if decision.warm
                     && self.severity == Severity::Warning
                     && rule.severity(decision.score) == Severity::Critical
                 {

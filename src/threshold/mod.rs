@@ -363,14 +363,14 @@ impl ThresholdConfig {
         let knobs = Knobs {
             learn_clip: knob("LEARN_CLIP", LEARN_CLIP_SURPRISE),
             record_sigmas: knob("RECORD_SIGMAS", RECORD_AT_SIGMAS),
-            cusum_k: knob("CUSUM_K", CUSUM_K),
+            cusum_k: knob("CUSUM_K", 0.75),
             cusum_clip: knob("CUSUM_CLIP", CUSUM_CLIP),
             warm_rel: knob("WARM_REL", WARM_RELATIVE_ERROR),
             slow_warmup_ms: knob("SLOW_WARMUP_MS", SLOW_WARMUP_MS),
             body_horizon: knob("BODY_HORIZON", 1000.0),
             level_tau_ms: knob("LEVEL_TAU_H", 72.0) * 3_600_000.0,
             season_tau_ms: knob("SEASON_TAU_D", 3.0) * 86_400_000.0,
-            top_halflife: knob("TOP_HALFLIFE", 2000.0),
+            top_halflife: knob("TOP_HALFLIFE", 5000.0),
             echo_events: knob("ECHO_EVENTS", 50.0),
             evidence_floor: knob("EVIDENCE_FLOOR", 0.5),
             heavy_alpha: knob("HEAVY_ALPHA", 0.0),
@@ -384,6 +384,11 @@ impl ThresholdConfig {
             rec_cold: knob("REC_COLD", 1.0),
             drift_k: knob("DRIFT_K", 2.0),
             warm_excursions: knob("WARM_EXC", 0.0),
+            record_growth: knob("RECORD_GROWTH", 1e9),
+            fast_warmup_ms: knob("FAST_WARMUP_MS", 86_400_000.0),
+            level_min: knob("LEVEL_MIN", 1.0),
+            seen_once: knob("SEEN_ONCE", 0.0),
+            echo_forget: knob("ECHO_FORGET", 1e9),
             shift: [
                 0.0,
                 knob("LEVEL_SHIFT", 0.0),
@@ -399,7 +404,7 @@ impl ThresholdConfig {
             ThresholdKind::Spot => Kind::Spot(Spot::new(q, body)),
         };
         let kind_len = with_kind!(&kind, t => t.state_len());
-        let channel_len = 1 + kind_len + RECORD_LEN;
+        let channel_len = 1 + kind_len + 2 * RECORD_LEN;
         let mut at = HEADER_LEN;
         let mut take = |len: usize| {
             at += len;
@@ -415,6 +420,7 @@ impl ThresholdConfig {
         let level = self.level_channel.then(|| take(channel_len));
         let drift = self.drift_channel.then(|| take(DRIFT_LEN));
         let stuck = self.stuck_channel.then(|| take(STUCK_LEN));
+        let ages = take(4);
         let cal = take(CAL_LEN);
         let len = at;
         Thresholds {
@@ -436,6 +442,7 @@ impl ThresholdConfig {
                 level,
                 drift,
                 stuck,
+                ages,
                 cal,
                 len,
             },
@@ -524,7 +531,9 @@ fn cal_invert(t: &[f64; 4], c: f64) -> f64 {
 /// daily shape is scaled per day of the week: weekends are often quieter),
 /// an Ewma state of the deseasonalised residual's magnitude, then the
 /// residual's lag-1 statistics]`.
-const BASE_LEN: usize = 3 + 6 + 7 + 3 + 3 + 1;
+const BASE_LEN: usize = 3 + 6 + 7 + 3 + 3 + 1 + 1;
+/// Where the previous deseasonalised value is.
+const BASE_PREV: usize = 23;
 /// Where the fast level (an EW mean of the deseasonalised value over
 /// `LEVEL_EVENTS` events) is.
 const BASE_FAST: usize = 22;
@@ -538,6 +547,8 @@ const BASE_MOMENTS: usize = 16;
 /// Where its autocorrelation statistics start: `[last residual, EW mean of
 /// e_t e_{t-1}, EW mean of e_t²]`.
 const BASE_AUTO: usize = 19;
+/// Weight (in transitions) of the prior that repeats are independent.
+const STUCK_PRIOR: f64 = 20.0;
 /// Drift: `[echo peak, S+, S-, record]`.
 const DRIFT_LEN: usize = 3 + RECORD_LEN;
 /// Stuck: `[echo peak, last value, run, changes, stays after a change,
@@ -571,6 +582,8 @@ struct Layout {
     level: Option<usize>,
     drift: Option<usize>,
     stuck: Option<usize>,
+    /// Events since each channel's echo peak was raised.
+    ages: usize,
     cal: usize,
     len: usize,
 }
@@ -595,6 +608,11 @@ struct Record {
     top: f64,
     /// Shape of the tail beyond it: 2 Gaussian, 1 exponential.
     k: f64,
+    /// The largest recent peak, when magnitudes seen once are capped too
+    /// (0: not used).
+    once: f64,
+    /// `ln(m + 1)`: the surprise of a magnitude seen once in `m`.
+    cap_once: f64,
 }
 
 /// Length of a [`Record`]'s state.
@@ -610,11 +628,18 @@ impl Record {
     #[inline]
     fn new(r: &[f64], scale: f64, k_fixed: f64) -> Self {
         let cap = (0.5 * (r[0] + 1.0)).ln();
+        let (once, cap_once) = if knob_seen_once() > 0.0 && r[1] > 0.0 {
+            (r[1], (r[0] + 1.0).ln())
+        } else {
+            (0.0, f64::INFINITY)
+        };
         if cap < RECORD_MIN_CAP || r[2] <= 0.0 {
             return Self {
                 cap: f64::INFINITY,
                 top: 0.0,
                 k: 2.0,
+                once,
+                cap_once,
             };
         }
         // `k_fixed` is the body's shape (2 Gaussian, 1 exponential). Where
@@ -625,8 +650,14 @@ impl Record {
         let kb = k_fixed;
         let e = (kb * cap).powf(1.0 / kb);
         let heavy = (r[2] / (scale.max(1e-300) * e)).max(1.0);
-        let k = (kb * heavy.powf(-knob_k_min())).max(0.3);
-        Self { cap, top: r[2], k }
+        let k = (kb * heavy.powf(-knob_k_min())).max(knob_k_floor().min(kb));
+        Self {
+            cap,
+            top: r[2],
+            k,
+            once,
+            cap_once,
+        }
     }
 
     /// Surprise bound of magnitude `a`: `cap` up to the record, then a
@@ -634,22 +665,34 @@ impl Record {
     /// Gaussian's own tail, `a² / 2σ²`).
     #[inline]
     fn surprise(&self, a: f64) -> f64 {
-        if a <= self.top {
+        let twice = if a <= self.top {
             self.cap
         } else {
             self.cap * (a / self.top).powf(self.k)
+        };
+        // Up to the largest recent peak, seen once in m excursions: at most
+        // ln(m + 1).
+        if self.once > 0.0 && a <= self.once {
+            twice.min(self.cap_once)
+        } else {
+            twice
         }
     }
 
     /// Smallest magnitude whose bound reaches `l` (0 if all do).
     #[inline]
     fn magnitude_at(&self, l: f64) -> f64 {
-        if l <= self.cap {
+        let twice = if l <= self.cap {
             0.0
         } else if self.top <= 0.0 {
             f64::INFINITY
         } else {
             self.top * (l / self.cap).powf(1.0 / self.k)
+        };
+        if self.once > 0.0 && l > self.cap_once {
+            twice.max(self.once)
+        } else {
+            twice
         }
     }
 
@@ -657,7 +700,7 @@ impl Record {
     /// peak joins the record when it ends. `decay` ages the peaks, `keep`
     /// the excursion count.
     #[inline]
-    fn learn(r: &mut [f64], a: f64, above: bool, decay: f64, keep: f64) {
+    fn learn(r: &mut [f64], a: f64, above: bool, decay: f64, keep: f64, clip: f64) {
         let window = knob_window();
         if window > 0.0 {
             r[4] += 1.0;
@@ -679,7 +722,7 @@ impl Record {
         }
         r[0] *= keep;
         if r[3] > 0.0 {
-            let p = r[3];
+            let p = if clip > 0.0 && r[2] > 0.0 { r[3].min(clip) } else { r[3] };
             r[0] += 1.0;
             r[3] = 0.0;
             if p > r[1] {
@@ -720,6 +763,21 @@ struct Knobs {
     drift_k: f64,
     warm_excursions: f64,
     shift: [f64; 4],
+    record_growth: f64,
+    fast_warmup_ms: f64,
+    level_min: f64,
+    seen_once: f64,
+    echo_forget: f64,
+}
+
+fn knob_k_floor() -> f64 {
+    static K: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *K.get_or_init(|| knob("K_FLOOR", 1.0))
+}
+
+fn knob_seen_once() -> f64 {
+    static K: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *K.get_or_init(|| knob("SEEN_ONCE", 0.0))
 }
 
 fn knob_window() -> f64 {
@@ -729,7 +787,7 @@ fn knob_window() -> f64 {
 
 fn knob_k_min() -> f64 {
     static K: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *K.get_or_init(|| knob("HEAVY_BETA", 0.0))
+    *K.get_or_init(|| knob("HEAVY_BETA", 0.25))
 }
 
 fn knob(name: &str, default: f64) -> f64 {
@@ -821,7 +879,11 @@ type Raw = [f64; 4];
 pub struct Scored {
     /// The score in `[0, 1)` (the contract above); 0 while cold.
     pub score: f64,
-    /// The surprise behind it, in nats (computed while cold too).
+    /// The score of what is new in this event: as `score`, but each
+    /// channel's surprise beyond the anomaly it reported recently (see echo
+    /// suppression), so an anomaly's echoes and plateau score low.
+    pub onset: f64,
+    /// The surprise behind `score`, in nats (computed while cold too).
     pub surprise: f64,
     /// The channel that gave the surprise.
     pub reason: Reason,
@@ -841,8 +903,9 @@ pub struct Scored {
 /// holds on its own, and the band is their intersection.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BandLimits {
-    /// Largest `|residual|` (in typical steps).
-    pub residual: f64,
+    /// Largest residual below and above the forecast (typical steps, both
+    /// ≥ 0).
+    pub residual: (f64, f64),
     /// Values `[lo, hi]` that keep the level and drift channels below the
     /// score; infinite when they are off or cold.
     pub level: (f64, f64),
@@ -902,23 +965,28 @@ impl Thresholds {
 
     /// The record bound of a kind-scored channel at `at`.
     #[inline]
-    fn record(&self, slab: &[f64], at: usize) -> Record {
-        let k = at + 1 + self.kind_len;
+    fn record(&self, slab: &[f64], at: usize, up: bool) -> Record {
+        let k = at + 1 + self.kind_len + if up { 0 } else { RECORD_LEN };
         Record::new(&slab[k..k + RECORD_LEN], self.scale(slab, at), 2.0)
     }
 
-    /// Surprise of magnitude `a` on the kind-scored channel at `at`.
+    /// Surprise of signed deviation `x` on the kind-scored channel at `at`:
+    /// the body is symmetric, the records are kept per direction (a series
+    /// whose drops are normal, like a sawtooth or a disk that is cleaned
+    /// up, may still never jump up).
     #[inline]
-    fn channel_surprise(&self, slab: &[f64], at: usize, a: f64) -> f64 {
+    fn channel_surprise(&self, slab: &[f64], at: usize, x: f64) -> f64 {
+        let a = x.abs().min(1e12);
         let body = self.kind_surprise(self.kind_state(slab, at), a);
-        body.min(self.record(slab, at).surprise(a))
+        body.min(self.record(slab, at, x >= 0.0).surprise(a))
     }
 
-    /// Largest magnitude on the channel at `at` whose surprise is below `l`.
+    /// Largest magnitude, in direction `up`, on the channel at `at` whose
+    /// surprise is below `l`.
     #[inline]
-    fn channel_magnitude(&self, slab: &[f64], at: usize, l: f64) -> f64 {
+    fn channel_magnitude(&self, slab: &[f64], at: usize, l: f64, up: bool) -> f64 {
         let body = self.kind_magnitude(self.kind_state(slab, at), l);
-        body.max(self.record(slab, at).magnitude_at(l))
+        body.max(self.record(slab, at, up).magnitude_at(l))
     }
 
     /// Deviation of the forecast residual (typical steps).
@@ -970,6 +1038,26 @@ impl Thresholds {
         b[BASE_FAST] + (d - b[BASE_FAST]) / n
     }
 
+    /// The level channel's signed distance, in baseline deviations: the
+    /// fast level's distance from the offset, but only as far as the
+    /// current and the previous value are off the same way too, so one
+    /// stray value (a jitter, a spike: the forecast channel's business)
+    /// does not move it, while a level that has really moved does.
+    #[inline]
+    fn level_distance(&self, b: &[f64], obs: &Observation, dev: f64) -> f64 {
+        let off = b[1];
+        let f = self.fast_level(b, obs.value, obs.ts_ms) - off;
+        if self.knobs.level_min <= 0.0 || b[0] < 2.0 {
+            return f / dev;
+        }
+        let now = obs.value - Self::season(b, obs.ts_ms) - off;
+        let prev = b[BASE_PREV] - off;
+        if f.signum() != now.signum() || f.signum() != prev.signum() {
+            return 0.0;
+        }
+        f.signum() * f.abs().min(now.abs()).min(prev.abs()) / dev
+    }
+
     /// Whether the slow channels (level, drift) may speak at `ts_ms`.
     #[inline]
     fn slow_warm(&self, slab: &[f64], ts_ms: i64) -> bool {
@@ -999,7 +1087,11 @@ impl Thresholds {
         // P(repeat | the value changed last time) and P(repeat | it
         // repeated), with half a repeat of prior each.
         let p_start = (st[4] + 0.5) / (st[3] + 1.0);
-        let p_cont = (st[6] + 0.5) / (st[5] + 1.0);
+        // Until many repeats have been followed, assume a repeat is
+        // followed by another as often as a change is (independence): a
+        // frozen value must not teach, in its first few events, that
+        // repeats go on.
+        let p_cont = (st[6] + STUCK_PRIOR * p_start) / (st[5] + STUCK_PRIOR);
         let per = -p_cont.ln();
         let geo = -p_start.ln() + (m - 1.0) * per;
         let r = Record::new(&st[7..7 + RECORD_LEN], 1.0, 1.0);
@@ -1040,12 +1132,13 @@ impl Thresholds {
 
     /// Whether a cold series is trusted from this event on.
     #[inline]
-    fn becomes_warm(&self, s: &[f64]) -> bool {
+    fn becomes_warm(&self, s: &[f64], ts_ms: i64) -> bool {
         let m = &s[self.layout.moments..self.layout.moments + MOMENTS_LEN];
         let k = self.layout.forecast + 1 + self.kind_len;
         s[0] >= self.warmup_events
             && Ewma::relative_error(m) <= self.knobs.warm_rel
             && s[k] >= self.knobs.warm_excursions
+            && (ts_ms as f64 - s[1]) >= self.knobs.fast_warmup_ms
     }
 
     /// Scores one event against the state, before the state learns it.
@@ -1053,20 +1146,18 @@ impl Thresholds {
     pub fn score(&self, state: &ThresholdState, obs: &Observation) -> Scored {
         let s = &state.slab;
         let l = &self.layout;
-        let warm = s[2] > 0.0 || self.becomes_warm(s);
+        let warm = s[2] > 0.0 || (s[0] >= 1.0 && self.becomes_warm(s, obs.ts_ms));
         let slow = self.slow_warm(s, obs.ts_ms);
         let mut raw = [0.0; 4];
         let mut peaks = [0.0; 4];
-        raw[0] = self.channel_surprise(s, l.forecast, obs.residual.abs());
+        raw[0] = self.channel_surprise(s, l.forecast, obs.residual);
         peaks[0] = s[l.forecast];
         let mut cusum = (0.0, 0.0);
         if let Some(b) = l.base {
             let (base, dev) = Self::baseline(&s[b..b + BASE_LEN], obs.ts_ms);
             let z = (obs.value - base) / dev;
             if let (Some(at), true) = (l.level, slow) {
-                let bb = &s[b..b + BASE_LEN];
-                let f = self.fast_level(bb, obs.value, obs.ts_ms);
-                let zl = ((f - bb[1]) / dev).abs().min(1e12);
+                let zl = self.level_distance(&s[b..b + BASE_LEN], obs, dev);
                 raw[1] = self.channel_surprise(s, at, zl);
                 peaks[1] = s[at];
             }
@@ -1096,19 +1187,23 @@ impl Thresholds {
             peaks[3] = st[0];
         }
         let mut best = (0.0, Reason::Forecast);
+        let mut onset = 0.0f64;
         for (i, reason) in Reason::ALL.into_iter().enumerate() {
-            let x = self.calibrate(s, i, raw[i] - peaks[i] - self.knobs.shift[i]);
+            let x = self.calibrate(s, i, raw[i] - self.knobs.shift[i]);
             if x > best.0 {
                 best = (x, reason);
             }
+            onset = onset.max(self.calibrate(s, i, raw[i] - peaks[i] - self.knobs.shift[i]));
         }
         let surprise = best.0.clamp(0.0, MAX_SURPRISE);
+        let onset = onset.clamp(0.0, MAX_SURPRISE);
         Scored {
             score: if warm {
                 score_from_surprise(surprise)
             } else {
                 0.0
             },
+            onset: if warm { score_from_surprise(onset) } else { 0.0 },
             surprise,
             reason: best.1,
             warm,
@@ -1126,29 +1221,30 @@ impl Thresholds {
         let s = &state.slab;
         let l = &self.layout;
         let lt = target.surprise;
-        let residual = self
-            .channel_magnitude(s, l.forecast, self.uncalibrate(s, 0, lt) + s[l.forecast])
-            .max(0.0);
+        let lf = self.uncalibrate(s, 0, lt);
+        let residual = (
+            self.channel_magnitude(s, l.forecast, lf, false).max(0.0),
+            self.channel_magnitude(s, l.forecast, lf, true).max(0.0),
+        );
         let mut level = (f64::NEG_INFINITY, f64::INFINITY);
         if let (Some(b), true) = (l.base, self.slow_warm(s, ts_ms)) {
             let (base, dev) = Self::baseline(&s[b..b + BASE_LEN], ts_ms);
             if let Some(at) = l.level {
                 // |f' - offset| <= h with f' = f + (d - f)/n, d = x - season.
                 let bb = &s[b..b + BASE_LEN];
-                let half = self
-                    .channel_magnitude(s, at, self.uncalibrate(s, 1, lt) + s[at])
-                    .max(0.0)
-                    * dev;
+                let ll = self.uncalibrate(s, 1, lt);
+                let down = self.channel_magnitude(s, at, ll, false).max(0.0) * dev;
+                let up = self.channel_magnitude(s, at, ll, true).max(0.0) * dev;
                 let n = (bb[0] + 1.0).min(self.knobs.level_events).max(1.0);
                 let f = bb[BASE_FAST];
                 let center = Self::season(bb, ts_ms) + f + n * (bb[1] - f);
-                level = (center - n * half, center + n * half);
+                level = (center - n * down, center + n * up);
             }
             if let Some(at) = l.drift {
                 let d = &s[at..at + DRIFT_LEN];
                 let kn = &self.knobs;
                 let w = self.evidence(&s[b..b + BASE_LEN]);
-                let c = self.drift_limit(d, self.uncalibrate(s, 2, lt) + d[0]);
+                let c = self.drift_limit(d, self.uncalibrate(s, 2, lt));
                 // The standardised residual that would take the CUSUM to c.
                 let hi = (c + kn.cusum_k - d[1]) / w;
                 let lo = -(c + kn.cusum_k - d[2]) / w;
@@ -1169,18 +1265,32 @@ impl Thresholds {
     /// the model has learned yet, not what the series does). Returns the
     /// clipped magnitude.
     #[inline]
-    fn learn_channel(&self, slab: &mut [f64], at: usize, a: f64, warm: bool) -> f64 {
-        let clip = self.channel_magnitude(slab, at, self.knobs.learn_clip);
+    fn learn_channel(&self, slab: &mut [f64], at: usize, x: f64, warm: bool) -> f64 {
+        let a = x.abs().min(1e12);
+        let up = x >= 0.0;
+        let clip = self.channel_magnitude(slab, at, self.knobs.learn_clip, up);
         let floor = self.scale(slab, at);
         let clipped = if clip.is_finite() && clip > 0.0 && slab[0] >= 1.0 {
             a.min(clip)
         } else {
             a
         };
+        // A peak joins its record at most this large: a magnitude far past
+        // the alert boundary (an anomaly) teaches the record only as much
+        // as one at the boundary times the growth allowance, so one anomaly
+        // does not hide the next; something that keeps recurring still
+        // climbs in a few steps.
+        let grow = |up: bool| {
+            self.record(slab, at, up).magnitude_at(self.alert_surprise) * self.knobs.record_growth
+        };
+        let (clip_up, clip_down) = (grow(true), grow(false));
         with_kind!(&self.kind, k => k.observe(&mut slab[at + 1..at + 1 + self.kind_len], clipped));
         let k = at + 1 + self.kind_len;
         let a = if warm || self.knobs.rec_cold > 0.0 { a } else { 0.0 };
-        Record::learn(&mut slab[k..k + RECORD_LEN], a, a > floor, self.top_decay, self.keep);
+        let (a_up, a_down) = if up { (a, 0.0) } else { (0.0, a) };
+        Record::learn(&mut slab[k..k + RECORD_LEN], a_up, a_up > floor, self.top_decay, self.keep, clip_up);
+        let k = k + RECORD_LEN;
+        Record::learn(&mut slab[k..k + RECORD_LEN], a_down, a_down > floor, self.top_decay, self.keep, clip_down);
         clipped
     }
 
@@ -1188,10 +1298,25 @@ impl Thresholds {
     /// alert threshold raises it, so that what follows an anomaly (its
     /// echo, its plateau) must be surprising beyond the anomaly itself.
     #[inline]
-    fn echo(&self, peak: &mut f64, raw: f64, warm: bool, shift: f64) {
-        *peak *= self.echo_decay;
-        if warm && raw >= self.alert_surprise + shift {
-            *peak = peak.max(raw);
+    fn echo(&self, s: &mut [f64], raw: &Raw, warm: bool) {
+        let l = self.layout;
+        let peaks = [Some(l.forecast), l.level, l.drift, l.stuck];
+        for (i, at) in peaks.into_iter().enumerate() {
+            let Some(at) = at else { continue };
+            let age = &mut s[l.ages + i];
+            *age += 1.0;
+            let fresh = warm && raw[i] >= self.alert_surprise + self.knobs.shift[i];
+            if fresh {
+                *age = 0.0;
+            }
+            let forget = *age > self.knobs.echo_forget;
+            let peak = &mut s[at];
+            *peak *= self.echo_decay;
+            if fresh {
+                *peak = peak.max(raw[i]);
+            } else if forget {
+                *peak = 0.0;
+            }
         }
     }
 
@@ -1206,6 +1331,7 @@ impl Thresholds {
         let t = obs.ts_ms as f64;
         let fast = self.fast_level(b, obs.value, obs.ts_ms);
         b[BASE_FAST] = fast;
+        b[BASE_PREV] = obs.value - Self::season(b, obs.ts_ms);
         if b[0] < 1.0 {
             b[0] = 1.0;
             b[1] = obs.value;
@@ -1274,8 +1400,7 @@ impl Thresholds {
         let s = &mut state.slab;
         let warm = s[2] > 0.0;
         let first_ts = if s[0] < 1.0 { obs.ts_ms as f64 } else { s[1] };
-        let a = self.learn_channel(s, l.forecast, obs.residual.abs(), warm);
-        self.echo(&mut s[l.forecast], scored.raw[0], warm, 0.0);
+        let a = self.learn_channel(s, l.forecast, obs.residual, warm);
         if l.moments != l.forecast + 1 {
             self.moments_kind
                 .observe(&mut s[l.moments..l.moments + MOMENTS_LEN], a);
@@ -1287,11 +1412,8 @@ impl Thresholds {
             // distances in it mean anything.
             let ready = s[b] >= BASE_READY;
             if let (Some(at), true) = (l.level, ready) {
-                let bb = &s[b..b + BASE_LEN];
-                let f = self.fast_level(bb, obs.value, obs.ts_ms);
-                let zl = ((f - bb[1]) / dev).abs().min(1e12);
+                let zl = self.level_distance(&s[b..b + BASE_LEN], obs, dev);
                 self.learn_channel(s, at, zl, warm);
-                self.echo(&mut s[at], scored.raw[1], warm, self.knobs.shift[1]);
             }
             if let (Some(at), true) = (l.drift, ready) {
                 // The CUSUM itself is clipped too, so it forgets an anomaly
@@ -1301,10 +1423,7 @@ impl Thresholds {
                 d[1] = scored.cusum.0.min(clip);
                 d[2] = scored.cusum.1.min(clip);
                 let c = if warm || self.knobs.rec_cold > 0.0 { d[1].max(d[2]) } else { 0.0 };
-                Record::learn(&mut d[3..], c, c > 0.0, self.top_decay, self.keep);
-                if self.knobs.echo_slow > 0.0 {
-                    self.echo(&mut d[0], scored.raw[2], warm, self.knobs.shift[2]);
-                }
+                Record::learn(&mut d[3..], c, c > 0.0, self.top_decay, self.keep, 0.0);
             }
             self.learn_baseline(&mut s[b..b + BASE_LEN], obs, first_ts);
         }
@@ -1335,11 +1454,9 @@ impl Thresholds {
             if scored.run >= 1.0 {
                 r[3] = r[3].max(scored.run);
             }
-            Record::learn(r, prev_run, scored.run >= 1.0, self.top_decay, keep);
-            if self.knobs.echo_slow > 0.0 {
-                self.echo(&mut st[0], scored.raw[3], warm, self.knobs.shift[3]);
-            }
+            Record::learn(r, prev_run, scored.run >= 1.0, self.top_decay, keep, 0.0);
         }
+        self.echo(s, &scored.raw, warm);
         if warm {
             let keep = 1.0 - 1.0 / self.knobs.cal_horizon;
             let c = &mut s[l.cal..l.cal + CAL_LEN];
