@@ -2,29 +2,37 @@
 //!
 //! This module owns how one forecast becomes an anomaly score, why, and when
 //! a series is trusted to be scored at all. It does not forecast
-//! ([`crate::model`]) or decide alerts (the alert lifecycle compares the
-//! score with its threshold).
+//! ([`crate::model`]) or decide alerts (the alert lifecycle compares scores
+//! with its thresholds).
 //!
 //! # The score contract
 //!
 //! Every event gets a **surprise** `L ≥ 0` in nats (`L = -ln p`, `p` the
-//! probability of something at least as unusual), and
+//! probability, under the series' learned normal behaviour, of something at
+//! least as unusual), and
 //!
 //! ```text
 //! score = L / (L + SURPRISE_AT_HALF)        (SURPRISE_AT_HALF = 10 nats)
 //! ```
 //!
-//! - `score` is in `[0, 1)`, 0 while the series warms up;
-//! - it is monotone in how improbable the event is over the whole range: no
-//!   stage caps it, so a 30σ spike scores above a 10σ one, which scores
-//!   above a 4σ one (on a Gaussian series: 3σ ≈ 0.31, 4.5σ ≈ 0.5, 10σ ≈
-//!   0.83, 30σ ≈ 0.98);
+//! - `score` is in `[0, 1)`, and 0 while the series warms up;
+//! - for a given series state it is monotone in how improbable the event is
+//!   over the whole range: nothing caps it, so on a Gaussian series a 30σ
+//!   spike scores above a 10σ one (about 0.98 and 0.83), which scores above
+//!   a 4.5σ one (0.5), and a 3σ one stays at about 0.3;
 //! - scores of different series are comparable: each is judged against its
 //!   own learned distributions;
 //! - it never reaches 1.0 (`L` is capped at [`MAX_SURPRISE`]).
 //!
-//! [`DEFAULT_ALERT_THRESHOLD`] = 0.5 is `L` = 10 nats, an event that a
-//! series' normal behaviour produces about once in 22,000 events.
+//! [`DEFAULT_ALERT_THRESHOLD`] = 0.5 is `L` = 10 nats: what a series' normal
+//! behaviour produces about once in 22,000 events per channel.
+//!
+//! Beside the score, every event gets an **onset** score: the same, less
+//! what the series' recent anomaly already explains (echo suppression,
+//! below). An anomaly's first event has both high; its echo (the return
+//! after a spike) and its plateau (the events after a level shift) keep a
+//! high score but a low onset. Alerts fire on the onset, so one anomaly is
+//! one alert, and report the score, so the alert says how big it is.
 //!
 //! # Channels
 //!
@@ -32,44 +40,61 @@
 //! distribution per series, and give a surprise; `L` is the largest, and the
 //! channel that gave it is the event's [`Reason`]:
 //!
-//! - **forecast**: `|value - expected|` in the series' typical steps;
-//! - **level**: `|value - long-run mean|` in deviations of the level, so a
-//!   value can be unusual for the series even when the forecast followed it;
-//! - **drift**: a two-sided CUSUM of the standardised forecast residual
-//!   (Page 1954, reference value ½σ: the log-likelihood ratio of a 1σ
-//!   shift, in nats), for small errors that keep the same sign (a drift, a
-//!   seasonality that stopped) which no single event shows;
+//! - **forecast**: `value - expected`, in the series' typical steps;
+//! - **level**: where the series sits now (a short average, confirmed by
+//!   the last two values) against its baseline: a slow offset plus a daily
+//!   season (three harmonics, learned by least mean squares), in deviations
+//!   of the deseasonalised value. It sees what the forecast follows: a
+//!   drift, a level the series never sits at, a day without its usual
+//!   peak;
+//! - **drift**: a two-sided CUSUM (Page 1954) of the deseasonalised value,
+//!   standardised and discounted for its autocorrelation: small deviations
+//!   that keep one sign (a slow drift, a broken season) which no single
+//!   event shows;
 //! - **stuck**: how many times in a row the value repeated exactly, against
 //!   a two-state Markov estimate of how often this series repeats (a frozen
-//!   exporter, a flatline).
+//!   exporter). A repeated zero is an idle counter, not a frozen one.
+//!
+//! The drift and stuck channels accumulate evidence event by event; they
+//! need [`SLOW_MARGIN`] more nats than the others, so that evidence hovering
+//! near the threshold does not fire them.
 //!
 //! # How a channel's surprise is computed
 //!
 //! A threshold *kind* ([`ewma`] by default, [`quantile`] or [`spot`]) learns
 //! the *body* of the magnitude's distribution and gives its surprise. On top
-//! sits the **record bound** ([`Record`]): a magnitude no larger than the
-//! largest this series produced recently (`top`) is capped at `ln(n + 1)`
-//! after `n` events, the surprise of a new record among `n + 1` exchangeable
-//! events, so a heavy-tailed series does not alert on what it does every so
-//! often; beyond `top` the surprise grows again, as a Gaussian tail whose
-//! deviation is `top / 4`. For a Gaussian series the bound hardly binds (its
-//! `top` sits near 4σ), for a spiky one it is what calibrates the tail.
+//! sits the **record bound** ([`Record`]), kept per direction (a series
+//! whose drops are normal, like a sawtooth or a disk that is cleaned up, may
+//! still never jump up): from the peaks of the channel's recent
+//! *excursions*, a magnitude up to the second-largest peak `t2` (it happened
+//! at least twice: once is an anomaly, twice a pattern) has surprise at most
+//! `ln((m + 1) / 2)` after `m` excursions, and beyond `t2` the surprise
+//! grows as a Weibull tail anchored there: with the body's shape (2 for the
+//! Gaussian) when `t2` is where the body expects it, gentler when the
+//! series' tail is heavier than its body. For a Gaussian series the bound
+//! hardly binds; for a spiky one it calibrates the tail. Records learn from
+//! excursion peaks, not events, so a slowly rising magnitude cannot walk its
+//! record up a step at a time.
 //!
-//! Channels learn each event after scoring it, with the magnitude clipped at
-//! the one whose surprise is [`LEARN_CLIP_SURPRISE`]: an anomaly moves the
-//! statistics no more than an event just past the alert threshold, a lasting
-//! change is learned over a few events.
+//! Channels learn each event after scoring it: the body with the magnitude
+//! clipped at the one whose surprise is [`LEARN_CLIP_SURPRISE`] (an anomaly
+//! moves it no more than an event past the alert threshold), the records
+//! with the peaks as they were (peaks fade by half over `horizon_events`).
+//!
+//! **Echo suppression.** A channel's surprise at or above the alert
+//! threshold becomes its *echo peak*, which decays with a time constant of
+//! [`ECHO_EVENTS`] events; the onset score counts only what exceeds it.
 //!
 //! # Warm-up
 //!
 //! A new series is silent (score 0) until it is trusted: at least
-//! `warmup_events` events, and the forecast residual's deviation known to
-//! within [`WARM_RELATIVE_ERROR`] (its standard error, from the spread of
-//! the residuals seen; heavy-tailed series take longer). The level and drift
-//! channels need to have seen a whole day of event time as well: before
-//! that, a daily cycle's first afternoon looks like a level shift. Warmth is
-//! part of the state, so a restored series is warm at once; a new, evicted
-//! or relearned one warms up again.
+//! `warmup_events` events and `warmup_secs` of event time, and the forecast
+//! residual's deviation known to within [`WARM_RELATIVE_ERROR`] (its
+//! standard error, from the spread of the residuals seen: a heavy-tailed
+//! series takes longer). The level and drift channels also wait for a day
+//! of event time: their season needs one. Warmth is part of the state, so a
+//! restored series is warm at once; a new, evicted or relearned one warms
+//! up again, while every channel learns.
 //!
 //! All of it is a fixed handful of numbers per series (one boxed slab) and
 //! O(1) work per event.
@@ -94,30 +119,63 @@ pub const MAX_SURPRISE: f64 = 1e6;
 /// The score at which to alert by default: [`SURPRISE_AT_HALF`] nats.
 pub const DEFAULT_ALERT_THRESHOLD: f64 = 0.5;
 
-/// A channel learns a magnitude of at most the one with this surprise.
+/// A channel's body learns a magnitude of at most the one with this
+/// surprise.
 pub const LEARN_CLIP_SURPRISE: f64 = 12.0;
 
 /// The forecast residual's deviation must be known to within this relative
 /// standard error before a series is scored.
 pub const WARM_RELATIVE_ERROR: f64 = 0.1;
 
-/// Event time the level and drift channels need to have seen (one day).
-pub const SLOW_WARMUP_MS: f64 = 86_400_000.0;
+/// Extra nats the accumulating channels (drift, stuck) need.
+pub const SLOW_MARGIN: f64 = 3.0;
 
-/// Where the record bound puts the largest magnitude seen, in deviations of
-/// the Gaussian tail it extrapolates with.
-const RECORD_AT_SIGMAS: f64 = 4.0;
+/// Time constant, in events, of the echo peaks' decay.
+pub const ECHO_EVENTS: f64 = 50.0;
 
-/// The CUSUM's reference value, in deviations of the residual: the
-/// increment `z - K` is the log-likelihood ratio, in nats, of a mean shift
-/// of `2K` deviations.
-const CUSUM_K: f64 = 0.5;
+/// Event time the level and drift channels need to have seen (one day: one
+/// season).
+const SLOW_WARMUP_MS: f64 = 86_400_000.0;
 
-/// Largest standardised residual one event adds to the CUSUM: one outlier
-/// is the forecast channel's to judge, not evidence of drift.
+/// Time constant of the seasonal coefficients (three days).
+const SEASON_MEMORY_MS: f64 = 3.0 * 86_400_000.0;
+
+/// Events in the level channel's short average.
+const LEVEL_EVENTS: f64 = 10.0;
+
+/// How gently a heavy tail extrapolates: the record's shape is the body's
+/// divided by `heaviness^TAIL_GENTLENESS` (never below exponential).
+const TAIL_GENTLENESS: f64 = 0.25;
+
+/// Records with fewer excursions than `ln((m + 1) / 2)` reaching this bound
+/// nothing.
+const RECORD_MIN_CAP: f64 = 0.3;
+
+/// The CUSUM's reference value, in deviations: it accumulates deviations
+/// beyond `1.5` standardised units on average.
+const CUSUM_K: f64 = 0.75;
+
+/// Largest standardised deviation one event adds to the CUSUM.
 const CUSUM_CLIP: f64 = 3.0;
 
+/// The CUSUM is held at the value of this surprise, so it forgets an
+/// anomaly within a few dozen events of its end.
+const CUSUM_CAP_SURPRISE: f64 = 40.0;
 
+/// Floor on the evidence one autocorrelated deviation carries (see
+/// [`Thresholds::evidence`]).
+const EVIDENCE_FLOOR: f64 = 0.5;
+
+/// Weight (in transitions) of the stuck channel's prior that repeats are
+/// independent.
+const STUCK_PRIOR: f64 = 20.0;
+
+/// Events the baseline learns before the level and drift channels learn
+/// distances in its deviation.
+const BASE_READY: f64 = 20.0;
+
+/// The baseline learns deviations clipped at this many of its own.
+const BASE_CLIP: f64 = 5.0;
 
 /// Runs `$body` with `$t` bound to the concrete kind: static dispatch, so
 /// the kind's code inlines into the per-event path.
@@ -216,23 +274,23 @@ impl ThresholdKind {
     }
 }
 
-/// Which channel gave an event its surprise (see the module docs).
+/// Which channel gave an event its score (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The value is far from the forecast.
     #[default]
     Forecast,
-    /// The value is far from the series' long-run level.
+    /// The series sits far from its usual level.
     Level,
-    /// Forecast errors keep the same sign: a drift or a broken season.
+    /// Deviations keep one sign: a drift or a broken season.
     Drift,
     /// The value has repeated exactly for unusually long.
     Stuck,
 }
 
 impl Reason {
-    /// Every reason, for metrics.
+    /// Every reason, in channel order.
     pub const ALL: [Reason; 4] = [Self::Forecast, Self::Level, Self::Drift, Self::Stuck];
 
     /// The name in alerts, logs and metrics.
@@ -264,20 +322,24 @@ pub struct ThresholdConfig {
     /// `ewma` (default), `quantile` or `spot`: how each channel learns the
     /// body of its distribution.
     pub kind: ThresholdKind,
-    /// Fewest events before a series is scored (it also waits until its
-    /// residual's deviation is known to 10 %). At least 1.
+    /// Fewest events before a series is scored. At least 1.
     pub warmup_events: u32,
-    /// Events over which the channels' statistics are averaged (after that
-    /// many, old events fade at rate 1/`horizon_events`), and over which the
-    /// largest recent magnitude halves. At least 2.
+    /// Least event time (seconds) before a series is scored: a series with
+    /// a daily cycle is not judged before it has seen one.
+    pub warmup_secs: u64,
+    /// Events over which the channels remember what is normal: the largest
+    /// excursions fade by half over this many events, the bodies over a
+    /// fifth of it. At least 10.
     pub horizon_events: u32,
+    /// Time constant (seconds) of the level channel's baseline: how long a
+    /// new level takes to become the normal one. At least 60.
+    pub level_memory_secs: u64,
     /// `quantile`: the tracked quantile; `spot`: the level of the initial
     /// threshold. Between 0.5 and 1, exclusive.
     pub quantile: f64,
-    /// Score how far the value is from the series' long-run mean.
+    /// Score where the series sits against its seasonal baseline.
     pub level_channel: bool,
-    /// Score runs of same-signed forecast errors (CUSUM): drifts and broken
-    /// seasons.
+    /// Score small deviations that keep one sign (CUSUM).
     pub drift_channel: bool,
     /// Score values that repeat exactly for unusually long.
     pub stuck_channel: bool,
@@ -297,7 +359,9 @@ impl Default for ThresholdConfig {
         Self {
             kind: ThresholdKind::Ewma,
             warmup_events: 100,
+            warmup_secs: 86_400,
             horizon_events: 5000,
+            level_memory_secs: 3 * 86_400,
             quantile: 0.98,
             level_channel: true,
             drift_channel: true,
@@ -320,9 +384,14 @@ impl ThresholdConfig {
             "must be at least 1 (100 is the default)",
         );
         problems.check(
-            self.horizon_events >= 2,
+            self.horizon_events >= 10,
             key("horizon_events"),
-            "must be at least 2 (5000 is the default)",
+            "must be at least 10 (5000 is the default)",
+        );
+        problems.check(
+            self.level_memory_secs >= 60,
+            key("level_memory_secs"),
+            "must be at least 60 seconds (259200, three days, is the default)",
         );
         problems.check(
             self.quantile > 0.5 && self.quantile < 1.0,
@@ -333,17 +402,17 @@ impl ThresholdConfig {
             (
                 "smoothing_events",
                 self.smoothing_events,
-                "the anomaly-likelihood stage was removed; the drift channel scores sustained errors",
+                "the anomaly-likelihood stage was removed; the drift channel scores sustained deviations",
             ),
             (
                 "inflation_events",
                 self.inflation_events,
-                "inflation after anomalies was removed; channels now learn anomalies clipped",
+                "inflation after anomalies was removed; echo suppression keeps an anomaly to one alert",
             ),
             (
                 "range_novelty",
                 self.range_novelty,
-                "range novelty was removed; the level channel's record bound covers new ranges",
+                "range novelty was removed; the records of the level channel cover new ranges",
             ),
         ] {
             problems.check(
@@ -359,44 +428,8 @@ impl ThresholdConfig {
     /// [`ThresholdConfig::validate`] first; out-of-range values are clamped
     /// here.
     pub fn build(&self, alert_threshold: f64) -> Thresholds {
-        let horizon = f64::from(self.horizon_events.max(2));
-        let knobs = Knobs {
-            learn_clip: knob("LEARN_CLIP", LEARN_CLIP_SURPRISE),
-            record_sigmas: knob("RECORD_SIGMAS", RECORD_AT_SIGMAS),
-            cusum_k: knob("CUSUM_K", 0.75),
-            cusum_clip: knob("CUSUM_CLIP", CUSUM_CLIP),
-            warm_rel: knob("WARM_REL", WARM_RELATIVE_ERROR),
-            slow_warmup_ms: knob("SLOW_WARMUP_MS", SLOW_WARMUP_MS),
-            body_horizon: knob("BODY_HORIZON", 1000.0),
-            level_tau_ms: knob("LEVEL_TAU_H", 72.0) * 3_600_000.0,
-            season_tau_ms: knob("SEASON_TAU_D", 3.0) * 86_400_000.0,
-            top_halflife: knob("TOP_HALFLIFE", 5000.0),
-            echo_events: knob("ECHO_EVENTS", 50.0),
-            evidence_floor: knob("EVIDENCE_FLOOR", 0.5),
-            heavy_alpha: knob("HEAVY_ALPHA", 0.0),
-            weekday: knob("WEEKDAY", 0.0),
-            level_events: knob("LEVEL_EVENTS", 10.0),
-            dev_clip: knob("DEV_CLIP", 5.0),
-            cal_w0: knob("CAL_W0", 0.0),
-            cal_horizon: knob("CAL_HORIZON", 20000.0),
-            echo_slow: knob("ECHO_SLOW", 1.0),
-            cusum_cap: knob("CUSUM_CAP", 40.0),
-            rec_cold: knob("REC_COLD", 1.0),
-            drift_k: knob("DRIFT_K", 2.0),
-            warm_excursions: knob("WARM_EXC", 0.0),
-            record_growth: knob("RECORD_GROWTH", 1e9),
-            fast_warmup_ms: knob("FAST_WARMUP_MS", 86_400_000.0),
-            level_min: knob("LEVEL_MIN", 1.0),
-            seen_once: knob("SEEN_ONCE", 0.0),
-            echo_forget: knob("ECHO_FORGET", 1e9),
-            shift: [
-                0.0,
-                knob("LEVEL_SHIFT", 0.0),
-                knob("SLOW_SHIFT", 3.0),
-                knob("SLOW_SHIFT", 3.0),
-            ],
-        };
-        let body = knobs.body_horizon.max(2.0);
+        let horizon = f64::from(self.horizon_events.max(10));
+        let body = horizon / 5.0;
         let q = self.quantile.clamp(0.5 + 1e-9, 1.0 - 1e-9);
         let kind = match self.kind {
             ThresholdKind::Ewma => Kind::Ewma(Ewma::new(body)),
@@ -411,6 +444,7 @@ impl ThresholdConfig {
             at - len
         };
         let forecast = take(channel_len);
+        // The default kind keeps the residual's moments itself.
         let moments = if matches!(kind, Kind::Ewma(_)) {
             forecast + 1
         } else {
@@ -420,20 +454,17 @@ impl ThresholdConfig {
         let level = self.level_channel.then(|| take(channel_len));
         let drift = self.drift_channel.then(|| take(DRIFT_LEN));
         let stuck = self.stuck_channel.then(|| take(STUCK_LEN));
-        let ages = take(4);
-        let cal = take(CAL_LEN);
-        let len = at;
         Thresholds {
-            knobs,
             kind,
             moments_kind: Ewma::new(body),
-            base_kind: Ewma::new(knob("DEV_HORIZON", 1000.0).max(2.0)),
             kind_len,
             horizon,
-            top_decay: 0.5f64.powf(1.0 / knobs.top_halflife.max(1.0)),
-            echo_decay: (-1.0 / knobs.echo_events.max(1e-9)).exp(),
+            top_decay: 0.5f64.powf(1.0 / horizon),
             keep: 1.0 - 1.0 / horizon,
+            echo_decay: (-1.0 / ECHO_EVENTS).exp(),
             warmup_events: f64::from(self.warmup_events.max(1)),
+            warmup_ms: self.warmup_secs as f64 * 1000.0,
+            level_memory_ms: self.level_memory_secs.max(60) as f64 * 1000.0,
             alert_surprise: surprise_from_score(alert_threshold),
             layout: Layout {
                 forecast,
@@ -442,14 +473,11 @@ impl ThresholdConfig {
                 level,
                 drift,
                 stuck,
-                ages,
-                cal,
-                len,
+                len: at,
             },
         }
     }
 }
-
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -463,117 +491,41 @@ enum Kind {
 const HEADER_LEN: usize = 3;
 /// The forecast residual's moments (an [`Ewma`] state).
 const MOMENTS_LEN: usize = 3;
-/// Surprise levels at which each channel's calibration counts exceedances.
-const CAL_LEVELS: [f64; 4] = [6.0, 10.0, 16.0, 26.0];
-/// Calibration: `[events (EW), then per channel the EW count of events
-/// whose surprise reached each level]`.
-const CAL_LEN: usize = 1 + 4 * CAL_LEVELS.len();
-
-/// The calibration of one channel (see [`Thresholds::calibrate`]): `ln P`
-/// of reaching each level, from the counts with the prior that the channel
-/// is calibrated (`P = e^-l`) worth `w0` events.
-#[inline]
-fn cal_table(n: f64, counts: &[f64], w0: f64) -> [f64; 4] {
-    let mut out = [0.0; 4];
-    let mut last = 0.0f64;
-    for (j, l) in CAL_LEVELS.iter().enumerate() {
-        let p = (counts[j] + w0 * (-l).exp()) / (n + w0);
-        // Never above the level itself (no evidence makes an event more
-        // surprising than its channel says), never increasing.
-        last = p.ln().max(-l).min(last);
-        out[j] = last;
-    }
-    out
-}
-
-/// Calibrated surprise of channel surprise `e` (piecewise linear in `ln P`
-/// between the levels, slope -1 beyond the last).
-#[inline]
-fn cal_apply(t: &[f64; 4], e: f64) -> f64 {
-    if e <= 0.0 {
-        return 0.0;
-    }
-    let (mut l0, mut p0) = (0.0, 0.0);
-    for (j, &l1) in CAL_LEVELS.iter().enumerate() {
-        let p1 = t[j];
-        if e <= l1 {
-            return -(p0 + (p1 - p0) * (e - l0) / (l1 - l0));
-        }
-        (l0, p0) = (l1, p1);
-    }
-    -(p0 - (e - l0))
-}
-
-/// The channel surprise whose calibrated surprise is `c` (inverse of
-/// [`cal_apply`]; the smallest such where it is flat).
-#[inline]
-fn cal_invert(t: &[f64; 4], c: f64) -> f64 {
-    if c <= 0.0 {
-        return 0.0;
-    }
-    let (mut l0, mut p0) = (0.0, 0.0);
-    for (j, &l1) in CAL_LEVELS.iter().enumerate() {
-        let p1 = t[j];
-        if c <= -p1 {
-            let slope = p0 - p1;
-            return if slope > 0.0 {
-                l0 + (c + p0) / slope * (l1 - l0)
-            } else {
-                l0
-            };
-        }
-        (l0, p0) = (l1, p1);
-    }
-    l0 + (c + p0)
-}
-/// The level baseline: `[count, offset, last event time, 6 daily
-/// coefficients (harmonics 1 to 3, cos and sin), 7 weekday amplitudes (the
-/// daily shape is scaled per day of the week: weekends are often quieter),
-/// an Ewma state of the deseasonalised residual's magnitude, then the
-/// residual's lag-1 statistics]`.
-const BASE_LEN: usize = 3 + 6 + 7 + 3 + 3 + 1 + 1;
+/// The baseline: `[count, offset, last event time, 6 daily coefficients
+/// (harmonics 1 to 3, cos and sin), the residual's moments (an Ewma), its
+/// lag-1 statistics (last, EW mean of e_t e_{t-1}, of e_t²), the short
+/// average, the previous deseasonalised value]`.
+const BASE_LEN: usize = 3 + 6 + 3 + 3 + 2;
+/// Where the baseline's daily coefficients start.
+const BASE_SEASON: usize = 3;
+/// Where the baseline's residual moments start.
+const BASE_MOMENTS: usize = 9;
+/// Where its lag-1 statistics start.
+const BASE_AUTO: usize = 12;
+/// Where the short average is.
+const BASE_FAST: usize = 15;
 /// Where the previous deseasonalised value is.
-const BASE_PREV: usize = 23;
-/// Where the fast level (an EW mean of the deseasonalised value over
-/// `LEVEL_EVENTS` events) is.
-const BASE_FAST: usize = 22;
-/// Events the baseline learns before the level and drift channels learn
-/// distances in its deviation.
-const BASE_READY: f64 = 20.0;
-/// Where the weekday amplitudes start (each 1 + the stored value).
-const BASE_WEEKDAY: usize = 9;
-/// Where the baseline's residual moments start in its block.
-const BASE_MOMENTS: usize = 16;
-/// Where its autocorrelation statistics start: `[last residual, EW mean of
-/// e_t e_{t-1}, EW mean of e_t²]`.
-const BASE_AUTO: usize = 19;
-/// Weight (in transitions) of the prior that repeats are independent.
-const STUCK_PRIOR: f64 = 20.0;
+const BASE_PREV: usize = 16;
 /// Drift: `[echo peak, S+, S-, record]`.
 const DRIFT_LEN: usize = 3 + RECORD_LEN;
-/// Stuck: `[echo peak, last value, run, changes, stays after a change,
-/// stays, stays after a stay, record of completed runs]`, the counts
+/// Stuck: `[echo peak, last value, run, changes, repeats after a change,
+/// repeats, repeats after a repeat, record of completed runs]`, the counts
 /// exponentially weighted.
 const STUCK_LEN: usize = 7 + RECORD_LEN;
 
 const DAY_MS: f64 = 86_400_000.0;
-const WEEK_MS: f64 = 7.0 * DAY_MS;
 
-/// The seasonal basis at `ts_ms` (daily harmonics 1 to 3, cos and sin)
-/// and the day of the week (0 = Thursday, 1970-01-01).
+/// The daily basis at `ts_ms`: harmonics 1 to 3, cos and sin.
 #[inline]
-fn season_basis(ts_ms: i64) -> ([f64; 6], usize) {
-    use crate::model::features::sin_cos_turns;
-    let t = ts_ms as f64;
-    let (s1, c1) = sin_cos_turns(t.rem_euclid(DAY_MS) / DAY_MS);
+fn season_basis(ts_ms: i64) -> [f64; 6] {
+    let (s1, c1) = crate::model::features::sin_cos_turns((ts_ms as f64).rem_euclid(DAY_MS) / DAY_MS);
     let (c2, s2) = (c1 * c1 - s1 * s1, 2.0 * s1 * c1);
     let (c3, s3) = (c1 * c2 - s1 * s2, s1 * c2 + c1 * s2);
-    let day = (t.rem_euclid(WEEK_MS) / DAY_MS) as usize;
-    ([c1, s1, c2, s2, c3, s3], day.min(6))
+    [c1, s1, c2, s2, c3, s3]
 }
 
 /// Where each channel lives in the slab. A kind-scored channel (forecast,
-/// level) is `[echo peak, kind state, record]`.
+/// level) is `[echo peak, kind state, record up, record down]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Layout {
     forecast: usize,
@@ -582,23 +534,12 @@ struct Layout {
     level: Option<usize>,
     drift: Option<usize>,
     stuck: Option<usize>,
-    /// Events since each channel's echo peak was raised.
-    ages: usize,
-    cal: usize,
     len: usize,
 }
 
-/// The record bound (see the module docs), learned from the peaks of
-/// *excursions* (maximal runs of events whose magnitude is above a floor),
-/// not from single events, so that a channel whose magnitude moves slowly
-/// (a level, a CUSUM, a run of repeats) cannot walk its record up one small
-/// step at a time. State: `[excursions (EW count), largest peak, second
-/// largest peak, peak of the current excursion]`.
-///
-/// A magnitude up to the second-largest recent peak `t2` is capped at
-/// `ln((m + 1) / 2)` after `m` excursions (it happened at least twice: once
-/// is an anomaly, twice a pattern); beyond `t2` the bound grows as a
-/// Gaussian tail with deviation `t2 / RECORD_AT_SIGMAS`, at least `scale`.
+/// The record bound (see the module docs). State: `[excursions (EW
+/// count), largest peak, second largest peak, peak of the current
+/// excursion]`.
 #[derive(Debug, Clone, Copy)]
 struct Record {
     /// `ln((m + 1) / 2)`: the surprise of a magnitude seen twice in `m`
@@ -606,215 +547,103 @@ struct Record {
     cap: f64,
     /// Second-largest recent peak (0: no bound).
     top: f64,
-    /// Shape of the tail beyond it: 2 Gaussian, 1 exponential.
+    /// Shape of the tail beyond it.
     k: f64,
-    /// The largest recent peak, when magnitudes seen once are capped too
-    /// (0: not used).
-    once: f64,
-    /// `ln(m + 1)`: the surprise of a magnitude seen once in `m`.
-    cap_once: f64,
 }
 
 /// Length of a [`Record`]'s state.
-const RECORD_LEN: usize = 6;
-
-/// Fewest excursions (`cap ≥ 1`) before a record bounds anything.
-const RECORD_MIN_CAP: f64 = 0.3;
+const RECORD_LEN: usize = 4;
 
 impl Record {
     /// The record in state `r`, for a channel whose body has deviation
-    /// `scale` (the Gaussian it assumes); `k_fixed` forces the tail shape
-    /// (0: from the data).
+    /// `scale` and Weibull shape `body_k` (2 Gaussian, 1 exponential).
     #[inline]
-    fn new(r: &[f64], scale: f64, k_fixed: f64) -> Self {
+    fn new(r: &[f64], scale: f64, body_k: f64) -> Self {
         let cap = (0.5 * (r[0] + 1.0)).ln();
-        let (once, cap_once) = if knob_seen_once() > 0.0 && r[1] > 0.0 {
-            (r[1], (r[0] + 1.0).ln())
-        } else {
-            (0.0, f64::INFINITY)
-        };
         if cap < RECORD_MIN_CAP || r[2] <= 0.0 {
             return Self {
                 cap: f64::INFINITY,
                 top: 0.0,
-                k: 2.0,
-                once,
-                cap_once,
+                k: body_k,
             };
         }
-        // `k_fixed` is the body's shape (2 Gaussian, 1 exponential). Where
-        // t2 would sit if the magnitudes followed the body (the expected
-        // second-largest of m), and how much heavier than that the tail is:
-        // a tail like the body extrapolates with the body's shape, a heavier
-        // one more gently.
-        let kb = k_fixed;
-        let e = (kb * cap).powf(1.0 / kb);
-        let heavy = (r[2] / (scale.max(1e-300) * e)).max(1.0);
-        let k = (kb * heavy.powf(-knob_k_min())).max(knob_k_floor().min(kb));
-        Self {
-            cap,
-            top: r[2],
-            k,
-            once,
-            cap_once,
-        }
+        // Where t2 would sit if the magnitudes followed the body (the
+        // expected second-largest of m) and how much heavier than that the
+        // tail is: a tail like the body's extrapolates with the body's
+        // shape, a heavier one more gently (never below exponential).
+        let expected = (body_k * cap).powf(1.0 / body_k) * scale.max(1e-300);
+        let heaviness = (r[2] / expected).max(1.0);
+        let k = (body_k * heaviness.powf(-TAIL_GENTLENESS)).max(body_k.min(1.0));
+        Self { cap, top: r[2], k }
     }
 
-    /// Surprise bound of magnitude `a`: `cap` up to the record, then a
-    /// Weibull tail `cap (a / top)^k` (which for a Gaussian record is the
-    /// Gaussian's own tail, `a² / 2σ²`).
+    /// Surprise bound of magnitude `a`: `cap` up to the record, then the
+    /// Weibull tail `cap (a / top)^k` (for a Gaussian record, the
+    /// Gaussian's own tail `a² / 2σ²`).
     #[inline]
     fn surprise(&self, a: f64) -> f64 {
-        let twice = if a <= self.top {
+        if a <= self.top {
             self.cap
         } else {
             self.cap * (a / self.top).powf(self.k)
-        };
-        // Up to the largest recent peak, seen once in m excursions: at most
-        // ln(m + 1).
-        if self.once > 0.0 && a <= self.once {
-            twice.min(self.cap_once)
-        } else {
-            twice
         }
     }
 
-    /// Smallest magnitude whose bound reaches `l` (0 if all do).
+    /// Smallest magnitude whose bound reaches `l` (0 if all do, ∞ if none).
     #[inline]
     fn magnitude_at(&self, l: f64) -> f64 {
-        let twice = if l <= self.cap {
+        if l <= self.cap {
             0.0
         } else if self.top <= 0.0 {
             f64::INFINITY
         } else {
             self.top * (l / self.cap).powf(1.0 / self.k)
-        };
-        if self.once > 0.0 && l > self.cap_once {
-            twice.max(self.once)
-        } else {
-            twice
         }
     }
 
     /// Learns magnitude `a`: an excursion goes on while `above`, and its
-    /// peak joins the record when it ends. `decay` ages the peaks, `keep`
+    /// peak joins the record when it ends. `decay` fades the peaks, `keep`
     /// the excursion count.
     #[inline]
-    fn learn(r: &mut [f64], a: f64, above: bool, decay: f64, keep: f64, clip: f64) {
-        let window = knob_window();
-        if window > 0.0 {
-            r[4] += 1.0;
-            r[5] += 1.0;
-            if r[4] > window {
-                (r[1], r[4]) = (r[2], r[5]);
-                (r[2], r[5]) = (0.0, 0.0);
-            }
-            if r[5] > window {
-                (r[2], r[5]) = (0.0, 0.0);
-            }
-        } else {
-            r[1] *= decay;
-            r[2] *= decay;
-        }
+    fn learn(r: &mut [f64], a: f64, above: bool, decay: f64, keep: f64) {
+        r[1] *= decay;
+        r[2] *= decay;
         if above {
             r[3] = r[3].max(a);
             return;
         }
         r[0] *= keep;
         if r[3] > 0.0 {
-            let p = if clip > 0.0 && r[2] > 0.0 { r[3].min(clip) } else { r[3] };
+            let p = r[3];
             r[0] += 1.0;
             r[3] = 0.0;
             if p > r[1] {
-                (r[2], r[5]) = (r[1], r[4]);
-                (r[1], r[4]) = (p, 0.0);
+                r[2] = r[1];
+                r[1] = p;
             } else if p > r[2] {
-                (r[2], r[5]) = (p, 0.0);
+                r[2] = p;
             }
         }
     }
 }
 
-/// Development knobs (temporary): the constants, overridable from the
-/// environment for cross-validation runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Knobs {
-    learn_clip: f64,
-    record_sigmas: f64,
-    cusum_k: f64,
-    cusum_clip: f64,
-    warm_rel: f64,
-    slow_warmup_ms: f64,
-    body_horizon: f64,
-    level_tau_ms: f64,
-    season_tau_ms: f64,
-    top_halflife: f64,
-    echo_events: f64,
-    evidence_floor: f64,
-    heavy_alpha: f64,
-    weekday: f64,
-    level_events: f64,
-    dev_clip: f64,
-    cal_w0: f64,
-    cal_horizon: f64,
-    echo_slow: f64,
-    cusum_cap: f64,
-    rec_cold: f64,
-    drift_k: f64,
-    warm_excursions: f64,
-    shift: [f64; 4],
-    record_growth: f64,
-    fast_warmup_ms: f64,
-    level_min: f64,
-    seen_once: f64,
-    echo_forget: f64,
-}
-
-fn knob_k_floor() -> f64 {
-    static K: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *K.get_or_init(|| knob("K_FLOOR", 1.0))
-}
-
-fn knob_seen_once() -> f64 {
-    static K: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *K.get_or_init(|| knob("SEEN_ONCE", 0.0))
-}
-
-fn knob_window() -> f64 {
-    static K: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *K.get_or_init(|| knob("REC_WINDOW", 0.0))
-}
-
-fn knob_k_min() -> f64 {
-    static K: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *K.get_or_init(|| knob("HEAVY_BETA", 0.25))
-}
-
-fn knob(name: &str, default: f64) -> f64 {
-    std::env::var(format!("ANOMALYD_KNOB_{name}"))
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// A configured threshold (shared by every series).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
-    knobs: Knobs,
     kind: Kind,
     /// Learns the forecast residual's moments when the kind does not.
     moments_kind: Ewma,
-    /// Learns the deseasonalised residual's magnitude.
-    base_kind: Ewma,
     kind_len: usize,
     horizon: f64,
-    /// Per-event decay of the largest recent magnitudes.
+    /// Per-event decay of the records' peaks (half over the horizon).
     top_decay: f64,
-    /// Per-event decay of the echo peaks.
-    echo_decay: f64,
     /// Per-event weight kept by exponentially weighted counts.
     keep: f64,
+    /// Per-event decay of the echo peaks.
+    echo_decay: f64,
     warmup_events: f64,
+    warmup_ms: f64,
+    level_memory_ms: f64,
     /// The alert threshold's surprise: echo peaks track surprises above it.
     alert_surprise: f64,
     layout: Layout,
@@ -866,33 +695,28 @@ pub struct Observation {
     pub residual: f64,
     /// The value itself (level, drift and stuck channels).
     pub value: f64,
-    /// Event time (season, and the day the slow channels wait for).
+    /// Event time (the season, and the warm-up in time).
     pub ts_ms: i64,
 }
 
-/// Surprise per channel, before echo suppression: forecast, level, drift,
-/// stuck.
-type Raw = [f64; 4];
+/// Surprise per channel: forecast, level, drift, stuck.
+type PerChannel = [f64; 4];
 
 /// What a threshold says about one event, before it learns it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
     /// The score in `[0, 1)` (the contract above); 0 while cold.
     pub score: f64,
-    /// The score of what is new in this event: as `score`, but each
-    /// channel's surprise beyond the anomaly it reported recently (see echo
-    /// suppression), so an anomaly's echoes and plateau score low.
+    /// The onset score: as `score`, less each channel's echo peak.
     pub onset: f64,
     /// The surprise behind `score`, in nats (computed while cold too).
     pub surprise: f64,
-    /// The channel that gave the surprise.
+    /// The channel that gave the score.
     pub reason: Reason,
     /// Whether the series is trusted to be scored.
     pub warm: bool,
-    /// Each channel's surprise before echo suppression.
-    raw: Raw,
-    /// Each channel's surprise after echo suppression, before calibration.
-    echoed: Raw,
+    /// Each channel's surprise (the slow channels without their margin).
+    raw: PerChannel,
     /// The CUSUM after this event.
     cusum: (f64, f64),
     /// The run of repeats after this event.
@@ -926,8 +750,7 @@ impl Thresholds {
         let l = &self.layout;
         let mut slab = vec![0.0; l.len].into_boxed_slice();
         with_kind!(&self.kind, k => {
-            k.init(&mut slab[l.forecast + 1..l.forecast + 1 + self.kind_len]);
-            if let Some(at) = l.level {
+            for at in [Some(l.forecast), l.level].into_iter().flatten() {
                 k.init(&mut slab[at + 1..at + 1 + self.kind_len]);
             }
         });
@@ -963,17 +786,15 @@ impl Thresholds {
         self.kind_magnitude(self.kind_state(slab, at), 0.5)
     }
 
-    /// The record bound of a kind-scored channel at `at`.
+    /// The record of the kind-scored channel at `at`, direction `up`.
     #[inline]
     fn record(&self, slab: &[f64], at: usize, up: bool) -> Record {
-        let k = at + 1 + self.kind_len + if up { 0 } else { RECORD_LEN };
-        Record::new(&slab[k..k + RECORD_LEN], self.scale(slab, at), 2.0)
+        let r = at + 1 + self.kind_len + if up { 0 } else { RECORD_LEN };
+        Record::new(&slab[r..r + RECORD_LEN], self.scale(slab, at), 2.0)
     }
 
     /// Surprise of signed deviation `x` on the kind-scored channel at `at`:
-    /// the body is symmetric, the records are kept per direction (a series
-    /// whose drops are normal, like a sawtooth or a disk that is cleaned
-    /// up, may still never jump up).
+    /// the body is symmetric, the records are kept per direction.
     #[inline]
     fn channel_surprise(&self, slab: &[f64], at: usize, x: f64) -> f64 {
         let a = x.abs().min(1e12);
@@ -989,65 +810,64 @@ impl Thresholds {
         body.max(self.record(slab, at, up).magnitude_at(l))
     }
 
-    /// Deviation of the forecast residual (typical steps).
+    /// How much independent evidence one deseasonalised deviation carries
+    /// for the drift channel: `√((1 - φ) / (1 + φ))` for its lag-1
+    /// autocorrelation `φ > 0` (the deviation of a sum of `n` such values
+    /// is `√((1 + φ)/(1 - φ))` times that of `n` independent ones), at least
+    /// [`EVIDENCE_FLOOR`], 1 for `φ ≤ 0`.
     #[inline]
-    fn residual_sigma(&self, slab: &[f64]) -> f64 {
-        Ewma::sigma(&slab[self.layout.moments..self.layout.moments + MOMENTS_LEN])
-    }
-
-    /// How much independent evidence one deseasonalised residual carries:
-    /// `√((1 - φ) / (1 + φ))` for its lag-1 autocorrelation `φ > 0` (the
-    /// deviation of a sum of `n` such residuals is `√((1 + φ)/(1 - φ))`
-    /// times that of `n` independent ones), 1 for `φ ≤ 0`.
-    #[inline]
-    fn evidence(&self, b: &[f64]) -> f64 {
+    fn evidence(b: &[f64]) -> f64 {
         let a = &b[BASE_AUTO..BASE_AUTO + 3];
         if a[2] <= 0.0 {
             return 1.0;
         }
         let phi = (a[1] / a[2]).clamp(0.0, 0.999);
-        ((1.0 - phi) / (1.0 + phi)).sqrt().max(self.knobs.evidence_floor)
+        ((1.0 - phi) / (1.0 + phi)).sqrt().max(EVIDENCE_FLOOR)
     }
 
-    /// The baseline block's value at `ts_ms` (offset plus season) and its
-    /// residual deviation, in the series' units.
-    #[inline]
-    fn baseline(b: &[f64], ts_ms: i64) -> (f64, f64) {
-        let season = Self::season(b, ts_ms);
-        let m = &b[BASE_MOMENTS..BASE_MOMENTS + 3];
-        let floor = (1e-9 * b[1].abs()).max(1e-300);
-        (b[1] + season, (m[1] * ewma::SQRT_HALF_PI).max(floor))
-    }
-
-    /// The seasonal part of the baseline at `ts_ms`.
+    /// The seasonal part of the baseline `b` at `ts_ms`.
     #[inline]
     fn season(b: &[f64], ts_ms: i64) -> f64 {
-        let (basis, day) = season_basis(ts_ms);
-        let shape: f64 = basis.iter().zip(&b[3..9]).map(|(x, w)| x * w).sum();
-        (1.0 + b[BASE_WEEKDAY + day]) * shape
+        season_basis(ts_ms)
+            .iter()
+            .zip(&b[BASE_SEASON..BASE_SEASON + 6])
+            .map(|(x, w)| x * w)
+            .sum()
     }
 
-    /// The fast level after `value` at `ts_ms` (deseasonalised).
+    /// The baseline's value at `ts_ms` (offset plus season) and the
+    /// deviation of values around it, in the series' units.
     #[inline]
-    fn fast_level(&self, b: &[f64], value: f64, ts_ms: i64) -> f64 {
+    fn baseline(b: &[f64], ts_ms: i64) -> (f64, f64) {
+        let m = &b[BASE_MOMENTS..BASE_MOMENTS + 3];
+        let floor = (1e-9 * b[1].abs()).max(1e-300);
+        (
+            b[1] + Self::season(b, ts_ms),
+            (m[1] * ewma::SQRT_HALF_PI).max(floor),
+        )
+    }
+
+    /// The short average after `value` at `ts_ms` (deseasonalised).
+    #[inline]
+    fn fast_level(b: &[f64], value: f64, ts_ms: i64) -> f64 {
         let d = value - Self::season(b, ts_ms);
         if b[0] < 1.0 {
             return d;
         }
-        let n = (b[0] + 1.0).min(self.knobs.level_events);
+        let n = (b[0] + 1.0).min(LEVEL_EVENTS);
         b[BASE_FAST] + (d - b[BASE_FAST]) / n
     }
 
     /// The level channel's signed distance, in baseline deviations: the
-    /// fast level's distance from the offset, but only as far as the
-    /// current and the previous value are off the same way too, so one
-    /// stray value (a jitter, a spike: the forecast channel's business)
+    /// short average's distance from the offset, but only as far as the
+    /// current and the previous value are off the same way too, so that
+    /// one stray value (a jitter, a spike: the forecast channel's business)
     /// does not move it, while a level that has really moved does.
     #[inline]
-    fn level_distance(&self, b: &[f64], obs: &Observation, dev: f64) -> f64 {
+    fn level_distance(b: &[f64], obs: &Observation, dev: f64) -> f64 {
         let off = b[1];
-        let f = self.fast_level(b, obs.value, obs.ts_ms) - off;
-        if self.knobs.level_min <= 0.0 || b[0] < 2.0 {
+        let f = Self::fast_level(b, obs.value, obs.ts_ms) - off;
+        if b[0] < 2.0 {
             return f / dev;
         }
         let now = obs.value - Self::season(b, obs.ts_ms) - off;
@@ -1060,37 +880,37 @@ impl Thresholds {
 
     /// Whether the slow channels (level, drift) may speak at `ts_ms`.
     #[inline]
-    fn slow_warm(&self, slab: &[f64], ts_ms: i64) -> bool {
-        slab[2] > 0.0 && (ts_ms as f64 - slab[1]) >= self.knobs.slow_warmup_ms
+    fn slow_warm(slab: &[f64], ts_ms: i64) -> bool {
+        slab[2] > 0.0 && (ts_ms as f64 - slab[1]) >= SLOW_WARMUP_MS
     }
 
     /// Drift surprise of CUSUM value `c` (drift block `d`): the CUSUM's
-    /// stationary tail is exponential with rate 1 (nats) for Gaussian
-    /// residuals, capped by the record of its excursions.
+    /// stationary tail is exponential (rate about 1 nat per unit for
+    /// Gaussian deviations), capped by the record of its excursions.
     #[inline]
-    fn drift_surprise(&self, d: &[f64], c: f64) -> f64 {
+    fn drift_surprise(d: &[f64], c: f64) -> f64 {
         c.min(Record::new(&d[3..3 + RECORD_LEN], 1.0, 1.0).surprise(c))
     }
 
     /// Largest CUSUM value with drift surprise below `l`.
     #[inline]
-    fn drift_limit(&self, d: &[f64], l: f64) -> f64 {
+    fn drift_limit(d: &[f64], l: f64) -> f64 {
         l.max(Record::new(&d[3..3 + RECORD_LEN], 1.0, 1.0).magnitude_at(l))
     }
 
-    /// Stuck surprise of a run of `m` repeats (stuck block `st`).
+    /// Stuck surprise of a run of `m` repeats (stuck block `st`): the
+    /// chance of a run that long under a two-state Markov chain, capped by
+    /// the record of completed runs.
     #[inline]
-    fn stuck_surprise(&self, st: &[f64], m: f64) -> f64 {
+    fn stuck_surprise(st: &[f64], m: f64) -> f64 {
         if m < 1.0 {
             return 0.0;
         }
-        // P(repeat | the value changed last time) and P(repeat | it
-        // repeated), with half a repeat of prior each.
+        // P(repeat | the value changed last time), with half a repeat of
+        // prior; P(repeat | it repeated), with the prior that repeats are
+        // independent worth STUCK_PRIOR transitions, so a frozen value does
+        // not teach in its first few events that repeats go on.
         let p_start = (st[4] + 0.5) / (st[3] + 1.0);
-        // Until many repeats have been followed, assume a repeat is
-        // followed by another as often as a change is (independence): a
-        // frozen value must not teach, in its first few events, that
-        // repeats go on.
         let p_cont = (st[6] + STUCK_PRIOR * p_start) / (st[5] + STUCK_PRIOR);
         let per = -p_cont.ln();
         let geo = -p_start.ln() + (m - 1.0) * per;
@@ -1102,43 +922,13 @@ impl Thresholds {
         }
     }
 
-    /// Calibrated surprise of channel `i`'s (echo-suppressed) surprise `e`:
-    /// a channel that, on this series, often says "rare" is discounted by
-    /// how often it does. Counts of exceedances at a few surprise levels,
-    /// with the prior that the channel is calibrated, give `P(surprise ≥ l)`;
-    /// the calibrated surprise is `-ln` of it. On a series the channel
-    /// describes well nothing changes; on a spiky, wandering or ill-fitted
-    /// one the surprises shrink to what the series really does.
-    #[inline]
-    fn calibrate(&self, s: &[f64], i: usize, e: f64) -> f64 {
-        if self.knobs.cal_w0 <= 0.0 {
-            return e.max(0.0);
-        }
-        let c = &s[self.layout.cal..self.layout.cal + CAL_LEN];
-        let k = CAL_LEVELS.len();
-        cal_apply(&cal_table(c[0], &c[1 + i * k..1 + (i + 1) * k], self.knobs.cal_w0), e)
-    }
-
-    /// Inverse of [`Thresholds::calibrate`].
-    #[inline]
-    fn uncalibrate(&self, s: &[f64], i: usize, l: f64) -> f64 {
-        if self.knobs.cal_w0 <= 0.0 {
-            return l;
-        }
-        let c = &s[self.layout.cal..self.layout.cal + CAL_LEN];
-        let k = CAL_LEVELS.len();
-        cal_invert(&cal_table(c[0], &c[1 + i * k..1 + (i + 1) * k], self.knobs.cal_w0), l)
-    }
-
-    /// Whether a cold series is trusted from this event on.
+    /// Whether a cold series is trusted from the event at `ts_ms` on.
     #[inline]
     fn becomes_warm(&self, s: &[f64], ts_ms: i64) -> bool {
         let m = &s[self.layout.moments..self.layout.moments + MOMENTS_LEN];
-        let k = self.layout.forecast + 1 + self.kind_len;
         s[0] >= self.warmup_events
-            && Ewma::relative_error(m) <= self.knobs.warm_rel
-            && s[k] >= self.knobs.warm_excursions
-            && (ts_ms as f64 - s[1]) >= self.knobs.fast_warmup_ms
+            && (ts_ms as f64 - s[1]) >= self.warmup_ms
+            && Ewma::relative_error(m) <= WARM_RELATIVE_ERROR
     }
 
     /// Scores one event against the state, before the state learns it.
@@ -1147,28 +937,26 @@ impl Thresholds {
         let s = &state.slab;
         let l = &self.layout;
         let warm = s[2] > 0.0 || (s[0] >= 1.0 && self.becomes_warm(s, obs.ts_ms));
-        let slow = self.slow_warm(s, obs.ts_ms);
+        let slow = Self::slow_warm(s, obs.ts_ms);
         let mut raw = [0.0; 4];
         let mut peaks = [0.0; 4];
         raw[0] = self.channel_surprise(s, l.forecast, obs.residual);
         peaks[0] = s[l.forecast];
         let mut cusum = (0.0, 0.0);
         if let Some(b) = l.base {
-            let (base, dev) = Self::baseline(&s[b..b + BASE_LEN], obs.ts_ms);
-            let z = (obs.value - base) / dev;
+            let bb = &s[b..b + BASE_LEN];
+            let (base, dev) = Self::baseline(bb, obs.ts_ms);
             if let (Some(at), true) = (l.level, slow) {
-                let zl = self.level_distance(&s[b..b + BASE_LEN], obs, dev);
-                raw[1] = self.channel_surprise(s, at, zl);
+                raw[1] = self.channel_surprise(s, at, Self::level_distance(bb, obs, dev));
                 peaks[1] = s[at];
             }
             if let Some(at) = l.drift {
                 let d = &s[at..at + DRIFT_LEN];
-                let kn = &self.knobs;
-                let w = self.evidence(&s[b..b + BASE_LEN]);
-                let z = z.clamp(-kn.cusum_clip, kn.cusum_clip) * w;
-                cusum = ((d[1] + z - kn.cusum_k).max(0.0), (d[2] - z - kn.cusum_k).max(0.0));
+                let z = ((obs.value - base) / dev).clamp(-CUSUM_CLIP, CUSUM_CLIP)
+                    * Self::evidence(bb);
+                cusum = ((d[1] + z - CUSUM_K).max(0.0), (d[2] - z - CUSUM_K).max(0.0));
                 if slow {
-                    raw[2] = self.drift_surprise(d, cusum.0.max(cusum.1));
+                    raw[2] = Self::drift_surprise(d, cusum.0.max(cusum.1));
                     peaks[2] = d[0];
                 }
             }
@@ -1183,32 +971,28 @@ impl Thresholds {
             } else {
                 0.0
             };
-            raw[3] = self.stuck_surprise(st, run);
+            raw[3] = Self::stuck_surprise(st, run);
             peaks[3] = st[0];
         }
+        let margins = [0.0, 0.0, SLOW_MARGIN, SLOW_MARGIN];
         let mut best = (0.0, Reason::Forecast);
         let mut onset = 0.0f64;
         for (i, reason) in Reason::ALL.into_iter().enumerate() {
-            let x = self.calibrate(s, i, raw[i] - self.knobs.shift[i]);
+            let x = raw[i] - margins[i];
             if x > best.0 {
                 best = (x, reason);
             }
-            onset = onset.max(self.calibrate(s, i, raw[i] - peaks[i] - self.knobs.shift[i]));
+            onset = onset.max(x - peaks[i]);
         }
-        let surprise = best.0.clamp(0.0, MAX_SURPRISE);
-        let onset = onset.clamp(0.0, MAX_SURPRISE);
+        let surprise = best.0.min(MAX_SURPRISE);
+        let cold = |l: f64| if warm { score_from_surprise(l) } else { 0.0 };
         Scored {
-            score: if warm {
-                score_from_surprise(surprise)
-            } else {
-                0.0
-            },
-            onset: if warm { score_from_surprise(onset) } else { 0.0 },
+            score: cold(surprise),
+            onset: cold(onset.min(MAX_SURPRISE)),
             surprise,
             reason: best.1,
             warm,
             raw,
-            echoed: std::array::from_fn(|i| raw[i] - peaks[i]),
             cusum,
             run,
         }
@@ -1221,37 +1005,34 @@ impl Thresholds {
         let s = &state.slab;
         let l = &self.layout;
         let lt = target.surprise;
-        let lf = self.uncalibrate(s, 0, lt);
         let residual = (
-            self.channel_magnitude(s, l.forecast, lf, false).max(0.0),
-            self.channel_magnitude(s, l.forecast, lf, true).max(0.0),
+            self.channel_magnitude(s, l.forecast, lt, false).max(0.0),
+            self.channel_magnitude(s, l.forecast, lt, true).max(0.0),
         );
         let mut level = (f64::NEG_INFINITY, f64::INFINITY);
-        if let (Some(b), true) = (l.base, self.slow_warm(s, ts_ms)) {
-            let (base, dev) = Self::baseline(&s[b..b + BASE_LEN], ts_ms);
+        if let (Some(b), true) = (l.base, Self::slow_warm(s, ts_ms)) {
+            let bb = &s[b..b + BASE_LEN];
+            let (base, dev) = Self::baseline(bb, ts_ms);
             if let Some(at) = l.level {
-                // |f' - offset| <= h with f' = f + (d - f)/n, d = x - season.
-                let bb = &s[b..b + BASE_LEN];
-                let ll = self.uncalibrate(s, 1, lt);
-                let down = self.channel_magnitude(s, at, ll, false).max(0.0) * dev;
-                let up = self.channel_magnitude(s, at, ll, true).max(0.0) * dev;
-                let n = (bb[0] + 1.0).min(self.knobs.level_events).max(1.0);
+                // |f' - offset| <= h with f' = f + (x - season - f) / n.
+                let down = self.channel_magnitude(s, at, lt, false).max(0.0) * dev;
+                let up = self.channel_magnitude(s, at, lt, true).max(0.0) * dev;
+                let n = (bb[0] + 1.0).min(LEVEL_EVENTS).max(1.0);
                 let f = bb[BASE_FAST];
                 let center = Self::season(bb, ts_ms) + f + n * (bb[1] - f);
                 level = (center - n * down, center + n * up);
             }
             if let Some(at) = l.drift {
                 let d = &s[at..at + DRIFT_LEN];
-                let kn = &self.knobs;
-                let w = self.evidence(&s[b..b + BASE_LEN]);
-                let c = self.drift_limit(d, self.uncalibrate(s, 2, lt));
-                // The standardised residual that would take the CUSUM to c.
-                let hi = (c + kn.cusum_k - d[1]) / w;
-                let lo = -(c + kn.cusum_k - d[2]) / w;
-                if hi < kn.cusum_clip {
+                let w = Self::evidence(bb);
+                let c = Self::drift_limit(d, lt + SLOW_MARGIN);
+                // The standardised deviation that would take the CUSUM to c.
+                let hi = (c + CUSUM_K - d[1]) / w;
+                let lo = -(c + CUSUM_K - d[2]) / w;
+                if hi < CUSUM_CLIP {
                     level.1 = level.1.min(base + hi * dev);
                 }
-                if lo > -kn.cusum_clip {
+                if lo > -CUSUM_CLIP {
                     level.0 = level.0.max(base + lo * dev);
                 }
             }
@@ -1259,78 +1040,59 @@ impl Thresholds {
         BandLimits { residual, level }
     }
 
-    /// Learns `a` on the kind-scored channel at `at`: the body with `a`
-    /// clipped at the magnitude of [`LEARN_CLIP_SURPRISE`], the record with
-    /// `a` itself once the series is warm (before, its errors say how well
-    /// the model has learned yet, not what the series does). Returns the
-    /// clipped magnitude.
+    /// Learns signed deviation `x` on the kind-scored channel at `at`: the
+    /// body with the magnitude clipped at the one of
+    /// [`LEARN_CLIP_SURPRISE`], the record of `x`'s direction with the
+    /// magnitude as it is. Returns the clipped magnitude.
     #[inline]
-    fn learn_channel(&self, slab: &mut [f64], at: usize, x: f64, warm: bool) -> f64 {
+    fn learn_channel(&self, slab: &mut [f64], at: usize, x: f64) -> f64 {
         let a = x.abs().min(1e12);
         let up = x >= 0.0;
-        let clip = self.channel_magnitude(slab, at, self.knobs.learn_clip, up);
+        let clip = self.channel_magnitude(slab, at, LEARN_CLIP_SURPRISE, up);
         let floor = self.scale(slab, at);
         let clipped = if clip.is_finite() && clip > 0.0 && slab[0] >= 1.0 {
             a.min(clip)
         } else {
             a
         };
-        // A peak joins its record at most this large: a magnitude far past
-        // the alert boundary (an anomaly) teaches the record only as much
-        // as one at the boundary times the growth allowance, so one anomaly
-        // does not hide the next; something that keeps recurring still
-        // climbs in a few steps.
-        let grow = |up: bool| {
-            self.record(slab, at, up).magnitude_at(self.alert_surprise) * self.knobs.record_growth
-        };
-        let (clip_up, clip_down) = (grow(true), grow(false));
         with_kind!(&self.kind, k => k.observe(&mut slab[at + 1..at + 1 + self.kind_len], clipped));
-        let k = at + 1 + self.kind_len;
-        let a = if warm || self.knobs.rec_cold > 0.0 { a } else { 0.0 };
+        let r = at + 1 + self.kind_len;
         let (a_up, a_down) = if up { (a, 0.0) } else { (0.0, a) };
-        Record::learn(&mut slab[k..k + RECORD_LEN], a_up, a_up > floor, self.top_decay, self.keep, clip_up);
-        let k = k + RECORD_LEN;
-        Record::learn(&mut slab[k..k + RECORD_LEN], a_down, a_down > floor, self.top_decay, self.keep, clip_down);
+        for (r, a) in [(r, a_up), (r + RECORD_LEN, a_down)] {
+            Record::learn(
+                &mut slab[r..r + RECORD_LEN],
+                a,
+                a > floor,
+                self.top_decay,
+                self.keep,
+            );
+        }
         clipped
     }
 
-    /// Echo suppression: a channel's peak decays, and a surprise above the
-    /// alert threshold raises it, so that what follows an anomaly (its
-    /// echo, its plateau) must be surprising beyond the anomaly itself.
+    /// Echo suppression for channel peak `peak`: it decays, and a surprise
+    /// at or above the alert threshold (plus the channel's margin) raises
+    /// it, so that what follows an anomaly (its echo, its plateau) must be
+    /// surprising beyond the anomaly itself to be an onset.
     #[inline]
-    fn echo(&self, s: &mut [f64], raw: &Raw, warm: bool) {
-        let l = self.layout;
-        let peaks = [Some(l.forecast), l.level, l.drift, l.stuck];
-        for (i, at) in peaks.into_iter().enumerate() {
-            let Some(at) = at else { continue };
-            let age = &mut s[l.ages + i];
-            *age += 1.0;
-            let fresh = warm && raw[i] >= self.alert_surprise + self.knobs.shift[i];
-            if fresh {
-                *age = 0.0;
-            }
-            let forget = *age > self.knobs.echo_forget;
-            let peak = &mut s[at];
-            *peak *= self.echo_decay;
-            if fresh {
-                *peak = peak.max(raw[i]);
-            } else if forget {
-                *peak = 0.0;
-            }
+    fn echo(&self, peak: &mut f64, raw: f64, margin: f64, warm: bool) {
+        *peak *= self.echo_decay;
+        let x = raw - margin;
+        if warm && x >= self.alert_surprise {
+            *peak = peak.max(x);
         }
     }
 
     /// Learns the baseline: the offset is an exponentially weighted mean
-    /// of the deseasonalised value with time constant `level_tau`, the
-    /// seasonal coefficients a least-mean-squares fit with time constant
-    /// `season_tau` (both shorter while the series is younger than them, so
-    /// a new series learns fast), the residual's magnitude an [`Ewma`].
-    /// Time constants in event time make it independent of the sampling
-    /// rate.
+    /// of the deseasonalised value with time constant `level_memory`, the
+    /// daily coefficients a least-mean-squares fit with time constant
+    /// [`SEASON_MEMORY_MS`] (both shorter while the series is younger than
+    /// them, so a new series learns fast), the deviation an [`Ewma`] of the
+    /// residual's magnitude. Time constants in event time keep it
+    /// independent of the sampling rate.
     fn learn_baseline(&self, b: &mut [f64], obs: &Observation, first_ts: f64) {
         let t = obs.ts_ms as f64;
-        let fast = self.fast_level(b, obs.value, obs.ts_ms);
-        b[BASE_FAST] = fast;
+        b[BASE_FAST] = Self::fast_level(b, obs.value, obs.ts_ms);
         b[BASE_PREV] = obs.value - Self::season(b, obs.ts_ms);
         if b[0] < 1.0 {
             b[0] = 1.0;
@@ -1340,21 +1102,19 @@ impl Thresholds {
         }
         let (base, dev) = Self::baseline(b, obs.ts_ms);
         let e = obs.value - base;
-        // The residual's magnitude, clipped like a channel's.
-        let a = if b[0] >= 10.0 {
-            e.abs().min(self.knobs.dev_clip * dev)
+        let e_clip = if b[0] >= 10.0 {
+            e.clamp(-BASE_CLIP * dev, BASE_CLIP * dev)
         } else {
-            e.abs()
+            e
         };
-        self.base_kind
-            .observe(&mut b[BASE_MOMENTS..BASE_MOMENTS + 3], a);
-        // Lag-1 autocorrelation of the (clipped) residual.
-        let ec = e.clamp(-5.0 * dev, 5.0 * dev);
+        self.moments_kind
+            .observe(&mut b[BASE_MOMENTS..BASE_MOMENTS + 3], e_clip.abs());
+        // Lag-1 autocorrelation of the clipped residual.
         let alpha = 1.0 / b[BASE_MOMENTS].max(1.0);
         let au = &mut b[BASE_AUTO..BASE_AUTO + 3];
-        au[1] += alpha * (ec * au[0] - au[1]);
-        au[2] += alpha * (ec * ec - au[2]);
-        au[0] = ec;
+        au[1] += alpha * (e_clip * au[0] - au[1]);
+        au[2] += alpha * (e_clip * e_clip - au[2]);
+        au[0] = e_clip;
         b[0] += 1.0;
         let dt = (t - b[2]).max(0.0);
         b[2] = b[2].max(t);
@@ -1368,28 +1128,14 @@ impl Thresholds {
         };
         // At least a little per event, so that a series whose clock stands
         // still still follows its level.
-        let a_off = rate(self.knobs.level_tau_ms).max(1.0 / b[0].min(1e4));
-        let e_clip = e.clamp(-5.0 * dev, 5.0 * dev);
-        b[1] += a_off * e_clip;
-        // Gradient of ½e² on each daily coefficient (normalised by E[x²] =
-        // ½) and on the day's amplitude (normalised by the shape's mean
-        // square, so its step does not depend on the series' units).
-        let a_s = 2.0 * rate(self.knobs.season_tau_ms);
-        let (basis, day) = season_basis(obs.ts_ms);
-        let amp = 1.0 + b[BASE_WEEKDAY + day];
-        let mut shape = 0.0;
-        let mut power = 0.0;
-        for (w, x) in b[3..9].iter_mut().zip(basis) {
-            shape += *w * x;
-            power += *w * *w;
-            *w += a_s * e_clip * x * amp;
-        }
-        // A weekday is seen a seventh of the time: its rate is 7 times the
-        // daily one, for the same time constant.
-        if power > 0.0 && self.knobs.weekday > 0.0 {
-            let a_d = (7.0 * a_s).min(1.0);
-            let g = a_d * e_clip * shape / power;
-            b[BASE_WEEKDAY + day] = (b[BASE_WEEKDAY + day] + g).clamp(-1.0, 3.0);
+        b[1] += rate(self.level_memory_ms).max(1.0 / b[0].min(1e4)) * e_clip;
+        // Gradient of ½e² on each coefficient, normalised by E[x²] = ½.
+        let a_s = 2.0 * rate(SEASON_MEMORY_MS) * e_clip;
+        for (w, x) in b[BASE_SEASON..BASE_SEASON + 6]
+            .iter_mut()
+            .zip(season_basis(obs.ts_ms))
+        {
+            *w += a_s * x;
         }
     }
 
@@ -1398,52 +1144,48 @@ impl Thresholds {
     pub fn observe(&self, state: &mut ThresholdState, obs: &Observation, scored: &Scored) {
         let l = self.layout;
         let s = &mut state.slab;
-        let warm = s[2] > 0.0;
+        let warm = scored.warm;
         let first_ts = if s[0] < 1.0 { obs.ts_ms as f64 } else { s[1] };
-        let a = self.learn_channel(s, l.forecast, obs.residual, warm);
+        let a = self.learn_channel(s, l.forecast, obs.residual);
+        self.echo(&mut s[l.forecast], scored.raw[0], 0.0, warm);
         if l.moments != l.forecast + 1 {
             self.moments_kind
                 .observe(&mut s[l.moments..l.moments + MOMENTS_LEN], a);
         }
         if let Some(b) = l.base {
-            let (base, dev) = Self::baseline(&s[b..b + BASE_LEN], obs.ts_ms);
-            let z = ((obs.value - base) / dev).abs().min(1e12);
+            let (_, dev) = Self::baseline(&s[b..b + BASE_LEN], obs.ts_ms);
             // The baseline's own deviation needs a few events before
             // distances in it mean anything.
             let ready = s[b] >= BASE_READY;
             if let (Some(at), true) = (l.level, ready) {
-                let zl = self.level_distance(&s[b..b + BASE_LEN], obs, dev);
-                self.learn_channel(s, at, zl, warm);
+                let x = Self::level_distance(&s[b..b + BASE_LEN], obs, dev);
+                self.learn_channel(s, at, x);
+                self.echo(&mut s[at], scored.raw[1], 0.0, warm);
             }
             if let (Some(at), true) = (l.drift, ready) {
-                // The CUSUM itself is clipped too, so it forgets an anomaly
-                // within a few events of its end.
-                let clip = self.drift_limit(&s[at..at + DRIFT_LEN], self.knobs.cusum_cap);
                 let d = &mut s[at..at + DRIFT_LEN];
-                d[1] = scored.cusum.0.min(clip);
-                d[2] = scored.cusum.1.min(clip);
-                let c = if warm || self.knobs.rec_cold > 0.0 { d[1].max(d[2]) } else { 0.0 };
-                Record::learn(&mut d[3..], c, c > 0.0, self.top_decay, self.keep, 0.0);
+                let cap = Self::drift_limit(d, CUSUM_CAP_SURPRISE);
+                d[1] = scored.cusum.0.min(cap);
+                d[2] = scored.cusum.1.min(cap);
+                let c = d[1].max(d[2]);
+                Record::learn(&mut d[3..], c, c > 0.0, self.top_decay, self.keep);
+                self.echo(&mut d[0], scored.raw[2], SLOW_MARGIN, warm);
             }
             self.learn_baseline(&mut s[b..b + BASE_LEN], obs, first_ts);
         }
         if let Some(at) = l.stuck {
-            let keep = self.keep;
             let n = s[0];
-            let surprising = self.stuck_surprise(&s[at..at + STUCK_LEN], scored.run)
-                > self.knobs.learn_clip;
             let st = &mut s[at..at + STUCK_LEN];
             // A run that has become surprising does not teach how often the
             // series repeats: a frozen exporter is not its new normal until
             // its run ends and joins the record.
-            if n >= 1.0 && !surprising {
-                let repeat = scored.run >= 1.0;
+            if n >= 1.0 && Self::stuck_surprise(st, scored.run) <= LEARN_CLIP_SURPRISE {
                 let (from, hit) = if st[2] >= 1.0 { (5, 6) } else { (3, 4) };
                 for c in &mut st[3..7] {
-                    *c *= keep;
+                    *c *= self.keep;
                 }
                 st[from] += 1.0;
-                if repeat {
+                if scored.run >= 1.0 {
                     st[hit] += 1.0;
                 }
             }
@@ -1454,26 +1196,14 @@ impl Thresholds {
             if scored.run >= 1.0 {
                 r[3] = r[3].max(scored.run);
             }
-            Record::learn(r, prev_run, scored.run >= 1.0, self.top_decay, keep, 0.0);
-        }
-        self.echo(s, &scored.raw, warm);
-        if warm {
-            let keep = 1.0 - 1.0 / self.knobs.cal_horizon;
-            let c = &mut s[l.cal..l.cal + CAL_LEN];
-            c[0] = c[0] * keep + 1.0;
-            let k = CAL_LEVELS.len();
-            for (i, &e) in scored.echoed.iter().enumerate() {
-                for (j, lvl) in CAL_LEVELS.iter().enumerate() {
-                    let x = &mut c[1 + i * k + j];
-                    *x = *x * keep + f64::from(u8::from(e >= *lvl));
-                }
-            }
+            Record::learn(r, prev_run, scored.run >= 1.0, self.top_decay, self.keep);
+            self.echo(&mut st[0], scored.raw[3], SLOW_MARGIN, warm);
         }
         if s[0] < 1.0 {
             s[1] = obs.ts_ms as f64;
         }
         s[0] = (s[0] + 1.0).min(self.horizon);
-        if scored.warm {
+        if warm {
             s[2] = 1.0;
         }
     }
