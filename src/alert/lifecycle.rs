@@ -595,6 +595,8 @@ mod tests {
             lower: 9.0,
             upper: 11.0,
             warm: true,
+            reason: Reason::Forecast,
+            onset: score,
         }
     }
 
@@ -678,7 +680,8 @@ mod tests {
             got[0],
             Some(Transition::Firing {
                 severity: Severity::Warning,
-                started_at_ms: 0
+                started_at_ms: 0,
+                reason: Reason::Forecast,
             })
         );
         assert!(
@@ -689,7 +692,8 @@ mod tests {
             got[6],
             Some(Transition::Resolved {
                 severity: Severity::Warning,
-                started_at_ms: 0
+                started_at_ms: 0,
+                reason: Reason::Forecast,
             })
         );
     }
@@ -729,11 +733,11 @@ mod tests {
         let below = rule(|c| c.direction = Direction::Below);
         let both = rule(|c| c.direction = Direction::Both);
         let (hi, lo) = (20.0, 0.0);
-        assert!(above.is_hit(hi, &d(H)));
-        assert!(!above.is_hit(lo, &d(H)));
-        assert!(below.is_hit(lo, &d(H)));
-        assert!(!below.is_hit(hi, &d(H)));
-        assert!(both.is_hit(lo, &d(H)) && both.is_hit(hi, &d(H)));
+        assert!(above.is_hit(hi, &d(H), false));
+        assert!(!above.is_hit(lo, &d(H), false));
+        assert!(below.is_hit(lo, &d(H), false));
+        assert!(!below.is_hit(hi, &d(H), false));
+        assert!(both.is_hit(lo, &d(H), false) && both.is_hit(hi, &d(H), false));
         let mut lc = Lifecycle::new();
         assert_eq!(
             run(&above, &mut lc, &[(0, lo, 0.99), (1, hi, 0.99)]),
@@ -744,24 +748,24 @@ mod tests {
     #[test]
     fn deviation_floors() {
         let abs = rule(|c| c.min_abs_deviation = 1.0);
-        assert!(!abs.is_hit(10.5, &d(H)), "|0.5| < 1");
-        assert!(abs.is_hit(11.0, &d(H)), "|1| is not below 1");
-        assert!(abs.is_hit(8.0, &d(H)));
+        assert!(!abs.is_hit(10.5, &d(H), false), "|0.5| < 1");
+        assert!(abs.is_hit(11.0, &d(H), false), "|1| is not below 1");
+        assert!(abs.is_hit(8.0, &d(H), false));
         let rel = rule(|c| c.min_rel_deviation = 0.1);
-        assert!(!rel.is_hit(10.9, &d(H)), "0.9 < 0.1 * 10");
-        assert!(rel.is_hit(11.5, &d(H)));
+        assert!(!rel.is_hit(10.9, &d(H), false), "0.9 < 0.1 * 10");
+        assert!(rel.is_hit(11.5, &d(H), false));
         let neg = Decision {
             expected: -100.0,
             ..d(H)
         };
-        assert!(!rel.is_hit(-95.0, &neg), "uses |expected|");
-        assert!(rel.is_hit(-111.0, &neg));
+        assert!(!rel.is_hit(-95.0, &neg, false), "uses |expected|");
+        assert!(rel.is_hit(-111.0, &neg, false));
         let both = rule(|c| {
             c.min_abs_deviation = 5.0;
             c.min_rel_deviation = 0.1;
         });
-        assert!(!both.is_hit(12.0, &d(H)), "passes rel (2 >= 1), fails abs");
-        assert!(both.is_hit(15.0, &d(H)));
+        assert!(!both.is_hit(12.0, &d(H), false), "passes rel (2 >= 1), fails abs");
+        assert!(both.is_hit(15.0, &d(H), false));
     }
 
     #[test]
@@ -785,14 +789,16 @@ mod tests {
             t[0],
             Some(Transition::Firing {
                 severity: Severity::Warning,
-                started_at_ms: 0
+                started_at_ms: 0,
+                reason: Reason::Forecast,
             })
         );
         assert_eq!(
             t[1],
             Some(Transition::Escalated {
                 severity: Severity::Critical,
-                started_at_ms: 0
+                started_at_ms: 0,
+                reason: Reason::Forecast,
             })
         );
         assert_eq!(t[2], None, "escalates once");
@@ -801,7 +807,8 @@ mod tests {
             t[6],
             Some(Transition::Resolved {
                 severity: Severity::Critical,
-                started_at_ms: 0
+                started_at_ms: 0,
+                reason: Reason::Forecast,
             })
         );
         // A critical first hit fires as critical.
@@ -846,15 +853,16 @@ mod tests {
             expected: f64::NAN,
             ..d(0.99)
         };
-        assert!(!r.is_hit(20.0, &nan_score));
-        assert!(!r.is_hit(20.0, &nan_expected));
-        assert!(!r.is_hit(f64::NAN, &d(0.99)));
-        assert!(!r.is_hit(f64::INFINITY, &d(0.99)));
+        assert!(!r.is_hit(20.0, &nan_score, false));
+        assert!(!r.is_hit(20.0, &nan_expected, false));
+        assert!(!r.is_hit(f64::NAN, &d(0.99), false));
+        assert!(!r.is_hit(f64::INFINITY, &d(0.99), false));
 
         let key = SeriesKey::new("m", [("k", "v")]);
         let t = Transition::Resolved {
             severity: Severity::Warning,
             started_at_ms: 0,
+            reason: Reason::Forecast,
         };
         let wild = Decision {
             score: f64::NAN,
@@ -862,6 +870,8 @@ mod tests {
             lower: f64::NEG_INFINITY,
             upper: f64::NAN,
             warm: true,
+            reason: Reason::Forecast,
+            onset: f64::NAN,
         };
         let a = build_alert(&key, &t, 1000, f64::NAN, &wild, &r, "regression");
         for x in [a.value, a.expected, a.lower, a.upper, a.score, a.threshold] {
@@ -927,11 +937,14 @@ mod tests {
             lower: 0.9,
             upper: 1.1,
             warm: true,
+            reason: Reason::Forecast,
+            onset: 0.97,
         };
         let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
         let fire = Transition::Firing {
             severity: Severity::Critical,
             started_at_ms: start,
+            reason: Reason::Forecast,
         };
         let a = build_alert(&key, &fire, start, 0.0, &dec, &r, "regression");
         assert_eq!(
@@ -957,6 +970,7 @@ mod tests {
         let resolved = Transition::Resolved {
             severity: Severity::Critical,
             started_at_ms: start,
+            reason: Reason::Forecast,
         };
         let a = build_alert(
             &key,
@@ -1001,6 +1015,7 @@ mod tests {
         let bad = AlertRuleConfig {
             threshold: 1.0,
             critical_threshold: Some(0.2),
+            resolve_threshold: Some(-1.0),
             for_events: 5,
             window_events: 65,
             resolve_after_events: 0,
@@ -1016,6 +1031,7 @@ mod tests {
             [
                 "alert.threshold",
                 "alert.critical_threshold",
+                "alert.resolve_threshold",
                 "alert.window_events",
                 "alert.resolve_after_events",
                 "alert.cooldown_secs",
@@ -1071,6 +1087,8 @@ mod proptests {
                     threshold: t,
                     // Valid critical thresholds lie in [t, 1).
                     critical_threshold: c.map(|c| t + c * (1.0 - t)),
+                    // Valid resolve thresholds lie in (0, t].
+                    resolve_threshold: c.map(|c| t * (1.0 - 0.9 * c)),
                     for_events,
                     window_events,
                     resolve_after_events: k,
@@ -1117,12 +1135,20 @@ mod proptests {
             for (step, value, score, expected, warm) in events {
                 // Small steps move the clock; a big one (from `any`) sets it.
                 ts = if step.unsigned_abs() > 100_000 { step } else { ts.saturating_add(step) };
-                let d = Decision { score, expected, lower: expected - 1.0, upper: expected + 1.0, warm };
-                let hit = rule.is_hit(value, &d);
+                let d = Decision {
+                    score,
+                    expected,
+                    lower: expected - 1.0,
+                    upper: expected + 1.0,
+                    warm,
+                    reason: Reason::Forecast,
+                    onset: score,
+                };
+                let hit = rule.is_hit(value, &d, lc.is_firing());
                 let t = lc.step(&rule, ts, value, &d);
                 match (t, open) {
                     (None, _) => {}
-                    (Some(Transition::Firing { started_at_ms, severity }), None) => {
+                    (Some(Transition::Firing { started_at_ms, severity, .. }), None) => {
                         prop_assert_eq!(started_at_ms, ts);
                         if let Some(r) = resolved_at {
                             prop_assert!(ts >= r.saturating_add(config.cooldown_secs as i64 * 1000));
@@ -1132,13 +1158,14 @@ mod proptests {
                         }
                         open = Some((ts, severity == Severity::Critical));
                     }
-                    (Some(Transition::Escalated { started_at_ms, severity }), Some((s, false))) => {
-                        prop_assert!(hit);
+                    (Some(Transition::Escalated { started_at_ms, severity, .. }), Some((s, false))) => {
+                        // Severity follows the score, hit or not.
+                        prop_assert!(warm && rule.severity(score) == Severity::Critical);
                         prop_assert_eq!(severity, Severity::Critical);
                         prop_assert_eq!(started_at_ms, s);
                         open = Some((s, true));
                     }
-                    (Some(Transition::Resolved { started_at_ms, severity }), Some((s, escalated))) => {
+                    (Some(Transition::Resolved { started_at_ms, severity, .. }), Some((s, escalated))) => {
                         // With N of M (N > 1) a lone hit need not hold.
                         if config.for_events == 1 {
                             prop_assert!(!hit);
@@ -1170,7 +1197,15 @@ mod proptests {
         ) {
             let rule = AlertRule::new(&config, "alert").unwrap();
             let mut lc = Lifecycle::new();
-            let hit = Decision { score: 0.999, expected: 0.0, lower: -1.0, upper: 1.0, warm: true };
+            let hit = Decision {
+                score: 0.999,
+                expected: 0.0,
+                lower: -1.0,
+                upper: 1.0,
+                warm: true,
+                reason: Reason::Forecast,
+                onset: 0.999,
+            };
             let value = match config.direction {
                 Direction::Below => -1e12,
                 _ => 1e12,
@@ -1181,7 +1216,7 @@ mod proptests {
                 lc.step(&rule, ts, value, &hit);
                 ts += 1;
             }
-            let calm = Decision { score: quiet, ..hit };
+            let calm = Decision { score: quiet, onset: quiet, ..hit };
             // The window empties of hits, then the resolve count runs.
             let needed = config.window_events + config.resolve_after_events;
             let mut resolved = None;
