@@ -19,6 +19,7 @@
 pub mod alert;
 pub mod app;
 pub mod backtest;
+pub mod chart;
 pub mod config;
 pub mod decode;
 pub mod demo;
