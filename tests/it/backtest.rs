@@ -168,8 +168,8 @@ fn plot_in_file_mode_writes_an_svg_with_the_alerts() {
     // The chart reads as a chart: dated time axis, value axis, legend, and
     // the warm-up of the first rows shaded.
     for mark in [
-        "class=\"time-axis",
-        "class=\"value-axis",
+        "time-axis\"",
+        "value-axis\"",
         "class=\"legend\"",
         "class=\"warmup\"",
         "<path class=\"expected\"",
