@@ -21,9 +21,11 @@
 //! **Cost on the hot path.** The shard takes its store's lock once per
 //! batch ([`History::batch`]), not per event. Per event, a retained series
 //! writes one 48-byte sample into its ring through a slot number cached in
-//! the shard's entry: no allocation, no hashing. A series that is not
-//! retained compares its rank with a cached admission bar; only one that
-//! beats the bar scans the store for the series to replace.
+//! the shard's entry: no allocation, no hashing. At the cap, a series that
+//! is not retained compares its rank with a cached admission bar; one that
+//! beats it takes the place of the next of a few dozen lowest-ranked
+//! series found by one scan, and reuses its ring (no allocation there
+//! either).
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -50,8 +52,14 @@ pub const MAX_SERIES_PER_SHARD: usize = NO_SLOT as usize;
 /// module docs): a spike counts for roughly the next 35 events.
 const PEAK_DECAY: f32 = 0.98;
 
-/// How often a full store re-reads its admission bar, whose ranks age.
-const BAR_REFRESH: Duration = Duration::from_secs(1);
+/// How often a full store re-ranks its series (ranks age with the clock).
+const RESCAN: Duration = Duration::from_secs(1);
+
+/// One scan of a full store lists this fraction of its series (at least
+/// [`MIN_VICTIMS`]) as the next to make room, lowest rank first: admissions
+/// then cost O(1) until the list is used up.
+const VICTIM_FRACTION: usize = 64;
+const MIN_VICTIMS: usize = 8;
 
 /// One observation as the page shows it. 48 bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -138,6 +146,9 @@ impl AlertState {
 #[derive(Debug)]
 struct Tracked {
     key: SeriesKey,
+    /// The key's fingerprint, inline: checking a cached slot then reads
+    /// no memory outside the slot.
+    fingerprint: u64,
     /// Allocated at full length on admission; filled, then overwritten
     /// from `head` on.
     ring: Vec<Sample>,
@@ -223,10 +234,10 @@ struct ShardHistory {
     retained: usize,
     /// Most series this store may hold.
     capacity: usize,
-    /// Rank a newcomer must beat when the store is full; refreshed by every
-    /// scan (and at least every [`BAR_REFRESH`]), so it can be stale high,
-    /// which only delays an admission.
-    bar: Rank,
+    /// When full: the lowest-ranked series as of the last scan, with their
+    /// ranks then, lowest last (so `pop` gives the next to make room).
+    /// Entries whose slot changed hands since are skipped.
+    victims: Vec<(Slot, u64, Rank)>,
     scanned: Instant,
     /// What this store last added to the shared gauges.
     published: (i64, i64),
@@ -238,7 +249,7 @@ impl ShardHistory {
         self.slots
             .get_mut(slot as usize)?
             .as_mut()
-            .filter(|t| t.key.fingerprint() == fingerprint)
+            .filter(|t| t.fingerprint == fingerprint)
     }
 
     fn release(&mut self, slot: Slot) -> bool {
@@ -278,32 +289,31 @@ impl ShardHistory {
         }
     }
 
-    /// The lowest and second-lowest ranked slots.
-    fn lowest_two(&self, now_unix: u64, window_secs: u64) -> (Option<(Slot, Rank)>, Option<Rank>) {
-        let mut lowest: Option<(Slot, Rank)> = None;
-        let mut second: Option<Rank> = None;
-        for (i, t) in self.slots.iter().enumerate() {
-            let Some(t) = t else { continue };
-            let r = t.rank(now_unix, window_secs);
-            match lowest {
-                Some((_, l)) if cmp_rank(r, l).is_ge() => {
-                    if second.is_none_or(|s| cmp_rank(r, s).is_lt()) {
-                        second = Some(r);
-                    }
-                }
-                _ => {
-                    second = lowest.map(|(_, l)| l);
-                    lowest = Some((i as Slot, r));
-                }
-            }
+    /// Lists the lowest-ranked series as the next to make room.
+    fn scan(&mut self, now_unix: u64, window_secs: u64) {
+        self.scanned = Instant::now();
+        self.victims.clear();
+        self.victims
+            .extend(self.slots.iter().enumerate().filter_map(|(i, t)| {
+                let t = t.as_ref()?;
+                Some((i as Slot, t.fingerprint, t.rank(now_unix, window_secs)))
+            }));
+        let k = (self.capacity / VICTIM_FRACTION).max(MIN_VICTIMS);
+        if self.victims.len() > k {
+            self.victims
+                .select_nth_unstable_by(k - 1, |a, b| cmp_rank(a.2, b.2));
+            self.victims.truncate(k);
         }
-        (lowest, second)
+        self.victims.sort_unstable_by(|a, b| cmp_rank(b.2, a.2));
     }
 
-    fn refresh_bar(&mut self, now_unix: u64, window_secs: u64) {
-        let (lowest, _) = self.lowest_two(now_unix, window_secs);
-        self.bar = lowest.map_or((0, f64::NEG_INFINITY), |(_, r)| r);
-        self.scanned = Instant::now();
+    /// The rank a newcomer must beat: the next victim's (a full store with
+    /// no victim listed scans first).
+    fn bar(&mut self, now_unix: u64, window_secs: u64) -> Option<Rank> {
+        if self.victims.is_empty() {
+            self.scan(now_unix, window_secs);
+        }
+        self.victims.last().map(|v| v.2)
     }
 }
 
@@ -422,7 +432,7 @@ impl History {
                 free: Vec::new(),
                 retained: 0,
                 capacity: per_shard,
-                bar: (0, f64::NEG_INFINITY),
+                victims: Vec::new(),
                 scanned: Instant::now(),
                 published: (0, 0),
             })
@@ -496,7 +506,7 @@ impl History {
                 .slots
                 .iter()
                 .flatten()
-                .find(|t| t.key.fingerprint() == fingerprint)?;
+                .find(|t| t.fingerprint == fingerprint)?;
             Some(Detail {
                 summary: self.summary(t, now)?,
                 samples: t.samples().copied().collect(),
@@ -566,39 +576,16 @@ impl Batch<'_> {
         *slot = self.admit(key, sample, lifecycle).unwrap_or(NO_SLOT);
     }
 
-    /// Admits `key` if there is room or it outranks the lowest retained
-    /// series; returns its slot.
+    /// Admits `key` if there is room or it outranks the next victim;
+    /// returns its slot.
     fn admit(&mut self, key: &SeriesKey, sample: Sample, lifecycle: &Lifecycle) -> Option<Slot> {
         let (now, window) = (self.now_unix, self.history.limits.window_secs);
-        let store = &mut *self.store;
-        if store.retained >= store.capacity {
-            let rank: Rank = if lifecycle.is_firing() {
-                (2, f64::from(sample.score))
-            } else {
-                (0, f64::from(sample.score))
-            };
-            if store.capacity == 0 || cmp_rank(rank, store.bar).is_le() {
-                return None;
-            }
-            let (lowest, second) = store.lowest_two(now, window);
-            let (slot, lowest) = lowest?;
-            if cmp_rank(rank, lowest).is_le() {
-                store.bar = lowest;
-                store.scanned = Instant::now();
-                return None;
-            }
-            store.release(slot);
-            self.history.metrics.dropped.inc();
-            store.bar = match second {
-                Some(s) if cmp_rank(s, rank).is_lt() => s,
-                _ => rank,
-            };
-            store.scanned = Instant::now();
-        }
         let points = self.history.limits.points_per_series;
-        let mut t = Tracked {
+        let store = &mut *self.store;
+        let fresh = |ring: Vec<Sample>| Tracked {
             key: key.clone(),
-            ring: Vec::with_capacity(points),
+            fingerprint: key.fingerprint(),
+            ring,
             head: 0,
             peak: 0.0,
             alerted_unix: 0,
@@ -606,8 +593,31 @@ impl Batch<'_> {
             severity: None,
             firing_since_ms: None,
         };
-        t.push(sample, lifecycle, now);
-        Some(store.insert(t))
+        if store.retained < store.capacity {
+            let mut t = fresh(Vec::with_capacity(points));
+            t.push(sample, lifecycle, now);
+            return Some(store.insert(t));
+        }
+        let rank: Rank = (2 * u8::from(lifecycle.is_firing()), f64::from(sample.score));
+        if cmp_rank(rank, store.bar(now, window)?).is_le() {
+            return None;
+        }
+        while let Some((slot, fingerprint, _)) = store.victims.pop() {
+            let Some(t) = store.get_mut(slot, fingerprint) else {
+                continue; // gone since the scan
+            };
+            if cmp_rank(rank, t.rank(now, window)).is_le() {
+                continue; // it rose since the scan
+            }
+            // Its ring is already allocated and touched: reuse it.
+            let mut ring = std::mem::take(&mut t.ring);
+            ring.clear();
+            *t = fresh(ring);
+            t.push(sample, lifecycle, now);
+            self.history.metrics.dropped.inc();
+            return Some(slot);
+        }
+        None
     }
 
     /// Drops the histories in `gone` (`(slot, fingerprint)`), draining it.
@@ -621,20 +631,22 @@ impl Batch<'_> {
 }
 
 impl Drop for Batch<'_> {
-    /// Refreshes a full store's admission bar now and then, and moves the
-    /// shared gauges by this store's change.
+    /// Re-ranks a full store now and then, and moves the shared gauges by
+    /// this store's change.
     fn drop(&mut self) {
         let window = self.history.limits.window_secs;
         let store = &mut *self.store;
-        if store.retained >= store.capacity && store.scanned.elapsed() >= BAR_REFRESH {
-            store.refresh_bar(self.now_unix, window);
+        if store.retained >= store.capacity && store.scanned.elapsed() >= RESCAN {
+            store.scan(self.now_unix, window);
         }
         let points = self.history.limits.points_per_series;
         let now = (store_bytes(store, points) as i64, store.retained as i64);
-        let m = &self.history.metrics;
-        m.bytes.add(now.0 - store.published.0);
-        m.retained.add(now.1 - store.published.1);
-        store.published = now;
+        if now != store.published {
+            let m = &self.history.metrics;
+            m.bytes.add(now.0 - store.published.0);
+            m.retained.add(now.1 - store.published.1);
+            store.published = now;
+        }
     }
 }
 
