@@ -240,6 +240,21 @@ fn main() {
         replay_child(Path::new(&args[i + 1]), args[i + 2] == "on");
         return;
     }
+    // `cargo bench --bench ui -- memory|recorder|replay` runs one table.
+    let only = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
+    let wanted = |table: &str| only.as_deref().is_none_or(|o| table.contains(o));
+    if wanted("memory") {
+        memory_table();
+    }
+    if wanted("recorder") {
+        recorder_table();
+    }
+    if wanted("replay") {
+        replay_table();
+    }
+}
+
+fn memory_table() {
     let points = UiConfig::default().points_per_series;
     println!(
         "\nMemory per retained series ({points} points; formula {} B)\n",
@@ -253,6 +268,9 @@ fn main() {
         let r = child(&["--memory", &n.to_string()]);
         println!("| {n} | {:.0} B | {:.0} B |", r[0], r[1]);
     }
+}
+
+fn recorder_table() {
     println!("\nThe recorder alone (one thread, default limits, one shard: cap 1,937 series)\n");
     println!("| series | ns per recorded event |");
     println!("|---:|---:|");
@@ -260,6 +278,9 @@ fn main() {
         let runs: Vec<f64> = (0..3).map(|_| record_ns(n)).collect();
         println!("| {n} | {} |", range(&runs, |v| format!("{v:.0}")));
     }
+}
+
+fn replay_table() {
     let started = Instant::now();
     let streams = [(1_000usize, 2_000u64), (10_000, 300)];
     let files: Vec<PathBuf> = streams.iter().map(|&(s, e)| stream(s, e)).collect();
