@@ -105,7 +105,8 @@ struct Entry {
     /// Changed since its last snapshot.
     dirty: bool,
     /// The series' slot in the live page's history ([`NO_SLOT`] when it has
-    /// none): one array index per event instead of a map probe.
+    /// none): one array index per event instead of a map probe. Two bytes,
+    /// which fit in this struct's padding (entries stay 104 bytes).
     ui_slot: Slot,
     /// A snapshot holds a record of it in `partition` (it was saved there,
     /// or restored from there): leaving the partition must delete that

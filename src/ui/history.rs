@@ -11,7 +11,8 @@
 //! full length when its series is admitted, so the cap is a count of series
 //! and never exceeded. While a store has room, every series it sees is
 //! admitted (a small fleet is charted whole, from its first event). At the
-//! cap a series must outrank the lowest retained one to take its place:
+//! cap a series must outrank the lowest retained one (as ranked at the last
+//! scan, at most a second ago) to take its place:
 //! firing now ranks highest, then having alerted within
 //! `ui.history_minutes` (wall clock; more recent ranks higher), then the
 //! recent peak score (decayed by 2% per event of the series). So the series
@@ -225,6 +226,9 @@ fn cmp_rank(a: Rank, b: Rank) -> std::cmp::Ordering {
     a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
 }
 
+/// A series listed to make room: its slot, fingerprint and rank at the scan.
+type Victim = (Slot, u64, Rank);
+
 /// One shard's store.
 #[derive(Debug)]
 struct ShardHistory {
@@ -237,7 +241,7 @@ struct ShardHistory {
     /// When full: the lowest-ranked series as of the last scan, with their
     /// ranks then, lowest last (so `pop` gives the next to make room).
     /// Entries whose slot changed hands since are skipped.
-    victims: Vec<(Slot, u64, Rank)>,
+    victims: Vec<Victim>,
     scanned: Instant,
     /// What this store last added to the shared gauges.
     published: (i64, i64),
@@ -293,6 +297,9 @@ impl ShardHistory {
     fn scan(&mut self, now_unix: u64, window_secs: u64) {
         self.scanned = Instant::now();
         self.victims.clear();
+        // Exactly what the retained series need, so the list stays within
+        // the budget `History::bytes_per_series` gives it.
+        self.victims.reserve_exact(self.retained);
         self.victims
             .extend(self.slots.iter().enumerate().filter_map(|(i, t)| {
                 let t = t.as_ref()?;
@@ -384,12 +391,14 @@ fn now_unix() -> u64 {
 
 impl History {
     /// Bytes one retained series costs: its ring at full length plus its
-    /// slot and its place in the free list (both grown at most to the
-    /// store's capacity, see [`ShardHistory::insert`]).
+    /// slot, its place in the free list and in the victims list (each grown
+    /// at most to the store's capacity, see [`ShardHistory::insert`] and
+    /// [`ShardHistory::scan`]).
     pub fn bytes_per_series(points_per_series: usize) -> usize {
         points_per_series * std::mem::size_of::<Sample>()
             + std::mem::size_of::<Option<Tracked>>()
             + std::mem::size_of::<Slot>()
+            + std::mem::size_of::<Victim>()
     }
 
     /// Series a store of `shards` shards holds at most under `limits`.
@@ -537,13 +546,14 @@ impl History {
     }
 }
 
-/// Bytes held by one store: rings, slot and free lists. O(1), as every
-/// batch publishes it: each ring is allocated at exactly
+/// Bytes held by one store: rings, slot, free and victims lists. O(1), as
+/// every batch publishes it: each ring is allocated at exactly
 /// `points_per_series` samples and never grows (a test checks this sum
 /// against the rings' capacities).
 fn store_bytes(s: &ShardHistory, points_per_series: usize) -> usize {
     s.slots.capacity() * std::mem::size_of::<Option<Tracked>>()
         + s.free.capacity() * std::mem::size_of::<Slot>()
+        + s.victims.capacity() * std::mem::size_of::<Victim>()
         + s.retained * points_per_series * std::mem::size_of::<Sample>()
 }
 
@@ -745,6 +755,7 @@ mod tests {
                 let st = h.lock(s);
                 st.slots.capacity() * std::mem::size_of::<Option<Tracked>>()
                     + st.free.capacity() * std::mem::size_of::<Slot>()
+                    + st.victims.capacity() * std::mem::size_of::<Victim>()
                     + st.slots
                         .iter()
                         .flatten()

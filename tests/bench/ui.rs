@@ -50,6 +50,19 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `n` realistic keys, built before anything is measured (the daemon's
+/// history shares its keys with the shards).
+fn keys(n: usize) -> Vec<SeriesKey> {
+    (0..n)
+        .map(|i| {
+            SeriesKey::new(
+                "node_cpu_seconds_total",
+                [("instance", format!("host-{i:07}:9100"))],
+            )
+        })
+        .collect()
+}
+
 /// Child: fill N series' rings; print `accounted rss_growth` per series.
 fn memory_child(n: usize) {
     let points = UiConfig::default().points_per_series;
@@ -59,14 +72,7 @@ fn memory_child(n: usize) {
         window_secs: 3600,
     };
     let history = History::new(limits, 1, &prometheus::Registry::new()).expect("history");
-    let keys: Vec<SeriesKey> = (0..n)
-        .map(|i| {
-            SeriesKey::new(
-                "node_cpu_seconds_total",
-                [("instance", format!("host-{i:07}:9100"))],
-            )
-        })
-        .collect();
+    let keys = keys(n);
     let mut slots = vec![NO_SLOT; n];
     let lifecycle = Lifecycle::default();
     let d = Decision {
@@ -98,14 +104,7 @@ fn memory_child(n: usize) {
 fn record_ns(n: usize) -> f64 {
     let limits = UiConfig::default().limits();
     let history = History::new(limits, 1, &prometheus::Registry::new()).expect("history");
-    let keys: Vec<SeriesKey> = (0..n)
-        .map(|i| {
-            SeriesKey::new(
-                "node_cpu_seconds_total",
-                [("instance", format!("host-{i:07}:9100"))],
-            )
-        })
-        .collect();
+    let keys = keys(n);
     let mut slots = vec![NO_SLOT; n];
     let lifecycle = Lifecycle::default();
     let mut rng = 0x2545_f491_4f6c_dd1du64;

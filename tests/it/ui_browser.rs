@@ -168,6 +168,17 @@ impl Browser {
         .await
     }
 
+    /// The text of every element `selector` matches, in document order.
+    async fn texts(&self, selector: &str) -> Vec<String> {
+        let v = self
+            .js(
+                "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)",
+                json!([selector]),
+            )
+            .await;
+        serde_json::from_value(v).expect("strings")
+    }
+
     /// Moves the mouse to viewport coordinates.
     async fn move_to(&self, x: f64, y: f64) {
         let actions = json!({"actions": [{
@@ -370,26 +381,19 @@ fn the_live_page_in_a_real_browser() {
         save_screenshot("index.png", &index_png);
 
         browser.goto(&format!("{base}/?sort=score")).await;
-        let scores = browser
-            .js(
-                "return [...document.querySelectorAll('#rows td.score')].map(td => Number(td.textContent))",
-                json!([]),
-            )
-            .await;
-        let scores: Vec<f64> = serde_json::from_value(scores).unwrap();
+        let scores: Vec<f64> = browser
+            .texts("#rows td.score")
+            .await
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(scores.len(), series_count);
         assert!(
             scores.windows(2).all(|w| w[0] >= w[1]),
             "sorted by score, highest first: {scores:?}"
         );
         browser.goto(&format!("{base}/?label=host%3Dweb-02")).await;
-        let hosts = browser
-            .js(
-                "return [...document.querySelectorAll('#rows td.labels')].map(td => td.textContent)",
-                json!([]),
-            )
-            .await;
-        let hosts: Vec<String> = serde_json::from_value(hosts).unwrap();
+        let hosts = browser.texts("#rows td.labels").await;
         assert_eq!(hosts.len(), 4, "{hosts:?}");
         assert!(hosts.iter().all(|h| h.contains("host=web-02")), "{hosts:?}");
 
