@@ -82,14 +82,19 @@ pub struct ListQuery {
 const MAX_TOP: usize = 10_000;
 
 impl ListQuery {
-    /// Parses a query string (`None` or empty: the defaults).
-    pub fn parse(query: Option<&str>, default_top: usize) -> Result<Self, String> {
-        let mut q = Self {
+    /// The defaults: no filter, by alert state, `top` quiet series.
+    pub fn new(top: usize) -> Self {
+        Self {
             labels: Vec::new(),
             sort: SortKey::Alert,
             descending: true,
-            top: default_top,
-        };
+            top,
+        }
+    }
+
+    /// Parses a query string (`None` or empty: the defaults).
+    pub fn parse(query: Option<&str>, default_top: usize) -> Result<Self, String> {
+        let mut q = Self::new(default_top);
         let mut order = None;
         for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*k {

@@ -272,12 +272,7 @@ pub fn series(ui: &UiState, d: &SeriesDetail) -> String {
          <h1 class=\"series-name\">{}</h1>\n<p class=\"labels\">",
         escape(&r.name)
     );
-    let q = ListQuery::parse(None, ui.config.top_series).unwrap_or_else(|_| ListQuery {
-        labels: Vec::new(),
-        sort: SortKey::Alert,
-        descending: true,
-        top: ui.config.top_series,
-    });
+    let q = ListQuery::new(ui.config.top_series);
     for (k, v) in &r.labels {
         let _ = write!(
             s,
