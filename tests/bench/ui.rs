@@ -270,7 +270,8 @@ fn memory_table() {
 }
 
 fn recorder_table() {
-    println!("\nThe recorder alone (one thread, default limits, one shard: cap 1,937 series)\n");
+    let cap = History::capacity(&UiConfig::default().limits(), 1);
+    println!("\nThe recorder alone (one thread, default limits, one shard: cap {cap} series)\n");
     println!("| series | ns per recorded event |");
     println!("|---:|---:|");
     for n in [1_000usize, 10_000] {
