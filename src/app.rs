@@ -1,9 +1,10 @@
 //! Wiring and shutdown order of the daemon.
 //!
-//! [`start`] builds everything from a [`Config`]: metrics and the HTTP
-//! endpoint, the sinks, the detector, the pipeline shards, the state store
-//! and the sources (Kafka, the remote-write receiver, or both).
-//! [`Running::wait`] returns when the sources stop, after the drain:
+//! [`start`] builds everything from a [`Config`]: metrics, the live page's
+//! history and the HTTP endpoint, the sinks, the detector, the pipeline
+//! shards, the state store and the sources (Kafka, the remote-write
+//! receiver, or both). [`Running::wait`] returns when the sources stop,
+//! after the drain:
 //!
 //! 1. `/readyz` turns 503 and the sources stop receiving;
 //! 2. each source runs its final checkpoint (snapshot, synchronous commit);
@@ -37,6 +38,8 @@ use crate::source::{FeedContext, SourceSummary};
 use crate::state::{StateStore, StoreKind, changelog::ChangelogStore, dir::DirStore};
 use crate::telemetry::http::{self, HttpState, Readiness};
 use crate::telemetry::metrics::Metrics;
+use crate::ui::UiState;
+use crate::ui::history::History;
 
 /// Hands alerts from the shards to the sink queues (never blocks).
 impl AlertHandoff for Sinks {
@@ -47,8 +50,11 @@ impl AlertHandoff for Sinks {
 
 /// A started daemon.
 pub struct Running {
-    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    /// Where `/metrics`, `/healthz`, `/readyz` and the live page are
+    /// served.
     pub metrics_addr: SocketAddr,
+    /// The live page's state, when `ui.enabled`.
+    pub ui: Option<Arc<UiState>>,
     /// The daemon's metrics (tests read counters from it).
     pub metrics: Arc<Metrics>,
     /// Where each listening source serves, by source name (e.g.
@@ -99,6 +105,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .context("cannot register metrics")?,
     );
 
+    let ui = ui_state(&config, &registry)?;
     let addr = config.metrics.listen_addr.clone();
     let listener = TcpListener::bind(&addr)
         .await
@@ -106,12 +113,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let metrics_addr = listener.local_addr()?;
     let readiness = Readiness::new();
     let http_stop = CancellationToken::new();
-    let http_task = tokio::spawn(http::run(
+    let routes = http::router(HttpState {
+        registry: registry.clone(),
+        readiness: readiness.clone(),
+    })
+    .merge(crate::ui::router(ui.clone()));
+    let http_task = tokio::spawn(http::serve(
         listener,
-        HttpState {
-            registry: registry.clone(),
-            readiness: readiness.clone(),
-        },
+        routes,
         http_stop.clone().cancelled_owned(),
     ));
 
@@ -124,6 +133,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         &config,
         Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
         &metrics,
+        ui.as_ref().map(|u| Arc::clone(&u.history)),
     )?;
     let pipeline = Arc::new(pipeline);
 
@@ -236,6 +246,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     });
     Ok(Running {
         metrics_addr,
+        ui,
         metrics,
         source_addrs,
         shutdown,
@@ -243,11 +254,29 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// The detection core and its shards; returns the model hash and name too.
+/// The live page's state with its (empty) history, when `ui.enabled`; its
+/// metrics go to `registry`.
+fn ui_state(config: &Config, registry: &Registry) -> anyhow::Result<Option<Arc<UiState>>> {
+    if !config.ui.enabled {
+        return Ok(None);
+    }
+    let shards = config.pipeline.worker_count();
+    let history = History::new(config.ui.limits(), shards, registry)
+        .context("cannot register the live page's metrics")?;
+    Ok(Some(Arc::new(UiState {
+        history: Arc::new(history),
+        config: config.ui.clone(),
+        threshold: config.alert.threshold,
+    })))
+}
+
+/// The detection core and its shards (writing `history` when the page is
+/// on); returns the model hash and name too.
 fn start_pipeline(
     config: &Config,
     alerts: Arc<dyn AlertHandoff>,
     metrics: &Arc<Metrics>,
+    history: Option<Arc<History>>,
 ) -> anyhow::Result<(Pipeline, u64, &'static str)> {
     let detector = Detector::new(&config.detector, config.alert.threshold)?;
     let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
@@ -259,8 +288,8 @@ fn start_pipeline(
         alerts,
         metrics: Arc::clone(metrics),
     });
-    let pipeline =
-        Pipeline::start(&config.pipeline, core).context("cannot start the processing shards")?;
+    let pipeline = Pipeline::start_with_ui(&config.pipeline, core, history)
+        .context("cannot start the processing shards")?;
     Ok((pipeline, model_hash, model_name))
 }
 
@@ -276,12 +305,16 @@ pub struct ReplayReport {
 }
 
 /// Replays a file (or stdin for `-`) through the configured decoder,
-/// detector, alert rule and sinks, without Kafka.
+/// detector, alert rule and sinks, without Kafka. With `ui.enabled` the
+/// shards write the live page's history as `run` does (nothing serves it),
+/// so a replay costs what the daemon's event path costs.
 pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Result<ReplayReport> {
     config.fill_derived_defaults();
+    let registry = Registry::new();
+    let ui = ui_state(&config, &registry)?;
     let metrics = Arc::new(
         Metrics::new(
-            Registry::new(),
+            registry,
             &config.metrics,
             &crate::decode::REASONS,
             Skipped::REASONS,
@@ -297,6 +330,7 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
         &config,
         Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
         &metrics,
+        ui.map(|u| Arc::clone(&u.history)),
     )?;
     let decoder = Decoder::new(&config.decode);
     let started = std::time::Instant::now();

@@ -4,11 +4,12 @@
 //! (one file, or every `*.csv` under a directory), running each row through
 //! [`Detector::observe`] (the very function the daemon calls per event), and
 //! writing one output row per input row, in input order, with the header
-//! [`OUTPUT_HEADER`]. It also draws optional SVG plots ([`plot`]). The
+//! [`OUTPUT_HEADER`]. The
 //! `alert` column is 1 while the daemon's alert lifecycle
 //! ([`crate::alert::lifecycle`], with the configured `[alert]` rule) is
 //! firing for the series, so a backtest shows the alerts the daemon would
-//! send. The configuration is the daemon's: defaults, `--config` file,
+//! send. `--plot` draws each file with [`crate::chart`], the live page's
+//! chart. The configuration is the daemon's: defaults, `--config` file,
 //! `ANOMALYD__*` environment.
 //!
 //! Timestamps may be NAB's `YYYY-MM-DD HH:MM:SS` (UTC, optional fraction),
@@ -18,15 +19,15 @@
 //! stderr with its file and line, still written (score 0, empty
 //! `expected`/`lower`/`upper`, no alert), and the run goes on.
 
-pub mod plot;
-
 use std::fs;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime};
 
+use crate::alert::Severity;
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
+use crate::chart::{Chart, Expected, Point};
 use crate::config::load::Config;
 use crate::detector::{Decision, Detector, DetectorError};
 
@@ -273,8 +274,30 @@ pub struct Row {
     pub value: Option<f64>,
     /// The decision, if the row was scored.
     pub decision: Option<Decision>,
-    /// Whether the row alerted.
-    pub alert: bool,
+    /// The alert's severity while the rule was firing at this row.
+    pub alert: Option<Severity>,
+}
+
+/// Draws `rows` with the shared chart (rows without a timestamp cannot be
+/// placed on the time axis and are left out).
+pub fn plot_svg(title: &str, rows: &[Row]) -> String {
+    let points: Vec<Point> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(Point {
+                ts_ms: r.ts_ms?,
+                value: r.value,
+                model: r.decision.map(|d| Expected {
+                    expected: d.expected,
+                    lower: d.lower,
+                    upper: d.upper,
+                }),
+                warming: r.decision.is_some_and(|d| !d.warm),
+                alert: r.alert,
+            })
+        })
+        .collect();
+    Chart::new(title).render(&points)
 }
 
 fn run_file(
@@ -331,7 +354,7 @@ fn run_file(
                     ts_ms: None,
                     value: None,
                     decision: None,
-                    alert: false,
+                    alert: None,
                 });
                 continue;
             }
@@ -395,7 +418,7 @@ fn run_file(
                 ts_ms: ts,
                 value: value.filter(|v| v.is_finite()),
                 decision,
-                alert: is_alert,
+                alert: lifecycle.severity().filter(|_| is_alert),
             });
         }
     }
@@ -404,7 +427,7 @@ fn run_file(
         let name = input
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let svg = plot::svg(&name, &rows);
+        let svg = plot_svg(&name, &rows);
         fs::write(p, svg).map_err(io_err(p))?;
     }
     Ok(summary)

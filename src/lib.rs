@@ -12,13 +12,15 @@
 //! pure: no I/O, no clocks, no async. The daemon and `anomalyd backtest`
 //! ([`backtest`]) run the same per-event code path,
 //! [`detector::Detector::observe`]; [`threshold`] documents the score
-//! contract.
+//! contract. [`ui`] serves the live page of series, bands and alerts,
+//! drawn by [`chart`].
 
 #![forbid(unsafe_code)]
 
 pub mod alert;
 pub mod app;
 pub mod backtest;
+pub mod chart;
 pub mod config;
 pub mod decode;
 pub mod demo;
@@ -31,3 +33,4 @@ pub mod source;
 pub mod state;
 pub mod telemetry;
 pub mod threshold;
+pub mod ui;

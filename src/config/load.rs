@@ -22,6 +22,7 @@ use crate::source::kafka::KafkaConfig;
 use crate::state::StateConfig;
 use crate::telemetry::LogConfig;
 use crate::telemetry::metrics::MetricsConfig;
+use crate::ui::UiConfig;
 
 /// Environment variable prefix (`ANOMALYD__KAFKA__GROUP_ID`).
 pub const ENV_PREFIX: &str = "ANOMALYD";
@@ -54,6 +55,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// `[state]`: snapshots and restore.
     pub state: StateConfig,
+    /// `[ui]`: the live page and its history.
+    pub ui: UiConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -181,6 +184,7 @@ impl Config {
         self.log.validate("log", &mut p);
         self.pipeline.validate("pipeline", &mut p);
         self.state.validate("state", &mut p);
+        self.ui.validate("ui", self.pipeline.worker_count(), &mut p);
         p.into_result()
     }
 }

@@ -6,7 +6,8 @@
 //! `metrics`, and runs the daemon on it through the same code as `anomalyd
 //! run` (only the broker addresses and the alert topic are set for you).
 //! Alerts go to the `alerts` topic; the demo reads them back and prints
-//! them. The bootstrap address is printed so `kcat` can attach.
+//! them. It prints the live page's URL first ([`crate::ui`]), and the
+//! bootstrap address so `kcat` can attach.
 
 pub mod fleet;
 
@@ -111,6 +112,10 @@ pub async fn run(
     let daemon = crate::app::start(config).await?;
     let metrics_url = format!("http://{}/metrics", daemon.metrics_addr);
     println!("anomalyd demo");
+    match &daemon.ui {
+        Some(_) => println!("  live page:             http://{}/", daemon.metrics_addr),
+        None => println!("  live page:             off (ui.enabled = false)"),
+    }
     println!("  embedded Kafka broker: {bootstrap}");
     println!("  watch the alerts:      kcat -b {bootstrap} -t {ALERTS_TOPIC} -C -o beginning");
     println!("  watch the input:       kcat -b {bootstrap} -t {METRICS_TOPIC} -C -o end");

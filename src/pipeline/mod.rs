@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Problems;
 use crate::event::Event;
+use crate::ui::history::History;
 
 pub use worker::{AlertHandoff, Core, WorkerReport};
 
@@ -183,6 +184,16 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts `config.worker_count()` shard threads sharing `core`.
     pub fn start(config: &PipelineConfig, core: Arc<Core>) -> std::io::Result<Self> {
+        Self::start_with_ui(config, core, None)
+    }
+
+    /// [`Pipeline::start`], the shards also writing the live page's
+    /// `history` (built for `config.worker_count()` shards).
+    pub fn start_with_ui(
+        config: &PipelineConfig,
+        core: Arc<Core>,
+        history: Option<Arc<History>>,
+    ) -> std::io::Result<Self> {
         let n = config.worker_count();
         let per_shard_cap = config.max_series.div_ceil(n);
         let idle_ttl = (config.idle_ttl_secs > 0)
@@ -192,9 +203,10 @@ impl Pipeline {
         for shard in 0..n {
             let (tx, rx) = mpsc::channel(config.queue_capacity);
             let core = Arc::clone(&core);
+            let history = history.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("anomalyd-shard-{shard}"))
-                .spawn(move || worker::run(shard, rx, core, per_shard_cap, idle_ttl))?;
+                .spawn(move || worker::run(shard, rx, core, per_shard_cap, idle_ttl, history))?;
             senders.push(tx);
             threads.push(handle);
         }

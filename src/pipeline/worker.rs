@@ -5,7 +5,9 @@
 //! [`Detector::observe`] (score, then learn) → alert lifecycle → alerts
 //! handed to the sink queues (never waiting on a sink). It also answers
 //! barriers (see [`super::Barrier`]), installs restored series and enforces
-//! the memory bounds (`max_series`, idle TTL).
+//! the memory bounds (`max_series`, idle TTL). With the live page on, it
+//! also writes each scored event into the page's history
+//! ([`crate::ui::history`]), one lock per batch.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
 use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
 use crate::telemetry::metrics::{Metrics, SeriesSample};
+use crate::ui::history::{History, NO_SLOT, Slot};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 /// Where a shard hands alerts over. Implementations must not block: the
@@ -79,6 +82,10 @@ struct Entry {
     touched: u64,
     /// Changed since its last snapshot.
     dirty: bool,
+    /// The series' slot in the live page's history ([`NO_SLOT`] when it has
+    /// none): one array index per event instead of a map probe. Two bytes,
+    /// which fit in this struct's padding (entries stay 104 bytes).
+    ui_slot: Slot,
     /// A snapshot holds a record of it in `partition` (it was saved there,
     /// or restored from there): leaving the partition must delete that
     /// record. Series that never reached a store (a burst of new series
@@ -110,6 +117,13 @@ struct Shard {
     /// Shard-local `anomalyd_event_processing_seconds`, observed and
     /// flushed per batch (one clock read per batch).
     latency: LocalHistogram,
+    /// This shard's number: its store in the history.
+    index: usize,
+    /// The live page's history, when the page is on.
+    ui: Option<Arc<History>>,
+    /// History slots of series this shard let go, `(slot, fingerprint)`,
+    /// to drop from the history when the shard next holds its lock.
+    ui_gone: Vec<(Slot, u64)>,
 }
 
 /// The shard thread's main loop: runs until the queue closes.
@@ -119,6 +133,7 @@ pub(super) fn run(
     core: Arc<Core>,
     cap: usize,
     idle_ttl: Option<Duration>,
+    ui: Option<Arc<History>>,
 ) {
     tracing::debug!(shard, cap, "Shard started.");
     let (processed, latency) = core.metrics.processing_local();
@@ -133,6 +148,9 @@ pub(super) fn run(
         clock: 0,
         left: Vec::new(),
         published: 0,
+        index: shard,
+        ui,
+        ui_gone: Vec::new(),
     };
     while let Some(work) = rx.blocking_recv() {
         match work {
@@ -165,6 +183,9 @@ impl Shard {
         let core = Arc::clone(&self.core);
         let m = &core.metrics;
         let mut processed = 0u64;
+        // The page's history: one lock for the whole batch, or nothing.
+        let history = self.ui.clone();
+        let mut ui = history.as_deref().map(|h| h.batch(self.index));
         let mut events = events.into_iter().peekable();
         while let Some(event) = events.next() {
             // Read the next event's entry now: with many series it is not in
@@ -180,6 +201,9 @@ impl Shard {
             // case) one probe of the map finds or inserts the series.
             if self.series.len() >= self.cap && !self.series.contains_key(&event.series) {
                 self.evict_oldest();
+                if let Some(ui) = ui.as_mut() {
+                    ui.forget(&mut self.ui_gone);
+                }
             }
             let entry = match self.series.entry_ref(&event.series) {
                 EntryRef::Occupied(o) => o.into_mut(),
@@ -191,6 +215,7 @@ impl Shard {
                     touched: self.clock,
                     dirty: true,
                     stored: false,
+                    ui_slot: NO_SLOT,
                 })),
             };
             if entry.partition != partition {
@@ -239,6 +264,16 @@ impl Shard {
                         m.alert_emitted(alert.status, alert.severity);
                         core.alerts.hand_off(alert);
                     }
+                    if let Some(ui) = ui.as_mut() {
+                        ui.record(
+                            &mut entry.ui_slot,
+                            &event.series,
+                            event.ts_ms,
+                            event.value,
+                            &decision,
+                            &entry.lifecycle,
+                        );
+                    }
                 }
                 Err(skipped) => {
                     m.event_skipped(skipped.reason());
@@ -281,9 +316,11 @@ impl Shard {
                     touched: self.clock,
                     dirty: false,
                     stored: true,
+                    ui_slot: NO_SLOT,
                 }),
             );
         }
+        self.forget_ui();
         self.publish_series_count();
     }
 
@@ -332,6 +369,9 @@ impl Shard {
                 for key in released {
                     if let Some(e) = self.series.remove(&key) {
                         encode(&key, &e, &mut report);
+                        if e.ui_slot != NO_SLOT {
+                            self.ui_gone.push((e.ui_slot, key.fingerprint()));
+                        }
                         // Another instance owns the series now; a gauge
                         // left here would go stale and hold a slot.
                         self.core.metrics.forget_series(&key);
@@ -340,9 +380,18 @@ impl Shard {
                 self.deletions(true, |p| partitions.binary_search(p).is_ok(), &mut report);
             }
         }
+        self.forget_ui();
         self.publish_series_count();
         report.series = self.series.len();
         report
+    }
+
+    /// Drops the history of the series let go since the last batch.
+    fn forget_ui(&mut self) {
+        match &self.ui {
+            Some(h) => h.forget(self.index, &mut self.ui_gone),
+            None => self.ui_gone.clear(),
+        }
     }
 
     /// Moves the entries of `left` in the `wanted` partitions into the
@@ -386,13 +435,16 @@ impl Shard {
         let now = self.now_secs();
         let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
         let before = self.series.len();
-        let (metrics, left) = (&self.core.metrics, &mut self.left);
+        let (metrics, left, gone) = (&self.core.metrics, &mut self.left, &mut self.ui_gone);
         self.series.retain(|k, e| {
             let keep = now.saturating_sub(e.last_seen) < ttl;
             if !keep {
                 metrics.forget_series(k);
                 if e.stored {
                     left.push((e.partition, k.fingerprint()));
+                }
+                if e.ui_slot != NO_SLOT {
+                    gone.push((e.ui_slot, k.fingerprint()));
                 }
             }
             keep
@@ -416,7 +468,7 @@ impl Shard {
         let mut ages: Vec<u64> = self.series.values().map(|e| e.touched).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
         // Clock values are unique per series, so exactly the k oldest go.
-        let (metrics, left) = (&self.core.metrics, &mut self.left);
+        let (metrics, left, gone) = (&self.core.metrics, &mut self.left, &mut self.ui_gone);
         self.series.retain(|k, e| {
             let keep = e.touched > cutoff;
             if !keep {
@@ -424,6 +476,9 @@ impl Shard {
                 metrics.forget_series(k);
                 if e.stored {
                     left.push((e.partition, k.fingerprint()));
+                }
+                if e.ui_slot != NO_SLOT {
+                    gone.push((e.ui_slot, k.fingerprint()));
                 }
             }
             keep
@@ -494,6 +549,9 @@ mod tests {
             clock: 0,
             left: Vec::new(),
             published: 0,
+            index: 0,
+            ui: None,
+            ui_gone: Vec::new(),
         }
     }
 
@@ -556,6 +614,40 @@ mod tests {
         // The newest series is exported; the first one is gone.
         assert!(text.contains(r#"series="m{id=\"29\"}""#), "{text}");
         assert!(!text.contains(r#"series="m{id=\"0\"}""#), "{text}");
+    }
+
+    /// The live page's history follows the shard: scored events are
+    /// recorded, and a series the shard evicts or hands over leaves it.
+    #[test]
+    fn the_page_history_records_events_and_forgets_evicted_series() {
+        let mut s = shard(2);
+        let limits = crate::ui::UiConfig::default().limits();
+        let history = Arc::new(History::new(limits, 1, &prometheus::Registry::new()).unwrap());
+        s.ui = Some(Arc::clone(&history));
+        let held = |h: &History| {
+            let mut fps: Vec<u64> = h.summaries().iter().map(|x| x.key.fingerprint()).collect();
+            fps.sort();
+            fps
+        };
+        let fp = |i| event(i).series.fingerprint();
+        s.process(P, vec![event(0), event(1), event(0)], Instant::now());
+        assert_eq!(held(&history), {
+            let mut v = vec![fp(0), fp(1)];
+            v.sort();
+            v
+        });
+        let d = history.detail(fp(0)).unwrap();
+        assert_eq!(d.samples.len(), 2);
+        // At the cap of 2, series 2 evicts the least recent (1): its
+        // history goes with it.
+        s.process(P, vec![event(0), event(2)], Instant::now());
+        assert!(history.detail(fp(1)).is_none());
+        assert!(history.detail(fp(2)).is_some());
+        // A released partition takes its series' histories along.
+        s.barrier(&BarrierKind::Release {
+            partitions: vec![P],
+        });
+        assert!(held(&history).is_empty());
     }
 
     /// With a state store every checkpoint is a snapshot barrier: the idle

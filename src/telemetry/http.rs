@@ -4,7 +4,9 @@
 //! orchestrators probe, and [`Readiness`], the shared flag behind `/readyz`.
 //! It does not decide when the daemon is ready or draining: the app flips
 //! the flag. [`run`] takes its listener and its shutdown trigger as
-//! parameters, so tests bind port 0 and stop it without signals.
+//! parameters, so tests bind port 0 and stop it without signals; [`serve`]
+//! serves any router the same way, so the app can merge in the live page's
+//! routes ([`crate::ui`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -112,7 +114,17 @@ pub async fn run(
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    axum::serve(listener, router(state))
+    serve(listener, router(state), shutdown).await
+}
+
+/// Serves `routes` on `listener` until `shutdown` completes, then finishes
+/// in-flight requests and returns.
+pub async fn serve(
+    listener: TcpListener,
+    routes: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpError> {
+    axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

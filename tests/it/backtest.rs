@@ -154,8 +154,29 @@ fn plot_in_file_mode_writes_an_svg_with_the_alerts() {
     let summary = run(&a).unwrap();
     let svg = std::fs::read_to_string(dir.path().join("plot.svg")).unwrap();
     assert!(svg.starts_with("<svg"));
-    assert_eq!(svg.matches("class=\"alert\"").count(), summary.alerts);
     assert!(summary.alerts >= 1);
+    // One marked span per run of alerting rows, as the output CSV has them.
+    let (_, rows) = read_rows(&dir.path().join("out.csv"));
+    let alerting: Vec<bool> = rows.iter().map(|r| r[6] == "1").collect();
+    let episodes = alerting
+        .iter()
+        .enumerate()
+        .filter(|&(i, &a)| a && (i == 0 || !alerting[i - 1]))
+        .count();
+    assert!(episodes >= 1);
+    assert_eq!(svg.matches("<g class=\"alert-span ").count(), episodes);
+    // The chart reads as a chart: dated time axis, value axis, legend, and
+    // the warm-up of the first rows shaded.
+    for mark in [
+        "time-axis\"",
+        "value-axis\"",
+        "class=\"legend\"",
+        "class=\"warmup\"",
+        "<path class=\"expected\"",
+        ">time (UTC)</text>",
+    ] {
+        assert!(svg.contains(mark), "{mark} missing from the plot");
+    }
 }
 
 #[test]

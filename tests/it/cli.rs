@@ -299,3 +299,69 @@ shutdown_grace_secs = 120
     assert!(stderr.contains("second signal"), "{stderr}");
     drop(mock);
 }
+
+/// The demo opens with the live page: its URL is the first thing printed,
+/// and the page answers there while the demo runs.
+#[test]
+fn the_demo_prints_the_live_page_first() {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--hosts",
+            "1",
+            "--history-hours",
+            "2",
+            "--duration-secs",
+            "6",
+        ])
+        .env("ANOMALYD__METRICS__LISTEN_ADDR", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the demo");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = |n: &mut String| {
+        n.clear();
+        std::io::BufRead::read_line(&mut stdout, n).unwrap();
+        n.trim_end().to_owned()
+    };
+    let mut buf = String::new();
+    assert_eq!(line(&mut buf), "anomalyd demo");
+    let first = line(&mut buf);
+    let url = first
+        .strip_prefix("  live page:             ")
+        .unwrap_or_else(|| panic!("the page's URL comes first, got {first:?}"));
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with('/'),
+        "{url}"
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = rt.block_on(crate::support::get(url));
+    assert_eq!(status, 200);
+    assert!(body.contains("<table class=\"series\""), "{body}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success(), "{rest}");
+    assert!(rest.contains("demo stopped:"), "{rest}");
+}
+
+#[test]
+fn a_ui_cap_too_small_for_top_series_is_a_config_error() {
+    let out = anomalyd(
+        &["check-config"],
+        &[
+            ("ANOMALYD__UI__MAX_BYTES", "100000"),
+            ("ANOMALYD__PIPELINE__WORKERS", "2"),
+        ],
+    );
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("ui.max_bytes: 100000 bytes hold 2 series"),
+        "{t}"
+    );
+    assert!(t.contains("raise it to at least"), "{t}");
+}

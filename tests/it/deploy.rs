@@ -665,8 +665,9 @@ struct Exposition {
 
 impl Exposition {
     /// Builds `Metrics` as the daemon does (with the opt-in per-series
-    /// gauges on and every sink and source registered, so every family and
-    /// label shows) and parses what it renders.
+    /// gauges on, every sink and source registered and the live page's
+    /// history, so every family and label shows) and parses what it
+    /// renders.
     fn new() -> Self {
         let config = MetricsConfig {
             per_series: anomalyd::telemetry::metrics::PerSeriesConfig {
@@ -675,13 +676,17 @@ impl Exposition {
             },
             ..Default::default()
         };
+        let registry = Registry::new();
         let m = Metrics::new(
-            Registry::new(),
+            registry.clone(),
             &config,
             &anomalyd::decode::REASONS,
             anomalyd::detector::Skipped::REASONS,
         )
         .expect("metrics");
+        let ui = anomalyd::ui::UiConfig::default();
+        let _history = anomalyd::ui::history::History::new(ui.limits(), 1, &registry)
+            .expect("history metrics");
         for name in [
             anomalyd::alert::sink::log::NAME,
             anomalyd::alert::sink::webhook::NAME,

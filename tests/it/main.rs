@@ -16,3 +16,4 @@ mod sinks_webhook;
 mod state;
 mod support;
 mod telemetry_http;
+mod ui_browser;

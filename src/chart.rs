@@ -1,0 +1,841 @@
+//! Charts of a series against its model, as self-contained SVG.
+//!
+//! This module owns drawing only: given the points of one series (value,
+//! expected value, band, warm-up, alert state), [`Chart::render`] writes an
+//! SVG document with a time axis (UTC dates), a value axis in the series'
+//! own unit, a legend, the band, the value line, the expected line drawn on
+//! top of both, warm-up shaded and alert spans marked with their severity.
+//! `anomalyd backtest --plot` and the live page ([`crate::ui`]) both draw
+//! with it, so a backtest plot and the page look alike.
+//!
+//! No plotting dependency: a chart is a few paths and rectangles. Styling is
+//! in presentation attributes (no `<style>`, no `style=""`), so the same
+//! SVG reads the same as a standalone file and inline under the page's
+//! Content-Security-Policy. Every text is escaped ([`escape`]).
+//!
+//! The `<svg>` element carries the plot's geometry for scripts that map a
+//! pointer position back to time (the page's hover read-out):
+//! `data-x0`/`data-x1` are the plot's left and right edges in viewBox units,
+//! `data-t0`/`data-t1` the times there (epoch milliseconds), `data-top` and
+//! `data-bottom` its top and bottom edges, `data-v1`/`data-v0` the values
+//! there.
+
+use std::borrow::Cow;
+use std::fmt::Write;
+
+use chrono::DateTime;
+
+use crate::alert::Severity;
+
+/// The model's view of one observation: what it expected and the band of
+/// values that would not have alerted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expected {
+    /// The forecast.
+    pub expected: f64,
+    /// Lower edge of the band (may be `f64::MIN`: unbounded).
+    pub lower: f64,
+    /// Upper edge of the band (may be `f64::MAX`: unbounded).
+    pub upper: f64,
+}
+
+/// One point of a chart.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Event time, epoch milliseconds (UTC).
+    pub ts_ms: i64,
+    /// The observed value; `None` for a row that could not be read.
+    pub value: Option<f64>,
+    /// The model's expectation; `None` when the observation was not scored.
+    pub model: Option<Expected>,
+    /// Scored while the series was still warming up (it could not alert).
+    pub warming: bool,
+    /// The alert state after this observation: firing with this severity,
+    /// or quiet.
+    pub alert: Option<Severity>,
+}
+
+/// Colours, one place: the legend and the marks must agree.
+mod colour {
+    pub const VALUE: &str = "#111827";
+    pub const EXPECTED: &str = "#c2410c";
+    pub const BAND: &str = "#60a5fa";
+    pub const WARMUP: &str = "#d1d5db";
+    pub const WARNING: &str = "#f59e0b";
+    pub const CRITICAL: &str = "#dc2626";
+    pub const GRID: &str = "#e5e7eb";
+    pub const AXIS: &str = "#6b7280";
+    pub const TEXT: &str = "#374151";
+}
+
+const FONT: &str = "font-family=\"system-ui, -apple-system, 'Segoe UI', sans-serif\"";
+
+/// A chart's frame: title, unit and size. Build with [`Chart::new`].
+#[derive(Debug, Clone)]
+pub struct Chart<'a> {
+    title: &'a str,
+    unit: Option<&'a str>,
+    width: f64,
+    height: f64,
+}
+
+impl<'a> Chart<'a> {
+    /// A 1000 × 380 chart titled `title` (escaped when drawn).
+    pub fn new(title: &'a str) -> Self {
+        Self {
+            title,
+            unit: None,
+            width: 1000.0,
+            height: 380.0,
+        }
+    }
+
+    /// Names the value axis' unit (as given, never converted), e.g.
+    /// `seconds`; see [`unit_of_metric`].
+    pub fn unit(mut self, unit: Option<&'a str>) -> Self {
+        self.unit = unit;
+        self
+    }
+
+    /// Sets the size in SVG user units (the `viewBox`; the page scales it
+    /// to its width).
+    pub fn size(mut self, width: f64, height: f64) -> Self {
+        self.width = width.max(300.0);
+        self.height = height.max(200.0);
+        self
+    }
+
+    /// Draws `points` (in time order) as an SVG document.
+    pub fn render(&self, points: &[Point]) -> String {
+        let plot = Plot::new(self, points);
+        let mut s = String::with_capacity(4096 + points.len() * 48);
+        let (w, h) = (self.width, self.height);
+        // Writing to a String cannot fail; results are ignored on purpose.
+        let _ = write!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" data-x0="{:.1}" data-x1="{:.1}" data-t0="{}" data-t1="{}" data-top="{:.1}" data-bottom="{:.1}" data-v0="{}" data-v1="{}" data-points="{}" {FONT} font-size="12">"#,
+            plot.left,
+            plot.right,
+            plot.t0,
+            plot.t1,
+            plot.top,
+            plot.bottom,
+            plot.lo,
+            plot.hi,
+            points.len(),
+        );
+        let _ = write!(
+            s,
+            "\n<title>{}</title>\n<rect class=\"background\" width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n",
+            escape(self.title)
+        );
+        let _ = writeln!(
+            s,
+            r#"<text class="title" x="{:.1}" y="20" font-size="15" font-weight="600" fill="{}">{}</text>"#,
+            plot.left,
+            colour::TEXT,
+            escape(self.title)
+        );
+        self.legend(&mut s, &plot);
+        plot.grid_and_axes(&mut s, self.unit);
+        if plot.empty {
+            let _ = writeln!(
+                s,
+                r#"<text class="empty" x="{:.1}" y="{:.1}" text-anchor="middle" fill="{}">no data yet</text>"#,
+                (plot.left + plot.right) / 2.0,
+                (plot.top + plot.bottom) / 2.0,
+                colour::AXIS
+            );
+        } else {
+            plot.spans(&mut s, points);
+            plot.band(&mut s, points);
+            plot.line(&mut s, points, "value", colour::VALUE, "1.3", None, |p| {
+                p.value
+            });
+            // Last, so the forecast stays visible over the band and the data.
+            plot.line(
+                &mut s,
+                points,
+                "expected",
+                colour::EXPECTED,
+                "1.6",
+                Some("6 3"),
+                |p| p.model.map(|m| m.expected),
+            );
+        }
+        s.push_str("</svg>\n");
+        s
+    }
+
+    /// One row under the title: a swatch and a word per mark.
+    fn legend(&self, s: &mut String, plot: &Plot) {
+        /// A line swatch (colour, dash) or a filled one (colour, opacity).
+        enum Swatch {
+            Line(&'static str, &'static str),
+            Fill(&'static str, &'static str),
+        }
+        const ITEMS: [(Swatch, &str); 6] = [
+            (Swatch::Line(colour::VALUE, ""), "value"),
+            (
+                Swatch::Line(colour::EXPECTED, r#" stroke-dasharray="6 3""#),
+                "expected",
+            ),
+            (Swatch::Fill(colour::BAND, "0.35"), "normal band"),
+            (Swatch::Fill(colour::WARMUP, "0.6"), "warm-up"),
+            (Swatch::Fill(colour::WARNING, "0.5"), "warning alert"),
+            (Swatch::Fill(colour::CRITICAL, "0.45"), "critical alert"),
+        ];
+        let y = 38.0;
+        let mut x = plot.left;
+        let _ = write!(s, r#"<g class="legend" fill="{}">"#, colour::TEXT);
+        for (swatch, label) in ITEMS {
+            let _ = match swatch {
+                Swatch::Line(c, dash) => write!(
+                    s,
+                    r#"<line x1="{x:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="{c}" stroke-width="2"{dash}/>"#,
+                    x + 16.0
+                ),
+                Swatch::Fill(c, opacity) => write!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{:.1}" width="16" height="10" fill="{c}" fill-opacity="{opacity}"/>"#,
+                    y - 5.0
+                ),
+            };
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}">{label}</text>"#,
+                x + 22.0,
+                y + 4.0
+            );
+            x += 30.0 + 7.0 * label.len() as f64;
+        }
+        s.push_str("</g>\n");
+    }
+}
+
+/// The metric unit a Prometheus-style name announces by its suffix
+/// (`http_latency_p99_seconds` → `seconds`), or `None`.
+pub fn unit_of_metric(name: &str) -> Option<&'static str> {
+    const SUFFIXES: &[(&str, &str)] = &[
+        ("_per_second", "per second"),
+        ("_seconds", "seconds"),
+        ("_milliseconds", "milliseconds"),
+        ("_bytes", "bytes"),
+        ("_percent", "percent"),
+        ("_ratio", "ratio"),
+        ("_celsius", "°C"),
+        ("_meters", "meters"),
+        ("_volts", "volts"),
+        ("_amperes", "amperes"),
+        ("_joules", "joules"),
+        ("_watts", "watts"),
+        ("_grams", "grams"),
+        ("_hertz", "hertz"),
+    ];
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    SUFFIXES
+        .iter()
+        .find(|(suffix, _)| name.ends_with(suffix))
+        .map(|&(_, unit)| unit)
+}
+
+/// Escapes text for XML and HTML, in element content and in quoted
+/// attribute values alike.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The plot area and its scales.
+struct Plot {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    t0: i64,
+    t1: i64,
+    lo: f64,
+    hi: f64,
+    /// Value-axis tick step.
+    step: f64,
+    /// Times further apart than this break the lines (a gap in the data).
+    gap_ms: i64,
+    empty: bool,
+}
+
+/// Band edges further than this many value ranges beyond the data are
+/// clipped: an unbounded or very wide band must not flatten the series.
+const BAND_REACH: f64 = 1.0;
+
+impl Plot {
+    fn new(chart: &Chart<'_>, points: &[Point]) -> Self {
+        let (left, right) = (72.0, chart.width - 24.0);
+        let (top, bottom) = (54.0, chart.height - 46.0);
+        let (mut t0, mut t1) = (i64::MAX, i64::MIN);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for p in points {
+            t0 = t0.min(p.ts_ms);
+            t1 = t1.max(p.ts_ms);
+            for v in p.value.into_iter().chain(p.model.map(|m| m.expected)) {
+                if v.is_finite() {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+        }
+        let empty = !lo.is_finite();
+        if empty {
+            (lo, hi) = (0.0, 1.0);
+        }
+        if t0 > t1 {
+            let now = chrono::Utc::now().timestamp_millis();
+            (t0, t1) = (now - 3_600_000, now);
+        }
+        if t0 == t1 {
+            (t0, t1) = (t0 - 30_000, t1 + 30_000);
+        }
+        // The band widens the range, but only so far.
+        let span = (hi - lo).max(hi.abs().max(lo.abs()) * 0.05).max(1e-9);
+        let (reach_lo, reach_hi) = (lo - BAND_REACH * span, hi + BAND_REACH * span);
+        for m in points.iter().filter_map(band_of) {
+            if m.lower.is_finite() && m.lower >= reach_lo {
+                lo = lo.min(m.lower);
+            }
+            if m.upper.is_finite() && m.upper <= reach_hi {
+                hi = hi.max(m.upper);
+            }
+        }
+        if hi - lo < span * 0.1 {
+            (lo, hi) = (lo - span * 0.5, hi + span * 0.5);
+        }
+        let pad = (hi - lo) * 0.04;
+        let step = nice_step((hi - lo + 2.0 * pad) / 5.0);
+        let lo = ((lo - pad) / step).floor() * step;
+        let hi = ((hi + pad) / step).ceil() * step;
+        Self {
+            left,
+            right,
+            top,
+            bottom,
+            t0,
+            t1,
+            lo,
+            hi,
+            step,
+            gap_ms: gap_threshold(points),
+            empty,
+        }
+    }
+
+    fn x(&self, ts_ms: i64) -> f64 {
+        self.left + (self.right - self.left) * (ts_ms - self.t0) as f64 / (self.t1 - self.t0) as f64
+    }
+
+    fn y(&self, v: f64) -> f64 {
+        let v = v.clamp(self.lo, self.hi);
+        self.bottom - (self.bottom - self.top) * (v - self.lo) / (self.hi - self.lo)
+    }
+
+    fn grid_and_axes(&self, s: &mut String, unit: Option<&str>) {
+        let _ = write!(
+            s,
+            r#"<g class="axis value-axis" fill="{}" font-size="11">"#,
+            colour::AXIS
+        );
+        let ticks = ((self.hi - self.lo) / self.step).round() as i64;
+        for i in 0..=ticks {
+            let v = self.lo + i as f64 * self.step;
+            let y = self.y(v);
+            let _ = write!(
+                s,
+                r#"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="{}"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                self.left,
+                self.right,
+                colour::GRID,
+                self.left - 6.0,
+                y + 4.0,
+                format_value(v, self.step)
+            );
+        }
+        let label = unit.map_or(Cow::Borrowed("value"), |u| {
+            Cow::Owned(format!("value ({})", escape(u)))
+        });
+        let mid = (self.top + self.bottom) / 2.0;
+        let _ = write!(
+            s,
+            r#"<text class="unit" x="14" y="{mid:.1}" text-anchor="middle" transform="rotate(-90 14 {mid:.1})">{label}</text></g>"#
+        );
+        s.push('\n');
+        let _ = write!(
+            s,
+            r#"<g class="axis time-axis" fill="{}" font-size="11">"#,
+            colour::AXIS
+        );
+        let step = time_step(self.t1 - self.t0, self.right - self.left);
+        let mut t = self.t0.div_euclid(step) * step;
+        if t < self.t0 {
+            t += step;
+        }
+        let mut last_date = String::new();
+        while t <= self.t1 {
+            let x = self.x(t);
+            let (time, date) = format_time(t, step);
+            let _ = write!(
+                s,
+                r#"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="{}"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{time}</text>"#,
+                self.top,
+                self.bottom + 4.0,
+                colour::GRID,
+                self.bottom + 17.0
+            );
+            // The date under the first tick and wherever it changes.
+            if !date.is_empty() && date != last_date {
+                let _ = write!(
+                    s,
+                    r#"<text class="date" x="{x:.1}" y="{:.1}" text-anchor="middle" font-weight="600">{date}</text>"#,
+                    self.bottom + 31.0
+                );
+                last_date = date;
+            }
+            t += step;
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">time (UTC)</text></g>"#,
+            self.right,
+            self.bottom + 42.0
+        );
+        let _ = writeln!(
+            s,
+            "\n<rect class=\"frame\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"none\" stroke=\"{}\"/>",
+            self.left,
+            self.top,
+            self.right - self.left,
+            self.bottom - self.top,
+            colour::AXIS
+        );
+    }
+
+    /// Warm-up shading and alert spans, behind the data.
+    fn spans(&self, s: &mut String, points: &[Point]) {
+        let height = self.bottom - self.top;
+        for run in runs(points, |p| p.warming.then_some(())) {
+            let (x, w) = self.span_x(run);
+            let _ = writeln!(
+                s,
+                r#"<rect class="warmup" x="{x:.1}" y="{:.1}" width="{w:.1}" height="{height:.1}" fill="{}" fill-opacity="0.6"><title>warm-up: the model is still learning and cannot alert</title></rect>"#,
+                self.top,
+                colour::WARMUP
+            );
+        }
+        for run in runs(points, |p| p.alert) {
+            let severity = run.iter().filter_map(|p| p.alert).max();
+            let Some(severity) = severity else { continue };
+            let (c, opacity) = match severity {
+                Severity::Warning => (colour::WARNING, "0.22"),
+                Severity::Critical => (colour::CRITICAL, "0.18"),
+            };
+            let (x, w) = self.span_x(run);
+            let (from, to) = (run[0].ts_ms, run[run.len() - 1].ts_ms);
+            let _ = write!(
+                s,
+                r#"<g class="alert-span {sev}" data-severity="{sev}" data-from="{from}" data-to="{to}"><title>{sev} alert, {} to {}</title><rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{height:.1}" fill="{c}" fill-opacity="{opacity}"/><rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="5" fill="{c}"/>"#,
+                crate::alert::lifecycle::rfc3339_ms(from),
+                crate::alert::lifecycle::rfc3339_ms(to),
+                self.top,
+                self.top,
+                sev = severity.as_str(),
+            );
+            if w >= 48.0 {
+                let _ = write!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="10" font-weight="600" fill="{c}">{}</text>"#,
+                    x + 3.0,
+                    self.top + 16.0,
+                    severity.as_str()
+                );
+            }
+            s.push_str("</g>\n");
+        }
+    }
+
+    /// The x extent of a run of points, at least 3 units wide so a single
+    /// point shows.
+    fn span_x(&self, run: &[Point]) -> (f64, f64) {
+        let x0 = self.x(run[0].ts_ms);
+        let x1 = self.x(run[run.len() - 1].ts_ms);
+        if x1 - x0 >= 3.0 {
+            (x0, x1 - x0)
+        } else {
+            ((x0 + x1) / 2.0 - 1.5, 3.0)
+        }
+    }
+
+    /// The band, one filled path per run of warm points without a gap.
+    fn band(&self, s: &mut String, points: &[Point]) {
+        let mut d = String::new();
+        for run in runs(points, band_of) {
+            for seg in split_gaps(run, self.gap_ms) {
+                // Along the upper edge, back along the lower one.
+                let edges = seg.iter().map(|p| (p, true));
+                let back = seg.iter().rev().map(|p| (p, false));
+                for (i, (p, upper)) in edges.chain(back).enumerate() {
+                    let Some(m) = band_of(p) else { continue };
+                    let cmd = if i == 0 { 'M' } else { 'L' };
+                    let v = if upper { m.upper } else { m.lower };
+                    let _ = write!(d, "{cmd}{:.1},{:.1}", self.x(p.ts_ms), self.y(v));
+                }
+                d.push('Z');
+            }
+        }
+        if !d.is_empty() {
+            let _ = writeln!(
+                s,
+                r#"<path class="band" d="{d}" fill="{}" fill-opacity="0.35" stroke="none"/>"#,
+                colour::BAND
+            );
+        }
+    }
+
+    /// One path through the points where `get` gives a finite number,
+    /// broken at missing values and gaps in time.
+    #[allow(clippy::too_many_arguments)]
+    fn line(
+        &self,
+        s: &mut String,
+        points: &[Point],
+        class: &str,
+        stroke: &str,
+        width: &str,
+        dash: Option<&str>,
+        get: impl Fn(&Point) -> Option<f64>,
+    ) {
+        let mut d = String::new();
+        let finite = |p: &Point| get(p).filter(|v| v.is_finite());
+        for run in runs(points, finite) {
+            for seg in split_gaps(run, self.gap_ms) {
+                for (i, p) in seg.iter().enumerate() {
+                    let cmd = if i == 0 { 'M' } else { 'L' };
+                    let v = finite(p).unwrap_or(self.lo);
+                    let _ = write!(d, "{cmd}{:.1},{:.1}", self.x(p.ts_ms), self.y(v));
+                }
+                if seg.len() == 1 {
+                    // A lone point: a short stub so it is visible.
+                    d.push_str("h1.5");
+                }
+            }
+        }
+        if d.is_empty() {
+            return;
+        }
+        let dash = dash.map_or(String::new(), |d| format!(r#" stroke-dasharray="{d}""#));
+        let _ = writeln!(
+            s,
+            r#"<path class="{class}" d="{d}" fill="none" stroke="{stroke}" stroke-width="{width}" stroke-linejoin="round"{dash}/>"#
+        );
+    }
+}
+
+/// The band a point shows: none during warm-up, when nothing can alert
+/// (the warm-up shading says so) and the band is as wide as it is
+/// meaningless.
+fn band_of(p: &Point) -> Option<Expected> {
+    p.model.filter(|_| !p.warming)
+}
+
+/// Maximal runs of consecutive points for which `get` is `Some`.
+fn runs<T>(points: &[Point], get: impl Fn(&Point) -> Option<T>) -> Vec<&[Point]> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, p) in points.iter().enumerate() {
+        match (get(p).is_some(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                out.push(&points[s..i]);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push(&points[s..]);
+    }
+    out
+}
+
+/// Splits a run where consecutive times are more than `gap_ms` apart.
+fn split_gaps(run: &[Point], gap_ms: i64) -> impl Iterator<Item = &[Point]> {
+    run.chunk_by(move |a, b| b.ts_ms - a.ts_ms <= gap_ms)
+}
+
+/// Five times the median step between points (at least one second): a
+/// missed scrape or two stays joined, an outage shows as a gap.
+fn gap_threshold(points: &[Point]) -> i64 {
+    let mut steps: Vec<i64> = points
+        .windows(2)
+        .map(|w| w[1].ts_ms - w[0].ts_ms)
+        .filter(|&d| d > 0)
+        .collect();
+    if steps.is_empty() {
+        return i64::MAX;
+    }
+    let mid = steps.len() / 2;
+    let (_, median, _) = steps.select_nth_unstable(mid);
+    median.saturating_mul(5).max(1000)
+}
+
+/// 1, 2 or 5 times a power of ten, at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    if !(raw.is_finite() && raw > 0.0) {
+        return 1.0;
+    }
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|&s| s >= raw * 0.999)
+        .unwrap_or(10.0 * mag)
+}
+
+/// A tick label for `v` on an axis stepping by `step`: SI prefixes from
+/// ten thousand up, and as many decimals as the step needs.
+fn format_value(v: f64, step: f64) -> String {
+    let top = v.abs().max(step.abs());
+    let (scale, prefix) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e4, "k"), (1.0, "")]
+        .into_iter()
+        .find(|&(s, _)| top >= s)
+        .unwrap_or((1.0, ""));
+    let scale = if prefix == "k" { 1e3 } else { scale };
+    let decimals = (-(step / scale).log10().floor()).clamp(0.0, 9.0) as usize;
+    let decimals = if ((step / scale) * 10f64.powi(decimals as i32)).fract().abs() > 1e-6 {
+        decimals + 1
+    } else {
+        decimals
+    };
+    let x = v / scale;
+    // Avoid "-0".
+    let x = if x.abs() < step / scale / 1e6 { 0.0 } else { x };
+    format!("{x:.decimals$}{prefix}")
+}
+
+/// A time-axis step for `span_ms` over `width` units: about one tick per
+/// 110 units, on round UTC boundaries.
+fn time_step(span_ms: i64, width: f64) -> i64 {
+    const S: i64 = 1000;
+    const M: i64 = 60 * S;
+    const H: i64 = 60 * M;
+    const D: i64 = 24 * H;
+    const STEPS: &[i64] = &[
+        S,
+        2 * S,
+        5 * S,
+        10 * S,
+        15 * S,
+        30 * S,
+        M,
+        2 * M,
+        5 * M,
+        10 * M,
+        15 * M,
+        30 * M,
+        H,
+        2 * H,
+        3 * H,
+        6 * H,
+        12 * H,
+        D,
+        2 * D,
+        7 * D,
+        14 * D,
+        28 * D,
+        91 * D,
+        182 * D,
+        364 * D,
+    ];
+    let max_ticks = (width / 110.0).max(2.0);
+    let want = span_ms as f64 / max_ticks;
+    STEPS
+        .iter()
+        .copied()
+        .find(|&s| s as f64 >= want)
+        .unwrap_or_else(|| (want / (364 * D) as f64).ceil() as i64 * 364 * D)
+}
+
+/// The tick label (time of day, or the date for steps of a day and more)
+/// and the date line under it (empty when the label is the date).
+fn format_time(t_ms: i64, step: i64) -> (String, String) {
+    let Some(t) = DateTime::from_timestamp_millis(t_ms) else {
+        return (String::new(), String::new());
+    };
+    if step >= 24 * 3_600_000 {
+        (t.format("%Y-%m-%d").to_string(), String::new())
+    } else if step < 60_000 {
+        (
+            t.format("%H:%M:%S").to_string(),
+            t.format("%Y-%m-%d").to_string(),
+        )
+    } else {
+        (
+            t.format("%H:%M").to_string(),
+            t.format("%Y-%m-%d").to_string(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(i: i64, value: f64, alert: Option<Severity>) -> Point {
+        Point {
+            ts_ms: 1_767_225_600_000 + i * 60_000,
+            value: Some(value),
+            model: (i > 0).then_some(Expected {
+                expected: 10.0,
+                lower: 9.0,
+                upper: 11.0,
+            }),
+            warming: (1..4).contains(&i),
+            alert,
+        }
+    }
+
+    fn series() -> Vec<Point> {
+        let mut p: Vec<Point> = (0..60).map(|i| point(i, 10.0, None)).collect();
+        p[30] = point(30, 20.0, Some(Severity::Warning));
+        p[31] = point(31, 25.0, Some(Severity::Critical));
+        p[32] = point(32, 10.0, Some(Severity::Critical));
+        p[50] = point(50, 0.0, Some(Severity::Warning));
+        p
+    }
+
+    fn count(s: &str, needle: &str) -> usize {
+        s.matches(needle).count()
+    }
+
+    #[test]
+    fn draws_axes_legend_band_lines_warmup_and_alert_spans() {
+        let s = Chart::new("latency{host=\"a\"}")
+            .unit(Some("seconds"))
+            .render(&series());
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+        assert_eq!(count(&s, r#"<path class="band""#), 1);
+        assert_eq!(count(&s, r#"<path class="value""#), 1);
+        assert_eq!(count(&s, r#"<path class="expected""#), 1);
+        // Two alert spans, each with its (highest) severity.
+        assert_eq!(count(&s, r#"class="alert-span critical""#), 1, "{s}");
+        assert_eq!(count(&s, r#"class="alert-span warning""#), 1);
+        assert_eq!(count(&s, r#"class="warmup""#), 1);
+        for word in [
+            "value",
+            "expected",
+            "normal band",
+            "warm-up",
+            "warning alert",
+            "critical alert",
+        ] {
+            assert!(s.contains(&format!(">{word}</text>")), "legend {word}");
+        }
+        assert!(s.contains("value (seconds)"));
+        assert!(
+            s.contains(">2026-01-01</text>"),
+            "the date on the time axis"
+        );
+        assert!(s.contains(">00:10</text>"), "times of day on the axis: {s}");
+        assert!(s.contains("latency{host=&quot;a&quot;}"));
+        // The forecast is drawn after the band and the value line.
+        let pos = |n: &str| s.find(n).unwrap();
+        assert!(pos(r#"class="expected""#) > pos(r#"class="value""#));
+        assert!(pos(r#"class="value""#) > pos(r#"class="band""#));
+        assert!(pos(r#"class="band""#) > pos("alert-span"));
+    }
+
+    #[test]
+    fn titles_are_escaped() {
+        let s = Chart::new("<script>alert(1)</script>").render(&series());
+        assert!(!s.contains("<script>"));
+        assert!(s.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert_eq!(escape("a&b'\""), "a&amp;b&#39;&quot;");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn unbounded_bands_and_gaps_do_not_distort_the_plot() {
+        let mut p = series();
+        for q in &mut p[10..20] {
+            q.model = Some(Expected {
+                expected: 10.0,
+                lower: f64::MIN,
+                upper: f64::MAX,
+            });
+        }
+        // An outage: the last ten points an hour later.
+        for q in &mut p[50..] {
+            q.ts_ms += 3_600_000;
+        }
+        let chart = Chart::new("x");
+        let plot = Plot::new(&chart, &p);
+        assert!(
+            plot.lo >= -25.0 && plot.hi <= 50.0,
+            "{} {}",
+            plot.lo,
+            plot.hi
+        );
+        let s = chart.render(&p);
+        let value_path = s
+            .lines()
+            .find(|l| l.starts_with(r#"<path class="value""#))
+            .unwrap();
+        assert_eq!(count(value_path, "M"), 2, "the gap breaks the line");
+    }
+
+    #[test]
+    fn empty_and_single_point_charts_render() {
+        let s = Chart::new("none").render(&[]);
+        assert!(s.contains("no data yet"));
+        let s = Chart::new("one").render(&[point(0, 1.0, None)]);
+        assert!(s.contains(r#"<path class="value""#));
+    }
+
+    #[test]
+    fn ticks_are_round_and_labelled() {
+        assert_eq!(nice_step(0.7), 1.0);
+        assert_eq!(nice_step(13.0), 20.0);
+        assert_eq!(nice_step(0.0021), 0.0025);
+        assert_eq!(format_value(6.0e9, 5e8), "6.0G");
+        assert_eq!(format_value(12_000.0, 2_000.0), "12k");
+        assert_eq!(format_value(0.15, 0.05), "0.15");
+        assert_eq!(format_value(40.0, 10.0), "40");
+        assert_eq!(format_value(-0.0, 0.1), "0.0");
+        assert_eq!(time_step(3_600_000, 900.0), 10 * 60_000);
+        assert_eq!(time_step(30 * 86_400_000, 900.0), 7 * 86_400_000);
+        let (t, d) = format_time(1_767_225_600_000 + 90 * 60_000, 30 * 60_000);
+        assert_eq!((t.as_str(), d.as_str()), ("01:30", "2026-01-01"));
+    }
+
+    #[test]
+    fn units_come_from_the_metric_name() {
+        assert_eq!(unit_of_metric("http_latency_p99_seconds"), Some("seconds"));
+        assert_eq!(unit_of_metric("memory_used_bytes"), Some("bytes"));
+        assert_eq!(unit_of_metric("cpu_usage_percent"), Some("percent"));
+        assert_eq!(
+            unit_of_metric("http_requests_per_second"),
+            Some("per second")
+        );
+        assert_eq!(unit_of_metric("node_cpu_seconds_total"), Some("seconds"));
+        assert_eq!(unit_of_metric("up"), None);
+    }
+}

@@ -1,0 +1,546 @@
+//! The live page in a real browser: the daemon on the mock broker with a
+//! generated fleet (plus one series whose label value is markup), Debian's
+//! headless Chromium driven over the WebDriver protocol by chromedriver.
+//!
+//! Checks the DOM of `/` (a row per series, the markup label shown as text
+//! and never run, sorting and label filters) and of a series page (the
+//! band's path, alert spans, axes, the hover read-out of the point under
+//! the pointer, the chart updating live without a reload), and saves two
+//! screenshots to `target/ui-screenshots/` (with
+//! `ANOMALYD_UPDATE_SCREENSHOTS=1`, also to `deploy/screenshots/`, the
+//! README's pictures).
+//!
+//! The binaries are required: CI installs them (`apt-get install -y
+//! chromium chromium-driver`). `ANOMALYD_TEST_CHROMIUM` and
+//! `ANOMALYD_TEST_CHROMEDRIVER` may point at others.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anomalyd::demo::fleet::Fleet;
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::support::{self, TestProducer, client, free_port, poll_some, poll_until};
+
+const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
+const DEFAULT_CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const WAIT: Duration = Duration::from_secs(60);
+const TOPIC: &str = "metrics";
+
+/// A label value that would run script if it were inserted as markup.
+const EVIL: &str = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
+
+fn binary(env: &str, default: &str) -> PathBuf {
+    let bin = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        bin.exists(),
+        "{} not found: this test drives a real browser. Install it with \
+         `apt-get install -y chromium chromium-driver` (CI installs them), or set {env}.",
+        bin.display()
+    );
+    bin
+}
+
+/// A headless Chromium session behind chromedriver; quits on drop.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start(width: u32, height: u32) -> Self {
+        let chromium = binary("ANOMALYD_TEST_CHROMIUM", DEFAULT_CHROMIUM);
+        let chromedriver = binary("ANOMALYD_TEST_CHROMEDRIVER", DEFAULT_CHROMEDRIVER);
+        let port = free_port();
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
+        let profile = tempfile::tempdir().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        poll_until("chromedriver to answer", WAIT, || {
+            let url = format!("{base}/status");
+            async move { client().get(url).send().await.is_ok() }
+        })
+        .await;
+        let args = [
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--disable-quic".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--hide-scrollbars".to_owned(),
+            format!("--window-size={width},{height}"),
+            format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        }}});
+        let resp: Value = client()
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("POST /session")
+            .json()
+            .await
+            .expect("session JSON");
+        let session = resp["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("chromedriver refused the session: {resp}"))
+            .to_owned();
+        let browser = Self {
+            driver,
+            port,
+            session,
+            _profile: profile,
+        };
+        // Size the viewport (what screenshots show), not the window.
+        let chrome = browser
+            .js(
+                "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]",
+                json!([]),
+            )
+            .await;
+        let extra = |i: usize| chrome[i].as_u64().unwrap_or(0) as u32;
+        browser
+            .cmd(
+                reqwest::Method::POST,
+                "/window/rect",
+                json!({"width": width + extra(0), "height": height + extra(1)}),
+            )
+            .await;
+        browser
+    }
+
+    /// One WebDriver command; returns its `value`.
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let url = format!(
+            "http://127.0.0.1:{}/session/{}{path}",
+            self.port, self.session
+        );
+        let mut req = client().request(method, &url);
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let resp: Value = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        if resp["value"]["error"].is_string() {
+            panic!("WebDriver {path}: {}", resp["value"]);
+        }
+        resp["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", json!({"url": url}))
+            .await;
+    }
+
+    /// Runs `script` (a function body; `arguments` holds `args`) in the
+    /// page and returns its result.
+    async fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": args}),
+        )
+        .await
+    }
+
+    /// The text of every element `selector` matches, in document order.
+    async fn texts(&self, selector: &str) -> Vec<String> {
+        let v = self
+            .js(
+                "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)",
+                json!([selector]),
+            )
+            .await;
+        serde_json::from_value(v).expect("strings")
+    }
+
+    /// Moves the mouse to viewport coordinates.
+    async fn move_to(&self, x: f64, y: f64) {
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": [{"type": "pointerMove", "duration": 0, "origin": "viewport",
+                         "x": x.round() as i64, "y": y.round() as i64}],
+        }]});
+        self.cmd(reqwest::Method::POST, "/actions", actions).await;
+    }
+
+    async fn screenshot(&self) -> Vec<u8> {
+        let b64 = self
+            .cmd(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().expect("base64 PNG"))
+            .expect("valid base64")
+    }
+
+    /// Polls `script` until it returns something other than null/false.
+    async fn wait_for(&self, what: &str, script: &str) -> Value {
+        poll_some(what, WAIT, || async {
+            let v = self.js(script, json!([])).await;
+            (!v.is_null() && v != Value::Bool(false)).then_some(v)
+        })
+        .await
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ends the browser even when the test failed: a blocking DELETE
+        // (no runtime here), then the driver itself.
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The PNG's width and height (from its IHDR chunk).
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let be = |i: usize| u32::from_be_bytes(png[i..i + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+fn save_screenshot(name: &str, png: &[u8]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+    if std::env::var_os("ANOMALYD_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        let dir = root.join("deploy/screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
+}
+
+/// A steady series with one spike at sample 450, whose `note` label is
+/// [`EVIL`].
+fn evil_event(fleet: &Fleet, i: u64) -> Vec<u8> {
+    // A cheap deterministic wobble is all this series needs.
+    let noise = ((i * 2_654_435_761) % 1000) as f64 / 1000.0 - 0.5;
+    let value = if (450..453).contains(&i) {
+        60.0
+    } else {
+        10.0 + noise
+    };
+    serde_json::to_vec(&json!({
+        "series": "checkout_errors_per_second",
+        "labels": {"host": "web-01", "note": EVIL},
+        "ts": fleet.time_ms(i),
+        "value": value,
+    }))
+    .unwrap()
+}
+
+fn fleet_events(fleet: &mut Fleet, i: u64) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = fleet
+        .sample(i)
+        .into_iter()
+        .map(|e| {
+            let labels: std::collections::BTreeMap<_, _> = e.series.labels().iter().cloned().collect();
+            let body = json!({"series": e.series.name(), "labels": labels, "ts": e.ts_ms, "value": e.value});
+            (e.series.to_string(), serde_json::to_vec(&body).unwrap())
+        })
+        .collect();
+    out.push(("evil".to_owned(), evil_event(fleet, i)));
+    out
+}
+
+const HISTORY: u64 = 600;
+
+#[test]
+fn the_live_page_in_a_real_browser() {
+    let mock = support::cluster(&[(TOPIC, 2), ("alerts", 1)]);
+    let bootstrap = mock.bootstrap_servers();
+    support::runtime().block_on(async {
+        let mut config = support::config(&bootstrap, "ui-browser", TOPIC);
+        config.sinks.kafka.enabled = false;
+        let running = anomalyd::app::start(config).await.expect("daemon starts");
+        let base = format!("http://{}", running.metrics_addr);
+
+        // Ten hours of history (anomalies from sample 300 on, every 15),
+        // then live samples until the test ends.
+        let start_ms = chrono::Utc::now().timestamp_millis() - HISTORY as i64 * 60_000;
+        let mut fleet = Fleet::new(3, 60, start_ms, 300, 15, 42);
+        let producer = Arc::new(TestProducer::new(&bootstrap));
+        for i in 0..HISTORY {
+            for (key, body) in fleet_events(&mut fleet, i) {
+                producer.send(TOPIC, None, &key, &body);
+            }
+        }
+        producer.flush();
+        let stop = Arc::new(AtomicBool::new(false));
+        let live = {
+            let (producer, stop) = (Arc::clone(&producer), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut i = HISTORY;
+                while !stop.load(Ordering::SeqCst) {
+                    for (key, body) in fleet_events(&mut fleet, i) {
+                        producer.send(TOPIC, None, &key, &body);
+                    }
+                    producer.flush();
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        let series_count = 3 * 4 + 1;
+        // Every series held, with its history, and some alerts among them.
+        let list: Value = poll_some("the history of every series", WAIT, || {
+            let url = format!("{base}/api/v1/series");
+            async move {
+                let list: Value = serde_json::from_str(&support::get(&url).await.1).ok()?;
+                let rows = list["series"].as_array()?;
+                let full = rows.len() == series_count
+                    && rows.iter().all(|r| r["points"].as_u64() >= Some(HISTORY));
+                let alerted = rows.iter().filter(|r| r["state"] != "quiet").count();
+                (full && alerted >= 3).then_some(list)
+            }
+        })
+        .await;
+        let evil_fp = list["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["labels"]["note"] == EVIL)
+            .expect("the markup-labelled series is listed")["fingerprint"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+
+        let browser = Browser::start(1280, 1000).await;
+
+        // ---- `/`: rows, markup shown as text, live refresh, sort, filter.
+        browser.goto(&format!("{base}/")).await;
+        let xss_check = r#"
+            const row = [...document.querySelectorAll('#rows tr')]
+                .find(r => r.querySelector('td.name').textContent === 'checkout_errors_per_second');
+            return {
+                rows: document.querySelectorAll('#rows tr').length,
+                pwned: window.__pwned === undefined ? null : window.__pwned,
+                scripts: document.scripts.length,
+                imgs: document.images.length,
+                chips: row ? [...row.querySelectorAll('a.chip')].map(a => a.textContent) : null,
+                refreshes: document.body.dataset.refreshes || null,
+            };"#;
+        let server_dom = browser.js(xss_check, json!([])).await;
+        browser
+            .wait_for(
+                "the table's live refresh",
+                "return Number(document.body.dataset.refreshes) >= 2",
+            )
+            .await;
+        let live_dom = browser.js(xss_check, json!([])).await;
+        for dom in [&server_dom, &live_dom] {
+            assert_eq!(dom["rows"], series_count, "{dom}");
+            assert_eq!(dom["pwned"], Value::Null, "markup in a label ran: {dom}");
+            assert_eq!(dom["scripts"], 1, "{dom}");
+            assert_eq!(dom["imgs"], 0, "{dom}");
+            let chips: Vec<&str> = dom["chips"]
+                .as_array()
+                .expect("the markup-labelled row")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(chips.contains(&format!("note={EVIL}").as_str()), "{dom}");
+        }
+        let index_png = browser.screenshot().await;
+        assert_eq!(png_size(&index_png), (1280, 1000));
+        save_screenshot("index.png", &index_png);
+
+        browser.goto(&format!("{base}/?sort=score")).await;
+        let scores: Vec<f64> = browser
+            .texts("#rows td.score")
+            .await
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(scores.len(), series_count);
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "sorted by score, highest first: {scores:?}"
+        );
+        browser.goto(&format!("{base}/?label=host%3Dweb-02")).await;
+        let hosts = browser.texts("#rows td.labels").await;
+        assert_eq!(hosts.len(), 4, "{hosts:?}");
+        assert!(hosts.iter().all(|h| h.contains("host=web-02")), "{hosts:?}");
+
+        // ---- a series page: band, alert spans, axes, hover, live update.
+        // The alerted fleet series with the strongest alert held.
+        let mut strongest: Option<(f64, String)> = None;
+        for r in list["series"].as_array().unwrap() {
+            if !r["labels"]["note"].is_null() || r["state"] == "quiet" {
+                continue;
+            }
+            let fp = r["fingerprint"].as_str().unwrap().to_owned();
+            let d: Value =
+                serde_json::from_str(&support::get(&format!("{base}/api/v1/series/{fp}")).await.1)
+                    .unwrap();
+            let peak = d["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|a| a["peak_score"].as_f64())
+                .fold(0.0, f64::max);
+            if strongest.as_ref().is_none_or(|(p, _)| peak > *p) {
+                strongest = Some((peak, fp));
+            }
+        }
+        let (_, fp) = strongest.expect("an alerted fleet series");
+        let fp = fp.as_str();
+        browser.goto(&format!("{base}/series/{fp}")).await;
+        let chart = browser
+            .js(
+                r#"const svg = document.querySelector('#chart svg');
+                   return {
+                     band: svg.querySelector('path.band').getAttribute('d').length,
+                     expected: svg.querySelectorAll('path.expected').length,
+                     spans: [...svg.querySelectorAll('g.alert-span')].map(g => g.dataset.severity),
+                     legend: svg.querySelector('g.legend').textContent,
+                     dates: [...svg.querySelectorAll('text.date')].map(t => t.textContent),
+                     unit: svg.querySelector('text.unit').textContent,
+                   };"#,
+                json!([]),
+            )
+            .await;
+        assert!(chart["band"].as_u64() > Some(100), "{chart}");
+        assert_eq!(chart["expected"], 1);
+        let spans = chart["spans"].as_array().unwrap();
+        assert!(!spans.is_empty(), "alert spans on the chart: {chart}");
+        assert!(
+            spans
+                .iter()
+                .all(|s| s == "warning" || s == "critical")
+        );
+        for word in ["value", "expected", "normal band", "warm-up", "critical alert"] {
+            assert!(chart["legend"].as_str().unwrap().contains(word), "{chart}");
+        }
+        assert!(!chart["dates"].as_array().unwrap().is_empty(), "{chart}");
+        assert!(chart["unit"].as_str().unwrap().starts_with("value"), "{chart}");
+
+        // Hover the middle of an alert span (a critical one if any): the read-out shows
+        // that observation, as the API has it.
+        browser
+            .wait_for("the samples for the read-out", "return document.body.dataset.ready === '1'")
+            .await;
+        let target = browser
+            .js(
+                r#"const spans = [...document.querySelectorAll('#chart g.alert-span')];
+                   const g = spans.find(g => g.dataset.severity === 'critical') || spans[spans.length - 1];
+                   const r = g.querySelector('rect').getBoundingClientRect();
+                   return [r.left + r.width / 2, r.top + r.height / 2];"#,
+                json!([]),
+            )
+            .await;
+        let (x, y) = (target[0].as_f64().unwrap(), target[1].as_f64().unwrap());
+        browser.move_to(x, y).await;
+        let readout = browser
+            .wait_for(
+                "the hover read-out",
+                r#"const r = document.getElementById('readout');
+                   return r.dataset.ts ? [r.dataset.ts, r.textContent,
+                     document.querySelectorAll('#chart line.cursor').length] : null;"#,
+            )
+            .await;
+        let ts: i64 = readout[0].as_str().unwrap().parse().unwrap();
+        let text = readout[1].as_str().unwrap();
+        assert_eq!(readout[2], 1, "a cursor line on the chart");
+        let detail: Value =
+            serde_json::from_str(&support::get(&format!("{base}/api/v1/series/{fp}")).await.1)
+                .unwrap();
+        let sample = detail["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["ts_ms"] == ts)
+            .unwrap_or_else(|| panic!("the read-out's time {ts} is a sample's"));
+        assert!(sample["alert"].is_string(), "hovered an alert: {sample}");
+        assert!(text.contains(&format!("{} alert", sample["alert"].as_str().unwrap())), "{text}");
+        assert!(text.contains(" UTC · value "), "{text}");
+        assert!(text.contains(&format!("score {:.3}", sample["score"].as_f64().unwrap())), "{text}");
+        // The README's picture: a chart with the read-out on an alert.
+        let series_png = browser.screenshot().await;
+        assert_eq!(png_size(&series_png), (1280, 1000));
+        save_screenshot("series.png", &series_png);
+
+        // Live: newer observations reach the chart without a reload, and
+        // the read-out stays where the pointer is.
+        let t1 = browser
+            .js("return Number(document.querySelector('#chart svg').dataset.t1)", json!([]))
+            .await
+            .as_i64()
+            .unwrap();
+        browser
+            .wait_for(
+                "a newer observation on the chart",
+                &format!(
+                    "return Number(document.querySelector('#chart svg').dataset.t1) > {t1} \
+                     && document.querySelectorAll('#chart line.cursor').length === 1"
+                ),
+            )
+            .await;
+
+        // The markup-labelled series' own page shows it as text too.
+        browser.goto(&format!("{base}/series/{evil_fp}")).await;
+        let page = browser
+            .js(
+                r#"return {
+                     pwned: window.__pwned === undefined ? null : window.__pwned,
+                     scripts: document.scripts.length,
+                     chips: [...document.querySelectorAll('p.labels a.chip')].map(a => a.textContent),
+                     title: document.querySelector('#chart svg title').textContent,
+                   };"#,
+                json!([]),
+            )
+            .await;
+        assert_eq!(page["pwned"], Value::Null, "{page}");
+        assert_eq!(page["scripts"], 1, "{page}");
+        assert!(page["chips"].as_array().unwrap().iter().any(|c| c == &json!(format!("note={EVIL}"))), "{page}");
+        // The title is the selector, whose quotes are backslash-escaped.
+        assert!(
+            page["title"]
+                .as_str()
+                .unwrap()
+                .contains("note=\"<script>window.__pwned=1</script><img src=x onerror="),
+            "{page}"
+        );
+
+        drop(browser);
+        stop.store(true, Ordering::SeqCst);
+        live.join().unwrap();
+        running.shutdown();
+        running.wait().await.expect("clean shutdown");
+    });
+}
