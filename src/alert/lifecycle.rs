@@ -79,7 +79,7 @@ pub struct AlertRuleConfig {
     pub threshold: f64,
     /// Score at or above which a hit is `critical` instead of `warning`.
     /// Unset (default): the score of a tail 100 times rarer than the alert
-    /// threshold's (`ln 100` more nats of surprise; 0.68 for threshold 0.5).
+    /// threshold's (`ln 100` more nats of surprise; 0.59 for threshold 0.5).
     pub critical_threshold: Option<f64>,
     /// While firing, an event still counts as a hit when its score is at or
     /// above this (hysteresis). Unset (default): the score of 60 % of the
@@ -617,7 +617,7 @@ mod tests {
             .collect()
     }
 
-    const H: f64 = 0.6; // a warning-level hit with threshold 0.5
+    const H: f64 = 0.55; // a warning-level hit with threshold 0.5
     const L: f64 = 0.1; // not a hit
 
     #[test]
@@ -771,16 +771,16 @@ mod tests {
     #[test]
     fn severity_and_escalation() {
         let r = rule(|_| {});
-        // 4 nats (score 0.5) + ln 100 nats: 8.605 / 12.605.
+        // 10 nats (score 0.5) + ln 100 nats: 14.605 / 24.605.
         let c = r.critical_threshold();
         assert!(
-            (c - 8.605_170_185_988_09 / 12.605_170_185_988_09).abs() < 1e-12,
+            (c - 14.605_170_185_988_09 / 24.605_170_185_988_09).abs() < 1e-12,
             "{c}"
         );
         assert_eq!(r.severity(c - 1e-9), Severity::Warning);
         assert_eq!(r.severity(c), Severity::Critical);
         let mut lc = Lifecycle::new();
-        let ev = scores(&[0.6, 0.97, 0.99, 0.6, L, L, L]);
+        let ev = scores(&[H, 0.97, 0.99, H, L, L, L]);
         let t: Vec<_> = ev
             .iter()
             .map(|&(ts, v, s)| lc.step(&r, ts, v, &d(s)))
@@ -964,7 +964,8 @@ mod tests {
                 "score": 0.97,
                 "threshold": 0.5,
                 "severity": "critical",
-                "model": "regression"
+                "model": "regression",
+                "reason": "forecast"
             })
         );
         let resolved = Transition::Resolved {

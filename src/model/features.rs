@@ -55,6 +55,9 @@ pub struct Standardizer {
     pub horizon: f64,
 }
 
+/// Largest step, in typical steps, that the typical step learns.
+const STEP_CLIP: f64 = 10.0;
+
 /// Number of `f64` a [`Standardizer`] keeps in the slab.
 pub const STANDARDIZER_LEN: usize = 6;
 
@@ -106,7 +109,16 @@ impl Standardizer {
         if let Some(p) = prev {
             // The first difference has weight from the second event on; the
             // count lags by one, which only matters during warm-up.
+            // One wild step (a glitch, a level shift) counts as at most
+            // STEP_CLIP typical steps, so the unit of every residual is not
+            // blown up for a whole horizon by one event; a lasting change
+            // of volatility still moves it within a few dozen events.
             let d = x - p;
+            let d = if n > 20.0 && s[4] > 0.0 {
+                d.clamp(-STEP_CLIP * s[4], STEP_CLIP * s[4])
+            } else {
+                d
+            };
             let beta = 1.0 / (n - 1.0).max(1.0);
             s[2] += beta * (d * d - s[2]);
         }

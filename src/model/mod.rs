@@ -436,6 +436,7 @@ pub(crate) mod proptests {
                     error_clip: clip,
                     learning_rate: lr,
                     initial_accumulator: 0.0,
+                    ..ModelConfig::default()
                 },
             )
     }

@@ -320,6 +320,8 @@ mod tests {
                         lower: -1.0,
                         upper: 1.0,
                         warm: true,
+                        reason: crate::threshold::Reason::Forecast,
+                        onset: 0.99,
                     };
                     assert!(lifecycle.step(&rule, 1_000, 5.0, &hit).is_some());
                 }

@@ -672,6 +672,8 @@ mod tests {
             lower: 9.0,
             upper: 11.0,
             warm: true,
+            reason: crate::threshold::Reason::Forecast,
+            onset: score,
         }
     }
 

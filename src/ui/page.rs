@@ -400,6 +400,8 @@ mod tests {
                         lower: 0.5,
                         upper: 1.5,
                         warm: t > 2,
+                        reason: crate::threshold::Reason::Forecast,
+                        onset: score,
                     };
                     let v = if score > 0.5 { 9.0 } else { 1.0 };
                     let ts = 1_767_225_600_000 + t * 60_000;

@@ -46,6 +46,7 @@ pub fn firing(fingerprint: &str, host: &str, value: f64) -> Alert {
         threshold: 0.99,
         severity: Severity::Warning,
         model: "regression".to_owned(),
+        reason: anomalyd::alert::Reason::Forecast,
     }
 }
 

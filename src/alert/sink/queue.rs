@@ -135,6 +135,7 @@ pub(crate) mod tests {
             threshold: 0.99,
             severity: Severity::Warning,
             model: "regression".to_owned(),
+            reason: crate::alert::Reason::Forecast,
         }
     }
 
