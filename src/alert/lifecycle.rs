@@ -63,7 +63,7 @@ pub fn default_critical(t: f64) -> f64 {
 }
 
 /// The default resolve threshold for alert threshold `t`: the score of
-/// 60 % of its surprise (0.375 for 0.5), so a firing alert is not resolved
+/// 60 % of its surprise (0.32 for 0.5), so a firing alert is not resolved
 /// and re-fired by scores that hover around the threshold.
 pub fn default_resolve(t: f64) -> f64 {
     use crate::threshold::{score_from_surprise, surprise_from_score};
@@ -79,11 +79,11 @@ pub struct AlertRuleConfig {
     pub threshold: f64,
     /// Score at or above which a hit is `critical` instead of `warning`.
     /// Unset (default): the score of a tail 100 times rarer than the alert
-    /// threshold's (`ln 100` more nats of surprise; 0.59 for threshold 0.5).
+    /// threshold's (`ln 100` more nats of surprise; 0.64 for threshold 0.5).
     pub critical_threshold: Option<f64>,
     /// While firing, an event still counts as a hit when its score is at or
     /// above this (hysteresis). Unset (default): the score of 60 % of the
-    /// threshold's surprise (0.375 for threshold 0.5).
+    /// threshold's surprise (0.32 for threshold 0.5).
     pub resolve_threshold: Option<f64>,
     /// Fire when at least this many of the last `window_events` events are
     /// hits (events). Default 1.
@@ -286,10 +286,15 @@ impl AlertRule {
         } else {
             self.threshold
         };
-        // What is new decides: the onset score (an anomaly's echo and
-        // plateau do not re-fire it). False for a NaN score, which
-        // therefore is not a hit.
-        let scored = decision.onset >= bar;
+        // A quiet series fires on what is new (the onset score: an
+        // anomaly's echo and plateau do not fire it again); a firing one
+        // holds while the series is still anomalous (the score). False for
+        // a NaN score, which therefore is not a hit.
+        let scored = if firing {
+            decision.score >= bar
+        } else {
+            decision.onset >= bar
+        };
         if !decision.warm || !scored || !value.is_finite() || !decision.expected.is_finite() {
             return false;
         }

@@ -46,8 +46,9 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 6)]
     pub hosts: usize,
     /// Hours of history streamed at full speed first, so models are warm
-    /// when the live part starts.
-    #[arg(long, default_value_t = 24.0)]
+    /// when the live part starts (a series is trusted after a day of
+    /// event time; two days give the level channel its season).
+    #[arg(long, default_value_t = 48.0)]
     pub history_hours: f64,
     /// Live samples between two injected anomalies.
     #[arg(long, default_value_t = 20)]

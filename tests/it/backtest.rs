@@ -50,7 +50,7 @@ fn file_mode_writes_one_row_per_input_row_in_order() {
     assert_eq!(header, OUTPUT_HEADER);
     assert_eq!(
         header,
-        "timestamp,value,anomaly_score,expected,lower,upper,alert"
+        "timestamp,value,anomaly_score,expected,lower,upper,alert,reason"
     );
     let input = input_rows(&fixture("series.csv"));
     assert_eq!(rows.len(), input.len());
@@ -119,7 +119,7 @@ fn malformed_rows_are_reported_and_still_written() {
     assert_eq!(rows.len(), 20);
     for i in [5, 8, 11, 14] {
         let r = &rows[i];
-        assert_eq!(&r[2..], ["0", "", "", "", "0"], "row {i}: {r:?}");
+        assert_eq!(&r[2..], ["0", "", "", "", "0", ""], "row {i}: {r:?}");
     }
     assert_eq!(rows[5][0], "not-a-time");
     assert_eq!(rows[14][1], "NaN");
@@ -132,6 +132,11 @@ fn directory_mode_mirrors_relative_paths_and_draws_plots() {
     let plots = dir.path().join("plots");
     let mut a = args(fixture("dir"), out.clone());
     a.plot = Some(plots.clone());
+    // These files span hours: score them without the default day of
+    // warm-up, so the plots have a band to draw.
+    let config = dir.path().join("anomalyd.toml");
+    std::fs::write(&config, "[detector.threshold]\nwarmup_secs = 0\n").unwrap();
+    a.config = Some(config);
     let summary = run(&a).unwrap();
     assert_eq!(summary.files, 2);
     for rel in ["a/epoch.csv", "b/rfc3339.csv"] {

@@ -238,6 +238,8 @@ retry = {{ initial_backoff_ms = 50, max_backoff_ms = 200, max_attempts = 0 }}
 listen_addr = "127.0.0.1:{port}"
 [pipeline]
 shutdown_grace_secs = 120
+[detector.threshold]
+warmup_secs = 0
 "#
         ),
     )

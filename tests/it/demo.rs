@@ -11,7 +11,7 @@ async fn the_demo_shows_alerts_on_its_injected_anomalies_within_a_minute() {
     let args = DemoArgs {
         speed: 60.0,
         hosts: 3,
-        history_hours: 6.0,
+        history_hours: 26.0,
         anomaly_every: 10,
         duration_secs: Some(30),
         seed: 42,

@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod demo;
 mod deploy;
+mod detection;
 mod faults;
 mod prometheus;
 mod reference_config;

@@ -146,6 +146,8 @@ pub fn config(bootstrap: &str, group: &str, topic: &str) -> Config {
     c.sinks.kafka.brokers = bootstrap.into();
     c.sinks.kafka.topic = "alerts".into();
     c.pipeline.workers = 2;
+    // The test streams span hours, not the default day of warm-up.
+    c.detector.threshold.warmup_secs = 0;
     c
 }
 

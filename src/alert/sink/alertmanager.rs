@@ -584,6 +584,16 @@ mod tests {
         assert_eq!(p.annotations["upper"], "1.5");
         assert_eq!(p.annotations["series"], a.series);
         assert!(p.annotations["summary"].contains("is outside"));
+        assert_eq!(p.annotations["reason"], "forecast");
+        // The summary says what is wrong in the words of the reason.
+        let mut stuck = a.clone();
+        stuck.reason = Reason::Stuck;
+        let p = s.postable(&stuck, now());
+        assert_eq!(p.annotations["reason"], "stuck");
+        assert!(p.annotations["summary"].contains("has repeated 9.5 for unusually long"));
+        let mut drift = a.clone();
+        drift.reason = Reason::Drift;
+        assert!(s.postable(&drift, now()).annotations["summary"].contains("has drifted"));
         assert_eq!(p.starts_at.as_deref(), Some("2024-05-01T12:00:00.000Z"));
         // 4 × 60 s after now.
         assert_eq!(p.ends_at, "2024-05-01T12:14:00.000Z");
