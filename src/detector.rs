@@ -89,7 +89,8 @@ impl DetectorConfig {
     /// remembering to add it. A version tag leads, for changes of meaning
     /// that keep the keys.
     pub fn model_hash(&self) -> u64 {
-        let json = serde_json::to_vec(self).expect("a config of plain numbers, enums and bools serialises");
+        let json = serde_json::to_vec(self)
+            .expect("a config of plain numbers, enums and bools serialises");
         let mut h = xxhash_rust::xxh3::Xxh3Default::new();
         h.update(b"anomalyd.detector.v2\xff");
         h.update(&json);
@@ -475,10 +476,18 @@ mod tests {
         let mut v: Vec<f64> = (0..1500).map(ordinary).collect();
         v[1200] += 60.0;
         let out = run(&d, v.iter().copied());
-        assert!(out[1200].onset >= DEFAULT_ALERT_THRESHOLD, "{:?}", out[1200]);
+        assert!(
+            out[1200].onset >= DEFAULT_ALERT_THRESHOLD,
+            "{:?}",
+            out[1200]
+        );
         // The return to normal misses the forecast (which followed the
         // spike) as much as the spike did: a high score, no new onset.
-        assert!(out[1201].score >= DEFAULT_ALERT_THRESHOLD, "{:?}", out[1201]);
+        assert!(
+            out[1201].score >= DEFAULT_ALERT_THRESHOLD,
+            "{:?}",
+            out[1201]
+        );
         assert!(out[1201].onset < DEFAULT_ALERT_THRESHOLD, "{:?}", out[1201]);
     }
 
@@ -739,7 +748,11 @@ mod tests {
     }
 
     /// Every leaf of a JSON value, by path, with a value that differs.
-    fn perturbed(v: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<(String, serde_json::Value)>) {
+    fn perturbed(
+        v: &serde_json::Value,
+        path: &mut Vec<String>,
+        out: &mut Vec<(String, serde_json::Value)>,
+    ) {
         use serde_json::Value;
         match v {
             Value::Object(m) => {
@@ -794,7 +807,11 @@ mod tests {
             set(&mut changed, path, x.clone());
             let c: DetectorConfig = serde_json::from_value(changed).unwrap();
             assert_ne!(c, base, "{path}");
-            assert_ne!(c.model_hash(), base.model_hash(), "{path} is not in the hash");
+            assert_ne!(
+                c.model_hash(),
+                base.model_hash(),
+                "{path} is not in the hash"
+            );
             seen.insert(path.clone());
         }
         // The keys the reference config documents under [detector] are
@@ -849,16 +866,26 @@ mod tests {
 
     #[test]
     fn removed_keys_are_refused_with_what_to_do() {
-        let c: DetectorConfig =
-            serde_json::from_str(r#"{"threshold": {"smoothing_events": 5, "range_novelty": true}}"#)
-                .unwrap();
+        let c: DetectorConfig = serde_json::from_str(
+            r#"{"threshold": {"smoothing_events": 5, "range_novelty": true}}"#,
+        )
+        .unwrap();
         let mut p = Problems::new();
         c.validate("detector", &mut p);
-        let got: Vec<String> = p.iter().map(|x| format!("{}: {}", x.key, x.message)).collect();
+        let got: Vec<String> = p
+            .iter()
+            .map(|x| format!("{}: {}", x.key, x.message))
+            .collect();
         assert_eq!(got.len(), 2, "{got:?}");
-        assert!(got[0].starts_with("detector.threshold.smoothing_events: was removed"), "{got:?}");
+        assert!(
+            got[0].starts_with("detector.threshold.smoothing_events: was removed"),
+            "{got:?}"
+        );
         assert!(got[0].ends_with("delete this key"), "{got:?}");
-        assert!(got[1].starts_with("detector.threshold.range_novelty: was removed"), "{got:?}");
+        assert!(
+            got[1].starts_with("detector.threshold.range_novelty: was removed"),
+            "{got:?}"
+        );
     }
 
     #[test]

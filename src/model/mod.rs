@@ -181,7 +181,10 @@ impl ModelConfig {
             key("initial_accumulator"),
             "must be a finite number >= 0",
         );
-        for (name, v) in [("lr_decay", self.lr_decay), ("weight_decay", self.weight_decay)] {
+        for (name, v) in [
+            ("lr_decay", self.lr_decay),
+            ("weight_decay", self.weight_decay),
+        ] {
             problems.check(
                 v.is_finite() && v >= 0.0,
                 key(name),

@@ -542,7 +542,8 @@ const DAY_MS: f64 = 86_400_000.0;
 /// The daily basis at `ts_ms`: harmonics 1 to 3, cos and sin.
 #[inline]
 fn season_basis(ts_ms: i64) -> [f64; 6] {
-    let (s1, c1) = crate::model::features::sin_cos_turns((ts_ms as f64).rem_euclid(DAY_MS) / DAY_MS);
+    let (s1, c1) =
+        crate::model::features::sin_cos_turns((ts_ms as f64).rem_euclid(DAY_MS) / DAY_MS);
     let (c2, s2) = (c1 * c1 - s1 * s1, 2.0 * s1 * c1);
     let (c3, s3) = (c1 * c2 - s1 * s2, s1 * c2 + c1 * s2);
     [c1, s1, c2, s2, c3, s3]
@@ -984,8 +985,8 @@ impl Thresholds {
             }
             if let Some(at) = l.drift {
                 let d = &s[at..at + DRIFT_LEN];
-                let z = ((obs.value - base) / dev).clamp(-CUSUM_CLIP, CUSUM_CLIP)
-                    * Self::evidence(bb);
+                let z =
+                    ((obs.value - base) / dev).clamp(-CUSUM_CLIP, CUSUM_CLIP) * Self::evidence(bb);
                 cusum = ((d[0] + z - CUSUM_K).max(0.0), (d[1] - z - CUSUM_K).max(0.0));
                 if slow {
                     raw[2] = Self::drift_surprise(d, cusum.0.max(cusum.1));
@@ -1210,8 +1211,8 @@ impl Thresholds {
             // moves to where the series now sits and the CUSUM restarts (as
             // a CUSUM does after it signals), instead of the channels
             // reporting it until the offset's slow memory catches up.
-            let slow_alert = (scored.raw[1] - MARGINS[1]).max(scored.raw[2] - MARGINS[2])
-                >= self.alert_surprise;
+            let slow_alert =
+                (scored.raw[1] - MARGINS[1]).max(scored.raw[2] - MARGINS[2]) >= self.alert_surprise;
             let bb = &mut s[b..b + BASE_LEN];
             bb[BASE_ALERTING] = if warm && slow_alert {
                 bb[BASE_ALERTING] + 1.0
@@ -1258,6 +1259,343 @@ impl Thresholds {
         s[0] = (s[0] + 1.0).min(self.horizon);
         if warm {
             s[2] = 1.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    /// Deterministic noise in [0, 1).
+    fn noise(i: usize) -> f64 {
+        ((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64
+    }
+
+    fn obs(residual: f64, value: f64, i: usize) -> Observation {
+        Observation {
+            residual,
+            value,
+            ts_ms: i as i64 * MINUTE,
+        }
+    }
+
+    fn build(kind: ThresholdKind) -> Thresholds {
+        ThresholdConfig {
+            kind,
+            warmup_secs: 0,
+            ..ThresholdConfig::default()
+        }
+        .build(DEFAULT_ALERT_THRESHOLD)
+    }
+
+    /// A threshold that has learned `n` events of `f(i) -> (residual, value)`.
+    fn trained(
+        kind: ThresholdKind,
+        n: usize,
+        f: impl Fn(usize) -> (f64, f64),
+    ) -> (Thresholds, ThresholdState) {
+        let t = build(kind);
+        let mut st = t.new_state();
+        for i in 0..n {
+            let (r, v) = f(i);
+            let o = obs(r, v, i);
+            let s = t.score(&st, &o);
+            t.observe(&mut st, &o, &s);
+        }
+        (t, st)
+    }
+
+    /// Residuals uniform in (-1, 1), values around 10.
+    fn calm(i: usize) -> (f64, f64) {
+        (2.0 * noise(i) - 1.0, 10.0 + noise(i + 7))
+    }
+
+    const KINDS: [ThresholdKind; 3] = [
+        ThresholdKind::Ewma,
+        ThresholdKind::Quantile,
+        ThresholdKind::Spot,
+    ];
+
+    #[test]
+    fn score_map_is_in_range_monotone_and_invertible() {
+        let mut last = -1.0;
+        for k in 0..2000 {
+            let l = k as f64 * 0.37;
+            let s = score_from_surprise(l);
+            assert!((0.0..1.0).contains(&s));
+            assert!(s > last || (l == 0.0 && s == 0.0));
+            last = s;
+            assert!((surprise_from_score(s) - l).abs() < 1e-9 * l.max(1.0));
+        }
+        assert_eq!(score_from_surprise(f64::NAN), 0.0);
+        assert_eq!(score_from_surprise(-3.0), 0.0);
+        assert!(score_from_surprise(f64::INFINITY) < 1.0);
+        assert_eq!(score_from_surprise(SURPRISE_AT_HALF), 0.5);
+        assert_eq!(
+            surprise_from_score(DEFAULT_ALERT_THRESHOLD),
+            SURPRISE_AT_HALF
+        );
+        // Three times the alert's surprise is a clear 0.84.
+        assert!(score_from_surprise(3.0 * SURPRISE_AT_HALF) > 0.83);
+    }
+
+    #[test]
+    fn larger_residuals_score_higher_and_never_tie_at_one() {
+        for kind in KINDS {
+            let (t, st) = trained(kind, 3000, calm);
+            let mut last = -1.0;
+            for e in 0..14 {
+                let r = 10f64.powi(e - 2);
+                let s = t.score(&st, &obs(r, 10.5, 3000)).score;
+                assert!(s < 1.0, "{kind:?}: {r} -> {s}");
+                assert!(s >= last, "{kind:?}: {r} -> {s} < {last}");
+                last = s;
+            }
+            let a = t.score(&st, &obs(50.0, 10.5, 3000)).score;
+            let b = t.score(&st, &obs(500.0, 10.5, 3000)).score;
+            assert!(b > a, "{kind:?}: {a} vs {b}");
+            // Down as up: the body is symmetric.
+            let down = t.score(&st, &obs(-50.0, 10.5, 3000)).score;
+            assert!((down - a).abs() < 0.05, "{kind:?}: {down} vs {a}");
+        }
+    }
+
+    #[test]
+    fn band_edge_is_where_the_score_crosses_the_target() {
+        let target = BandTarget::new(DEFAULT_ALERT_THRESHOLD);
+        for kind in KINDS {
+            let (t, st) = trained(kind, 3000, calm);
+            let limits = t.band(&st, &target, 3000 * MINUTE);
+            for (edge, sign) in [(limits.residual.1, 1.0), (limits.residual.0, -1.0)] {
+                assert!(edge > 0.0 && edge.is_finite(), "{kind:?}: {limits:?}");
+                let below = t.score(&st, &obs(sign * edge * 0.999, 10.5, 3000)).score;
+                let above = t.score(&st, &obs(sign * edge * 1.001, 10.5, 3000)).score;
+                assert!(below < DEFAULT_ALERT_THRESHOLD, "{kind:?}: {below}");
+                assert!(above >= DEFAULT_ALERT_THRESHOLD, "{kind:?}: {above}");
+            }
+        }
+    }
+
+    #[test]
+    fn recurring_large_excursions_become_normal_one_direction_at_a_time() {
+        // Calm residuals, plus a drop of 30 every 100 events: a sawtooth's
+        // reset, or a disk cleaned up.
+        let (t, st) = trained(ThresholdKind::Ewma, 3000, |i| {
+            let (r, v) = calm(i);
+            (if i % 100 == 50 { -30.0 } else { r }, v)
+        });
+        let drop = t.score(&st, &obs(-30.0, 10.5, 3000));
+        assert!(drop.score < 0.3, "a recurring drop: {drop:?}");
+        // A drop far beyond any seen still alerts.
+        assert!(t.score(&st, &obs(-120.0, 10.5, 3000)).score >= 0.5);
+        // The same size upwards was never seen: it alerts.
+        let jump = t.score(&st, &obs(30.0, 10.5, 3000));
+        assert!(jump.score >= 0.8, "{jump:?}");
+        // On calm data alone the body decides: a single record changes
+        // nothing a Gaussian would not expect.
+        let (t, st) = trained(ThresholdKind::Ewma, 3000, calm);
+        let body = t.kind_surprise(t.kind_state(&st.slab, t.layout.forecast), 5.0);
+        let score = t.score(&st, &obs(5.0, 10.5, 3000));
+        assert!((score.surprise - body).abs() < 1e-9, "{score:?} vs {body}");
+    }
+
+    #[test]
+    fn one_anomaly_is_learned_clipped_and_does_not_hide_the_next() {
+        let (t, mut st) = trained(ThresholdKind::Ewma, 3000, calm);
+        let first = t.score(&st, &obs(40.0, 10.5, 3000));
+        assert!(first.onset >= 0.5, "{first:?}");
+        t.observe(&mut st, &obs(40.0, 10.5, 3000), &first);
+        for i in 3001..3500 {
+            let (r, v) = calm(i);
+            let o = obs(r, v, i);
+            let s = t.score(&st, &o);
+            t.observe(&mut st, &o, &s);
+        }
+        let second = t.score(&st, &obs(40.0, 10.5, 3500));
+        assert!(second.onset >= 0.5, "{second:?}");
+    }
+
+    #[test]
+    fn an_echo_keeps_its_score_but_is_no_new_onset() {
+        let (t, mut st) = trained(ThresholdKind::Ewma, 3000, calm);
+        let spike = t.score(&st, &obs(40.0, 10.5, 3000));
+        t.observe(&mut st, &obs(40.0, 10.5, 3000), &spike);
+        let echo = t.score(&st, &obs(-38.0, 10.5, 3001));
+        assert!(echo.score >= 0.5, "{echo:?}");
+        assert!(echo.onset < 0.5, "{echo:?}");
+    }
+
+    #[test]
+    fn a_frozen_value_grows_more_surprising_but_an_idle_zero_does_not() {
+        let t = build(ThresholdKind::Ewma);
+        let mut st = t.new_state();
+        for i in 0..2000 {
+            let (r, v) = calm(i);
+            let o = obs(r, v, i);
+            let s = t.score(&st, &o);
+            t.observe(&mut st, &o, &s);
+        }
+        let mut last = 0.0;
+        let mut fired = None;
+        // Frozen at an ordinary value: only the repeats are unusual.
+        for k in 0..40 {
+            let o = obs(0.0, 10.5, 2000 + k);
+            let s = t.score(&st, &o);
+            assert!(s.raw[3] >= last, "{k}: {s:?}");
+            last = s.raw[3];
+            if s.onset >= 0.5 && fired.is_none() {
+                fired = Some((k, s.reason));
+            }
+            t.observe(&mut st, &o, &s);
+        }
+        let (k, reason) = fired.expect("stuck fires");
+        assert!(k <= 10, "after {k} repeats");
+        assert_eq!(reason, Reason::Stuck);
+        // A counter that idles at zero is not stuck.
+        let (t, st) = trained(ThresholdKind::Ewma, 2000, |i| {
+            (
+                2.0 * noise(i) - 1.0,
+                if i % 3 == 0 { 0.0 } else { noise(i) * 4.0 },
+            )
+        });
+        let mut st = st;
+        for k in 0..200 {
+            let o = obs(0.0, 0.0, 2000 + k);
+            let s = t.score(&st, &o);
+            assert_eq!(s.raw[3], 0.0);
+            t.observe(&mut st, &o, &s);
+        }
+    }
+
+    #[test]
+    fn the_series_is_cold_until_trusted_and_a_restored_state_is_warm() {
+        let t = ThresholdConfig {
+            warmup_events: 50,
+            warmup_secs: 3600,
+            ..ThresholdConfig::default()
+        }
+        .build(DEFAULT_ALERT_THRESHOLD);
+        let mut st = t.new_state();
+        let mut first_warm = None;
+        for i in 0..200 {
+            let (r, v) = calm(i);
+            let o = obs(r, v, i);
+            let s = t.score(&st, &o);
+            if s.warm && first_warm.is_none() {
+                first_warm = Some(i);
+            }
+            assert!(s.warm || s.score == 0.0);
+            t.observe(&mut st, &o, &s);
+        }
+        assert_eq!(first_warm, Some(60), "an hour of minutes");
+        let restored: ThresholdState =
+            postcard::from_bytes(&postcard::to_allocvec(&st).unwrap()).unwrap();
+        assert!(t.score(&restored, &obs(0.0, 10.0, 200)).warm);
+    }
+
+    #[test]
+    fn layouts_follow_the_channels() {
+        let all = ThresholdConfig::default().build(0.5);
+        let none = ThresholdConfig {
+            level_channel: false,
+            drift_channel: false,
+            stuck_channel: false,
+            ..ThresholdConfig::default()
+        }
+        .build(0.5);
+        assert!(none.layout.len < all.layout.len);
+        assert!(!none.owns(&all.new_state()));
+        assert!(all.owns(&all.new_state()));
+    }
+}
+
+/// Property tests: for any kind and settings and any observations the
+/// detector can hand over, the state stays finite, scores keep the contract
+/// and the band limits are numbers.
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::proptests::value;
+
+    fn config() -> impl Strategy<Value = ThresholdConfig> {
+        (
+            prop::sample::select(
+                &[
+                    ThresholdKind::Ewma,
+                    ThresholdKind::Quantile,
+                    ThresholdKind::Spot,
+                ][..],
+            ),
+            prop::sample::select(&[10u32, 20, 5000][..]),
+            prop::sample::select(&[0.98, 0.5 + 1e-9, 1.0 - 1e-9][..]),
+            prop::sample::select(&[60u64, 259_200][..]),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(kind, horizon_events, quantile, level_memory_secs, level, drift, stuck)| {
+                    ThresholdConfig {
+                        kind,
+                        warmup_events: 1,
+                        warmup_secs: 0,
+                        horizon_events,
+                        level_memory_secs,
+                        quantile,
+                        level_channel: level,
+                        drift_channel: drift,
+                        stuck_channel: stuck,
+                        ..ThresholdConfig::default()
+                    }
+                },
+            )
+    }
+
+    /// A residual as the detector caps it, with repeats, zeros and the cap.
+    fn residual() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => -5.0..5.0f64,
+            1 => -1e12..1e12f64,
+            1 => prop::sample::select(&[0.0, 1e-300, -5e-324, 1e12, -1e12][..]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: 512,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x7E5E_01D5),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn state_stays_finite_and_scores_keep_the_contract(
+            config in config(),
+            target in 0.01..0.99f64,
+            events in prop::collection::vec((residual(), value(), 0i64..120_000), 0..300),
+        ) {
+            let t = config.build(0.5);
+            let target = BandTarget::new(target);
+            let mut st = t.new_state();
+            let mut ts = 1_767_225_600_000i64;
+            for (residual, value, step) in events {
+                ts += step;
+                let obs = Observation { residual, value, ts_ms: ts };
+                let s = t.score(&st, &obs);
+                prop_assert!((0.0..1.0).contains(&s.score), "{obs:?}: {s:?}");
+                prop_assert!(s.onset <= s.score, "{s:?}");
+                prop_assert!(s.surprise.is_finite() && s.surprise >= 0.0, "{s:?}");
+                let b = t.band(&st, &target, ts);
+                prop_assert!(b.residual.0 >= 0.0 && b.residual.1 >= 0.0, "{b:?}");
+                prop_assert!(!b.level.0.is_nan() && !b.level.1.is_nan(), "{b:?}");
+                t.observe(&mut st, &obs, &s);
+                prop_assert!(st.is_finite(), "after {obs:?}: {st:?}");
+            }
         }
     }
 }

@@ -137,9 +137,15 @@ fn the_score_grows_with_the_size_of_a_spike_at_any_age_after_warm_up() {
             let mut last = -1.0;
             for k in sizes {
                 let v = series[at] + sign * k;
-                let x = d.observe(&mut st.clone(), T0 + at as i64 * MINUTE, v).unwrap();
+                let x = d
+                    .observe(&mut st.clone(), T0 + at as i64 * MINUTE, v)
+                    .unwrap();
                 assert!(x.warm);
-                assert!(x.score > last, "at {at}, {sign}x{k}σ: {} after {last}", x.score);
+                assert!(
+                    x.score > last,
+                    "at {at}, {sign}x{k}σ: {} after {last}",
+                    x.score
+                );
                 last = x.score;
                 let hit = rule.is_hit(v, &x, false);
                 match k {
@@ -198,9 +204,15 @@ const BUDGET_PER_10K: f64 = 2.0;
 fn assert_quiet(name: &str, r: &Run, events: usize) -> usize {
     let first_warm = r.decisions.iter().position(|x| x.warm).unwrap();
     let firings = r.firings();
-    assert!(firings.iter().all(|&i| i >= first_warm), "{name}: {firings:?}");
+    assert!(
+        firings.iter().all(|&i| i >= first_warm),
+        "{name}: {firings:?}"
+    );
     let rate = 1e4 * firings.len() as f64 / events as f64;
-    assert!(rate <= BUDGET_PER_10K, "{name}: {rate} per 10k: {firings:?}");
+    assert!(
+        rate <= BUDGET_PER_10K,
+        "{name}: {rate} per 10k: {firings:?}"
+    );
     firings.iter().filter(|&&i| i < first_warm + 1440).count()
 }
 
@@ -245,7 +257,13 @@ fn restore_eviction_and_relearning_stay_silent() {
 
         // Eviction and re-creation: a new state mid-stream warms up again
         // and stays silent.
-        let fresh = run_from(&d, &mut d.new_state(), &mut Lifecycle::new(), half, &values[half..]);
+        let fresh = run_from(
+            &d,
+            &mut d.new_state(),
+            &mut Lifecycle::new(),
+            half,
+            &values[half..],
+        );
         assert_eq!(fresh.decisions[0].score, 0.0);
         assert!(!fresh.decisions[0].warm);
         early += assert_quiet(name, &fresh, values.len() - half);

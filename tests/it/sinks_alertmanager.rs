@@ -183,7 +183,13 @@ async fn firing_shows_up_active_is_resent_and_resolution_ends_it() {
     assert_eq!(ann["score"], "0.9991");
     assert_eq!(ann["series"], "cpu_usage{host=\"web-1\"}");
     assert_eq!(ann["reason"], "forecast");
-    assert!(ann["summary"].as_str().unwrap().contains("is outside the expected band"), "{ann}");
+    assert!(
+        ann["summary"]
+            .as_str()
+            .unwrap()
+            .contains("is outside the expected band"),
+        "{ann}"
+    );
     assert_eq!(
         shown["generatorURL"],
         "http://dashboards.example/s/c1f6d4cd4f8464c4"
