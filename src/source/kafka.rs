@@ -59,6 +59,8 @@ use crate::state::StateStore;
 use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::Metrics;
 
+mod lag;
+
 /// Where a new consumer group starts reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -537,6 +539,8 @@ pub struct SourceContext {
     shared: Arc<Shared>,
     /// Client errors repeat several times a second while a broker is down.
     error_log: RateLimit,
+    /// Whether an implausible consumer lag was logged (once per consumer).
+    lag_warned: std::sync::atomic::AtomicBool,
 }
 
 impl SourceContext {
@@ -577,10 +581,27 @@ impl ClientContext for SourceContext {
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal UA partition.
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    self.shared
-                        .metrics
-                        .set_consumer_lag(topic, *id, p.consumer_lag);
+                if *id < 0 {
+                    continue;
+                }
+                let lag = lag::consumer_lag(p);
+                if lag == lag::ConsumerLag::WatermarkBelowCommit
+                    && !self
+                        .lag_warned
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        topic,
+                        partition = id,
+                        committed = p.committed_offset,
+                        high_watermark = p.hi_offset,
+                        "The broker reports a high watermark below the committed offset; \
+                         consumer lag is shown as 0 where that happens and cannot be \
+                         trusted on this broker (logged once)."
+                    );
+                }
+                if let Some(lag) = lag.gauge() {
+                    self.shared.metrics.set_consumer_lag(topic, *id, lag);
                 }
             }
         }
@@ -751,6 +772,7 @@ impl KafkaSource {
             .create_with_context(SourceContext {
                 shared: Arc::clone(&shared),
                 error_log: RateLimit::default(),
+                lag_warned: std::sync::atomic::AtomicBool::new(false),
             })
             .map_err(setup)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
