@@ -13,4 +13,6 @@ mod sinks_kafka;
 mod sinks_webhook;
 mod state;
 mod support;
+mod tansu;
+mod tansu_broker;
 mod telemetry_http;
