@@ -108,6 +108,12 @@ impl Tansu {
         );
     }
 
+    /// The broker's process id (the benchmark reads its CPU time).
+    #[allow(dead_code)] // the integration tests do not need it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the broker printed so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
