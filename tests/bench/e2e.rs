@@ -1241,12 +1241,10 @@ fn broker_cost(batches: usize, steps: usize, fetches: usize) -> Res<()> {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset("cost", 0, Offset::Offset(stored as i64 - 1))?;
             consumer.assign(&tpl)?;
-            loop {
-                match consumer.poll(Duration::from_secs(60)) {
-                    Some(Ok(_)) => break,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err("no message within 60 s".into()),
-                }
+            match consumer.poll(Duration::from_secs(60)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err("no message within 60 s".into()),
             }
         }
         let fetch_ms = (cpu() - c0) * 1e3 / fetches.max(1) as f64;
