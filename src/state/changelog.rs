@@ -16,7 +16,9 @@
 //! series that left the partition (moved to another one, or evicted), then
 //! the offset marker, with an idempotent producer and `acks=all`, and returns
 //! once all are acknowledged. A load reads the partition from the beginning
-//! up to its high watermark and keeps, per key, the newest value written
+//! to its end (where a fetch finds nothing more, not the high watermark of
+//! ListOffsets, which tansu 0.6 reports at the first record of the last
+//! batch) and keeps, per key, the newest value written
 //! *before the last marker*: records after it belong to a save that never
 //! completed and are ignored, so a restored state never runs ahead of its
 //! offset.
@@ -102,7 +104,8 @@ impl ChangelogStore {
         consumer_config
             .set("group.id", "anomalyd-changelog-reader")
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false");
+            // The end of a partition is where a fetch finds nothing more.
+            .set("enable.partition.eof", "true");
         let producer = producer_config
             .create_with_context(DeliveryCounter::default())
             .map_err(|e| StateError::Kafka(format!("cannot create the changelog producer: {e}")))?;
@@ -197,12 +200,6 @@ impl StateStore for ChangelogStore {
                 self.topic
             )));
         }
-        let (low, high) = consumer
-            .fetch_watermarks(&self.topic, partition, self.timeout)
-            .map_err(kafka)?;
-        if high <= low {
-            return Ok(None);
-        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)
             .map_err(kafka)?;
@@ -213,15 +210,16 @@ impl StateStore for ChangelogStore {
         let mut confirmed: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut marker: Option<(u32, u64, i64)> = None;
         let deadline = Instant::now() + self.timeout;
-        let mut next = low;
-        while next < high {
+        let mut next = 0;
+        loop {
             if Instant::now() > deadline {
                 return Err(StateError::Kafka(format!(
-                    "{what}: read only up to offset {next} of {high} before the timeout"
+                    "{what}: read up to offset {next} but not to the end before the timeout"
                 )));
             }
             let msg = match consumer.poll(Duration::from_millis(200)) {
                 None => continue,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => return Err(kafka(e)),
                 Some(Ok(m)) => m,
             };

@@ -29,6 +29,11 @@
 //! window; peak RSS is its `VmHWM`. The mock broker runs in this parent
 //! process, not in the measured child, but on the same two cores.
 //!
+//! `--brokers mock,tansu` runs the Kafka measurements on a tansu broker
+//! process as well (tests/it/tansu_broker.rs; memory storage), with the
+//! broker's own CPU time beside each row; `e2e broker-cost` measures
+//! tansu's CPU per produce request and per fetch as a partition fills.
+//!
 //! `e2e table` merges the JSON lines of `run` (`--json-out`) with those of
 //! `tests/bench/peers/run_peers.sh` into one markdown table;
 //! `tests/bench/run_e2e.sh` does all of it.
@@ -46,6 +51,9 @@ use anomalyd::config::load::Config;
 use anomalyd::event::SeriesKey;
 use anomalyd::source::kafka::OffsetReset;
 use clap::{Args, Parser, Subcommand};
+
+#[path = "../it/tansu_broker.rs"]
+mod tansu_broker;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -58,7 +66,7 @@ use serde_json::json;
 #[path = "proc_stats.rs"]
 mod proc_stats;
 
-use proc_stats::{cpu_seconds, peak_rss};
+use proc_stats::{cpu_seconds, cpu_seconds_of, peak_rss};
 
 type Fail = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, Fail>;
@@ -108,6 +116,19 @@ enum Cmd {
     ChildServe {
         #[command(flatten)]
         daemon: DaemonArgs,
+    },
+    /// tansu's CPU per produce request and per fetch as a partition fills
+    /// with batches (where its time goes in the latency run).
+    BrokerCost {
+        /// Single-message batches written in all.
+        #[arg(long, default_value_t = 20_000)]
+        batches: usize,
+        /// Measurements along the way.
+        #[arg(long, default_value_t = 4)]
+        steps: usize,
+        /// Fetches timed at each step.
+        #[arg(long, default_value_t = 10)]
+        fetches: usize,
     },
 }
 
@@ -195,6 +216,26 @@ struct RunArgs {
     /// Skip the Kafka runs (throughput and latency).
     #[arg(long)]
     no_kafka: bool,
+    /// Brokers of the Kafka runs: `mock` (librdkafka's mock cluster, in this
+    /// process) and/or `tansu` (a tansu process on loopback with in-memory
+    /// storage; see tests/it/tansu_broker.rs).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mock")]
+    brokers: Vec<BrokerKind>,
+    /// Skip the file replay runs (e.g. to measure only the Kafka rows).
+    #[arg(long)]
+    no_replay: bool,
+    /// `linger.ms` of this process's producer in the paced part of the
+    /// latency run on tansu: librdkafka's default. (The mock's
+    /// `--latency-linger-ms` works around the mock's fetch limit; tansu
+    /// instead pays ~0.2 ms of CPU per produce request, see `broker-cost`,
+    /// so a producer that sends every message alone saturates it.)
+    #[arg(long, default_value_t = 5)]
+    tansu_latency_linger_ms: u32,
+    /// The daemon's `fetch.wait.max.ms` in the latency run on tansu (absent:
+    /// anomalyd's default, librdkafka's 500 ms; a real broker answers a
+    /// waiting fetch as soon as data arrives).
+    #[arg(long)]
+    tansu_fetch_wait_ms: Option<u32>,
     /// Run only the latency measurement.
     #[arg(long)]
     latency_only: bool,
@@ -220,6 +261,11 @@ struct Row {
     events_per_s: f64,
     events_per_cpu_s: f64,
     peak_rss_bytes: u64,
+    /// CPU-seconds of the broker over the run (the mock: this parent
+    /// process, idle but for the broker while a child runs; tansu: its
+    /// process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    broker_cpu_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     latency: Option<Latency>,
 }
@@ -267,9 +313,10 @@ struct Latency {
     processing_p99_ms: f64,
     /// `linger.ms` of the alert producer.
     alert_linger_ms: Option<u32>,
-    /// The daemon consumer's `fetch.wait.max.ms`.
+    /// The daemon consumer's `fetch.wait.max.ms` (absent: librdkafka's
+    /// default, 500 ms).
     #[serde(default)]
-    fetch_wait_max_ms: u32,
+    fetch_wait_max_ms: Option<u32>,
     /// `linger.ms` of the producer of the events.
     #[serde(default)]
     producer_linger_ms: u32,
@@ -296,6 +343,11 @@ fn main() {
             scenario,
         } => child_kafka(&daemon, events, &scenario),
         Cmd::ChildServe { daemon } => child_serve(&daemon),
+        Cmd::BrokerCost {
+            batches,
+            steps,
+            fetches,
+        } => broker_cost(batches, steps, fetches),
     };
     if let Err(e) = result {
         eprintln!("e2e: {e}");
@@ -360,6 +412,9 @@ fn daemon_config(a: &DaemonArgs) -> Config {
     c.kafka.group_id = a.group.clone();
     c.kafka.auto_offset_reset = OffsetReset::Earliest;
     c.metrics.listen_addr = "127.0.0.1:0".into();
+    // tansu holds the first join of a group for up to ~25 s with the
+    // default session timeout.
+    c.kafka.session_timeout_ms = 6_000;
     c.pipeline.workers = a.workers;
     if let Some(w) = a.fetch_wait_max_ms {
         c.kafka
@@ -547,6 +602,70 @@ fn count_stream(path: &Path) -> Res<(u64, usize)> {
     Ok((lines, seen.len()))
 }
 
+/// Which broker the Kafka runs use.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BrokerKind {
+    Mock,
+    Tansu,
+}
+
+/// The broker of the Kafka runs.
+enum Broker {
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu(tansu_broker::Tansu),
+}
+
+impl Broker {
+    fn start(kind: BrokerKind) -> Res<Self> {
+        Ok(match kind {
+            BrokerKind::Mock => Broker::Mock(MockCluster::new(1)?),
+            BrokerKind::Tansu => Broker::Tansu(tansu_broker::Tansu::start()),
+        })
+    }
+
+    /// Its name in the table.
+    fn name(&self) -> &'static str {
+        match self {
+            Broker::Mock(_) => "mock",
+            Broker::Tansu(_) => "tansu",
+        }
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(m) => m.bootstrap_servers(),
+            Broker::Tansu(t) => t.bootstrap().to_owned(),
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) -> Res<()> {
+        match self {
+            Broker::Mock(m) => m.create_topic(name, partitions, 1)?,
+            Broker::Tansu(t) => t.create_topic(name, partitions, &[]),
+        }
+        Ok(())
+    }
+
+    /// CPU-seconds the broker has used so far. The mock runs in this
+    /// process, which does nothing else while a child daemon runs.
+    fn cpu_seconds(&self) -> f64 {
+        match self {
+            Broker::Mock(_) => cpu_seconds(),
+            Broker::Tansu(t) => cpu_seconds_of(&t.pid().to_string()),
+        }
+    }
+
+    /// Fails when the mock dropped the oldest messages of `topic` (its
+    /// per-partition log limit), which would leave the daemon waiting for
+    /// events that no longer exist. tansu keeps everything.
+    fn check_retained(&self, topic: &str, partitions: i32) -> Res<()> {
+        match self {
+            Broker::Mock(m) => check_retained(&m.bootstrap_servers(), topic, partitions),
+            Broker::Tansu(_) => Ok(()),
+        }
+    }
+}
+
 /// A producer that compresses (lz4): a mock partition keeps only its last
 /// 5 MB of message sets (librdkafka's mock log limit), so uncompressed the
 /// stream would not fit. `linger_ms` 0 sends at once (the paced latency
@@ -562,9 +681,7 @@ fn producer(bootstrap: &str, linger_ms: u32) -> Res<ThreadedProducer<DefaultProd
         .create()?)
 }
 
-/// Fails when the mock broker dropped the oldest messages of `topic` (its
-/// per-partition log limit), which would leave the daemon waiting for events
-/// that no longer exist.
+/// See [`Broker::check_retained`].
 fn check_retained(bootstrap: &str, topic: &str, partitions: i32) -> Res<()> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -729,8 +846,9 @@ fn run(a: &RunArgs) -> Res<()> {
     } else {
         &[false]
     };
+    let replay_workers = if a.no_replay { &[] } else { throughput_workers };
     for &autoencoder in models {
-        for &w in throughput_workers {
+        for &w in replay_workers {
             for _ in 0..a.repeat {
                 let mut args = vec![
                     "child-replay".to_owned(),
@@ -747,29 +865,30 @@ fn run(a: &RunArgs) -> Res<()> {
         }
     }
 
-    if !a.no_kafka {
-        let mock = MockCluster::new(1)?;
-        let bootstrap = mock.bootstrap_servers();
+    for &kind in if a.no_kafka { &[][..] } else { &a.brokers[..] } {
+        let broker = Broker::start(kind)?;
+        let bootstrap = broker.bootstrap();
         let p = producer(&bootstrap, 5)?;
         if !a.latency_only {
-            mock.create_topic("input", a.partitions, 1)?;
+            broker.create_topic("input", a.partitions)?;
             let input = read_lines(&a.stream, a.kafka_events)?;
             let t = Instant::now();
             produce_all(&p, "input", &input)?;
-            check_retained(&bootstrap, "input", a.partitions)?;
+            broker.check_retained("input", a.partitions)?;
             eprintln!(
-                "e2e: produced {} events to {} partitions in {:.1} s",
+                "e2e: produced {} events to {} partitions of {} in {:.1} s",
                 input.len(),
                 a.partitions,
+                broker.name(),
                 t.elapsed().as_secs_f64()
             );
             let n = input.len() as u64;
-            let mut topics = vec![("input", "kafka".to_owned())];
+            let mut topics = vec![("input", format!("{}, 1 ev/msg", broker.name()))];
             if a.kafka_batch > 1 {
-                mock.create_topic("input-batched", a.partitions, 1)?;
+                broker.create_topic("input-batched", a.partitions)?;
                 let t = Instant::now();
                 produce_batched(&p, "input-batched", a.partitions, &input, a.kafka_batch)?;
-                check_retained(&bootstrap, "input-batched", a.partitions)?;
+                broker.check_retained("input-batched", a.partitions)?;
                 eprintln!(
                     "e2e: produced {} events as messages of {} to {} partitions in {:.1} s",
                     input.len(),
@@ -777,7 +896,10 @@ fn run(a: &RunArgs) -> Res<()> {
                     a.partitions,
                     t.elapsed().as_secs_f64()
                 );
-                topics.push(("input-batched", format!("kafka, {} ev/msg", a.kafka_batch)));
+                topics.push((
+                    "input-batched",
+                    format!("{}, {} ev/msg", broker.name(), a.kafka_batch),
+                ));
             }
             drop(input);
             let mut run_id = 0;
@@ -793,14 +915,16 @@ fn run(a: &RunArgs) -> Res<()> {
                             "--scenario".into(),
                             scenario.clone(),
                         ]);
-                        emit(child_row(&args)?, &mut rows)?;
+                        let broker_cpu = broker.cpu_seconds();
+                        let mut row = child_row(&args)?;
+                        row.broker_cpu_s = Some(broker.cpu_seconds() - broker_cpu);
+                        emit(row, &mut rows)?;
                     }
                 }
             }
         }
         if a.latency_rate > 0 {
-            let paced = producer(&bootstrap, a.latency_linger_ms)?;
-            let row = latency(a, &mock, &p, &paced, series)?;
+            let row = latency(a, &broker, series)?;
             emit(row, &mut rows)?;
         }
     }
@@ -829,19 +953,20 @@ impl Served {
     }
 }
 
-fn latency(
-    a: &RunArgs,
-    mock: &MockCluster<'static, DefaultProducerContext>,
-    bulk: &ThreadedProducer<DefaultProducerContext>,
-    p: &ThreadedProducer<DefaultProducerContext>,
-    series: usize,
-) -> Res<Row> {
-    let bootstrap = mock.bootstrap_servers();
+fn latency(a: &RunArgs, broker: &Broker, series: usize) -> Res<Row> {
+    let bootstrap = broker.bootstrap();
+    // The mock needs its workarounds (see the arguments); tansu runs with
+    // the daemon's defaults unless told otherwise.
+    let (fetch_wait_ms, linger_ms) = match broker {
+        Broker::Mock(_) => (Some(a.latency_fetch_wait_ms), a.latency_linger_ms),
+        Broker::Tansu(_) => (a.tansu_fetch_wait_ms, a.tansu_latency_linger_ms),
+    };
+    let p = producer(&bootstrap, linger_ms)?;
     // The warm-up goes to a topic of its own with as many partitions as the
     // throughput runs (it is large); the paced events to one with few.
-    mock.create_topic("lat-warm", a.partitions, 1)?;
-    mock.create_topic("lat-input", a.latency_partitions, 1)?;
-    mock.create_topic("alerts", 1, 1)?;
+    broker.create_topic("lat-warm", a.partitions)?;
+    broker.create_topic("lat-input", a.latency_partitions)?;
+    broker.create_topic("alerts", 1)?;
     let warm = series * a.latency_warmup_per_series;
     let paced = (a.latency_rate * a.latency_secs) as usize;
     let lines = read_lines(&a.stream, warm + paced)?;
@@ -865,10 +990,9 @@ fn latency(
     if let Some(l) = a.alert_linger_ms {
         args.extend(["--alert-linger-ms".into(), l.to_string()]);
     }
-    args.extend([
-        "--fetch-wait-max-ms".into(),
-        a.latency_fetch_wait_ms.to_string(),
-    ]);
+    if let Some(w) = fetch_wait_ms {
+        args.extend(["--fetch-wait-max-ms".into(), w.to_string()]);
+    }
     let mut child = Command::new(std::env::current_exe()?)
         .args(&args)
         .stdin(Stdio::piped())
@@ -895,12 +1019,20 @@ fn latency(
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
         let (bootstrap, stop) = (bootstrap.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || read_alerts(&bootstrap, &stop))
+        // The mock answers a fetch that finds nothing only after the whole
+        // wait; tansu (like Kafka) as soon as data arrives, and each fetch
+        // costs it more the more batches the alert topic holds.
+        let reader_wait_ms = matches!(broker, Broker::Mock(_)).then_some(1);
+        std::thread::spawn(move || read_alerts(&bootstrap, reader_wait_ms, &stop))
     };
 
     let t = Instant::now();
-    produce_all(bulk, "lat-warm", &lines[..warm])?;
-    check_retained(&bootstrap, "lat-warm", a.partitions)?;
+    // Few, large batches: tansu's fetch costs more the more batches a
+    // partition holds (see `broker-cost`), and every fetch of the paced
+    // part also asks for the warm-up partitions.
+    let bulk = producer(&bootstrap, 100)?;
+    produce_all(&bulk, "lat-warm", &lines[..warm])?;
+    broker.check_retained("lat-warm", a.partitions)?;
     if served.ask(&format!("wait {warm}"))? != "done" {
         return Err("the daemon did not process the warm-up".into());
     }
@@ -909,6 +1041,7 @@ fn latency(
         t.elapsed().as_secs_f64()
     );
     let before = served.stats()?;
+    let broker_cpu = broker.cpu_seconds();
 
     // Paced: event i is produced at start + i / rate, in 1 ms slots.
     let mut sent_at = Vec::with_capacity(paced);
@@ -920,7 +1053,7 @@ fn latency(
             std::thread::sleep(due - now);
         }
         sent_at.push(Instant::now());
-        send(p, "lat-input", l)?;
+        send(&p, "lat-input", l)?;
     }
     let produced_s = start.elapsed().as_secs_f64();
     if served.ask(&format!("wait {}", warm + paced))? != "done" {
@@ -928,6 +1061,7 @@ fn latency(
     }
     let wall_s = start.elapsed().as_secs_f64();
     let after = served.stats()?;
+    let broker_cpu_s = broker.cpu_seconds() - broker_cpu;
     // Alerts still in flight: give the sink a moment.
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
@@ -973,12 +1107,13 @@ fn latency(
             processing_p50_ms: bucket_quantile(&diff, 0.5) * 1e3,
             processing_p99_ms: bucket_quantile(&diff, 0.99) * 1e3,
             alert_linger_ms: a.alert_linger_ms,
-            fetch_wait_max_ms: a.latency_fetch_wait_ms,
-            producer_linger_ms: a.latency_linger_ms,
+            fetch_wait_max_ms: fetch_wait_ms,
+            producer_linger_ms: linger_ms,
             partitions: a.latency_partitions,
         }),
+        broker_cpu_s: Some(broker_cpu_s),
         ..Row::measured(
-            "latency",
+            &format!("latency, {}", broker.name()),
             a.latency_workers,
             n,
             (wall_s, cpu_s),
@@ -998,15 +1133,23 @@ fn bucket_quantile(h: &[(f64, u64)], q: f64) -> f64 {
     h.iter().find(|x| x.1 >= want).map_or(f64::NAN, |x| x.0)
 }
 
-/// Reads the alert topic until `stop`; returns (fingerprint, event time,
-/// arrival) per alert.
-fn read_alerts(bootstrap: &str, stop: &AtomicBool) -> Res<Vec<(u64, i64, Instant)>> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// Reads the alert topic until `stop`, with `fetch.wait.max.ms` at
+/// `fetch_wait_ms` (librdkafka's default when absent); returns
+/// (fingerprint, event time, arrival) per alert.
+fn read_alerts(
+    bootstrap: &str,
+    fetch_wait_ms: Option<u32>,
+    stop: &AtomicBool,
+) -> Res<Vec<(u64, i64, Instant)>> {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "e2e-alert-reader")
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "1")
-        .create()?;
+        .set("enable.auto.commit", "false");
+    if let Some(w) = fetch_wait_ms {
+        config.set("fetch.wait.max.ms", w.to_string());
+    }
+    let consumer: BaseConsumer = config.create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset("alerts", 0, Offset::Beginning)?;
     consumer.assign(&tpl)?;
@@ -1026,6 +1169,70 @@ fn read_alerts(bootstrap: &str, stop: &AtomicBool) -> Res<Vec<(u64, i64, Instant
         out.push((fp, ts, at));
     }
     Ok(out)
+}
+
+/// Writes `batches` one-message produce requests (each its own batch) to a
+/// one-partition topic of a fresh tansu, and at `steps` points along the
+/// way prints tansu's CPU time per produce request and per fetch of the
+/// partition's last message.
+fn broker_cost(batches: usize, steps: usize, fetches: usize) -> Res<()> {
+    let broker = tansu_broker::Tansu::start();
+    broker.create_topic("cost", 1, &[]);
+    let pid = broker.pid().to_string();
+    let cpu = || cpu_seconds_of(&pid);
+    let p: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .create()?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "e2e-broker-cost")
+        .set("enable.auto.commit", "false")
+        // A fetch past the last message waits this long (the fetch after
+        // the timed one, before the next assign).
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    println!("| batches in the partition | tansu CPU per produce request | tansu CPU per fetch |");
+    println!("|---:|---:|---:|");
+    let mut stored = 0;
+    for step in 1..=steps.max(1) {
+        let target = batches * step / steps.max(1);
+        let c0 = cpu();
+        for i in stored..target {
+            let payload = format!("message {i}");
+            p.send(
+                BaseRecord::<(), str>::to("cost")
+                    .partition(0)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)?;
+            // One request at a time (rdkafka's flush sleeps in 100 ms steps).
+            while p.in_flight_count() > 0 {
+                p.poll(Duration::from_millis(1));
+            }
+        }
+        let produce_ms = (cpu() - c0) * 1e3 / (target - stored).max(1) as f64;
+        stored = target;
+        let c0 = cpu();
+        for _ in 0..fetches {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("cost", 0, Offset::Offset(stored as i64 - 1))?;
+            consumer.assign(&tpl)?;
+            match consumer.poll(Duration::from_secs(60)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err("no message within 60 s".into()),
+            }
+        }
+        let fetch_ms = (cpu() - c0) * 1e3 / fetches.max(1) as f64;
+        // No fetch may run while the next requests are timed.
+        consumer.unassign()?;
+        println!(
+            "| {} | {produce_ms:.2} ms | {fetch_ms:.2} ms |",
+            thousands(stored as f64)
+        );
+    }
+    Ok(())
 }
 
 // -------------------------------------------------------------------- tables
@@ -1108,7 +1315,10 @@ fn latency_cell(l: &Latency) -> String {
         l.processing_p99_ms,
         l.partitions,
         l.producer_linger_ms,
-        l.fetch_wait_max_ms,
+        l.fetch_wait_max_ms.map_or_else(
+            || "500 (librdkafka's default)".to_owned(),
+            |v| v.to_string()
+        ),
         l.alert_linger_ms
             .map_or_else(|| "0 (anomalyd's default)".to_owned(), |v| v.to_string())
     )
@@ -1182,7 +1392,7 @@ fn table(ours: &[PathBuf], peers: &[PathBuf]) -> Res<()> {
         };
         for g in groups(&rows).into_iter().filter(|g| &g[0].stream == s) {
             let r = g[0];
-            if r.scenario == "latency" {
+            if r.latency.is_some() {
                 continue;
             }
             let col = |f: fn(&Row) -> f64| g.iter().map(|r| f(r)).collect::<Vec<_>>();
@@ -1226,7 +1436,7 @@ fn table(ours: &[PathBuf], peers: &[PathBuf]) -> Res<()> {
             println!();
         }
     }
-    let lat: Vec<&Row> = rows.iter().filter(|r| r.scenario == "latency").collect();
+    let lat: Vec<&Row> = rows.iter().filter(|r| r.latency.is_some()).collect();
     if !lat.is_empty() {
         println!();
         println!(

@@ -1,10 +1,16 @@
 //! CPU time and peak memory of the running process, for the bench binaries
 //! that measure a daemon in a child process of their own.
 
-/// User + system CPU seconds of this process so far. `/proc/self/stat`
-/// counts in clock ticks of 1/100 s on Linux (`getconf CLK_TCK`).
+/// User + system CPU seconds of this process so far.
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    cpu_seconds_of("self")
+}
+
+/// User + system CPU seconds of process `pid` (or `self`) so far.
+/// `/proc/PID/stat` counts in clock ticks of 1/100 s on Linux (`getconf
+/// CLK_TCK`).
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };
     // Fields after the command name (which may hold spaces), from field 3.

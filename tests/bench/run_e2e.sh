@@ -7,16 +7,19 @@
 #    300 events and 100,000 series x 120 events) into target/bench/, unless
 #    they are there already;
 # 2. runs `cargo bench --bench e2e -- run` on each: file replay and Kafka
-#    (MockCluster on loopback; one event per message, then 100 per NDJSON
-#    message) with 1 and 2 workers, the latency run at a
-#    fixed offered load, CPU time and peak RSS (see tests/bench/e2e.rs);
+#    (librdkafka's MockCluster in-process, then a tansu broker process, both
+#    on loopback; one event per message, then 100 per NDJSON message) with
+#    1 and 2 workers, the latency run at a fixed offered load on each
+#    broker, CPU time and peak RSS (see tests/bench/e2e.rs);
 # 3. runs tests/bench/peers/run_peers.sh (River, Random Cut Forest) on the
 #    same stream files;
 # 4. prints one markdown table with ours / peer ratios in events per
 #    CPU-second.
 #
 # Knobs (environment): E2E_REPEAT (runs per measurement, default 2),
-# E2E_ARGS (extra arguments to `e2e run`), SKIP_PEERS=1, STREAMS ("10k 100k").
+# E2E_ARGS (extra arguments to `e2e run`, e.g. "--no-replay" for the Kafka
+# rows alone), SKIP_PEERS=1, STREAMS ("10k 100k"), BROKERS ("mock,tansu";
+# tansu as .ci/run installs it, or $ANOMALYD_TEST_TANSU).
 # The machine should be otherwise idle: every number here is CPU-bound.
 set -euo pipefail
 
@@ -54,6 +57,7 @@ for s in $streams; do
     rm -f "$out/e2e-$s.jsonl"
     # shellcheck disable=SC2086 # the knobs are word lists
     cargo bench --bench e2e -- run --stream "$stream" --name "$s" --repeat "$repeat" \
+        --brokers "${BROKERS:-mock,tansu}" \
         ${KAFKA[$s]} ${LATENCY[$s]} ${MODELS[$s]} ${E2E_ARGS:-} --json-out "$out/e2e-$s.jsonl"
     if [[ ${SKIP_PEERS:-0} != 1 ]]; then
         tests/bench/peers/run_peers.sh "$stream" > "$out/peers-$s.jsonl"

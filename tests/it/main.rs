@@ -16,5 +16,7 @@ mod sinks_kafka;
 mod sinks_webhook;
 mod state;
 mod support;
+mod tansu;
+mod tansu_broker;
 mod telemetry_http;
 mod ui_browser;

@@ -38,7 +38,7 @@ use crate::support::{self, TestProducer};
 
 /// Generous: a consumer-group join alone takes ~3 s on the mock cluster,
 /// and a debug build on a shared 2-core machine is slow.
-const WAIT: Duration = Duration::from_secs(90);
+pub(crate) const WAIT: Duration = Duration::from_secs(90);
 
 /// Event time of index 0: 2026-01-01T00:00:00Z; one event per minute.
 const T0_MS: i64 = 1_767_225_600_000;
@@ -52,18 +52,18 @@ const T0_MS: i64 = 1_767_225_600_000;
 /// plus a spike of 3 points at each index in `spikes` (shifted by `j` so
 /// the series do not all fire at once), each spike 60 higher than the last.
 #[derive(Debug, Clone)]
-struct Stream {
-    series: usize,
-    partitions: i32,
-    spikes: Vec<usize>,
+pub(crate) struct Stream {
+    pub(crate) series: usize,
+    pub(crate) partitions: i32,
+    pub(crate) spikes: Vec<usize>,
 }
 
 impl Stream {
-    fn name(j: usize) -> String {
+    pub(crate) fn name(j: usize) -> String {
         format!("s{j}")
     }
 
-    fn partition(&self, j: usize) -> i32 {
+    pub(crate) fn partition(&self, j: usize) -> i32 {
         (j % self.partitions as usize) as i32
     }
 
@@ -92,12 +92,12 @@ impl Stream {
         base + spike.map_or(0.0, |k| 60.0 * (k + 1) as f64)
     }
 
-    fn ts(i: usize) -> i64 {
+    pub(crate) fn ts(i: usize) -> i64 {
         T0_MS + i as i64 * 60_000
     }
 
     /// The native-JSON message of event `i` of series `j`.
-    fn payload(&self, j: usize, i: usize) -> Vec<u8> {
+    pub(crate) fn payload(&self, j: usize, i: usize) -> Vec<u8> {
         serde_json::to_vec(&serde_json::json!({
             "series": Self::name(j), "ts": Self::ts(i), "value": self.value(j, i)
         }))
@@ -106,7 +106,7 @@ impl Stream {
 
     /// Produces events `from..to` of every series, in time order, each to
     /// its series' partition.
-    fn produce(&self, p: &TestProducer, topic: &str, from: usize, to: usize) {
+    pub(crate) fn produce(&self, p: &TestProducer, topic: &str, from: usize, to: usize) {
         for i in from..to {
             for j in 0..self.series {
                 p.send(
@@ -127,26 +127,26 @@ impl Stream {
 
 /// One series as the reference sees it.
 #[derive(Clone)]
-struct OracleSeries {
-    key: SeriesKey,
-    state: DetectorState,
+pub(crate) struct OracleSeries {
+    pub(crate) key: SeriesKey,
+    pub(crate) state: DetectorState,
     lifecycle: Lifecycle,
     /// Decision on every event so far, by index.
     decisions: Vec<Decision>,
 }
 
 /// The per-series path of the daemon, fed every event exactly once.
-struct Oracle {
+pub(crate) struct Oracle {
     detector: Detector,
     rule: AlertRule,
     decoder: Decoder,
-    series: Vec<OracleSeries>,
+    pub(crate) series: Vec<OracleSeries>,
     /// Every alert, with the event index that caused it.
-    alerts: Vec<(usize, Alert)>,
+    pub(crate) alerts: Vec<(usize, Alert)>,
 }
 
 impl Oracle {
-    fn new(config: &Config, stream: &Stream) -> Self {
+    pub(crate) fn new(config: &Config, stream: &Stream) -> Self {
         let detector = Detector::new(&config.detector, config.alert.threshold).unwrap();
         let rule = AlertRule::new(&config.alert, "alert").unwrap();
         let decoder = Decoder::new(&config.decode);
@@ -168,7 +168,7 @@ impl Oracle {
     }
 
     /// Feeds events `from..to` of every series.
-    fn run(&mut self, stream: &Stream, from: usize, to: usize) {
+    pub(crate) fn run(&mut self, stream: &Stream, from: usize, to: usize) {
         for i in from..to {
             for j in 0..stream.series {
                 self.feed(j, i, &stream.payload(j, i));
@@ -209,7 +209,7 @@ impl Oracle {
 
     /// The snapshot records of the series of `partition`, as a shard would
     /// write them.
-    fn records(&self, stream: &Stream, partition: i32) -> Vec<SnapshotRecord> {
+    pub(crate) fn records(&self, stream: &Stream, partition: i32) -> Vec<SnapshotRecord> {
         stream
             .series_of(partition)
             .map(|j| {
@@ -240,7 +240,7 @@ fn name(partition: i32) -> PartitionName {
     }
 }
 
-fn part(partition: i32) -> SourcePartition {
+pub(crate) fn part(partition: i32) -> SourcePartition {
     SourcePartition {
         stream: 0,
         partition,
@@ -249,7 +249,7 @@ fn part(partition: i32) -> SourcePartition {
 
 /// Asserts `got` agrees with the reference alert of the same series and
 /// event, to 1e-9 on every number the model produces.
-fn assert_matches_reference(got: &Alert, oracle: &Oracle, context: &str) {
+pub(crate) fn assert_matches_reference(got: &Alert, oracle: &Oracle, context: &str) {
     let want = oracle.alert(&got.fingerprint, &got.ts).unwrap_or_else(|| {
         panic!(
             "{context}: alert {} {:?} at {} has no counterpart in an uninterrupted run",
@@ -293,7 +293,7 @@ fn cluster(
 
 /// A daemon config for the state tests: `support::config` plus a state
 /// store, one-second snapshots and quick group membership.
-fn state_config(bootstrap: &str, group: &str, store: StoreKind, dir: &Path) -> Config {
+pub(crate) fn state_config(bootstrap: &str, group: &str, store: StoreKind, dir: &Path) -> Config {
     let mut c = support::config(bootstrap, group, "metrics");
     c.state.store = store;
     c.state.dir = dir.to_path_buf();
@@ -310,16 +310,16 @@ fn state_config(bootstrap: &str, group: &str, store: StoreKind, dir: &Path) -> C
 }
 
 /// All messages of a single-partition topic, decoded as alerts, with their
-/// offsets. Reads up to the high watermark at the time of the call.
-fn alerts_in(bootstrap: &str, topic: &str) -> Vec<(i64, Alert)> {
+/// offsets: from the beginning to the end a fetch finds at the time of the
+/// call (not to the high watermark of ListOffsets, which tansu reports at
+/// the first record of the last batch).
+pub(crate) fn alerts_in(bootstrap: &str, topic: &str) -> Vec<(i64, Alert)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "alerts-reader")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .create()
-        .unwrap();
-    let (_, high) = consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)
@@ -327,29 +327,21 @@ fn alerts_in(bootstrap: &str, topic: &str) -> Vec<(i64, Alert)> {
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut out = Vec::new();
-    let mut next = 0;
-    while next < high {
+    loop {
         assert!(Instant::now() < deadline, "reading {topic} timed out");
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m.unwrap();
-            next = m.offset() + 1;
-            let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            out.push((m.offset(), alert));
-        }
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return out,
+            Some(m) => m.unwrap(),
+        };
+        let alert: Alert = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        out.push((m.offset(), alert));
     }
-    out
 }
 
-/// The high watermark of partition 0 of `topic`.
-fn high_watermark(bootstrap: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap()
-        .1
+/// The end of partition 0 of an alert topic: its last offset + 1.
+fn alerts_end(bootstrap: &str, topic: &str) -> i64 {
+    alerts_in(bootstrap, topic).last().map_or(0, |(o, _)| o + 1)
 }
 
 /// Commits `offsets` (partition → offset) of `topic` for `group`, as if a
@@ -370,7 +362,7 @@ fn commit_offsets(bootstrap: &str, group: &str, topic: &str, offsets: &[(i32, i6
 }
 
 /// GET /metrics of a daemon; `None` while it is not up.
-async fn scrape(addr: &str) -> Option<String> {
+pub(crate) async fn scrape(addr: &str) -> Option<String> {
     let r = support::client()
         .get(format!("http://{addr}/metrics"))
         .send()
@@ -380,7 +372,7 @@ async fn scrape(addr: &str) -> Option<String> {
 }
 
 /// A metric's value in an exposition, 0 when absent.
-fn metric(text: &str, selector: &str) -> f64 {
+pub(crate) fn metric(text: &str, selector: &str) -> f64 {
     support::metric_value(text, selector).unwrap_or(0.0)
 }
 
@@ -394,14 +386,14 @@ fn expected_gauge(text: &str, j: usize) -> Option<f64> {
 
 /// The `anomalyd` binary running `run --config <file>`, its stderr in a
 /// file.
-struct Daemon {
+pub(crate) struct Daemon {
     child: std::process::Child,
-    metrics_addr: String,
+    pub(crate) metrics_addr: String,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn spawn(mut config: Config, dir: &Path, name: &str) -> Self {
+    pub(crate) fn spawn(mut config: Config, dir: &Path, name: &str) -> Self {
         let port = support::free_port();
         config.metrics.listen_addr = format!("127.0.0.1:{port}");
         let path = dir.join(format!("{name}.toml"));
@@ -429,7 +421,7 @@ impl Daemon {
     }
 
     /// Polls /metrics until `check` holds; panics with the log otherwise.
-    async fn wait_for(&mut self, what: &str, check: impl Fn(&str) -> bool) -> String {
+    pub(crate) async fn wait_for(&mut self, what: &str, check: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(text) = scrape(&self.metrics_addr).await
@@ -469,7 +461,7 @@ impl Daemon {
     }
 
     /// SIGTERM and wait for a clean exit (status 0).
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         self.signal("-TERM");
         let deadline = Instant::now() + WAIT;
         loop {
@@ -686,6 +678,16 @@ fn burst_of_new_series_in_own_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_stream_then_restart_continues_as_if_uninterrupted() {
+    let mock = cluster(&[("metrics", 3), ("alerts", 1)]);
+    kill_9_mid_stream_then_restart(&mock.bootstrap_servers()).await;
+}
+
+/// The daemon binary on the dir store, SIGKILLed mid-stream and restarted,
+/// against the broker at `bootstrap` (topics `metrics` with 3 partitions and
+/// `alerts` with 1): every series restored, exactly the events after the
+/// snapshots learned again, every alert after the kill as an uninterrupted
+/// run has it.
+pub(crate) async fn kill_9_mid_stream_then_restart(bootstrap: &str) {
     let stream = Stream {
         series: 6,
         partitions: 3,
@@ -695,18 +697,16 @@ async fn kill_9_mid_stream_then_restart_continues_as_if_uninterrupted() {
     const PHASE_A: usize = 500; // before the first snapshot we wait for
     const PHASE_B: usize = 800; // the kill lands in here
     let s = stream.series;
-    let mock = cluster(&[("metrics", 3), ("alerts", 1)]);
-    let bootstrap = mock.bootstrap_servers();
     let tmp = tempfile::tempdir().unwrap();
     let config = state_config(
-        &bootstrap,
+        bootstrap,
         "kill9",
         StoreKind::Dir,
         &tmp.path().join("state"),
     );
     let mut oracle = Oracle::new(&config, &stream);
     oracle.run(&stream, 0, N);
-    let producer = Arc::new(TestProducer::new(&bootstrap));
+    let producer = Arc::new(TestProducer::new(bootstrap));
 
     // Phase A, then a snapshot that covers it.
     let mut first = Daemon::spawn(config.clone(), tmp.path(), "first");
@@ -748,8 +748,8 @@ async fn kill_9_mid_stream_then_restart_continues_as_if_uninterrupted() {
     first.kill9();
     let sent_at_kill = sent.load(Ordering::SeqCst);
     assert!(sent_at_kill < PHASE_B, "the kill was not mid-stream");
-    let committed_at_kill = support::committed(&bootstrap, "kill9", "metrics", 3);
-    let alerts_before = high_watermark(&bootstrap, "alerts");
+    let committed_at_kill = support::committed(bootstrap, "kill9", "metrics", 3);
+    let alerts_before = alerts_end(bootstrap, "alerts");
     assert!(alerts_before > 0, "the stream alerts before the kill");
 
     // Restart; phase B finishes meanwhile, then phase C after the restart.
@@ -763,7 +763,7 @@ async fn kill_9_mid_stream_then_restart_continues_as_if_uninterrupted() {
     stream.produce(&producer, "metrics", PHASE_B, N);
     let per_partition = (N * s / stream.partitions as usize) as i64;
     support::poll_until("committed offsets reach the end", WAIT, || {
-        let c = support::committed(&bootstrap, "kill9", "metrics", 3);
+        let c = support::committed(bootstrap, "kill9", "metrics", 3);
         async move { (0..3).all(|p| c.get(&p) == Some(&per_partition)) }
     })
     .await;
@@ -814,7 +814,7 @@ async fn kill_9_mid_stream_then_restart_continues_as_if_uninterrupted() {
     }
 
     // Alerts from the restarted daemon agree with an uninterrupted run.
-    let all = alerts_in(&bootstrap, "alerts");
+    let all = alerts_in(bootstrap, "alerts");
     let after: Vec<&Alert> = all
         .iter()
         .filter(|(o, _)| *o >= alerts_before)
@@ -866,6 +866,16 @@ async fn kill_9_mid_stream_then_restart_continues_as_if_uninterrupted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_split_partitions_and_a_survivor_continues_from_the_changelog() {
+    let mock = cluster(&[("metrics", 4), ("alerts", 1), ("state", 4)]);
+    two_instances_hand_over_through_the_changelog(&mock.bootstrap_servers()).await;
+}
+
+/// Two daemons in one group on the changelog store, against the broker at
+/// `bootstrap` (topics `metrics` and `state` with 4 partitions, `alerts`
+/// with 1): they split the partitions, and when one stops the other takes
+/// its series over from the changelog and continues them as an
+/// uninterrupted run would.
+pub(crate) async fn two_instances_hand_over_through_the_changelog(bootstrap: &str) {
     let stream = Stream {
         series: 8,
         partitions: 4,
@@ -877,10 +887,8 @@ async fn two_instances_split_partitions_and_a_survivor_continues_from_the_change
     const MOVE_AT: usize = 300;
     const N: usize = 330;
     let s = stream.series;
-    let mock = cluster(&[("metrics", 4), ("alerts", 1), ("state", 4)]);
-    let bootstrap = mock.bootstrap_servers();
     let tmp = tempfile::tempdir().unwrap();
-    let config = state_config(&bootstrap, "scale", StoreKind::Changelog, tmp.path());
+    let config = state_config(bootstrap, "scale", StoreKind::Changelog, tmp.path());
     let mut oracle = Oracle::new(&config, &stream);
     oracle.run(&stream, 0, N);
     let a = app::start(config.clone()).await.expect("start A");
@@ -895,7 +903,7 @@ async fn two_instances_split_partitions_and_a_survivor_continues_from_the_change
     // The first half of phase 1 goes in while the group forms: whoever
     // joins first may take every partition and hand half of them over
     // (through the changelog) when the other joins.
-    let producer = TestProducer::new(&bootstrap);
+    let producer = TestProducer::new(bootstrap);
     stream.produce(&producer, "metrics", 0, HALF);
     support::poll_until("both members to hold series", WAIT, || {
         let (a_addr, b_addr) = (a_addr.clone(), b_addr.clone());
@@ -980,7 +988,7 @@ async fn two_instances_split_partitions_and_a_survivor_continues_from_the_change
     }
     let per_partition = (N * s / 4) as i64;
     support::poll_until("committed offsets reach the end", WAIT, || {
-        let c = support::committed(&bootstrap, "scale", "metrics", 4);
+        let c = support::committed(bootstrap, "scale", "metrics", 4);
         async move { (0..4).all(|p| c.get(&p) == Some(&per_partition)) }
     })
     .await;
@@ -989,7 +997,7 @@ async fn two_instances_split_partitions_and_a_survivor_continues_from_the_change
 
     // The spike right after the move alerted, on every series, with the
     // uninterrupted run's numbers: no warm-up happened.
-    let alerts = alerts_in(&bootstrap, "alerts");
+    let alerts = alerts_in(bootstrap, "alerts");
     for j in 0..s {
         let ts = anomalyd::alert::lifecycle::rfc3339_ms(Stream::ts(MOVE_AT + j));
         let fired = alerts
@@ -1172,7 +1180,7 @@ async fn damaged_or_foreign_snapshots_are_named_in_the_log_and_their_series_rele
     }
 }
 
-fn store_hash(config: &Config) -> u64 {
+pub(crate) fn store_hash(config: &Config) -> u64 {
     Detector::new(&config.detector, config.alert.threshold)
         .unwrap()
         .model_hash()

@@ -33,6 +33,7 @@
 
 mod checkpoint;
 pub mod config;
+mod lag;
 mod rebalance;
 
 use std::future::Future;
@@ -93,6 +94,7 @@ impl KafkaSource {
             .create_with_context(SourceContext {
                 shared: Arc::clone(&shared),
                 error_log: RateLimit::default(),
+                lag_warned: std::sync::atomic::AtomicBool::new(false),
             })
             .map_err(setup)?;
         let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();

@@ -25,6 +25,8 @@ pub struct SourceContext {
     pub(super) shared: Arc<Shared>,
     /// Client errors repeat several times a second while a broker is down.
     pub(super) error_log: RateLimit,
+    /// Whether an implausible consumer lag was logged (once per consumer).
+    pub(super) lag_warned: std::sync::atomic::AtomicBool,
 }
 
 impl SourceContext {
@@ -65,11 +67,27 @@ impl ClientContext for SourceContext {
         for (topic, t) in &stats.topics {
             for (id, p) in &t.partitions {
                 // Partition -1 is librdkafka's internal UA partition.
-                if *id >= 0 && p.consumer_lag >= 0 {
-                    self.shared
-                        .feed
-                        .metrics()
-                        .set_consumer_lag(topic, *id, p.consumer_lag);
+                if *id < 0 {
+                    continue;
+                }
+                let lag = super::lag::consumer_lag(p);
+                if lag == super::lag::ConsumerLag::WatermarkBelowCommit
+                    && !self
+                        .lag_warned
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        topic,
+                        partition = id,
+                        committed = p.committed_offset,
+                        high_watermark = p.hi_offset,
+                        "The broker reports a high watermark below the committed offset; \
+                         consumer lag is shown as 0 where that happens and cannot be \
+                         trusted on this broker (logged once)."
+                    );
+                }
+                if let Some(lag) = lag.gauge() {
+                    self.shared.feed.metrics().set_consumer_lag(topic, *id, lag);
                 }
             }
         }
