@@ -836,6 +836,25 @@ impl Thresholds {
         body.min(self.record(slab, at, x >= 0.0).surprise(a))
     }
 
+    /// Surprise of signed deviation `x` on the kind-scored channel at `at`
+    /// once the excursion it belongs to has joined its record: what the
+    /// series will make of this magnitude after it has learned it. Equal to
+    /// [`Self::channel_surprise`] for a first large excursion; for one that
+    /// repeats an earlier excursion of similar size it is the record's
+    /// tempered bound.
+    #[inline]
+    fn learned_surprise(&self, slab: &[f64], at: usize, x: f64) -> f64 {
+        let a = x.abs().min(1e12);
+        let up = x >= 0.0;
+        let at_r = at + self.kind_len + if up { 0 } else { RECORD_LEN };
+        let mut r = [0.0; RECORD_LEN];
+        r.copy_from_slice(&slab[at_r..at_r + RECORD_LEN]);
+        r[3] = r[3].max(a);
+        Record::learn(&mut r, 0.0, false, 1.0, 1.0);
+        let body = self.kind_surprise(self.kind_state(slab, at), a);
+        body.min(Record::new(&r, self.scale(slab, at), 2.0).surprise(a))
+    }
+
     /// Largest magnitude, in direction `up`, on the channel at `at` whose
     /// surprise is below `l`.
     #[inline]
@@ -1046,7 +1065,7 @@ impl Thresholds {
                 // |f' - offset| <= h with f' = f + (x - season - f) / n.
                 let down = self.channel_magnitude(s, at, lt, false).max(0.0) * dev;
                 let up = self.channel_magnitude(s, at, lt, true).max(0.0) * dev;
-                let n = (bb[0] + 1.0).min(LEVEL_EVENTS).max(1.0);
+                let n = (bb[0] + 1.0).clamp(1.0, LEVEL_EVENTS);
                 let f = bb[BASE_FAST];
                 let center = Self::season(bb, ts_ms) + f + n * (bb[1] - f);
                 level = (center - n * down, center + n * up);
@@ -1109,11 +1128,17 @@ impl Thresholds {
     /// raises it, and it holds while one stays there) and decays once the
     /// series is back below, so that what follows an anomaly (its echo, its
     /// plateau, the other channels that see the same change) must be
-    /// surprising beyond the anomaly itself to be an onset.
+    /// surprising beyond the anomaly itself to be an onset. The peak takes
+    /// `held`, the anomaly's surprise as the series will see it once
+    /// learned (see [`Self::learned_surprise`]).
     #[inline]
-    fn echo(&self, peak: &mut f64, surprise: f64, warm: bool) {
+    fn echo(&self, peak: &mut f64, surprise: f64, held: f64, warm: bool) {
         if warm && surprise >= self.alert_surprise {
-            *peak = peak.max(surprise);
+            *peak = if held < surprise {
+                held
+            } else {
+                peak.max(held)
+            };
         } else {
             *peak *= self.echo_decay;
         }
@@ -1182,8 +1207,19 @@ impl Thresholds {
         let s = &mut state.slab;
         let warm = scored.warm;
         let first_ts = if s[0] < 1.0 { obs.ts_ms as f64 } else { s[1] };
+        // The echo holds what the anomaly will mean once learned: a spike
+        // that repeats an earlier one's size holds the record's bound, not
+        // the body's (which would hide the next larger spike for hundreds
+        // of events).
+        let held = if scored.reason == Reason::Forecast {
+            scored
+                .surprise
+                .min(self.learned_surprise(s, l.forecast, obs.residual) - MARGINS[0])
+        } else {
+            scored.surprise
+        };
         let a = self.learn_channel(s, l.forecast, obs.residual);
-        self.echo(&mut s[ECHO], scored.surprise, warm);
+        self.echo(&mut s[ECHO], scored.surprise, held, warm);
         if l.moments != l.forecast {
             self.moments_kind
                 .observe(&mut s[l.moments..l.moments + MOMENTS_LEN], a);
@@ -1416,6 +1452,40 @@ mod tests {
         }
         let second = t.score(&st, &obs(40.0, 10.5, 3500));
         assert!(second.onset >= 0.5, "{second:?}");
+    }
+
+    #[test]
+    fn a_spike_twice_the_last_two_is_an_onset_soon_after_them() {
+        // Spikes of 20, 40, 80 and 160, 40 events apart: each is larger
+        // than anything before, so each is a new onset, although the echo
+        // of the one before has not faded (τ = 50 events).
+        let (t, mut st) = trained(ThresholdKind::Ewma, 3000, calm);
+        let mut i = 3000;
+        for (k, size) in [20.0, 40.0, 80.0, 160.0].into_iter().enumerate() {
+            for _ in 0..40 {
+                let (r, v) = calm(i);
+                let o = obs(r, v, i);
+                let s = t.score(&st, &o);
+                t.observe(&mut st, &o, &s);
+                i += 1;
+            }
+            let o = obs(size, 10.5, i);
+            let s = t.score(&st, &o);
+            assert!(s.onset >= 0.5, "spike {k} of {size}: {s:?}");
+            t.observe(&mut st, &o, &s);
+            i += 1;
+        }
+        // A fifth spike the size of the last one is what the series has
+        // learned to expect by now: its score stays below the alert's.
+        for _ in 0..40 {
+            let (r, v) = calm(i);
+            let o = obs(r, v, i);
+            let s = t.score(&st, &o);
+            t.observe(&mut st, &o, &s);
+            i += 1;
+        }
+        let again = t.score(&st, &obs(160.0, 10.5, i));
+        assert!(again.onset < 0.5, "{again:?}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use anomalyd::config::load::Config;
 use anomalyd::demo::fleet::Fleet;
 use anomalyd::detector::Decision;
 use anomalyd::event::SeriesKey;
+use anomalyd::threshold::Reason;
 use anomalyd::ui::UiConfig;
 use anomalyd::ui::history::{History, HistoryLimits, NO_SLOT};
 
@@ -77,10 +78,12 @@ fn memory_child(n: usize) {
     let lifecycle = Lifecycle::default();
     let d = Decision {
         score: 0.1,
+        onset: 0.1,
         expected: 1.0,
         lower: 0.5,
         upper: 1.5,
         warm: true,
+        reason: Reason::Forecast,
     };
     let before = proc_status_kib("VmRSS:");
     for t in 0..points as i64 {
@@ -118,12 +121,15 @@ fn record_ns(n: usize) -> f64 {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
+                    let score = (rng >> 11) as f64 / (1u64 << 53) as f64 * 0.6;
                     let d = Decision {
-                        score: (rng >> 11) as f64 / (1u64 << 53) as f64 * 0.6,
+                        score,
+                        onset: score,
                         expected: 1.0,
                         lower: 0.5,
                         upper: 1.5,
                         warm: true,
+                        reason: Reason::Forecast,
                     };
                     batch.record(slot, key, t * 60_000, 1.0, &d, &lifecycle);
                     recorded += 1;

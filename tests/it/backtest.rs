@@ -58,7 +58,7 @@ fn file_mode_writes_one_row_per_input_row_in_order() {
     assert_eq!(summary.files, 1);
     assert_eq!(summary.malformed, 0);
     for (row, inp) in rows.iter().zip(&input) {
-        assert_eq!(row.len(), 7);
+        assert_eq!(row.len(), 8);
         // Timestamp and value are echoed as given.
         assert_eq!(format!("{},{}", row[0], row[1]), *inp);
         let score: f64 = row[2].parse().unwrap();
@@ -66,11 +66,20 @@ fn file_mode_writes_one_row_per_input_row_in_order() {
         let (lower, upper): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
         assert!(lower <= upper);
         assert!(row[6] == "0" || row[6] == "1");
+        // The channel that scored the row, empty where nothing did.
+        assert!(
+            ["", "forecast", "level", "drift", "stuck"].contains(&row[7].as_str()),
+            "{row:?}"
+        );
     }
     // The spike at row 300 alerts and lies outside the band; the rows
     // before it (after warm-up) are calm.
     let spike = &rows[300];
     assert_eq!(spike[6], "1", "{spike:?}");
+    assert_eq!(
+        spike[7], "forecast",
+        "a spike is a forecast miss: {spike:?}"
+    );
     let v: f64 = spike[1].parse().unwrap();
     assert!(v > spike[5].parse::<f64>().unwrap());
     // `alert` is the lifecycle's firing state: an episode starts with a
@@ -84,8 +93,20 @@ fn file_mode_writes_one_row_per_input_row_in_order() {
         "{episodes_before} alert episodes before the spike"
     );
     assert_eq!(rows[301][6], "1", "still firing right after the spike");
+    // The alert holds while the score stays above the resolve threshold
+    // (here the drift channel, one day old, still sees the daily cycle's
+    // descent) and resolves once it has been below it for 3 rows; the
+    // spike is one episode, not a string of them.
     let resolved = rows[301..].iter().position(|r| r[6] == "0").unwrap();
-    assert!(resolved <= 4, "resolves after the default 3 calm rows");
+    assert!(
+        (3..=60).contains(&resolved),
+        "resolved after {resolved} rows"
+    );
+    let episodes_after = rows[300..]
+        .windows(2)
+        .filter(|w| w[0][6] == "0" && w[1][6] == "1")
+        .count();
+    assert_eq!(episodes_after, 0, "the spike's alert does not re-fire");
     assert_eq!(summary.alerts, rows.iter().filter(|r| r[6] == "1").count());
 }
 

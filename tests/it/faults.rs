@@ -73,16 +73,18 @@ fn calm(series: usize, step: usize) -> f64 {
     level + 10.0 * (step as f64 * std::f64::consts::TAU / 96.0).sin() + noise(series, step)
 }
 
-/// [`calm`], then after [`WARM_STEPS`] a spike every 10th step, each one
-/// 10 % higher than the one before. The detector learns to expect spikes of
-/// a steady (or linearly growing) size, and stops scoring them as anomalies
-/// after a few hundred steps; geometric growth keeps every spike a hit, so
-/// the default rule (fire on one hit, resolve after 3 quiet events) emits a
-/// firing/resolved pair per spike for as long as the stream runs.
+/// [`calm`], then after [`WARM_STEPS`] a spike every 20th step, taking
+/// the series in turn: series `s` spikes at steps `20 s + 9` modulo 160
+/// after warm-up (8 series keep every 20-step window busy), each spike of
+/// a series four times the height of its last. A series that spikes often
+/// and at a similar size learns that as its normal; spaced and growing,
+/// every spike is a hit, so the default rule (fire on one hit, resolve
+/// after 3 quiet events) emits a firing/resolved pair per spike for as
+/// long as the stream runs.
 fn spiky(series: usize, step: usize) -> f64 {
     let base = calm(series, step);
     match step.checked_sub(WARM_STEPS) {
-        Some(k) if k % 10 == 9 => base + 50.0 * 1.1f64.powf((k / 10) as f64),
+        Some(k) if k % 160 == 9 + 20 * (series % 8) => base + 50.0 * 4f64.powi((k / 160) as i32),
         _ => base,
     }
 }

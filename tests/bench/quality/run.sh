@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Detection quality, one command: anomalyd (default config, default alert
+# rule) beside River (Adagrad on lags), Random Cut Forest and NAB's windowed
+# Gaussian, on the same files.
+#
+# Usage: tests/bench/quality/run.sh [--seeds "1 2"] [--peers "river rcf wgauss"] [--no-nab]
+#
+#  1. builds the release binary;
+#  2. draws the labelled ops corpus (gen_corpus.py) once per seed into
+#     target/quality/corpus-SEED (11 families x 6 series x 6000 rows, a third
+#     anomaly-free);
+#  3. backtests anomalyd on it with NO configuration (the shipped defaults)
+#     and runs every peer on the same files;
+#  4. prints, per seed: recall per anomaly kind, median detection delay,
+#     false alarms per 10k events counted from the first row (warm-up
+#     included) and how many fall in the first quarter of a file. anomalyd
+#     is judged by its own alerts; a peer, which has no alert rule, by
+#     `score >= T` with T chosen leaving the scored family out (the most
+#     sensitive T within 2 false alarms per 10k events on the other
+#     families);
+#  5. when ../shared/data/nab and ../shared/tools/nabscore.py are beside the
+#     repository (or NAB_DIR / NABSCORE point at them): NAB's standard
+#     profile with the threshold chosen leaving the scored category out
+#     (LOCO), anomalyd also at its fixed default threshold 0.5, and the
+#     optimistic score swept on all files for reference. RCF runs there with
+#     NAB's own settings (shingle 1, 100 trees, time decay 1e-5).
+#
+# Work and results go to target/quality (tables also in *.md there).
+# Opt-in: never run by `cargo test`. Needs python3; the peers fetch their
+# pinned packages once (see peers/run.sh).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../../.." && pwd)
+seeds="1 2"
+peers="river rcf wgauss"
+nab=1
+while [[ $# -gt 0 ]]; do
+    case $1 in
+    --seeds) seeds=$2; shift 2 ;;
+    --peers) peers=$2; shift 2 ;;
+    --no-nab) nab=0; shift ;;
+    *) echo "usage: $0 [--seeds \"1 2\"] [--peers \"river rcf wgauss\"] [--no-nab]" >&2; exit 2 ;;
+    esac
+done
+work=$repo/target/quality
+mkdir -p "$work"
+log() { echo "quality: $*" >&2; }
+
+cargo build --release --locked --quiet --manifest-path "$repo/Cargo.toml"
+bin=$repo/target/release/anomalyd
+
+# Runs anomalyd and the peers on DATA into OUT/<detector>; prints the
+# evaluator's --det arguments.
+detect() {
+    local data=$1 out=$2 rcf_opts=("${@:3}")
+    rm -rf "$out"
+    mkdir -p "$out"
+    log "anomalyd on $data"
+    "$bin" backtest --input "$data" --output "$out/anomalyd" >/dev/null
+    for p in $peers; do
+        log "$p on $data"
+        if [[ $p == rcf && ${#rcf_opts[@]} -gt 0 ]]; then
+            "$here/peers/run.sh" rcf "$data" "$out/rcf" -- "${rcf_opts[@]}" >&2
+        else
+            "$here/peers/run.sh" "$p" "$data" "$out/$p" >&2
+        fi
+    done
+}
+
+dets() {
+    local out=$1 suffix=${2:-}
+    echo "--det anomalyd=$out/anomalyd$suffix"
+    for p in $peers; do echo "--det $p=$out/$p"; done
+}
+
+for seed in $seeds; do
+    data=$work/corpus-$seed
+    if [[ ! -f $data/labels.json ]]; then
+        log "drawing corpus seed $seed"
+        python3 "$here/gen_corpus.py" --out "$data" --seed "$seed" >&2
+    fi
+    detect "$data" "$work/out-corpus-$seed"
+    echo
+    echo "## Ops corpus, seed $seed"
+    echo
+    # shellcheck disable=SC2046
+    python3 "$here/evaluate.py" corpus --data "$data" $(dets "$work/out-corpus-$seed") \
+        --json "$work/corpus-$seed.json" | tee "$work/corpus-$seed.md"
+done
+
+if [[ $nab -eq 1 ]]; then
+    nab_dir=${NAB_DIR:-$repo/../shared/data/nab}
+    scorer=${NABSCORE:-$repo/../shared/tools/nabscore.py}
+    if [[ -d $nab_dir && -f $scorer ]]; then
+        detect "$nab_dir" "$work/out-nab" --shingle-size 1 --trees 100 --time-decay 1e-5
+        echo
+        echo "## NAB ($nab_dir)"
+        echo
+        # shellcheck disable=SC2046
+        python3 "$here/evaluate.py" nab --data "$nab_dir" --nabscore "$scorer" \
+            $(dets "$work/out-nab" @0.5) --json "$work/nab.json" | tee "$work/nab.md"
+    else
+        log "NAB skipped: no $nab_dir or $scorer (set NAB_DIR and NABSCORE)"
+    fi
+fi
