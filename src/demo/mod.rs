@@ -372,7 +372,7 @@ async fn print_alerts(
 pub fn describe(a: &Alert) -> String {
     match a.status {
         AlertStatus::Firing => format!(
-            "FIRING   [{}] {}  value={:.4} expected={:.4} band=[{:.4}, {:.4}] score={:.3}  at {}",
+            "FIRING   [{}] {}  value={:.4} expected={:.4} band=[{:.4}, {:.4}] score={:.3} reason={}  at {}",
             a.severity.as_str(),
             a.series,
             a.value,
@@ -380,6 +380,7 @@ pub fn describe(a: &Alert) -> String {
             a.lower,
             a.upper,
             a.score,
+            a.reason.as_str(),
             a.ts
         ),
         AlertStatus::Resolved => format!(

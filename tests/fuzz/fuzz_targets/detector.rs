@@ -71,12 +71,13 @@ fn detector_config(u: &mut Unstructured<'_>) -> Result<DetectorConfig> {
     )?;
     // Short warm-ups and horizons, so short inputs reach every stage.
     t.warmup_events = u.int_in_range(1..=10)?;
-    t.horizon_events = pick(u, &[2, 3, 20, 2000])?;
+    t.horizon_events = pick(u, &[10, 20, 2000])?;
     t.quantile = pick(u, &[0.98, 0.5 + 1e-9, 1.0 - 1e-9])?;
-    t.smoothing_events = pick(u, &[1, 2, 5, 1000])?;
-    t.inflation_events = pick(u, &[0, 1, 50])?;
+    t.warmup_secs = pick(u, &[0, 60, 86_400])?;
+    t.level_memory_secs = pick(u, &[60, 3600, 259_200])?;
     t.level_channel = u.arbitrary()?;
-    t.range_novelty = u.arbitrary()?;
+    t.drift_channel = u.arbitrary()?;
+    t.stuck_channel = u.arbitrary()?;
     Ok(c)
 }
 
@@ -85,6 +86,7 @@ fn rule_config(u: &mut Unstructured<'_>) -> Result<AlertRuleConfig> {
     Ok(AlertRuleConfig {
         threshold: pick(u, &[0.5, 0.01, 0.99])?,
         critical_threshold: None,
+        resolve_threshold: None,
         for_events: u.int_in_range(1..=window_events)?,
         window_events,
         resolve_after_events: u.int_in_range(1..=4)?,
