@@ -274,8 +274,8 @@ impl Detector {
     /// level, drift); when that is empty (e.g. the forecast has moved outside
     /// the usual level), every value would alert and the band collapses to
     /// the expected value.
-    fn band(&self, threshold: &ThresholdState, f: &Forecast, ts_ms: i64) -> (f64, f64) {
-        let limits = self.thresholds.band(threshold, &self.band_target, ts_ms);
+    fn band(&self, threshold: &ThresholdState, f: &Forecast, obs: &Observation) -> (f64, f64) {
+        let limits = self.thresholds.band(threshold, &self.band_target, obs);
         let mut lower = f.expected - limits.residual.0 * f.scale;
         let mut upper = f.expected + limits.residual.1 * f.scale;
         lower = lower.max(limits.level.0);
@@ -350,13 +350,9 @@ impl Detector {
         }
         // Magnitudes beyond 1e12 deviations are all "impossible"; the cap
         // keeps the threshold's statistics finite.
-        let obs = Observation {
-            residual: forecast.residual.clamp(-1e12, 1e12),
-            value,
-            ts_ms,
-        };
+        let obs = Observation::new(forecast.residual.clamp(-1e12, 1e12), value, ts_ms);
         let scored = self.thresholds.score(&state.threshold, &obs);
-        let (lower, upper) = self.band(&state.threshold, &forecast, ts_ms);
+        let (lower, upper) = self.band(&state.threshold, &forecast, &obs);
         let decision = Decision {
             score: scored.score,
             expected: forecast.expected,

@@ -212,7 +212,10 @@ macro_rules! with_kind {
 #[inline]
 pub fn score_from_surprise(surprise: f64) -> f64 {
     if surprise > 0.0 {
-        let r = (surprise.min(MAX_SURPRISE) / SURPRISE_AT_HALF).powf(SCORE_POWER);
+        // x^SCORE_POWER as x·√x: this runs twice per event.
+        const _: () = assert!(SCORE_POWER == 1.5);
+        let x = surprise.min(MAX_SURPRISE) / SURPRISE_AT_HALF;
+        let r = x * x.sqrt();
         r / (r + 1.0)
     } else {
         // Also maps NaN to 0: a broken estimate must not alert.
@@ -596,7 +599,17 @@ impl Record {
         // expected second-largest of m) and how much heavier than that the
         // tail is: a tail like the body's extrapolates with the body's
         // shape, a heavier one more gently (never below exponential).
-        let expected = (body_k * cap).powf(1.0 / body_k) * scale.max(1e-300);
+        // (k·cap)^(1/k), and below h^-TAIL_GENTLENESS, by square roots for
+        // the Gaussian body and the quarter power (this runs several times
+        // per event).
+        const _: () = assert!(TAIL_GENTLENESS == 0.25);
+        let kc = body_k * cap;
+        let root = if body_k == 2.0 {
+            kc.sqrt()
+        } else {
+            kc.powf(1.0 / body_k)
+        };
+        let expected = root * scale.max(1e-300);
         let heaviness = (r[2] / expected).max(1.0);
         if heaviness < RECORD_TOLERANCE {
             // The record is what the body predicts, up to sampling noise:
@@ -607,7 +620,7 @@ impl Record {
                 k: body_k,
             };
         }
-        let k = (body_k * heaviness.powf(-TAIL_GENTLENESS)).max(body_k.min(1.0));
+        let k = (body_k / heaviness.sqrt().sqrt()).max(body_k.min(1.0));
         Self { cap, top: r[2], k }
     }
 
@@ -731,6 +744,22 @@ pub struct Observation {
     pub value: f64,
     /// Event time (the season, and the warm-up in time).
     pub ts_ms: i64,
+    /// The daily basis at `ts_ms`, computed once per event.
+    season: [f64; 6],
+}
+
+impl Observation {
+    /// The observation of `value` at `ts_ms` with forecast residual
+    /// `residual`.
+    #[inline]
+    pub fn new(residual: f64, value: f64, ts_ms: i64) -> Self {
+        Self {
+            residual,
+            value,
+            ts_ms,
+            season: season_basis(ts_ms),
+        }
+    }
 }
 
 /// Surprise per channel: forecast, level, drift, stuck.
@@ -878,32 +907,34 @@ impl Thresholds {
         ((1.0 - phi) / (1.0 + phi)).sqrt().max(EVIDENCE_FLOOR)
     }
 
-    /// The seasonal part of the baseline `b` at `ts_ms`.
+    /// The seasonal part of the baseline `b` at the time of daily basis
+    /// `basis`.
     #[inline]
-    fn season(b: &[f64], ts_ms: i64) -> f64 {
-        season_basis(ts_ms)
+    fn season(b: &[f64], basis: &[f64; 6]) -> f64 {
+        basis
             .iter()
             .zip(&b[BASE_SEASON..BASE_SEASON + 6])
             .map(|(x, w)| x * w)
             .sum()
     }
 
-    /// The baseline's value at `ts_ms` (offset plus season) and the
-    /// deviation of values around it, in the series' units.
+    /// The baseline's value at the time of `basis` (offset plus season)
+    /// and the deviation of values around it, in the series' units.
     #[inline]
-    fn baseline(b: &[f64], ts_ms: i64) -> (f64, f64) {
+    fn baseline(b: &[f64], basis: &[f64; 6]) -> (f64, f64) {
         let m = &b[BASE_MOMENTS..BASE_MOMENTS + 3];
         let floor = (1e-9 * b[1].abs()).max(1e-300);
         (
-            b[1] + Self::season(b, ts_ms),
+            b[1] + Self::season(b, basis),
             (m[1] * ewma::SQRT_HALF_PI).max(floor),
         )
     }
 
-    /// The short average after `value` at `ts_ms` (deseasonalised).
+    /// The short average after `value` at the time of `basis`
+    /// (deseasonalised).
     #[inline]
-    fn fast_level(b: &[f64], value: f64, ts_ms: i64) -> f64 {
-        let d = value - Self::season(b, ts_ms);
+    fn fast_level(b: &[f64], value: f64, basis: &[f64; 6]) -> f64 {
+        let d = value - Self::season(b, basis);
         if b[0] < 1.0 {
             return d;
         }
@@ -921,11 +952,11 @@ impl Thresholds {
     #[inline]
     fn level_distance(b: &[f64], obs: &Observation, dev: f64) -> f64 {
         let off = b[1];
-        let f = Self::fast_level(b, obs.value, obs.ts_ms) - off;
+        let f = Self::fast_level(b, obs.value, &obs.season) - off;
         if b[0] < 2.0 {
             return f / dev;
         }
-        let now = obs.value - Self::season(b, obs.ts_ms) - off;
+        let now = obs.value - Self::season(b, &obs.season) - off;
         let prev = b[BASE_PREV] - off;
         if f.signum() != now.signum() || f.signum() != prev.signum() {
             return 0.0;
@@ -998,7 +1029,7 @@ impl Thresholds {
         let mut cusum = (0.0, 0.0);
         if let Some(b) = l.base {
             let bb = &s[b..b + BASE_LEN];
-            let (base, dev) = Self::baseline(bb, obs.ts_ms);
+            let (base, dev) = Self::baseline(bb, &obs.season);
             if let (Some(at), true) = (l.level, slow) {
                 raw[1] = self.channel_surprise(s, at, Self::level_distance(bb, obs, dev));
             }
@@ -1049,7 +1080,8 @@ impl Thresholds {
     /// The limits on an event that would score below `target` (for the
     /// band): the inverse of [`Thresholds::score`] along each channel.
     #[inline]
-    pub fn band(&self, state: &ThresholdState, target: &BandTarget, ts_ms: i64) -> BandLimits {
+    pub fn band(&self, state: &ThresholdState, target: &BandTarget, obs: &Observation) -> BandLimits {
+        let ts_ms = obs.ts_ms;
         let s = &state.slab;
         let l = &self.layout;
         let lt = target.surprise;
@@ -1060,14 +1092,14 @@ impl Thresholds {
         let mut level = (f64::NEG_INFINITY, f64::INFINITY);
         if let (Some(b), true) = (l.base, Self::slow_warm(s, ts_ms)) {
             let bb = &s[b..b + BASE_LEN];
-            let (base, dev) = Self::baseline(bb, ts_ms);
+            let (base, dev) = Self::baseline(bb, &obs.season);
             if let Some(at) = l.level {
                 // |f' - offset| <= h with f' = f + (x - season - f) / n.
                 let down = self.channel_magnitude(s, at, lt, false).max(0.0) * dev;
                 let up = self.channel_magnitude(s, at, lt, true).max(0.0) * dev;
                 let n = (bb[0] + 1.0).clamp(1.0, LEVEL_EVENTS);
                 let f = bb[BASE_FAST];
-                let center = Self::season(bb, ts_ms) + f + n * (bb[1] - f);
+                let center = Self::season(bb, &obs.season) + f + n * (bb[1] - f);
                 level = (center - n * down, center + n * up);
             }
             if let Some(at) = l.drift {
@@ -1153,15 +1185,15 @@ impl Thresholds {
     /// independent of the sampling rate.
     fn learn_baseline(&self, b: &mut [f64], obs: &Observation, first_ts: f64) {
         let t = obs.ts_ms as f64;
-        b[BASE_FAST] = Self::fast_level(b, obs.value, obs.ts_ms);
-        b[BASE_PREV] = obs.value - Self::season(b, obs.ts_ms);
+        b[BASE_FAST] = Self::fast_level(b, obs.value, &obs.season);
+        b[BASE_PREV] = obs.value - Self::season(b, &obs.season);
         if b[0] < 1.0 {
             b[0] = 1.0;
             b[1] = obs.value;
             b[2] = t;
             return;
         }
-        let (base, dev) = Self::baseline(b, obs.ts_ms);
+        let (base, dev) = Self::baseline(b, &obs.season);
         let e = obs.value - base;
         let e_clip = if b[0] >= 10.0 {
             e.clamp(-BASE_CLIP * dev, BASE_CLIP * dev)
@@ -1194,7 +1226,7 @@ impl Thresholds {
         let a_s = 2.0 * rate(SEASON_MEMORY_MS) * e_clip;
         for (w, x) in b[BASE_SEASON..BASE_SEASON + 6]
             .iter_mut()
-            .zip(season_basis(obs.ts_ms))
+            .zip(obs.season)
         {
             *w += a_s * x;
         }
@@ -1225,7 +1257,7 @@ impl Thresholds {
                 .observe(&mut s[l.moments..l.moments + MOMENTS_LEN], a);
         }
         if let Some(b) = l.base {
-            let (_, dev) = Self::baseline(&s[b..b + BASE_LEN], obs.ts_ms);
+            let (_, dev) = Self::baseline(&s[b..b + BASE_LEN], &obs.season);
             // The baseline's own deviation needs a few events before
             // distances in it mean anything.
             let ready = s[b] >= BASE_READY;
@@ -1311,11 +1343,7 @@ mod tests {
     }
 
     fn obs(residual: f64, value: f64, i: usize) -> Observation {
-        Observation {
-            residual,
-            value,
-            ts_ms: i as i64 * MINUTE,
-        }
+        Observation::new(residual, value, i as i64 * MINUTE)
     }
 
     fn build(kind: ThresholdKind) -> Thresholds {
@@ -1404,7 +1432,7 @@ mod tests {
         let target = BandTarget::new(DEFAULT_ALERT_THRESHOLD);
         for kind in KINDS {
             let (t, st) = trained(kind, 3000, calm);
-            let limits = t.band(&st, &target, 3000 * MINUTE);
+            let limits = t.band(&st, &target, &obs(0.0, 10.5, 3000));
             for (edge, sign) in [(limits.residual.1, 1.0), (limits.residual.0, -1.0)] {
                 assert!(edge > 0.0 && edge.is_finite(), "{kind:?}: {limits:?}");
                 let below = t.score(&st, &obs(sign * edge * 0.999, 10.5, 3000)).score;
@@ -1655,12 +1683,12 @@ mod proptests {
             let mut ts = 1_767_225_600_000i64;
             for (residual, value, step) in events {
                 ts += step;
-                let obs = Observation { residual, value, ts_ms: ts };
+                let obs = Observation::new(residual, value, ts);
                 let s = t.score(&st, &obs);
                 prop_assert!((0.0..1.0).contains(&s.score), "{obs:?}: {s:?}");
                 prop_assert!(s.onset <= s.score, "{s:?}");
                 prop_assert!(s.surprise.is_finite() && s.surprise >= 0.0, "{s:?}");
-                let b = t.band(&st, &target, ts);
+                let b = t.band(&st, &target, &obs);
                 prop_assert!(b.residual.0 >= 0.0 && b.residual.1 >= 0.0, "{b:?}");
                 prop_assert!(!b.level.0.is_nan() && !b.level.1.is_nan(), "{b:?}");
                 t.observe(&mut st, &obs, &s);
