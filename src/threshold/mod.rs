@@ -177,6 +177,10 @@ const CUSUM_CLIP: f64 = 3.0;
 /// anomaly within a few dozen events of its end.
 const CUSUM_CAP_SURPRISE: f64 = 40.0;
 
+/// Completed CUSUM excursions (exponentially weighted) the drift channel
+/// needs before it scores.
+const DRIFT_MIN_EXCURSIONS: f64 = 3.0;
+
 /// Floor on the evidence one autocorrelated deviation carries (see
 /// [`Thresholds::evidence`]).
 const EVIDENCE_FLOOR: f64 = 0.5;
@@ -970,6 +974,15 @@ impl Thresholds {
         slab[2] > 0.0 && (ts_ms as f64 - slab[1]) >= SLOW_WARMUP_MS
     }
 
+    /// Whether the drift channel has seen enough of the series' CUSUM
+    /// excursions to judge one: a slowly wandering series makes few, long
+    /// ones, and until its record holds [`DRIFT_MIN_EXCURSIONS`] the first
+    /// of them would look like a drift.
+    #[inline]
+    fn drift_ready(d: &[f64]) -> bool {
+        d[2] >= DRIFT_MIN_EXCURSIONS
+    }
+
     /// Drift surprise of CUSUM value `c` (drift block `d`): the CUSUM's
     /// stationary tail is exponential (rate about 1 nat per unit for
     /// Gaussian deviations), capped by the record of its excursions.
@@ -1038,7 +1051,7 @@ impl Thresholds {
                 let z =
                     ((obs.value - base) / dev).clamp(-CUSUM_CLIP, CUSUM_CLIP) * Self::evidence(bb);
                 cusum = ((d[0] + z - CUSUM_K).max(0.0), (d[1] - z - CUSUM_K).max(0.0));
-                if slow {
+                if slow && Self::drift_ready(d) {
                     raw[2] = Self::drift_surprise(d, cusum.0.max(cusum.1));
                 }
             }
@@ -1080,7 +1093,12 @@ impl Thresholds {
     /// The limits on an event that would score below `target` (for the
     /// band): the inverse of [`Thresholds::score`] along each channel.
     #[inline]
-    pub fn band(&self, state: &ThresholdState, target: &BandTarget, obs: &Observation) -> BandLimits {
+    pub fn band(
+        &self,
+        state: &ThresholdState,
+        target: &BandTarget,
+        obs: &Observation,
+    ) -> BandLimits {
         let ts_ms = obs.ts_ms;
         let s = &state.slab;
         let l = &self.layout;
@@ -1102,7 +1120,10 @@ impl Thresholds {
                 let center = Self::season(bb, &obs.season) + f + n * (bb[1] - f);
                 level = (center - n * down, center + n * up);
             }
-            if let Some(at) = l.drift {
+            if let Some(at) = l
+                .drift
+                .filter(|&at| Self::drift_ready(&s[at..at + DRIFT_LEN]))
+            {
                 let d = &s[at..at + DRIFT_LEN];
                 let w = Self::evidence(bb);
                 let c = Self::drift_limit(d, lt + SLOW_MARGIN);
@@ -1224,10 +1245,7 @@ impl Thresholds {
         b[1] += rate(self.level_memory_ms).max(1.0 / b[0].min(1e4)) * e_clip;
         // Gradient of ½e² on each coefficient, normalised by E[x²] = ½.
         let a_s = 2.0 * rate(SEASON_MEMORY_MS) * e_clip;
-        for (w, x) in b[BASE_SEASON..BASE_SEASON + 6]
-            .iter_mut()
-            .zip(obs.season)
-        {
+        for (w, x) in b[BASE_SEASON..BASE_SEASON + 6].iter_mut().zip(obs.season) {
             *w += a_s * x;
         }
     }
@@ -1514,6 +1532,30 @@ mod tests {
         }
         let again = t.score(&st, &obs(160.0, 10.5, i));
         assert!(again.onset < 0.5, "{again:?}");
+    }
+
+    #[test]
+    fn a_slow_wander_is_no_drift_before_its_excursions_are_known() {
+        // A level that wanders over three days (a random walk, a filling
+        // disk), calm otherwise: on its second day the CUSUM has made only
+        // a few long excursions, and the drift channel does not call the
+        // next one a drift.
+        let t = build(ThresholdKind::Ewma);
+        let mut st = t.new_state();
+        let mut drift_alerts = 0;
+        for i in 0..2 * 1440 {
+            let (r, v) = calm(i);
+            let wander = 3.0 * (i as f64 * std::f64::consts::TAU / (3.0 * 1440.0)).sin();
+            let o = obs(r, 10.0 + wander + 1e-3 * (v - 10.0), i);
+            let s = t.score(&st, &o);
+            if s.raw[2] - SLOW_MARGIN >= t.alert_surprise {
+                drift_alerts += 1;
+            }
+            t.observe(&mut st, &o, &s);
+        }
+        let d = &st.slab[t.layout.drift.unwrap()..];
+        assert!(d[2] < DRIFT_MIN_EXCURSIONS, "excursions: {}", d[2]);
+        assert_eq!(drift_alerts, 0);
     }
 
     #[test]
