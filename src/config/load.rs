@@ -170,10 +170,10 @@ impl Config {
             self.kafka.validate("kafka", &mut p);
         }
         p.check(
-            self.kafka.enabled || self.sources.remote_write.enabled,
+            self.kafka.enabled || self.sources.any_enabled(),
             "kafka.enabled",
             "is false and no other source is enabled; set kafka.enabled = true or \
-             sources.remote_write.enabled = true",
+             enable one under [sources], e.g. sources.remote_write.enabled = true",
         );
         self.sources.validate("sources", &mut p);
         self.decode.validate("decode", &mut p);

@@ -131,6 +131,11 @@ pub struct SourcesConfig {
 }
 
 impl SourcesConfig {
+    /// Whether any source of this section is enabled.
+    pub fn any_enabled(&self) -> bool {
+        self.remote_write.enabled
+    }
+
     /// Records every problem, with keys under `prefix`.
     pub fn validate(&self, prefix: &str, problems: &mut Problems) {
         self.remote_write

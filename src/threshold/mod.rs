@@ -1183,7 +1183,10 @@ impl Thresholds {
     /// plateau, the other channels that see the same change) must be
     /// surprising beyond the anomaly itself to be an onset. The peak takes
     /// `held`, the anomaly's surprise as the series will see it once
-    /// learned (see [`Self::learned_surprise`]).
+    /// learned (see [`Self::learned_surprise`]): for a first anomaly that is
+    /// its surprise; for one that repeats an earlier excursion's size, the
+    /// record's bound replaces the peak, since the earlier excursion is by
+    /// now part of the normal tail and its echo no reason to stay blind.
     #[inline]
     fn echo(&self, peak: &mut f64, surprise: f64, held: f64, warm: bool) {
         if warm && surprise >= self.alert_surprise {

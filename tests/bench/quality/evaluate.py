@@ -34,6 +34,7 @@ threshold is never chosen on the files it is scored on.
 import argparse
 import bisect
 import csv
+import datetime
 import importlib.util
 import json
 import os
@@ -104,12 +105,24 @@ class File:
         return det, fa
 
 
+def rows_per_day(path):
+    """Rows per day of a data file, from its first two timestamps."""
+    with open(path, newline="") as f:
+        r = csv.reader(f)
+        next(r)
+        t0, t1 = next(r)[0], next(r)[0]
+    step = (datetime.datetime.fromisoformat(t1) - datetime.datetime.fromisoformat(t0)).total_seconds()
+    return max(1, round(86400 / step))
+
+
 def load_corpus(data, out):
     labels = json.load(open(os.path.join(data, "labels.json")))["files"]
     files = []
     for rel in sorted(labels):
         scores, alerts = read_rows(os.path.join(out, rel))
-        files.append(File(rel, labels[rel], scores, alerts))
+        f = File(rel, labels[rel], scores, alerts)
+        f.per_day = rows_per_day(os.path.join(data, rel))
+        files.append(f)
     return files
 
 
@@ -195,9 +208,17 @@ def corpus(args):
         s["by_family"] = {
             k: summarise([j for j, _ in v], sum(r for _, r in v)) for k, v in sorted(fams.items())
         }
-        # Where false alarms fall: the first quarter of a file holds warm-up.
+        # Where false alarms fall: the first quarter of a file holds warm-up;
+        # anomalyd's warm-up is the first day, so its second day is the
+        # first after warm-up, compared with the days after it.
         early = sum(1 for f, (_, fa) in zip(files, judged) for x in fa if x < f.rows // 4)
         s["false_alarms_first_quarter"] = early
+        for key, lo, hi in (("day2", 1, 2), ("day3_on", 2, None)):
+            n = sum(1 for f, (_, fa) in zip(files, judged) for x in fa
+                    if lo * f.per_day <= x < (hi * f.per_day if hi else f.rows))
+            rows_in = sum(max(0, min(hi * f.per_day if hi else f.rows, f.rows) - lo * f.per_day)
+                          for f in files)
+            s[f"fa_per_10k_{key}"] = 1e4 * n / rows_in if rows_in else None
         report[name] = s
     print_corpus(report)
     if args.json:
@@ -220,6 +241,12 @@ def print_corpus(report):
         cells = [fmt(s["by_kind"].get(k, {}).get("recall")) for k in kinds]
         print(f"| {name} | {fmt(s['recall'])} ({s['detected']}/{s['anomalies']}) | " + " | ".join(cells)
               + f" | {fmt(s['fa_per_10k'])} ({s['false_alarms']}) | {s['false_alarms_first_quarter']} | {fmt(s['median_delay'], 1)} |")
+    print()
+    print("False alarms per 10k events by age of the series (day 1 is anomalyd's warm-up):")
+    print("| detector | day 2 (first after warm-up) | day 3 on |")
+    print("|---|---:|---:|")
+    for name, s in report.items():
+        print(f"| {name} | {fmt(s['fa_per_10k_day2'])} | {fmt(s['fa_per_10k_day3_on'])} |")
     print()
     print("Median detection delay (rows) per kind:")
     print("| detector | " + " | ".join(kinds) + " |")
