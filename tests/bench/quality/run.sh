@@ -3,7 +3,7 @@
 # rule) beside River (Adagrad on lags), Random Cut Forest and NAB's windowed
 # Gaussian, on the same files.
 #
-# Usage: tests/bench/quality/run.sh [--seeds "1 2"] [--peers "river rcf wgauss"] [--no-nab]
+# Usage: tests/bench/quality/run.sh [--seeds "1 2 3"] [--peers "river rcf wgauss"] [--no-nab]
 #
 #  1. builds the release binary;
 #  2. draws the labelled ops corpus (gen_corpus.py) once per seed into
@@ -32,7 +32,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
-seeds="1 2"
+seeds="1 2 3"
 peers="river rcf wgauss"
 nab=1
 while [[ $# -gt 0 ]]; do
