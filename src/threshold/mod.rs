@@ -1146,7 +1146,7 @@ impl Thresholds {
     /// [`LEARN_CLIP_SURPRISE`], the record of `x`'s direction with the
     /// magnitude as it is. Returns the clipped magnitude.
     #[inline]
-    fn learn_channel(&self, slab: &mut [f64], at: usize, x: f64) -> f64 {
+    fn learn_channel(&self, slab: &mut [f64], at: usize, x: f64, recorded: bool) -> f64 {
         let a = x.abs().min(1e12);
         let up = x >= 0.0;
         let clip = self.channel_magnitude(slab, at, LEARN_CLIP_SURPRISE, up);
@@ -1163,7 +1163,11 @@ impl Thresholds {
             with_kind!(&self.kind, k => k.observe(&mut slab[at..at + self.kind_len], clipped));
         }
         let r = at + self.kind_len;
-        let (a_up, a_down) = if up { (a, 0.0) } else { (0.0, a) };
+        let (a_up, a_down) = match (recorded, up) {
+            (false, _) => (0.0, 0.0),
+            (true, true) => (a, 0.0),
+            (true, false) => (0.0, a),
+        };
         for (r, a) in [(r, a_up), (r + RECORD_LEN, a_down)] {
             Record::learn(
                 &mut slab[r..r + RECORD_LEN],
@@ -1271,7 +1275,13 @@ impl Thresholds {
         } else {
             scored.surprise
         };
-        let a = self.learn_channel(s, l.forecast, obs.residual);
+        // An echo (as surprising as an anomaly, but within the anomaly in
+        // progress: the forecast's return after a spike) is not an
+        // excursion of the series' own.
+        let echoed = warm
+            && scored.surprise >= self.alert_surprise
+            && scored.surprise - s[ECHO] < self.alert_surprise;
+        let a = self.learn_channel(s, l.forecast, obs.residual, !echoed);
         self.echo(&mut s[ECHO], scored.surprise, held, warm);
         if l.moments != l.forecast {
             self.moments_kind
@@ -1284,7 +1294,7 @@ impl Thresholds {
             let ready = s[b] >= BASE_READY;
             if let (Some(at), true) = (l.level, ready) {
                 let x = Self::level_distance(&s[b..b + BASE_LEN], obs, dev);
-                self.learn_channel(s, at, x);
+                self.learn_channel(s, at, x, true);
             }
             if let (Some(at), true) = (l.drift, ready) {
                 let d = &mut s[at..at + DRIFT_LEN];
@@ -1559,6 +1569,32 @@ mod tests {
         let d = &st.slab[t.layout.drift.unwrap()..];
         assert!(d[2] < DRIFT_MIN_EXCURSIONS, "excursions: {}", d[2]);
         assert_eq!(drift_alerts, 0);
+    }
+
+    #[test]
+    fn a_spikes_echo_does_not_teach_the_other_direction() {
+        // Two spikes of +40, each followed by its echo of -38 (the forecast
+        // still expecting the spike): the echoes are no dips of the
+        // series' own, so a real dip of that size still alerts.
+        let (t, mut st) = trained(ThresholdKind::Ewma, 3000, calm);
+        let mut i = 3000;
+        for _ in 0..2 {
+            for x in [40.0, -38.0] {
+                let o = obs(x, 10.5, i);
+                let s = t.score(&st, &o);
+                t.observe(&mut st, &o, &s);
+                i += 1;
+            }
+            for _ in 0..300 {
+                let (r, v) = calm(i);
+                let o = obs(r, v, i);
+                let s = t.score(&st, &o);
+                t.observe(&mut st, &o, &s);
+                i += 1;
+            }
+        }
+        let dip = t.score(&st, &obs(-38.0, 10.5, i));
+        assert!(dip.onset >= 0.5, "{dip:?}");
     }
 
     #[test]
