@@ -1394,13 +1394,31 @@ mod tests {
     ) -> (Thresholds, ThresholdState) {
         let t = build(kind);
         let mut st = t.new_state();
-        for i in 0..n {
-            let (r, v) = f(i);
-            let o = obs(r, v, i);
-            let s = t.score(&st, &o);
-            t.observe(&mut st, &o, &s);
-        }
+        feed(&t, &mut st, 0, n, f);
         (t, st)
+    }
+
+    /// Scores and learns `n` events of `f(i) -> (residual, value)` from
+    /// index `from`; returns the index after them.
+    fn feed(
+        t: &Thresholds,
+        st: &mut ThresholdState,
+        from: usize,
+        n: usize,
+        f: impl Fn(usize) -> (f64, f64),
+    ) -> usize {
+        for i in from..from + n {
+            let (r, v) = f(i);
+            learn(t, st, obs(r, v, i));
+        }
+        from + n
+    }
+
+    /// Scores `o`, learns it, and returns its score.
+    fn learn(t: &Thresholds, st: &mut ThresholdState, o: Observation) -> Scored {
+        let s = t.score(st, &o);
+        t.observe(st, &o, &s);
+        s
     }
 
     /// Residuals uniform in (-1, 1), values around 10.
@@ -1521,28 +1539,14 @@ mod tests {
         let (t, mut st) = trained(ThresholdKind::Ewma, 3000, calm);
         let mut i = 3000;
         for (k, size) in [20.0, 40.0, 80.0, 160.0].into_iter().enumerate() {
-            for _ in 0..40 {
-                let (r, v) = calm(i);
-                let o = obs(r, v, i);
-                let s = t.score(&st, &o);
-                t.observe(&mut st, &o, &s);
-                i += 1;
-            }
-            let o = obs(size, 10.5, i);
-            let s = t.score(&st, &o);
+            i = feed(&t, &mut st, i, 40, calm);
+            let s = learn(&t, &mut st, obs(size, 10.5, i));
             assert!(s.onset >= 0.5, "spike {k} of {size}: {s:?}");
-            t.observe(&mut st, &o, &s);
             i += 1;
         }
         // A fifth spike the size of the last one is what the series has
         // learned to expect by now: its score stays below the alert's.
-        for _ in 0..40 {
-            let (r, v) = calm(i);
-            let o = obs(r, v, i);
-            let s = t.score(&st, &o);
-            t.observe(&mut st, &o, &s);
-            i += 1;
-        }
+        i = feed(&t, &mut st, i, 40, calm);
         let again = t.score(&st, &obs(160.0, 10.5, i));
         assert!(again.onset < 0.5, "{again:?}");
     }
@@ -1559,12 +1563,10 @@ mod tests {
         for i in 0..2 * 1440 {
             let (r, v) = calm(i);
             let wander = 3.0 * (i as f64 * std::f64::consts::TAU / (3.0 * 1440.0)).sin();
-            let o = obs(r, 10.0 + wander + 1e-3 * (v - 10.0), i);
-            let s = t.score(&st, &o);
+            let s = learn(&t, &mut st, obs(r, 10.0 + wander + 1e-3 * (v - 10.0), i));
             if s.raw[2] - SLOW_MARGIN >= t.alert_surprise {
                 drift_alerts += 1;
             }
-            t.observe(&mut st, &o, &s);
         }
         let d = &st.slab[t.layout.drift.unwrap()..];
         assert!(d[2] < DRIFT_MIN_EXCURSIONS, "excursions: {}", d[2]);
@@ -1580,18 +1582,10 @@ mod tests {
         let mut i = 3000;
         for _ in 0..2 {
             for x in [40.0, -38.0] {
-                let o = obs(x, 10.5, i);
-                let s = t.score(&st, &o);
-                t.observe(&mut st, &o, &s);
+                learn(&t, &mut st, obs(x, 10.5, i));
                 i += 1;
             }
-            for _ in 0..300 {
-                let (r, v) = calm(i);
-                let o = obs(r, v, i);
-                let s = t.score(&st, &o);
-                t.observe(&mut st, &o, &s);
-                i += 1;
-            }
+            i = feed(&t, &mut st, i, 300, calm);
         }
         let dip = t.score(&st, &obs(-38.0, 10.5, i));
         assert!(dip.onset >= 0.5, "{dip:?}");
