@@ -55,6 +55,21 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A warm forecast decision scoring `score` (onset too), expecting 10
+    /// with band [9, 11]: the fixture of the lifecycle and history tests.
+    #[cfg(test)]
+    pub(crate) fn warm_at(score: f64) -> Self {
+        Self {
+            score,
+            expected: 10.0,
+            lower: 9.0,
+            upper: 11.0,
+            warm: true,
+            reason: Reason::Forecast,
+            onset: score,
+        }
+    }
+
     /// Whether `value` lies outside the band `[lower, upper]`.
     pub fn value_outside_band(&self, value: f64) -> bool {
         value < self.lower || value > self.upper

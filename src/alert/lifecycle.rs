@@ -594,15 +594,7 @@ mod tests {
 
     /// A warm decision expecting 10 with band [9, 11].
     fn d(score: f64) -> Decision {
-        Decision {
-            score,
-            expected: 10.0,
-            lower: 9.0,
-            upper: 11.0,
-            warm: true,
-            reason: Reason::Forecast,
-            onset: score,
-        }
+        Decision::warm_at(score)
     }
 
     /// Runs events `(ts_ms, value, score)` and returns each step's

@@ -58,12 +58,14 @@ const METRICS: &[(&str, f64, f64, f64, bool)] = &[
 ];
 
 /// SplitMix64: tiny, fast and stable across versions (a seeded demo must
-/// give the same stream everywhere).
+/// give the same stream everywhere). Also the generator of the detection
+/// tests' series.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -71,11 +73,11 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
+    pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
     /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
+    pub fn normal(&mut self) -> f64 {
         let u1 = self.uniform().max(f64::MIN_POSITIVE);
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (TAU * u2).cos()

@@ -1185,22 +1185,19 @@ impl Thresholds {
     /// raises it, and it holds while one stays there) and decays once the
     /// series is back below, so that what follows an anomaly (its echo, its
     /// plateau, the other channels that see the same change) must be
-    /// surprising beyond the anomaly itself to be an onset. The peak takes
-    /// `held`, the anomaly's surprise as the series will see it once
+    /// surprising beyond the anomaly itself to be an onset. `held` is
+    /// `None` below the alert's surprise (the peak decays); else the peak
+    /// takes it, the anomaly's surprise as the series will see it once
     /// learned (see [`Self::learned_surprise`]): for a first anomaly that is
     /// its surprise; for one that repeats an earlier excursion's size, the
     /// record's bound replaces the peak, since the earlier excursion is by
     /// now part of the normal tail and its echo no reason to stay blind.
     #[inline]
-    fn echo(&self, peak: &mut f64, surprise: f64, held: f64, warm: bool) {
-        if warm && surprise >= self.alert_surprise {
-            *peak = if held < surprise {
-                held
-            } else {
-                peak.max(held)
-            };
-        } else {
-            *peak *= self.echo_decay;
+    fn echo(&self, peak: &mut f64, surprise: f64, held: Option<f64>) {
+        match held {
+            Some(held) if held < surprise => *peak = held,
+            Some(held) => *peak = peak.max(held),
+            None => *peak *= self.echo_decay,
         }
     }
 
@@ -1268,21 +1265,24 @@ impl Thresholds {
         // that repeats an earlier one's size holds the record's bound, not
         // the body's (which would hide the next larger spike for hundreds
         // of events).
-        let held = if scored.reason == Reason::Forecast {
-            scored
-                .surprise
-                .min(self.learned_surprise(s, l.forecast, obs.residual) - MARGINS[0])
-        } else {
-            scored.surprise
+        // (Only an event at the alert's surprise moves the peak, so only
+        // such an event pays for the hypothetical record.)
+        let anomalous = warm && scored.surprise >= self.alert_surprise;
+        let held = match (anomalous, scored.reason) {
+            (false, _) => None,
+            (true, Reason::Forecast) => Some(
+                scored
+                    .surprise
+                    .min(self.learned_surprise(s, l.forecast, obs.residual) - MARGINS[0]),
+            ),
+            (true, _) => Some(scored.surprise),
         };
         // An echo (as surprising as an anomaly, but within the anomaly in
         // progress: the forecast's return after a spike) is not an
         // excursion of the series' own.
-        let echoed = warm
-            && scored.surprise >= self.alert_surprise
-            && scored.surprise - s[ECHO] < self.alert_surprise;
+        let echoed = anomalous && scored.surprise - s[ECHO] < self.alert_surprise;
         let a = self.learn_channel(s, l.forecast, obs.residual, !echoed);
-        self.echo(&mut s[ECHO], scored.surprise, held, warm);
+        self.echo(&mut s[ECHO], scored.surprise, held);
         if l.moments != l.forecast {
             self.moments_kind
                 .observe(&mut s[l.moments..l.moments + MOMENTS_LEN], a);

@@ -665,16 +665,9 @@ mod tests {
     use super::*;
     use crate::alert::lifecycle::{AlertRule, AlertRuleConfig};
 
+    /// A warm decision expecting 10 with band [9, 11].
     fn decision(score: f64) -> Decision {
-        Decision {
-            score,
-            expected: 10.0,
-            lower: 9.0,
-            upper: 11.0,
-            warm: true,
-            reason: crate::threshold::Reason::Forecast,
-            onset: score,
-        }
+        Decision::warm_at(score)
     }
 
     fn key(i: usize) -> SeriesKey {

@@ -66,7 +66,7 @@ use serde_json::json;
 #[path = "proc_stats.rs"]
 mod proc_stats;
 
-use proc_stats::{cpu_seconds, cpu_seconds_of, peak_rss};
+use proc_stats::{cpu_seconds, cpu_seconds_of, peak_rss, thousands};
 
 type Fail = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = Result<T, Fail>;
@@ -1258,18 +1258,6 @@ fn range(values: &[f64], f: impl Fn(f64) -> String) -> String {
     } else {
         format!("{}–{}", f(lo), f(hi))
     }
-}
-
-fn thousands(x: f64) -> String {
-    let s = format!("{:.0}", x);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Rows grouped by (stream, scenario, workers), in first-seen order.

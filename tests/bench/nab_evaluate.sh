@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
 # Scores anomalyd on NAB: builds the release binary, backtests every file of
-# the NAB data directory with ONE configuration, and runs the shared NAB
+# the NAB data directory with ONE configuration, and runs NAB's
 # scorer (standard / reward_low_FP / reward_low_FN, per category).
 #
 # Usage: tests/bench/nab_evaluate.sh [NAB_DIR] [-- extra backtest args, e.g. --config FILE]
-#   NAB_DIR defaults to $NAB_DIR, else ../shared/data/nab beside the repo.
-#   $NABSCORE overrides the scorer (default: ../shared/tools/nabscore.py).
+#   NAB_DIR: the NAB data directory (argument or $NAB_DIR; required).
+#   $NABSCORE: NAB's scorer, nabscore.py (required).
 #   $OUT sets the work directory (default: a fresh temporary directory).
 # Opt-in: never run by `cargo test`. Labels are read only by the scorer.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-nab="${NAB_DIR:-$repo/../shared/data/nab}"
+nab="${NAB_DIR:-}"
 if [[ $# -gt 0 && "$1" != "--" ]]; then
   nab="$1"
   shift
 fi
 [[ "${1:-}" == "--" ]] && shift
-scorer="${NABSCORE:-$(dirname "$nab")/../tools/nabscore.py}"
-[[ -f "$scorer" ]] || scorer="$repo/../shared/tools/nabscore.py"
-if [[ ! -d "$nab" || ! -f "$scorer" ]]; then
-  echo "nab_evaluate: needs the NAB data ($nab) and the scorer ($scorer);" \
-    "pass NAB_DIR and NABSCORE. This opt-in benchmark is not part of cargo test." >&2
+scorer="${NABSCORE:-}"
+if [[ -z "$nab" || ! -d "$nab" || ! -f "$scorer" ]]; then
+  echo "nab_evaluate: needs the NAB data (NAB_DIR or the first argument: '$nab')" \
+    "and NAB's scorer (NABSCORE: '$scorer'). This opt-in benchmark is not part of cargo test." >&2
   exit 2
 fi
 out="${OUT:-$(mktemp -d)}"

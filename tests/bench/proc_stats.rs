@@ -1,5 +1,6 @@
 //! CPU time and peak memory of the running process, for the bench binaries
-//! that measure a daemon in a child process of their own.
+//! that measure a daemon in a child process of their own, and the number
+//! format of their tables.
 
 /// User + system CPU seconds of this process so far.
 pub fn cpu_seconds() -> f64 {
@@ -28,4 +29,17 @@ pub fn peak_rss() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// `x` rounded to a whole number with thousands separators: `1,234,567`.
+pub fn thousands(x: f64) -> String {
+    let s = format!("{x:.0}");
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -29,7 +29,7 @@ use prost::Message;
 #[path = "proc_stats.rs"]
 mod proc_stats;
 
-use proc_stats::{cpu_seconds, peak_rss};
+use proc_stats::{cpu_seconds, peak_rss, thousands};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -251,24 +251,13 @@ fn measure(cli: &Cli, workers: usize, batches: &Batches) -> Res<(f64, f64, u64, 
 }
 
 fn range(v: &[f64]) -> String {
-    let fmt = |x: f64| {
-        let s = format!("{:.0}", x);
-        let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    };
     let (lo, hi) = v
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
-    if fmt(lo) == fmt(hi) {
-        fmt(lo)
+    if thousands(lo) == thousands(hi) {
+        thousands(lo)
     } else {
-        format!("{}–{}", fmt(lo), fmt(hi))
+        format!("{}–{}", thousands(lo), thousands(hi))
     }
 }
 

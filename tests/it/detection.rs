@@ -16,6 +16,7 @@
 
 use anomalyd::alert::lifecycle::{AlertRule, AlertRuleConfig, Lifecycle, Transition, build_alert};
 use anomalyd::alert::{Reason, Severity};
+use anomalyd::demo::fleet::Rng;
 use anomalyd::detector::{Decision, Detector, DetectorConfig, DetectorState, Skipped};
 use anomalyd::event::SeriesKey;
 
@@ -23,35 +24,14 @@ const MINUTE: i64 = 60_000;
 /// 2026-01-05T00:00:00Z, a Monday.
 const T0: i64 = 1_767_571_200_000;
 
-/// A small seeded generator (SplitMix64) with Gaussian draws.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+/// A Poisson draw of mean `lambda` (Knuth's product of uniforms).
+fn poisson(rng: &mut Rng, lambda: f64) -> f64 {
+    let (limit, mut k, mut p) = ((-lambda).exp(), 0.0, rng.uniform());
+    while p > limit {
+        k += 1.0;
+        p *= rng.uniform();
     }
-
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    fn gauss(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
-    }
-
-    fn poisson(&mut self, lambda: f64) -> f64 {
-        let (limit, mut k, mut p) = ((-lambda).exp(), 0.0, self.uniform());
-        while p > limit {
-            k += 1.0;
-            p *= self.uniform();
-        }
-        k
-    }
+    k
 }
 
 /// A noisy seasonal series with unit noise (σ = 1): a daily cycle of
@@ -61,7 +41,7 @@ fn seasonal(seed: u64, n: usize) -> Vec<f64> {
     (0..n)
         .map(|i| {
             let day = (i as f64 * MINUTE as f64 / 86_400_000.0) * std::f64::consts::TAU;
-            100.0 + 10.0 * day.sin() + rng.gauss()
+            100.0 + 10.0 * day.sin() + rng.normal()
         })
         .collect()
 }
@@ -170,19 +150,19 @@ fn the_score_grows_with_the_size_of_a_spike_at_any_age_after_warm_up() {
 fn clean_fleet() -> Vec<(&'static str, Vec<f64>)> {
     let n = 20_000;
     let mut rng = Rng(11);
-    let white: Vec<f64> = (0..n).map(|_| 50.0 + 5.0 * rng.gauss()).collect();
+    let white: Vec<f64> = (0..n).map(|_| 50.0 + 5.0 * rng.normal()).collect();
     let mut rng = Rng(12);
     let counts: Vec<f64> = (0..n)
         .map(|i| {
             let day = (i as f64 / 1440.0) * std::f64::consts::TAU;
-            rng.poisson(40.0 + 25.0 * day.sin())
+            poisson(&mut rng, 40.0 + 25.0 * day.sin())
         })
         .collect();
     let mut rng = Rng(13);
     let mut e = 0.0;
     let cpu: Vec<f64> = (0..n)
         .map(|i| {
-            e = 0.5 * e + 1.5 * rng.gauss();
+            e = 0.5 * e + 1.5 * rng.normal();
             let day = (i as f64 / 1440.0) * std::f64::consts::TAU;
             ((30.0 + 20.0 * day.sin() + e) * 10.0).round() / 10.0
         })

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-validates anomalyd's defaults: runs each configuration variant below
-# on the ops corpus (seeds 1 and 2, drawn by run.sh or here) and, when it is
-# beside the repository, on NAB; then ablation.py chooses a variant per
+# on the ops corpus (seeds 1 and 2, drawn by run.sh or here) and, when
+# NAB_DIR and NABSCORE point at NAB's data and scorer, on NAB; then ablation.py chooses a variant per
 # fold (leave one family / category out) and scores it on the held-out one.
 #
 # Usage: tests/bench/quality/ablation.sh
@@ -53,10 +53,10 @@ for seed in 1 2; do
         python3 "$here/gen_corpus.py" --out "$work/corpus-$seed" --seed "$seed" >&2
     fi
 done
-nab_dir=${NAB_DIR:-$repo/../shared/data/nab}
-scorer=${NABSCORE:-$repo/../shared/tools/nabscore.py}
+nab_dir=${NAB_DIR:-}
+scorer=${NABSCORE:-}
 have_nab=0
-[[ -d $nab_dir && -f $scorer ]] && have_nab=1
+[[ -n $nab_dir && -d $nab_dir && -f $scorer ]] && have_nab=1
 
 names=()
 for v in "${variants[@]}"; do

@@ -18,8 +18,8 @@
 #     `score >= T` with T chosen leaving the scored family out (the most
 #     sensitive T within 2 false alarms per 10k events on the other
 #     families);
-#  5. when ../shared/data/nab and ../shared/tools/nabscore.py are beside the
-#     repository (or NAB_DIR / NABSCORE point at them): NAB's standard
+#  5. when NAB_DIR (a NAB data directory with combined_windows.json) and
+#     NABSCORE (NAB's scorer, nabscore.py) are set: NAB's standard
 #     profile with the threshold chosen leaving the scored category out
 #     (LOCO), anomalyd also at its fixed default threshold 0.5, and the
 #     optimistic score swept on all files for reference. RCF runs there with
@@ -90,9 +90,9 @@ for seed in $seeds; do
 done
 
 if [[ $nab -eq 1 ]]; then
-    nab_dir=${NAB_DIR:-$repo/../shared/data/nab}
-    scorer=${NABSCORE:-$repo/../shared/tools/nabscore.py}
-    if [[ -d $nab_dir && -f $scorer ]]; then
+    nab_dir=${NAB_DIR:-}
+    scorer=${NABSCORE:-}
+    if [[ -n $nab_dir && -d $nab_dir && -f $scorer ]]; then
         detect "$nab_dir" "$work/out-nab" --shingle-size 1 --trees 100 --time-decay 1e-5
         echo
         echo "## NAB ($nab_dir)"
@@ -101,6 +101,6 @@ if [[ $nab -eq 1 ]]; then
         python3 "$here/evaluate.py" nab --data "$nab_dir" --nabscore "$scorer" \
             $(dets "$work/out-nab" @0.5) --json "$work/nab.json" | tee "$work/nab.md"
     else
-        log "NAB skipped: no $nab_dir or $scorer (set NAB_DIR and NABSCORE)"
+        log "NAB skipped: set NAB_DIR to a NAB data directory and NABSCORE to its scorer"
     fi
 fi
