@@ -27,8 +27,8 @@ use chrono::{DateTime, NaiveDateTime};
 
 use crate::alert::Severity;
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
+use crate::app::config::Config;
 use crate::chart::{Chart, Expected, Point};
-use crate::config::load::Config;
 use crate::detector::{Decision, Detector, DetectorError};
 
 /// The output header, exactly.
@@ -64,7 +64,7 @@ pub struct BacktestArgs {
 pub enum BacktestError {
     /// The configuration could not be loaded or is invalid (exit code 2).
     #[error(transparent)]
-    Config(#[from] crate::config::load::ConfigError),
+    Config(#[from] crate::app::config::ConfigError),
     /// The detector refused the config (exit code 2).
     #[error(transparent)]
     Detector(#[from] DetectorError),
@@ -153,10 +153,10 @@ pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
     }
     config
         .validate()
-        .map_err(crate::config::load::ConfigError::Invalid)?;
+        .map_err(crate::app::config::ConfigError::Invalid)?;
     let detector = Detector::new(&config.detector, config.alert.threshold)?;
-    let rule = AlertRule::new(&config.alert, "alert")
-        .map_err(crate::config::load::ConfigError::Invalid)?;
+    let rule =
+        AlertRule::new(&config.alert, "alert").map_err(crate::app::config::ConfigError::Invalid)?;
     let scorer = Scorer {
         detector: &detector,
         rule: &rule,

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anomalyd::config::load::{Config, ConfigError};
+use anomalyd::app::config::{Config, ConfigError};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

@@ -1,11 +1,13 @@
-//! Typed configuration.
+//! What every configuration section shares.
 //!
 //! Every section is a `*Config` struct with serde defaults and
 //! `deny_unknown_fields`, defined beside the code it configures. This module
 //! owns the pieces they share: [`Problems`], which collects every mistake in
-//! one pass so that `anomalyd check-config` can print them all at once.
+//! one pass so that `anomalyd check-config` can print them all at once, and
+//! [`secret`]. It is a leaf: it imports no other module of the crate. The
+//! aggregate of all sections and how it is loaded is the app's
+//! ([`crate::app::config`]).
 
-pub mod load;
 pub mod secret;
 
 use std::fmt;

@@ -24,7 +24,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::{Alert, AlertStatus};
-use crate::config::load::Config;
+use crate::app::config::Config;
 use crate::source::kafka::OffsetReset;
 use fleet::Fleet;
 

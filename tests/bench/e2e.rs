@@ -47,7 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anomalyd::alert::Alert;
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::event::SeriesKey;
 use anomalyd::source::kafka::OffsetReset;
 use clap::{Args, Parser, Subcommand};

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::source::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use clap::Parser;
 use prost::Message;

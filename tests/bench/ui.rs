@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anomalyd::alert::lifecycle::Lifecycle;
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::demo::fleet::Fleet;
 use anomalyd::detector::Decision;
 use anomalyd::event::SeriesKey;

@@ -214,7 +214,7 @@ fn config_file_selects_the_model_and_bad_config_exits_2() {
         "[kafka]\nbrokers = \"ignored:9092\"\n\n[detector.model]\nkind = \"autoencoder\"\nwindow = 8\nhidden = 3\n\n[detector.threshold]\nkind = \"spot\"\n\n[alert]\nthreshold = 0.6\n",
     )
     .unwrap();
-    let config = anomalyd::config::load::Config::load(Some(&cfg)).unwrap();
+    let config = anomalyd::app::config::Config::load(Some(&cfg)).unwrap();
     assert_eq!(config.detector.model.window, 8);
     assert_eq!(config.alert.threshold, 0.6);
     let mut a = args(fixture("series.csv"), dir.path().join("out.csv"));

@@ -1,7 +1,7 @@
 //! `anomalyd demo` end to end: embedded broker, generated fleet, the daemon,
 //! alerts read back from the alerts topic.
 
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::demo::{self, DemoArgs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

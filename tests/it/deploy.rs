@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anomalyd::alert::sink::SinkMetrics;
-use anomalyd::config::load::{Config, ENV_PREFIX, ENV_SEPARATOR};
+use anomalyd::app::config::{Config, ENV_PREFIX, ENV_SEPARATOR};
 use anomalyd::event::SeriesKey;
 use anomalyd::telemetry::http::{self, HttpState, Readiness};
 use anomalyd::telemetry::metrics::{Metrics, MetricsConfig, SeriesSample};

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 
 const REFERENCE: &str = include_str!("../../config/anomalyd.toml");
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anomalyd::app;
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::source::remote_write::{Label, STALE_NAN_BITS, Sample, TimeSeries, WriteRequest};
 use anomalyd::state::StoreKind;
 use axum::Router;

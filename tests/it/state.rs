@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anomalyd::alert::lifecycle::{AlertRule, Lifecycle, build_alert};
 use anomalyd::alert::{Alert, AlertStatus};
 use anomalyd::app;
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::decode::Decoder;
 use anomalyd::detector::{Decision, Detector, DetectorState};
 use anomalyd::event::{Event, SeriesKey};

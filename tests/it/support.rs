@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use anomalyd::alert::{Alert, AlertStatus, Severity};
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::source::kafka::OffsetReset;
 use anomalyd::telemetry::metrics::{Metrics, MetricsConfig};
 use prometheus::Registry;

@@ -5,7 +5,7 @@
 //! back as itself.
 #![no_main]
 
-use anomalyd::config::load::Config;
+use anomalyd::app::config::Config;
 use anomalyd::config::secret::REDACTED;
 use libfuzzer_sys::fuzz_target;
 

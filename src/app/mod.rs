@@ -16,6 +16,8 @@
 //! the run ends with an error (exit code 1). `anyhow` is used here and in
 //! `main.rs` only.
 
+pub mod config;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::alert::Alert;
 use crate::alert::lifecycle::AlertRule;
 use crate::alert::sink::Sinks;
-use crate::config::load::Config;
+use crate::app::config::Config;
 use crate::decode::Decoder;
 use crate::detector::{Detector, Skipped};
 use crate::pipeline::{AlertHandoff, Core, Pipeline};
@@ -280,8 +282,8 @@ fn start_pipeline(
 ) -> anyhow::Result<(Pipeline, u64, &'static str)> {
     let detector = Detector::new(&config.detector, config.alert.threshold)?;
     let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
-    let rule = AlertRule::new(&config.alert, "alert")
-        .map_err(crate::config::load::ConfigError::Invalid)?;
+    let rule =
+        AlertRule::new(&config.alert, "alert").map_err(crate::app::config::ConfigError::Invalid)?;
     let core = Arc::new(Core {
         detector,
         rule,

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::Problems;
 use crate::alert::lifecycle::AlertRuleConfig;
 use crate::alert::sink::SinksConfig;
+use crate::config::Problems;
 use crate::decode::DecodeConfig;
 use crate::detector::DetectorConfig;
 use crate::pipeline::PipelineConfig;
