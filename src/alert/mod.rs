@@ -5,6 +5,7 @@
 //! live in submodules.
 
 pub mod lifecycle;
+mod metrics;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::threshold::Reason;
+pub use metrics::EmittedCounters;
 
 /// Whether an alert is active or has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -17,8 +17,8 @@ use hashbrown::hash_map::EntryRef;
 use tokio::sync::mpsc;
 
 use super::{BarrierKind, Work};
-use crate::alert::Alert;
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
+use crate::alert::{Alert, EmittedCounters};
 use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
 use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
@@ -112,6 +112,8 @@ struct Shard {
     left: Vec<(SourcePartition, u64)>,
     /// This shard's contribution to `anomalyd_series_active`.
     published: i64,
+    /// `anomalyd_alerts_emitted_total`, by status and severity.
+    emitted: EmittedCounters,
     /// Shard-local `anomalyd_events_processed_total`, flushed per batch.
     processed: LocalIntCounter,
     /// Shard-local `anomalyd_event_processing_seconds`, observed and
@@ -138,6 +140,7 @@ pub(super) fn run(
     tracing::debug!(shard, cap, "Shard started.");
     let (processed, latency) = core.metrics.processing_local();
     let mut s = Shard {
+        emitted: EmittedCounters::new(&core.metrics),
         processed,
         latency,
         core,
@@ -261,7 +264,7 @@ impl Shard {
                             &core.rule,
                             core.detector.model_name(),
                         );
-                        m.alert_emitted(alert.status, alert.severity);
+                        self.emitted.emitted(alert.status, alert.severity);
                         core.alerts.hand_off(alert);
                     }
                     if let Some(ui) = ui.as_mut() {
@@ -539,6 +542,7 @@ mod tests {
         });
         let (processed, latency) = core.metrics.processing_local();
         Shard {
+            emitted: EmittedCounters::new(&core.metrics),
             processed,
             latency,
             core,

@@ -3,11 +3,14 @@
 //! This module owns the daemon's metric names, help texts, types and label
 //! sets, registered into a [`prometheus::Registry`] that the caller injects
 //! (no globals, so tests build as many as they like). Label values come
-//! from enums ([`AlertStatus`], [`Severity`], the sinks' drop reasons) or
+//! from enums (the alerts' status and severity, the sinks' drop reasons) or
 //! from sets fixed at construction (decode-failure and skip reasons, source
-//! and sink names from code, Kafka partitions from the assignment). Two
-//! pieces live beside it: the sinks build their labelled handles
-//! (`crate::alert::sink::SinkMetrics`) over [`SinkFamilies`], and the
+//! and sink names from code, Kafka partitions from the assignment). Where a
+//! label's values are another module's enum, this module registers the
+//! family and that module builds its typed handles over it, so telemetry
+//! imports none of the modules it measures: the alert module's
+//! `EmittedCounters` over [`Metrics::alerts_emitted_family`], the sinks'
+//! `SinkMetrics` over [`SinkFamilies`]. Beside it, the
 //! opt-in, capped per-series gauges are [`super::series`]'s. A source with
 //! families of its own (the remote-write receiver) registers them in the
 //! same registry. Serving the registry over HTTP is [`super::http`]'s job;
@@ -24,7 +27,6 @@ use prometheus::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::alert::{AlertStatus, Severity};
 use crate::config::Problems;
 use crate::event::SeriesKey;
 
@@ -197,8 +199,9 @@ pub struct Metrics {
     events_processed: IntCounter,
     events_skipped: ReasonCounters,
     processing_seconds: Histogram,
-    /// Indexed `[status][severity]`.
-    alerts_emitted: [[IntCounter; 2]; 2],
+    /// `anomalyd_alerts_emitted_total{status, severity}`; the alert module
+    /// labels it (`crate::alert::EmittedCounters`).
+    alerts_emitted: IntCounterVec,
     sinks: SinkFamilies,
     series_active: IntGauge,
     series_evicted: IntCounter,
@@ -302,23 +305,12 @@ impl Metrics {
             "Decoded events the detector did not process, by reason.",
             &["reason"],
         )?;
-        let emitted = counter_vec(
+        let alerts_emitted = counter_vec(
             r,
             "anomalyd_alerts_emitted_total",
             "Alert messages produced by the alert lifecycle, by status and severity.",
             &["status", "severity"],
         )?;
-        let e = |s: AlertStatus, v: Severity| emitted.with_label_values(&[s.as_str(), v.as_str()]);
-        let alerts_emitted = [
-            [
-                e(AlertStatus::Firing, Severity::Warning),
-                e(AlertStatus::Firing, Severity::Critical),
-            ],
-            [
-                e(AlertStatus::Resolved, Severity::Warning),
-                e(AlertStatus::Resolved, Severity::Critical),
-            ],
-        ];
         let sink_send_seconds = HistogramVec::new(
             HistogramOpts::new(
                 "anomalyd_sink_send_seconds",
@@ -488,17 +480,11 @@ impl Metrics {
         self.events_skipped.get(reason).inc();
     }
 
-    /// One alert message produced by the lifecycle.
-    pub fn alert_emitted(&self, status: AlertStatus, severity: Severity) {
-        let s = match status {
-            AlertStatus::Firing => 0,
-            AlertStatus::Resolved => 1,
-        };
-        let v = match severity {
-            Severity::Warning => 0,
-            Severity::Critical => 1,
-        };
-        self.alerts_emitted[s][v].inc();
+    /// The family `anomalyd_alerts_emitted_total{status, severity}`; the
+    /// alert module builds its typed handles over it
+    /// (`crate::alert::EmittedCounters`).
+    pub fn alerts_emitted_family(&self) -> &IntCounterVec {
+        &self.alerts_emitted
     }
 
     /// The sink metric families (the sinks label them with their names).
@@ -636,7 +622,9 @@ mod tests {
         let src = m.source("kafka", &["stale"]);
         src.event_failed("bad_json");
         src.event_failed("never_registered");
-        m.alert_emitted(AlertStatus::Firing, Severity::Critical);
+        m.alerts_emitted_family()
+            .with_label_values(&["firing", "critical"])
+            .inc();
         let text = m.render().unwrap();
         for (name, kind) in [
             ("anomalyd_build_info", "gauge"),

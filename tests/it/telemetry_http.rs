@@ -64,7 +64,7 @@ fn busy_metrics() -> Arc<Metrics> {
     src.event_failed("invalid_json");
     m.event_processed(Duration::from_micros(40));
     m.event_skipped("non_finite");
-    m.alert_emitted(AlertStatus::Firing, Severity::Warning);
+    anomalyd::alert::EmittedCounters::new(&m).emitted(AlertStatus::Firing, Severity::Warning);
     let s = SinkMetrics::new(&m, "webhook");
     s.delivered(AlertStatus::Firing).inc();
     s.dropped(DropReason::QueueFull).inc();
