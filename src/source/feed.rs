@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::event::Event;
-use crate::pipeline::{BarrierKind, Pipeline, PipelineClosed};
+use crate::pipeline::{BarrierKind, DispatchError, Pipeline, PipelineClosed};
 use crate::state::{PartitionName, PartitionSnapshot, SnapshotRecord, SourcePartition, StateStore};
 use crate::telemetry::metrics::Metrics;
 
@@ -139,11 +139,6 @@ impl Feed {
         &self.ctx.metrics
     }
 
-    /// The pipeline (for a source that reserves queue room itself).
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.ctx.pipeline
-    }
-
     /// True when a state store is configured.
     pub fn has_state(&self) -> bool {
         self.ctx.state.is_some()
@@ -167,6 +162,24 @@ impl Feed {
         received: Instant,
     ) -> Result<(), PipelineClosed> {
         self.ctx.pipeline.dispatch(p, events, received).await
+    }
+
+    /// Hands `events` of partition `p` to the shards all or nothing: when
+    /// the queues have no room for them before `deadline`, nothing is
+    /// dispatched and [`DispatchError::Full`] says so (a receiver answers
+    /// its client "retry later" instead of waiting). The position moves
+    /// with [`Feed::advance`].
+    pub async fn dispatch_within(
+        &self,
+        p: SourcePartition,
+        events: Vec<Event>,
+        received: Instant,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), DispatchError> {
+        self.ctx
+            .pipeline
+            .dispatch_within(p, events, received, deadline)
+            .await
     }
 
     /// Records that everything dispatched for `p` completes `position`

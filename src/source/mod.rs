@@ -14,7 +14,9 @@
 //!   (`metrics/3`, `remote_write/0`). State is keyed by partition, and a
 //!   series belongs to the partition of its latest event.
 //! - **Events plus a position.** [`Feed::dispatch`] hands a batch of one
-//!   partition's events to the shards; [`Feed::advance`] then records the
+//!   partition's events to the shards (waiting for queue room), or
+//!   [`Feed::dispatch_within`] all or nothing by a deadline (a receiver
+//!   that answers "retry later" instead); [`Feed::advance`] then records the
 //!   *position* the batch completes: an `i64` only the source interprets
 //!   (Kafka: the next offset; the remote-write receiver: the receive time
 //!   in Unix milliseconds). Positions never move backwards.

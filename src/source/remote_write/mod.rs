@@ -393,7 +393,6 @@ impl Receiver {
             let deadline = tokio::time::Instant::now() + self.queue_timeout;
             let dispatched = self
                 .feed
-                .pipeline()
                 .dispatch_within(self.partition, events, received, deadline)
                 .await;
             if let Err(e) = dispatched {
