@@ -290,7 +290,7 @@ fn start_pipeline(
         alerts,
         metrics: Arc::clone(metrics),
     });
-    let pipeline = Pipeline::start_with_ui(&config.pipeline, core, history)
+    let pipeline = Pipeline::start_with_tap(&config.pipeline, core, history)
         .context("cannot start the processing shards")?;
     Ok((pipeline, model_hash, model_name))
 }

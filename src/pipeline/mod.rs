@@ -19,8 +19,10 @@
 //! positions it records describe the same cut of the stream.
 //!
 //! What happens to one event inside a shard is [`worker`]'s business; where
-//! events come from is [`crate::source`]'s.
+//! events come from is [`crate::source`]'s. Who watches the shards (the
+//! live page) does so through a [`tap::Tap`].
 
+pub mod tap;
 pub mod worker;
 
 use std::sync::Arc;
@@ -32,8 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Problems;
 use crate::event::Event;
-use crate::ui::history::History;
 
+pub use tap::{NoTap, Tap};
 pub use worker::{AlertHandoff, Core, WorkerReport};
 
 use crate::state::{SeriesSnapshot, SourcePartition};
@@ -184,15 +186,15 @@ pub struct Pipeline {
 impl Pipeline {
     /// Starts `config.worker_count()` shard threads sharing `core`.
     pub fn start(config: &PipelineConfig, core: Arc<Core>) -> std::io::Result<Self> {
-        Self::start_with_ui(config, core, None)
+        Self::start_with_tap::<NoTap>(config, core, None)
     }
 
-    /// [`Pipeline::start`], the shards also writing the live page's
-    /// `history` (built for `config.worker_count()` shards).
-    pub fn start_with_ui(
+    /// [`Pipeline::start`], the shards also reporting to `tap` (the live
+    /// page's history, built for `config.worker_count()` shards).
+    pub fn start_with_tap<T: Tap>(
         config: &PipelineConfig,
         core: Arc<Core>,
-        history: Option<Arc<History>>,
+        tap: Option<Arc<T>>,
     ) -> std::io::Result<Self> {
         let n = config.worker_count();
         let per_shard_cap = config.max_series.div_ceil(n);
@@ -203,10 +205,10 @@ impl Pipeline {
         for shard in 0..n {
             let (tx, rx) = mpsc::channel(config.queue_capacity);
             let core = Arc::clone(&core);
-            let history = history.clone();
+            let tap = tap.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("anomalyd-shard-{shard}"))
-                .spawn(move || worker::run(shard, rx, core, per_shard_cap, idle_ttl, history))?;
+                .spawn(move || worker::run(shard, rx, core, per_shard_cap, idle_ttl, tap))?;
             senders.push(tx);
             threads.push(handle);
         }

@@ -5,9 +5,11 @@
 //! [`Detector::observe`] (score, then learn) → alert lifecycle → alerts
 //! handed to the sink queues (never waiting on a sink). It also answers
 //! barriers (see [`super::Barrier`]), installs restored series and enforces
-//! the memory bounds (`max_series`, idle TTL). With the live page on, it
-//! also writes each scored event into the page's history
-//! ([`crate::ui::history`]), one lock per batch.
+//! the memory bounds (`max_series`, idle TTL). With a [`Tap`] (the live
+//! page), it also reports each scored event to it, one [`TapBatch`] per
+//! batch, and the series it lets go. A series leaves the shard by one path,
+//! [`Leaving::leave`], whatever the cause (the cap, the idle TTL, a
+//! revoked partition).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use hashbrown::HashMap;
 use hashbrown::hash_map::EntryRef;
 use tokio::sync::mpsc;
 
+use super::tap::{NO_SLOT, Slot, Tap, TapBatch};
 use super::{BarrierKind, Work};
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
 use crate::alert::{Alert, EmittedCounters};
@@ -23,7 +26,6 @@ use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
 use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
 use crate::telemetry::metrics::{Metrics, SeriesSample};
-use crate::ui::history::{History, NO_SLOT, Slot};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 /// Where a shard hands alerts over. Implementations must not block: the
@@ -82,10 +84,10 @@ struct Entry {
     touched: u64,
     /// Changed since its last snapshot.
     dirty: bool,
-    /// The series' slot in the live page's history ([`NO_SLOT`] when it has
-    /// none): one array index per event instead of a map probe. Two bytes,
-    /// which fit in this struct's padding (entries stay 104 bytes).
-    ui_slot: Slot,
+    /// The series' slot in the tap ([`NO_SLOT`] when it has none): one
+    /// array index per event instead of a map probe. Two bytes, which fit
+    /// in this struct's padding (entries stay 104 bytes).
+    tap_slot: Slot,
     /// A snapshot holds a record of it in `partition` (it was saved there,
     /// or restored from there): leaving the partition must delete that
     /// record. Series that never reached a store (a burst of new series
@@ -93,7 +95,7 @@ struct Entry {
     stored: bool,
 }
 
-struct Shard {
+struct Shard<T: Tap> {
     core: Arc<Core>,
     /// Entries are boxed: the table then holds 16-byte slots, so the
     /// doubling of a table of a million series copies 16 MB, not 100 MB
@@ -119,23 +121,50 @@ struct Shard {
     /// Shard-local `anomalyd_event_processing_seconds`, observed and
     /// flushed per batch (one clock read per batch).
     latency: LocalHistogram,
-    /// This shard's number: its store in the history.
+    /// This shard's number: its store in the tap.
     index: usize,
-    /// The live page's history, when the page is on.
-    ui: Option<Arc<History>>,
-    /// History slots of series this shard let go, `(slot, fingerprint)`,
-    /// to drop from the history when the shard next holds its lock.
-    ui_gone: Vec<(Slot, u64)>,
+    /// Who watches this shard (the live page's history), if anyone.
+    tap: Option<Arc<T>>,
+    /// Tap slots of series this shard let go, `(slot, fingerprint)`, to
+    /// hand to the tap when the shard next opens it.
+    tap_gone: Vec<(Slot, u64)>,
+}
+
+/// What must forget a series when it leaves the shard, besides the map:
+/// borrowed beside the map so that a `retain` over it can call
+/// [`Leaving::leave`].
+struct Leaving<'a> {
+    metrics: &'a Metrics,
+    left: &'a mut Vec<(SourcePartition, u64)>,
+    tap_gone: &'a mut Vec<(Slot, u64)>,
+}
+
+impl Leaving<'_> {
+    /// The one way out of the shard (evicted at the cap, idle, or handed
+    /// over with its partition), called for an entry just taken out of the
+    /// map: its per-series gauges go, an incremental store deletes its
+    /// record in its partition (unless the same snapshot saves it there
+    /// again, see [`Shard::deletions`]), and the tap drops it.
+    fn leave(&mut self, key: &SeriesKey, e: &Entry) {
+        // Frees the per-series gauge slot (a no-op when disabled).
+        self.metrics.forget_series(key);
+        if e.stored {
+            self.left.push((e.partition, key.fingerprint()));
+        }
+        if e.tap_slot != NO_SLOT {
+            self.tap_gone.push((e.tap_slot, key.fingerprint()));
+        }
+    }
 }
 
 /// The shard thread's main loop: runs until the queue closes.
-pub(super) fn run(
+pub(super) fn run<T: Tap>(
     shard: usize,
     mut rx: mpsc::Receiver<Work>,
     core: Arc<Core>,
     cap: usize,
     idle_ttl: Option<Duration>,
-    ui: Option<Arc<History>>,
+    tap: Option<Arc<T>>,
 ) {
     tracing::debug!(shard, cap, "Shard started.");
     let (processed, latency) = core.metrics.processing_local();
@@ -152,8 +181,8 @@ pub(super) fn run(
         left: Vec::new(),
         published: 0,
         index: shard,
-        ui,
-        ui_gone: Vec::new(),
+        tap,
+        tap_gone: Vec::new(),
     };
     while let Some(work) = rx.blocking_recv() {
         match work {
@@ -176,7 +205,7 @@ pub(super) fn run(
     tracing::debug!(shard, series = held, "Shard stopped.");
 }
 
-impl Shard {
+impl<T: Tap> Shard<T> {
     fn now_secs(&self) -> u32 {
         u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
@@ -186,9 +215,9 @@ impl Shard {
         let core = Arc::clone(&self.core);
         let m = &core.metrics;
         let mut processed = 0u64;
-        // The page's history: one lock for the whole batch, or nothing.
-        let history = self.ui.clone();
-        let mut ui = history.as_deref().map(|h| h.batch(self.index));
+        // The tap (the page's history): opened once for the whole batch.
+        let tap = self.tap.clone();
+        let mut tapped = tap.as_deref().map(|t| t.batch(self.index));
         let mut events = events.into_iter().peekable();
         while let Some(event) = events.next() {
             // Read the next event's entry now: with many series it is not in
@@ -204,8 +233,8 @@ impl Shard {
             // case) one probe of the map finds or inserts the series.
             if self.series.len() >= self.cap && !self.series.contains_key(&event.series) {
                 self.evict_oldest();
-                if let Some(ui) = ui.as_mut() {
-                    ui.forget(&mut self.ui_gone);
+                if let Some(t) = tapped.as_mut() {
+                    t.forget(&mut self.tap_gone);
                 }
             }
             let entry = match self.series.entry_ref(&event.series) {
@@ -218,7 +247,7 @@ impl Shard {
                     touched: self.clock,
                     dirty: true,
                     stored: false,
-                    ui_slot: NO_SLOT,
+                    tap_slot: NO_SLOT,
                 })),
             };
             if entry.partition != partition {
@@ -267,9 +296,9 @@ impl Shard {
                         self.emitted.emitted(alert.status, alert.severity);
                         core.alerts.hand_off(alert);
                     }
-                    if let Some(ui) = ui.as_mut() {
-                        ui.record(
-                            &mut entry.ui_slot,
+                    if let Some(t) = tapped.as_mut() {
+                        t.record(
+                            &mut entry.tap_slot,
                             &event.series,
                             event.ts_ms,
                             event.value,
@@ -319,11 +348,11 @@ impl Shard {
                     touched: self.clock,
                     dirty: false,
                     stored: true,
-                    ui_slot: NO_SLOT,
+                    tap_slot: NO_SLOT,
                 }),
             );
         }
-        self.forget_ui();
+        self.forget_tapped();
         self.publish_series_count();
     }
 
@@ -363,38 +392,45 @@ impl Shard {
                 self.deletions(*only_dirty, wanted, &mut report);
             }
             BarrierKind::Release { partitions } => {
-                let released: Vec<SeriesKey> = self
-                    .series
-                    .iter()
-                    .filter(|(_, e)| partitions.binary_search(&e.partition).is_ok())
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in released {
-                    if let Some(e) = self.series.remove(&key) {
-                        encode(&key, &e, &mut report);
-                        if e.ui_slot != NO_SLOT {
-                            self.ui_gone.push((e.ui_slot, key.fingerprint()));
-                        }
-                        // Another instance owns the series now; a gauge
-                        // left here would go stale and hold a slot.
-                        self.core.metrics.forget_series(&key);
+                // Another instance owns these series now: saved, then gone
+                // (a gauge left here would go stale and hold a slot). Their
+                // records are saved in the same partitions, so leaving adds
+                // no deletion, unless encoding failed: then the stale record
+                // goes too, and the series relearns as the log line says.
+                let (series, mut out) = self.split();
+                series.retain(|k, e| {
+                    let keep = partitions.binary_search(&e.partition).is_err();
+                    if !keep {
+                        encode(k, e, &mut report);
+                        out.leave(k, e);
                     }
-                }
+                    keep
+                });
                 self.deletions(true, |p| partitions.binary_search(p).is_ok(), &mut report);
             }
         }
-        self.forget_ui();
+        self.forget_tapped();
         self.publish_series_count();
         report.series = self.series.len();
         report
     }
 
-    /// Drops the history of the series let go since the last batch.
-    fn forget_ui(&mut self) {
-        match &self.ui {
-            Some(h) => h.forget(self.index, &mut self.ui_gone),
-            None => self.ui_gone.clear(),
+    /// Tells the tap of the series let go since the last batch.
+    fn forget_tapped(&mut self) {
+        match &self.tap {
+            Some(t) => t.forget(self.index, &mut self.tap_gone),
+            None => self.tap_gone.clear(),
         }
+    }
+
+    /// The series map, and what must forget a series that leaves it.
+    fn split(&mut self) -> (&mut HashMap<SeriesKey, Box<Entry>>, Leaving<'_>) {
+        let out = Leaving {
+            metrics: &self.core.metrics,
+            left: &mut self.left,
+            tap_gone: &mut self.tap_gone,
+        };
+        (&mut self.series, out)
     }
 
     /// Moves the entries of `left` in the `wanted` partitions into the
@@ -438,17 +474,11 @@ impl Shard {
         let now = self.now_secs();
         let ttl = u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX);
         let before = self.series.len();
-        let (metrics, left, gone) = (&self.core.metrics, &mut self.left, &mut self.ui_gone);
-        self.series.retain(|k, e| {
+        let (series, mut out) = self.split();
+        series.retain(|k, e| {
             let keep = now.saturating_sub(e.last_seen) < ttl;
             if !keep {
-                metrics.forget_series(k);
-                if e.stored {
-                    left.push((e.partition, k.fingerprint()));
-                }
-                if e.ui_slot != NO_SLOT {
-                    gone.push((e.ui_slot, k.fingerprint()));
-                }
+                out.leave(k, e);
             }
             keep
         });
@@ -471,18 +501,11 @@ impl Shard {
         let mut ages: Vec<u64> = self.series.values().map(|e| e.touched).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
         // Clock values are unique per series, so exactly the k oldest go.
-        let (metrics, left, gone) = (&self.core.metrics, &mut self.left, &mut self.ui_gone);
-        self.series.retain(|k, e| {
+        let (series, mut out) = self.split();
+        series.retain(|k, e| {
             let keep = e.touched > cutoff;
             if !keep {
-                // Frees the per-series gauge slot (a no-op when disabled).
-                metrics.forget_series(k);
-                if e.stored {
-                    left.push((e.partition, k.fingerprint()));
-                }
-                if e.ui_slot != NO_SLOT {
-                    gone.push((e.ui_slot, k.fingerprint()));
-                }
+                out.leave(k, e);
             }
             keep
         });
@@ -527,11 +550,68 @@ mod tests {
         fn hand_off(&self, _: Alert) {}
     }
 
-    fn shard(cap: usize) -> Shard {
+    /// A tap that keeps what the shard tells it: the series it holds a
+    /// slot for, and how many events of each it saw.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Recorded>);
+
+    #[derive(Default)]
+    struct Recorded {
+        /// Fingerprint by slot; a slot is never reused here.
+        held: std::collections::BTreeMap<Slot, u64>,
+        /// Events recorded, by fingerprint.
+        events: std::collections::BTreeMap<u64, usize>,
+    }
+
+    impl Recorded {
+        fn forget(&mut self, gone: &mut Vec<(Slot, u64)>) {
+            for (slot, fp) in gone.drain(..) {
+                assert_eq!(self.held.remove(&slot), Some(fp), "slot {slot}");
+            }
+        }
+    }
+
+    impl Tap for Recorder {
+        type Batch<'a> = std::sync::MutexGuard<'a, Recorded>;
+
+        fn batch(&self, _shard: usize) -> Self::Batch<'_> {
+            self.0.lock().unwrap()
+        }
+
+        fn forget(&self, _shard: usize, gone: &mut Vec<(Slot, u64)>) {
+            self.0.lock().unwrap().forget(gone);
+        }
+    }
+
+    impl TapBatch for std::sync::MutexGuard<'_, Recorded> {
+        fn record(
+            &mut self,
+            slot: &mut Slot,
+            key: &SeriesKey,
+            _ts_ms: i64,
+            _value: f64,
+            _decision: &crate::detector::Decision,
+            _lifecycle: &Lifecycle,
+        ) {
+            let fp = key.fingerprint();
+            if *slot == NO_SLOT {
+                *slot = Slot::try_from(self.events.len() + self.held.len()).unwrap();
+                self.held.insert(*slot, fp);
+            }
+            assert_eq!(self.held.get(slot), Some(&fp));
+            *self.events.entry(fp).or_default() += 1;
+        }
+
+        fn forget(&mut self, gone: &mut Vec<(Slot, u64)>) {
+            Recorded::forget(self, gone);
+        }
+    }
+
+    fn shard(cap: usize) -> Shard<Recorder> {
         shard_with(cap, &MetricsConfig::default())
     }
 
-    fn shard_with(cap: usize, metrics: &MetricsConfig) -> Shard {
+    fn shard_with(cap: usize, metrics: &MetricsConfig) -> Shard<Recorder> {
         let core = Arc::new(Core {
             detector: Detector::new(&DetectorConfig::default(), 0.5).unwrap(),
             rule: AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap(),
@@ -554,8 +634,8 @@ mod tests {
             left: Vec::new(),
             published: 0,
             index: 0,
-            ui: None,
-            ui_gone: Vec::new(),
+            tap: None,
+            tap_gone: Vec::new(),
         }
     }
 
@@ -620,38 +700,71 @@ mod tests {
         assert!(!text.contains(r#"series="m{id=\"0\"}""#), "{text}");
     }
 
-    /// The live page's history follows the shard: scored events are
-    /// recorded, and a series the shard evicts or hands over leaves it.
+    /// The tap follows the shard: scored events are recorded, and a
+    /// series the shard evicts (at the cap or idle) or hands over leaves
+    /// it, by its slot.
     #[test]
-    fn the_page_history_records_events_and_forgets_evicted_series() {
+    fn the_tap_sees_events_and_every_series_that_leaves() {
         let mut s = shard(2);
-        let limits = crate::ui::UiConfig::default().limits();
-        let history = Arc::new(History::new(limits, 1, &prometheus::Registry::new()).unwrap());
-        s.ui = Some(Arc::clone(&history));
-        let held = |h: &History| {
-            let mut fps: Vec<u64> = h.summaries().iter().map(|x| x.key.fingerprint()).collect();
+        let tap = Arc::new(Recorder::default());
+        s.tap = Some(Arc::clone(&tap));
+        let held = || -> Vec<u64> {
+            let mut fps: Vec<u64> = tap.0.lock().unwrap().held.values().copied().collect();
             fps.sort();
             fps
         };
-        let fp = |i| event(i).series.fingerprint();
-        s.process(P, vec![event(0), event(1), event(0)], Instant::now());
-        assert_eq!(held(&history), {
-            let mut v = vec![fp(0), fp(1)];
+        let sorted = |mut v: Vec<u64>| {
             v.sort();
             v
-        });
-        let d = history.detail(fp(0)).unwrap();
-        assert_eq!(d.samples.len(), 2);
-        // At the cap of 2, series 2 evicts the least recent (1): its
-        // history goes with it.
+        };
+        let fp = |i| event(i).series.fingerprint();
+        s.process(P, vec![event(0), event(1), event(0)], Instant::now());
+        assert_eq!(held(), sorted(vec![fp(0), fp(1)]));
+        assert_eq!(tap.0.lock().unwrap().events[&fp(0)], 2);
+        // At the cap of 2, series 2 evicts the least recent (1).
         s.process(P, vec![event(0), event(2)], Instant::now());
-        assert!(history.detail(fp(1)).is_none());
-        assert!(history.detail(fp(2)).is_some());
-        // A released partition takes its series' histories along.
+        assert_eq!(held(), sorted(vec![fp(0), fp(2)]));
+        // Idle: series 0 was seen 5 s ago, series 2 now.
+        s.idle_ttl = Some(Duration::from_secs(2));
+        s.started -= Duration::from_secs(5);
+        s.process(P, vec![event(2)], Instant::now());
+        s.barrier(&BarrierKind::Sync);
+        assert_eq!(held(), [fp(2)]);
+        // A released partition takes its series along.
         s.barrier(&BarrierKind::Release {
             partitions: vec![P],
         });
-        assert!(held(&history).is_empty());
+        assert!(held().is_empty());
+        assert!(s.series.is_empty() && s.tap_gone.is_empty());
+    }
+
+    /// A series handed over with its partition is saved, and its record
+    /// there is not deleted by the same snapshot (leaving the shard must
+    /// not cancel the save).
+    #[test]
+    fn a_released_series_is_saved_not_deleted() {
+        let mut s = shard(10);
+        s.process(P, vec![event(0), event(1)], Instant::now());
+        // Stored once, so leaving would ask for a deletion.
+        incremental(&mut s);
+        s.process(P, vec![event(0)], Instant::now());
+        let report = s.barrier(&BarrierKind::Release {
+            partitions: vec![P],
+        });
+        let mut got: Vec<(u64, bool)> = report
+            .records
+            .iter()
+            .map(|r| (r.fingerprint, r.is_deletion()))
+            .collect();
+        got.sort();
+        let mut want = vec![
+            (event(0).series.fingerprint(), false),
+            (event(1).series.fingerprint(), false),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(report.series, 0);
+        assert!(s.left.is_empty());
     }
 
     /// With a state store every checkpoint is a snapshot barrier: the idle
@@ -672,7 +785,7 @@ mod tests {
         assert_eq!(report.records[0].fingerprint, event(1).series.fingerprint());
     }
 
-    fn incremental(s: &mut Shard) -> Vec<(SourcePartition, u64, bool)> {
+    fn incremental(s: &mut Shard<Recorder>) -> Vec<(SourcePartition, u64, bool)> {
         let mut r: Vec<_> = s
             .barrier(&BarrierKind::Snapshot {
                 partitions: None,

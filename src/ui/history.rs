@@ -37,14 +37,12 @@ use crate::alert::Severity;
 use crate::alert::lifecycle::Lifecycle;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
+use crate::pipeline::tap::{Tap, TapBatch};
 
-/// A series' place in its shard's store, cached in the shard's entry (two
-/// bytes, which fit in the entry's padding: the shards' memory per series
-/// does not grow).
-pub type Slot = u16;
-
-/// The slot number of a series that has no history.
-pub const NO_SLOT: Slot = Slot::MAX;
+/// A series' place in its shard's store: the tap slot the shard caches in
+/// its entry (two bytes, which fit in the entry's padding: the shards'
+/// memory per series does not grow). [`NO_SLOT`]: no history.
+pub use crate::pipeline::tap::{NO_SLOT, Slot};
 
 /// Most series one shard's store holds (every slot number but [`NO_SLOT`]).
 pub const MAX_SERIES_PER_SHARD: usize = NO_SLOT as usize;
@@ -637,6 +635,38 @@ impl Batch<'_> {
                 self.store.release(slot);
             }
         }
+    }
+}
+
+/// The shards write the history through the pipeline's tap: the shards
+/// know nothing of the page.
+impl Tap for History {
+    type Batch<'a> = Batch<'a>;
+
+    fn batch(&self, shard: usize) -> Batch<'_> {
+        History::batch(self, shard)
+    }
+
+    fn forget(&self, shard: usize, gone: &mut Vec<(Slot, u64)>) {
+        History::forget(self, shard, gone);
+    }
+}
+
+impl TapBatch for Batch<'_> {
+    fn record(
+        &mut self,
+        slot: &mut Slot,
+        key: &SeriesKey,
+        ts_ms: i64,
+        value: f64,
+        decision: &Decision,
+        lifecycle: &Lifecycle,
+    ) {
+        Batch::record(self, slot, key, ts_ms, value, decision, lifecycle);
+    }
+
+    fn forget(&mut self, gone: &mut Vec<(Slot, u64)>) {
+        Batch::forget(self, gone);
     }
 }
 
