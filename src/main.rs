@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anomalyd::app::config::{Config, ConfigError};
+use std::io::Write;
+
+use anomalyd::app::config::Config;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -148,40 +150,44 @@ where
     }
 }
 
+/// Prints every problem of the configuration at once, each under its full
+/// key (exit 2), or `configuration ok`. With `print`, the effective
+/// configuration first (a key with a problem shows its default). A reader
+/// that goes away (`| head`) ends the printing quietly.
 fn check_config(path: Option<&std::path::Path>, print: bool) -> ExitCode {
-    let config = match Config::load_unvalidated(path) {
+    let checked = match Config::check(path) {
         Ok(c) => c,
-        Err(ConfigError::Invalid(p)) => {
-            eprintln!("anomalyd: invalid configuration:\n{p}");
-            return ExitCode::from(2);
-        }
         Err(e) => {
             eprintln!("anomalyd: {e}");
             return ExitCode::from(2);
         }
     };
+    let mut out = std::io::stdout().lock();
     if print {
-        match config.to_toml() {
-            Ok(text) => println!("{text}"),
+        match checked.config.to_toml() {
+            Ok(text) => quietly(writeln!(out, "{text}")),
             Err(e) => eprintln!("anomalyd: cannot print the configuration: {e}"),
         }
     }
-    match config.validate() {
-        Ok(()) => {
-            println!("configuration ok");
-            ExitCode::SUCCESS
-        }
-        Err(problems) => {
-            eprintln!(
-                "anomalyd: {} problem(s) in the configuration:",
-                problems.iter().count()
-            );
-            for p in problems.iter() {
-                eprintln!("  {p}");
-            }
-            ExitCode::from(2)
-        }
+    if checked.problems.is_empty() {
+        quietly(writeln!(out, "configuration ok"));
+        return ExitCode::SUCCESS;
     }
+    eprintln!(
+        "anomalyd: {} problem(s) in the configuration:",
+        checked.problems.len()
+    );
+    for p in checked.problems.iter() {
+        eprintln!("  {p}");
+    }
+    ExitCode::from(2)
+}
+
+/// Ignores a failed write to standard output: the reader closed the pipe
+/// (`check-config --print | head -1`) and wants no more; nothing else is
+/// worth a message (the exit code still reports the configuration).
+fn quietly(written: std::io::Result<()>) {
+    let _ = written;
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits at once.

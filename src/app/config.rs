@@ -3,23 +3,36 @@
 //! Layers, later ones win: defaults in code → TOML file (`--config FILE` or
 //! `$ANOMALYD_CONFIG`) → environment variables `ANOMALYD__SECTION__KEY`
 //! (prefix `ANOMALYD`, separator `__`, because keys themselves contain `_`).
-//! Unknown keys are errors everywhere (`deny_unknown_fields`), so a typo is
-//! reported instead of silently ignored. [`Config::validate`] then checks
-//! values and reports every problem at once.
+//!
+//! Every problem is found in one pass ([`Config::check`], what
+//! `anomalyd check-config` prints and `anomalyd run` refuses with exit
+//! code 2): the merged layers are compared with the configuration's
+//! [`Shape`], read from the types themselves, so an unknown key, a wrong
+//! type (a number written as a string) or an unknown choice is reported
+//! at its full dotted key with what would be valid, and that key keeps its
+//! default so the rest is still read; [`Config::validate`] then checks
+//! values and sections against each other, and [`Config::check_secrets`]
+//! reads the secrets the enabled parts name. An environment value takes
+//! the type of its key, so strings stay strings (`007` is not 7).
 
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
 use crate::alert::lifecycle::AlertRuleConfig;
 use crate::alert::sink::SinksConfig;
 use crate::config::Problems;
+use crate::config::schema::{self, Shape};
 use crate::decode::DecodeConfig;
 use crate::detector::DetectorConfig;
 use crate::pipeline::PipelineConfig;
 use crate::source::SourcesConfig;
 use crate::source::kafka::KafkaConfig;
-use crate::state::StateConfig;
+use crate::source::remote_write::STREAM as RW_STREAM;
+use crate::state::{StateConfig, StoreKind};
 use crate::telemetry::LogConfig;
 use crate::telemetry::metrics::MetricsConfig;
 use crate::ui::UiConfig;
@@ -70,49 +83,88 @@ pub enum ConfigError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The file or an environment variable does not parse or has an unknown
-    /// key or a wrong type (the message names the key).
+    /// The file is not TOML (the message says where it stops parsing).
     #[error("{0}")]
     Parse(String),
-    /// Values are out of range or inconsistent; every problem is listed.
+    /// Keys, types or values are wrong; every problem is listed, each with
+    /// its full dotted key.
     #[error("invalid configuration:\n{0}")]
     Invalid(Problems),
 }
 
+/// A configuration as far as it could be read, and every problem with it.
+#[derive(Debug)]
+pub struct Checked {
+    /// The configuration; a key with a problem keeps its default.
+    pub config: Config,
+    /// Every problem: unknown keys, wrong types, bad values, inconsistent
+    /// sections, unreadable secrets. Empty when the daemon would start.
+    pub problems: Problems,
+}
+
 impl Config {
-    /// Loads defaults → `path` (or `$ANOMALYD_CONFIG`) → environment, then
-    /// validates.
+    /// The shape of the configuration (keys, types, choices), read once
+    /// from the types themselves (see [`Shape`]).
+    pub fn shape() -> &'static Shape {
+        static SHAPE: OnceLock<Shape> = OnceLock::new();
+        SHAPE.get_or_init(|| {
+            // The config types are plain derived structs and unit enums;
+            // a test probes them, so this holds for every build.
+            Shape::of::<Config>().expect("the config types can be probed")
+        })
+    }
+
+    /// Loads defaults → `path` (or `$ANOMALYD_CONFIG`) → environment, and
+    /// checks everything `anomalyd run` needs before it starts: what
+    /// [`Config::check`] reports. Any problem is an error.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let config = Self::load_unvalidated(path)?;
-        config.validate().map_err(ConfigError::Invalid)?;
+        let checked = Self::check(path)?;
+        checked
+            .problems
+            .into_result()
+            .map_err(ConfigError::Invalid)?;
+        Ok(checked.config)
+    }
+
+    /// What `anomalyd check-config` reports: the configuration and every
+    /// problem in it at once: structure (unknown keys, types, choices),
+    /// values ([`Config::validate`]) and the secrets it names
+    /// ([`Config::check_secrets`]). Errors only when there is nothing to
+    /// check (the file is unreadable or not TOML).
+    pub fn check(path: Option<&Path>) -> Result<Checked, ConfigError> {
+        let text = Self::read(path)?;
+        let (config, mut problems) = Self::layered(text.as_deref(), std::env::vars())?;
+        if let Err(p) = config.validate() {
+            problems.extend(p);
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        problems.extend(config.check_secrets(&env));
+        Ok(Checked { config, problems })
+    }
+
+    /// Loads without validating values: the structure must hold (unknown
+    /// keys, types and choices are errors), the values are the caller's
+    /// to check (`backtest` needs only some sections).
+    pub fn load_unvalidated(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = Self::read(path)?;
+        let (config, problems) = Self::layered(text.as_deref(), std::env::vars())?;
+        problems.into_result().map_err(ConfigError::Invalid)?;
         Ok(config)
     }
 
-    /// Loads without validating values (`check-config` validates itself to
-    /// print every problem).
-    pub fn load_unvalidated(path: Option<&Path>) -> Result<Self, ConfigError> {
+    /// The file named by `path`, else by `$ANOMALYD_CONFIG`, if any.
+    fn read(path: Option<&Path>) -> Result<Option<String>, ConfigError> {
         let env_path = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
-        let path = path.map(Path::to_path_buf).or(env_path);
-        let text = match &path {
-            // Read it ourselves so a missing file gets an OS error with the
-            // path, not a generic "not found".
-            Some(path) => {
-                Some(
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                        path: path.clone(),
-                        source,
-                    })?,
-                )
-            }
-            None => None,
+        let Some(path) = path.map(Path::to_path_buf).or(env_path) else {
+            return Ok(None);
         };
-        Self::from_sources(text.as_deref(), None).map_err(|e| {
-            let source = path.as_deref().map_or_else(
-                || "environment".to_string(),
-                |p| format!("{} (or environment)", p.display()),
-            );
-            ConfigError::Parse(describe(&e, &source))
-        })
+        // Read it ourselves so a missing file gets an OS error with the
+        // path, not a generic "not found".
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Some(text))
     }
 
     /// Parses TOML text over the defaults, without the environment layer
@@ -120,30 +172,87 @@ impl Config {
     /// [`Config::load_unvalidated`], through the same code (the config fuzz
     /// target and tests use it).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        Self::from_sources(Some(text), Some(std::collections::HashMap::new()))
-            .map_err(|e| ConfigError::Parse(describe(&e, "config text")))
+        Self::from_sources(Some(text), Some(HashMap::new()))
     }
 
     /// The layering itself: defaults → `toml` → environment variables
     /// (the process environment, or `env` when given, which lets tests and
     /// tools layer a deployment's variables without touching the process).
+    /// Structural problems are errors; values are not validated.
     pub fn from_sources(
         toml: Option<&str>,
-        env: Option<std::collections::HashMap<String, String>>,
-    ) -> Result<Self, config::ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(text) = toml {
-            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let (config, problems) = match env {
+            Some(env) => Self::layered(toml, env.into_iter())?,
+            None => Self::layered(toml, std::env::vars())?,
+        };
+        problems.into_result().map_err(ConfigError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Defaults → `toml` → the `ANOMALYD__` variables among `env`, checked
+    /// against [`Config::shape`]: every unknown key, wrong type or unknown
+    /// choice is a problem at its full dotted key (naming the variable
+    /// when one set it), and that key keeps its default, so the rest is
+    /// still read and validated.
+    ///
+    /// Strings stay strings: a variable is converted to the type of the
+    /// key it sets (`ANOMALYD__KAFKA__GROUP_ID=007` is the group `"007"`,
+    /// `ANOMALYD__PIPELINE__WORKERS=4` the number 4), and a file must
+    /// write numbers and booleans without quotes. A list variable is
+    /// split at commas (`ANOMALYD__KAFKA__TOPICS=a,b`).
+    pub fn layered(
+        toml: Option<&str>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<(Self, Problems), ConfigError> {
+        let shape = Self::shape();
+        let mut table = match toml {
+            Some(text) => toml::from_str::<toml::Table>(text).map_err(|e| {
+                ConfigError::Parse(format!("the config file is not valid TOML: {e}"))
+            })?,
+            None => toml::Table::new(),
+        };
+        let mut problems = Problems::new();
+        let mut origin: BTreeMap<String, String> = BTreeMap::new();
+        let mut vars: Vec<(String, String)> = env
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
+            .collect();
+        // Sorted, so a problem list is the same on every run.
+        vars.sort();
+        for (var, value) in vars {
+            env_layer(shape, &var, &value, &mut table, &mut origin, &mut problems);
         }
-        // An empty map (not `None`) means "no environment at all".
-        let env_source = config::Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator(ENV_SEPARATOR)
-            .separator(ENV_SEPARATOR)
-            .list_separator(",")
-            .with_list_parse_key("kafka.topics")
-            .try_parsing(true)
-            .source(env.map(|m| m.into_iter().collect()));
-        builder.add_source(env_source).build()?.try_deserialize()
+        let source = |key: &str| {
+            origin
+                .iter()
+                .find(|(k, _)| {
+                    key.strip_prefix(k.as_str())
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                })
+                .map(|(_, var)| var.clone())
+        };
+        let mut structural = Problems::new();
+        shape.check(
+            "",
+            &toml::Value::Table(table.clone()),
+            &source,
+            &mut structural,
+        );
+        for p in structural.iter() {
+            schema::remove(&mut table, &p.key);
+        }
+        problems.extend(structural);
+        let config = match Config::deserialize(toml::Value::Table(table)) {
+            Ok(c) => c,
+            Err(e) => {
+                // The shape check lets only well-formed keys through; a
+                // type's own parser may still refuse a value.
+                problems.push("(config)", e.message().trim().to_owned());
+                Config::default()
+            }
+        };
+        Ok((config, problems))
     }
 
     /// Defaults that depend on other keys, applied when the daemon starts
@@ -185,15 +294,184 @@ impl Config {
         self.pipeline.validate("pipeline", &mut p);
         self.state.validate("state", &mut p);
         self.ui.validate("ui", self.pipeline.worker_count(), &mut p);
+        self.validate_across(&mut p);
         p.into_result()
+    }
+
+    /// What no section can see alone: sources and listeners that would
+    /// collide when the daemon starts.
+    fn validate_across(&self, p: &mut Problems) {
+        let rw = &self.sources.remote_write;
+        if rw.enabled
+            && let (Ok(metrics), Ok(receiver)) = (
+                self.metrics.socket_addr(),
+                rw.listen_addr.parse::<SocketAddr>(),
+            )
+            && same_listener(metrics, receiver)
+        {
+            p.push(
+                "sources.remote_write.listen_addr",
+                format!(
+                    "`{}` is where metrics.listen_addr (`{}`) listens; the receiver and \
+                     the metrics endpoint need a port each, e.g. 127.0.0.1:9201",
+                    rw.listen_addr, self.metrics.listen_addr
+                ),
+            );
+        }
+        if rw.enabled && self.kafka.enabled && self.kafka.topics.iter().any(|t| t == RW_STREAM) {
+            p.push(
+                "kafka.topics",
+                format!(
+                    "the topic `{RW_STREAM}` has the name the remote-write receiver keeps its \
+                     state under; the two would share it. Read the topic under another name, \
+                     or disable one of kafka.enabled and sources.remote_write.enabled"
+                ),
+            );
+        }
+    }
+
+    /// Reads every secret that an enabled part names, as it will when it
+    /// starts (the values are dropped at once): an unset variable or a
+    /// missing file is a problem at its key now, not a failed start.
+    pub fn check_secrets(&self, env: &dyn Fn(&str) -> Option<String>) -> Problems {
+        let mut p = Problems::new();
+        if self.kafka.enabled || self.state.store == StoreKind::Changelog {
+            self.kafka
+                .client_options()
+                .check_secrets("kafka", env, &mut p);
+        }
+        let sinks = &self.sinks;
+        if sinks.kafka.enabled {
+            sinks
+                .kafka
+                .client_options()
+                .check_secrets("sinks.kafka", env, &mut p);
+        }
+        if sinks.webhook.enabled {
+            sinks
+                .webhook
+                .auth
+                .check_secret("sinks.webhook.auth", env, &mut p);
+        }
+        if sinks.alertmanager.enabled {
+            sinks
+                .alertmanager
+                .auth
+                .check_secret("sinks.alertmanager.auth", env, &mut p);
+        }
+        p
     }
 }
 
-fn describe(e: &config::ConfigError, source: &str) -> String {
-    format!(
-        "{source}: {e}. Check the key's spelling and type against config/anomalyd.toml; \
-         environment overrides look like ANOMALYD__KAFKA__GROUP_ID"
-    )
+/// Whether two listeners would fight over one port: the same port
+/// (not 0, which picks a free one) on the same address, or either on every
+/// address.
+fn same_listener(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// The `ANOMALYD__…` variable that sets dotted `key`.
+fn env_name(key: &str) -> String {
+    let mut name = ENV_PREFIX.to_owned();
+    for part in key.split('.') {
+        name.push_str(ENV_SEPARATOR);
+        name.push_str(&part.to_ascii_uppercase());
+    }
+    name
+}
+
+/// Applies one `ANOMALYD__A__B=value` variable to `table`, converted to
+/// the type of key `a.b`, and records that `var` set it. A variable that
+/// names no key, or whose value does not fit its key, is a problem
+/// instead.
+fn env_layer(
+    shape: &Shape,
+    var: &str,
+    value: &str,
+    table: &mut toml::Table,
+    origin: &mut BTreeMap<String, String>,
+    problems: &mut Problems,
+) {
+    let rest = &var[ENV_PREFIX.len() + ENV_SEPARATOR.len()..];
+    let path: Vec<String> = rest
+        .split(ENV_SEPARATOR)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if path.iter().any(String::is_empty) {
+        problems.push(
+            var,
+            "names no key; write ANOMALYD__SECTION__KEY with `__` between the parts, \
+             e.g. ANOMALYD__KAFKA__GROUP_ID",
+        );
+        return;
+    }
+    let key = path.join(".");
+    let from = |_: &str| Some(var.to_owned());
+    let mut node = shape;
+    for (i, part) in path.iter().enumerate() {
+        let parent = path[..i].join(".");
+        match node.inner() {
+            Shape::Table(fields) => match fields.iter().find(|(f, _)| f == part) {
+                Some((_, s)) => node = s,
+                None => {
+                    // The shape words it, as for a key in the file.
+                    let mut t = toml::Table::new();
+                    t.insert(part.clone(), toml::Value::String(value.to_owned()));
+                    node.check(&parent, &toml::Value::Table(t), &from, problems);
+                    return;
+                }
+            },
+            Shape::Map(s) => node = s,
+            _ => {
+                problems.push(
+                    key,
+                    format!(
+                        "`{parent}` is a value, not a section (set by {var}); set it with {}",
+                        env_name(&parent)
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    match env_value(node, value) {
+        Ok(v) => {
+            schema::set(table, &path, v);
+            origin.insert(key, var.to_owned());
+        }
+        Err(what) => problems.push(key, format!("{what} (set by {var})")),
+    }
+}
+
+/// An environment value as the type `shape` wants: strings stay as
+/// written (`007` is not 7), numbers and booleans are parsed, lists are
+/// split at commas.
+fn env_value(shape: &Shape, value: &str) -> Result<toml::Value, String> {
+    let not = || format!("must be {}, not `{value}`", shape.describe());
+    let v = value.trim();
+    match shape.inner() {
+        Shape::Text | Shape::Choice(_) | Shape::Removed | Shape::Any | Shape::Optional(_) => {
+            Ok(toml::Value::String(value.to_owned()))
+        }
+        Shape::Bool => match v.to_ascii_lowercase().as_str() {
+            "true" => Ok(toml::Value::Boolean(true)),
+            "false" => Ok(toml::Value::Boolean(false)),
+            _ => Err(not()),
+        },
+        Shape::Integer { .. } => v.parse().map(toml::Value::Integer).map_err(|_| not()),
+        Shape::Float => v.parse().map(toml::Value::Float).map_err(|_| not()),
+        Shape::List(_) if v.is_empty() => Ok(toml::Value::Array(Vec::new())),
+        Shape::List(item) => value
+            .split(',')
+            .map(|part| env_value(item, part.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(toml::Value::Array),
+        Shape::Table(_) | Shape::Map(_) => {
+            Err("is a section; set its keys one by one, e.g. ANOMALYD__KAFKA__GROUP_ID".to_owned())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -213,13 +491,177 @@ mod tests {
         assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
     }
 
+    fn layered(toml: &str, env: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let (c, p) = Config::layered(Some(toml), env).unwrap();
+        (c, p.iter().map(ToString::to_string).collect())
+    }
+
     #[test]
-    fn unknown_keys_and_bad_toml_are_parse_errors() {
-        for text in ["[kafka]\ngroup = \"g\"\n", "[kafka\n", "kafka = 3\n"] {
+    fn bad_toml_is_a_parse_error_and_structure_is_checked_whole() {
+        let err = Config::from_toml_str("[kafka\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse(_)), "{err}");
+        for text in ["[kafka]\ngroup = \"g\"\n", "kafka = 3\n"] {
             let err = Config::from_toml_str(text).unwrap_err();
-            assert!(matches!(err, ConfigError::Parse(_)), "{text:?}: {err}");
-            assert!(err.to_string().starts_with("config text: "), "{err}");
+            assert!(matches!(err, ConfigError::Invalid(_)), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn the_config_types_probe_to_a_shape_with_every_key() {
+        let shape = Config::shape();
+        for key in [
+            "kafka.group_id",
+            "alert.critical_threshold",
+            "alert.resolve_threshold",
+            "sinks.webhook.auth.token_file",
+            "sinks.alertmanager.generator_url",
+            "kafka.options.anything",
+        ] {
+            assert!(shape.at(key).is_some(), "{key}");
+        }
+        assert_eq!(
+            shape
+                .at("detector.threshold.smoothing_events")
+                .map(Shape::inner),
+            Some(&Shape::Removed)
+        );
+        assert!(matches!(
+            shape.at("detector.model.kind"),
+            Some(Shape::Choice(_))
+        ));
+    }
+
+    /// Three structural mistakes, three problems, each at its full key;
+    /// the rest of the file still counts.
+    #[test]
+    fn every_structural_mistake_is_reported_at_once() {
+        let (c, p) = layered(
+            "[kafka]\ngroup = \"g\"\nclient_id = \"mine\"\n[alert]\nthreshold = \"0.7\"\n\
+             [detector.model]\nkind = \"lineer\"\n",
+            &[],
+        );
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(
+            p[0].starts_with("kafka.group: unknown key; did you mean `group_id`?"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("alert.threshold: must be a number, not the string \"0.7\""),
+            "{p:#?}"
+        );
+        assert!(
+            p[2].starts_with("detector.model.kind: `lineer` is not a valid choice"),
+            "{p:#?}"
+        );
+        assert_eq!(c.kafka.client_id, "mine");
+        assert_eq!(c.alert.threshold, Config::default().alert.threshold);
+    }
+
+    /// Removed keys are not offered as valid; their own message says
+    /// what replaced them.
+    #[test]
+    fn removed_keys_are_never_listed_as_valid() {
+        let (c, p) = layered("[detector.threshold]\nquantil = 0.9\n", &[]);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].contains("did you mean `quantile`?"), "{p:#?}");
+        for removed in ["smoothing_events", "inflation_events", "range_novelty"] {
+            assert!(!p[0].contains(removed), "{p:#?}");
+        }
+        let (c2, p2) = layered("[detector.threshold]\nrange_novelty = true\n", &[]);
+        assert!(p2.is_empty(), "{p2:#?}");
+        let v = c2.validate().unwrap_err().to_string();
+        assert!(
+            v.contains("detector.threshold.range_novelty: was removed"),
+            "{v}"
+        );
+        assert_eq!(c, Config::default());
+    }
+
+    /// Environment values take the type of their key: strings stay as
+    /// written, numbers parse, lists split.
+    #[test]
+    fn environment_strings_stay_strings() {
+        let (c, p) = layered(
+            "",
+            &[
+                ("ANOMALYD__KAFKA__GROUP_ID", "007"),
+                ("ANOMALYD__KAFKA__CLIENT_ID", "1e3"),
+                ("ANOMALYD__KAFKA__TOPICS", "a, 007"),
+                ("ANOMALYD__PIPELINE__WORKERS", "4"),
+                ("ANOMALYD__ALERT__THRESHOLD", "1e-1"),
+                ("ANOMALYD__UI__ENABLED", "FALSE"),
+                ("ANOMALYD__KAFKA__OPTIONS__CLIENT_RACK", "042"),
+                ("ANOMALYD_CONFIG", "/not/a/layer"),
+            ],
+        );
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(c.kafka.group_id, "007");
+        assert_eq!(c.kafka.client_id, "1e3");
+        assert_eq!(c.kafka.topics, ["a", "007"]);
+        assert_eq!(c.pipeline.workers, 4);
+        assert_eq!(c.alert.threshold, 0.1);
+        assert!(!c.ui.enabled);
+        assert_eq!(c.kafka.options["client_rack"], "042");
+    }
+
+    #[test]
+    fn environment_mistakes_name_the_variable() {
+        let (c, p) = layered(
+            "[pipeline]\nworkers = 2\n",
+            &[
+                ("ANOMALYD__PIPELINE__WORKERS", "many"),
+                ("ANOMALYD__PIPELINE__MAX_SERIES", "-5"),
+                ("ANOMALYD__KAFKA__GROUPID", "g"),
+                ("ANOMALYD__KAFKA__BROKERS__HOST", "h"),
+                ("ANOMALYD__KAFKA", "x"),
+                ("ANOMALYD____X", "x"),
+            ],
+        );
+        let find = |key: &str| {
+            p.iter()
+                .find(|x| x.starts_with(&format!("{key}: ")))
+                .unwrap_or_else(|| panic!("no problem at {key}: {p:#?}"))
+        };
+        assert_eq!(p.len(), 6, "{p:#?}");
+        assert!(find("pipeline.workers").contains(
+            "must be a whole number ≥ 0, not `many` (set by ANOMALYD__PIPELINE__WORKERS)"
+        ));
+        assert!(find("pipeline.max_series").contains("(set by ANOMALYD__PIPELINE__MAX_SERIES)"));
+        assert!(find("kafka.groupid").contains("did you mean `group_id`? the keys of [kafka] are"));
+        assert!(find("kafka.groupid").contains("(set by ANOMALYD__KAFKA__GROUPID)"));
+        assert!(find("kafka.brokers.host").contains("`kafka.brokers` is a value, not a section"));
+        assert!(find("kafka").contains("is a section"));
+        assert!(find("ANOMALYD____X").contains("names no key"));
+        // The file's value stands where the variable was refused.
+        assert_eq!(c.pipeline.workers, 2);
+    }
+
+    #[test]
+    fn listeners_and_stream_names_that_would_collide_are_refused() {
+        let (c, p) = layered(
+            "[kafka]\ntopics = [\"metrics\", \"remote_write\"]\n\
+             [sources.remote_write]\nenabled = true\nlisten_addr = \"0.0.0.0:9898\"\n",
+            &[],
+        );
+        assert!(p.is_empty(), "{p:#?}");
+        let v = c.validate().unwrap_err().to_string();
+        assert!(
+            v.contains(
+                "sources.remote_write.listen_addr: `0.0.0.0:9898` is where metrics.listen_addr"
+            ),
+            "{v}"
+        );
+        assert!(v.contains("kafka.topics: the topic `remote_write`"), "{v}");
+        // Port 0 picks a free port: no clash.
+        assert!(!same_listener(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        ));
+        assert!(!same_listener(
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.2:1".parse().unwrap()
+        ));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! aggregate of all sections and how it is loaded is the app's
 //! ([`crate::app::config`]).
 
+pub mod schema;
 pub mod secret;
 
 use std::fmt;
@@ -61,6 +62,16 @@ impl Problems {
     /// The problems, in the order found.
     pub fn iter(&self) -> impl Iterator<Item = &Problem> {
         self.0.iter()
+    }
+
+    /// Appends every problem of `other`, in its order.
+    pub fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
+    /// How many problems.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
     /// `Ok(())` when empty, otherwise `Err(self)`.

@@ -81,6 +81,22 @@ pub enum SecretError {
     },
 }
 
+impl SecretError {
+    /// The config key that names the secret.
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Env { key, .. } | Self::File { key, .. } | Self::Empty { key } => key,
+        }
+    }
+
+    /// What is wrong, without the key.
+    pub fn reason(&self) -> String {
+        let text = self.to_string();
+        text.strip_prefix(&format!("{}: ", self.key()))
+            .map_or(text.clone(), str::to_owned)
+    }
+}
+
 /// Reads a secret from environment variable `env_var` (looked up through
 /// `env`) or from `file` (trailing whitespace trimmed). `key` is the config
 /// key naming the source, for error messages. `Ok(None)` when neither is
@@ -224,6 +240,24 @@ impl ClientOptions<'_> {
                 problems.push(format!("{prefix}.options.\"{k}\""), fix);
             }
         }
+        // librdkafka refuses unknown properties and bad values when the
+        // client is made; say so now. Secrets are checked by name only
+        // (their values are read at start, see `check_secrets`).
+        for (k, v) in self.options {
+            if let Some(why) = librdkafka_refuses(k, v, false) {
+                problems.push(format!("{prefix}.options.\"{k}\""), why);
+            }
+        }
+        for (section, k) in self
+            .secret_env
+            .keys()
+            .map(|k| ("secret_env", k))
+            .chain(self.secret_files.keys().map(|k| ("secret_files", k)))
+        {
+            if let Some(why) = librdkafka_refuses(k, "", true) {
+                problems.push(format!("{prefix}.{section}.\"{k}\""), why);
+            }
+        }
         for (k, var) in self.secret_env {
             problems.check(
                 !var.is_empty(),
@@ -242,6 +276,28 @@ impl ClientOptions<'_> {
                 format!("{prefix}.secret_files.\"{k}\""),
                 "is also set in options; keep one",
             );
+        }
+    }
+
+    /// Reads every secret (and drops it): each unset variable, missing or
+    /// empty file is a problem at its key (`prefix` is the section).
+    pub fn check_secrets(
+        &self,
+        prefix: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Problems,
+    ) {
+        for (k, var) in self.secret_env {
+            let key = format!("{prefix}.secret_env.\"{k}\"");
+            if let Err(e) = read_secret(&key, Some(var), None, env) {
+                problems.push(e.key(), e.reason());
+            }
+        }
+        for (k, path) in self.secret_files {
+            let key = format!("{prefix}.secret_files.\"{k}\"");
+            if let Err(e) = read_secret(&key, None, Some(path), env) {
+                problems.push(e.key(), e.reason());
+            }
         }
     }
 
@@ -274,6 +330,42 @@ impl ClientOptions<'_> {
         }
         Ok(r)
     }
+}
+
+/// Why librdkafka would refuse property `key` set to `value`, if it
+/// would (checked on a bare configuration: no client is made, nothing
+/// connects). With `name_only`, only an unknown name counts. A secret's
+/// value never appears in the answer.
+fn librdkafka_refuses(key: &str, value: &str, name_only: bool) -> Option<String> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+    let mut c = ClientConfig::new();
+    c.set(key, value);
+    let err = c.create_native_config().err()?;
+    let (unknown, text) = match &err {
+        KafkaError::ClientConfig(res, description, _, _) => (
+            *res == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN,
+            description.clone(),
+        ),
+        other => (false, other.to_string()),
+    };
+    if name_only && !unknown {
+        return None;
+    }
+    let text = if is_secret_option(key) && !value.is_empty() {
+        text.replace(value, REDACTED)
+    } else {
+        text
+    };
+    Some(if unknown {
+        format!(
+            "librdkafka has no such property ({text}); see its CONFIGURATION.md for the \
+             names, e.g. \"fetch.max.bytes\""
+        )
+    } else {
+        format!("librdkafka refuses this value ({text})")
+    })
 }
 
 #[cfg(test)]
@@ -365,6 +457,78 @@ mod tests {
         assert!(
             text.contains("kafka.secret_env.\"sasl.password\": is also set"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn librdkafka_names_and_values_are_checked_without_a_client() {
+        let options = BTreeMap::from([
+            ("fetch.max.bytes".to_string(), "1048576".to_string()),
+            ("fetch_max_bytes".to_string(), "1".to_string()),
+            ("queued.min.messages".to_string(), "lots".to_string()),
+            ("ssl.key.password".to_string(), "s3cr3t-value".to_string()),
+        ]);
+        let secret_env = BTreeMap::from([
+            ("sasl.password".to_string(), "PW".to_string()),
+            ("sasl.pasword".to_string(), "PW2".to_string()),
+        ]);
+        let o = ClientOptions {
+            options: &options,
+            secret_env: &secret_env,
+            secret_files: &BTreeMap::new(),
+        };
+        let mut p = Problems::new();
+        o.validate("kafka", &[], &mut p);
+        let keys: Vec<&str> = p.iter().map(|x| x.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "kafka.options.\"fetch_max_bytes\"",
+                "kafka.options.\"queued.min.messages\"",
+                "kafka.secret_env.\"sasl.pasword\""
+            ],
+            "{p}"
+        );
+        assert!(p.to_string().contains("no such property"), "{p}");
+        assert!(!p.to_string().contains("s3cr3t"), "{p}");
+    }
+
+    #[test]
+    fn every_unreadable_secret_is_a_problem_at_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let secret_env = BTreeMap::from([("sasl.password".to_string(), "UNSET".to_string())]);
+        let secret_files = BTreeMap::from([
+            ("ssl.key.password".to_string(), dir.path().join("missing")),
+            ("sasl.username".to_string(), empty),
+        ]);
+        let o = ClientOptions {
+            options: &BTreeMap::new(),
+            secret_env: &secret_env,
+            secret_files: &secret_files,
+        };
+        let mut p = Problems::new();
+        o.check_secrets("sinks.kafka", &|_| None, &mut p);
+        let got: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "sinks.kafka.secret_env.\"sasl.password\": environment variable `UNSET`"
+            ),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(
+                |g| g.starts_with("sinks.kafka.secret_files.\"ssl.key.password\": cannot read")
+            ),
+            "{got:?}"
+        );
+        assert!(
+            got.iter().any(|g| g.starts_with(
+                "sinks.kafka.secret_files.\"sasl.username\": the secret file is empty"
+            )),
+            "{got:?}"
         );
     }
 }

@@ -20,6 +20,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Problems;
 
+/// The levels a filter may name, least verbose first.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,8 +58,26 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    /// Records every problem under `prefix` (e.g. `log`).
+    /// Records every problem under `prefix` (e.g. `log`). A bare word must
+    /// be a level: `tracing` would read `warning` as the name of a target
+    /// and silence every line, errors included.
     pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        for directive in self.level.split(',').map(str::trim) {
+            if !directive.is_empty()
+                && !directive.contains(['=', '[', ':'])
+                && !LEVELS.contains(&directive.to_ascii_lowercase().as_str())
+            {
+                problems.push(
+                    format!("{prefix}.level"),
+                    format!(
+                        "`{directive}` is not a level; write one of {}, or target=level \
+                         directives such as `info,anomalyd=debug`",
+                        LEVELS.map(|l| format!("`{l}`")).join(", ")
+                    ),
+                );
+                return;
+            }
+        }
         if let Err(e) = EnvFilter::try_new(&self.level) {
             problems.push(
                 format!("{prefix}.level"),
@@ -205,6 +226,35 @@ mod tests {
         let mut p = Problems::new();
         cfg.validate("log", &mut p);
         assert!(p.is_empty());
+    }
+
+    /// `warning` is a valid `tracing` filter (a target named so, at every
+    /// level), which silences the daemon: refused, with the levels.
+    #[test]
+    fn a_bare_word_must_be_a_level() {
+        for (level, ok) in [
+            ("warning", false),
+            ("info,warning", false),
+            ("WARN", true),
+            ("info,anomalyd::alert=debug", true),
+            ("anomalyd=trace", true),
+            ("off", true),
+        ] {
+            let mut p = Problems::new();
+            LogConfig {
+                level: level.to_owned(),
+                ..LogConfig::default()
+            }
+            .validate("log", &mut p);
+            assert_eq!(p.is_empty(), ok, "{level}: {p}");
+            if !ok {
+                assert!(
+                    p.to_string()
+                        .contains("`warning` is not a level; write one of `off`, `error`, `warn`"),
+                    "{p}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -695,6 +695,8 @@ impl Exposition {
         ] {
             let _ = SinkMetrics::new(&m, name);
         }
+        // Each shard labels the alerts-emitted family when it starts.
+        let _ = anomalyd::alert::EmittedCounters::new(&m);
         let _ = m.source(anomalyd::source::kafka::NAME, &[]);
         let _ = anomalyd::source::remote_write::ReceiverMetrics::new(&m).expect("receiver metrics");
         m.set_consumer_lag("metrics", 0, 1);

@@ -2,6 +2,7 @@
 
 mod adagrad_vectors;
 mod backtest;
+mod check_config;
 mod cli;
 mod daemon;
 mod demo;

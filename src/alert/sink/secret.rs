@@ -61,6 +61,28 @@ impl AuthConfig {
         );
     }
 
+    /// Reads the token (and drops it), as the sink will when it starts:
+    /// an unset variable, a missing or empty file, or a token that cannot
+    /// be sent in a header is a problem at its key (`prefix` is this
+    /// section's key).
+    pub fn check_secret(
+        &self,
+        prefix: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Problems,
+    ) {
+        match self.header(prefix, env) {
+            Ok(_) => {}
+            Err(SinkBuildError::Secret(e)) => problems.push(e.key(), e.reason()),
+            Err(SinkBuildError::BadSecret { key }) => problems.push(
+                key,
+                "the token contains characters not allowed in an HTTP header",
+            ),
+            Err(SinkBuildError::Config { key, message }) => problems.push(key, message),
+            Err(e) => problems.push(prefix, e.to_string()),
+        }
+    }
+
     /// The header to send, if a token source is configured. `prefix` is
     /// this section's key.
     pub fn header(
