@@ -389,12 +389,12 @@ async fn webhook_down(bootstrap: String) {
     let w = &mut config.sinks.webhook;
     w.enabled = true;
     w.url = hook.url.clone();
-    w.queue_capacity = CAPACITY;
-    w.max_batch_alerts = 4;
+    w.delivery.queue_capacity = CAPACITY;
+    w.delivery.max_batch_alerts = 4;
     w.timeout_ms = 5_000;
     // Retry until shutdown, at least every 500 ms: nothing is given up for
     // retries, and recovery is noticed at once.
-    w.retry = RetryConfig {
+    w.delivery.retry = RetryConfig {
         initial_backoff_ms: 50,
         max_backoff_ms: 500,
         multiplier: 2.0,

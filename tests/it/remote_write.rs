@@ -81,7 +81,7 @@ impl Hook {
 pub fn with_webhook(c: &mut Config, url: String) {
     c.sinks.webhook.enabled = true;
     c.sinks.webhook.url = url;
-    c.sinks.webhook.retry.initial_backoff_ms = 10;
+    c.sinks.webhook.delivery.retry.initial_backoff_ms = 10;
 }
 
 fn labels(name: &str, pairs: &[(&str, &str)]) -> Vec<Label> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::sink::alertmanager::{AlertmanagerSink, AlertmanagerSinkConfig, NAME};
-use anomalyd::alert::sink::{RetryConfig, SinkHandle};
+use anomalyd::alert::sink::{RetryConfig, SinkHandle, SinkSection};
 use anomalyd::alert::{AlertStatus, Severity};
 use chrono::{SecondsFormat, Utc};
 use serde_json::Value;
@@ -131,17 +131,17 @@ fn rfc3339(t: chrono::DateTime<Utc>) -> String {
 #[tokio::test]
 async fn firing_shows_up_active_is_resent_and_resolution_ends_it() {
     let am = Alertmanager::start().await;
-    let cfg = AlertmanagerSinkConfig {
+    let mut cfg = SinkSection::new(AlertmanagerSinkConfig {
         enabled: true,
         url: am.base.clone(),
         resend_interval_secs: 1,
         generator_url: Some("http://dashboards.example/s/{fingerprint}".into()),
-        retry: RetryConfig {
-            initial_backoff_ms: 10,
-            max_backoff_ms: 100,
-            ..RetryConfig::default()
-        },
         ..AlertmanagerSinkConfig::default()
+    });
+    cfg.delivery.retry = RetryConfig {
+        initial_backoff_ms: 10,
+        max_backoff_ms: 100,
+        ..RetryConfig::default()
     };
     let mut p = anomalyd::config::Problems::new();
     cfg.validate("sinks.alertmanager", &mut p);

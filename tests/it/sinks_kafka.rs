@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use anomalyd::alert::sink::SinkHandle;
-use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::sink::kafka::{KafkaSink, KafkaSinkConfig, NAME};
+use anomalyd::alert::sink::{SinkMetrics, SinkSection};
 use anomalyd::alert::{Alert, AlertStatus};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -24,13 +24,13 @@ async fn alerts_arrive_keyed_by_fingerprint_as_alert_json() {
     // this task's stack (it cannot move into tokio::spawn).
     let mock = MockCluster::new(1).expect("mock cluster");
     mock.create_topic(TOPIC, 3, 1).expect("topic");
-    let cfg = KafkaSinkConfig {
+    let cfg = SinkSection::new(KafkaSinkConfig {
         enabled: true,
         brokers: mock.bootstrap_servers(),
         topic: TOPIC.to_owned(),
         message_timeout_ms: 10_000,
         ..KafkaSinkConfig::default()
-    };
+    });
     let mut p = anomalyd::config::Problems::new();
     cfg.validate("sinks.kafka", &mut p);
     assert!(p.is_empty(), "{p}");

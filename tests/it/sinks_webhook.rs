@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anomalyd::alert::sink::SinkMetrics;
 use anomalyd::alert::sink::webhook::{WebhookSink, WebhookSinkConfig};
 use anomalyd::alert::sink::{
     AlertSink, DropReason, RetryConfig, SinkError, SinkHandle, SinkOptions, Sinks,
 };
+use anomalyd::alert::sink::{SinkMetrics, SinkSection};
 use anomalyd::alert::{Alert, AlertStatus};
 use axum::Router;
 use axum::body::Bytes;
@@ -80,14 +80,15 @@ fn fast_retry(max_attempts: u32) -> RetryConfig {
     }
 }
 
-fn config(url: String) -> WebhookSinkConfig {
-    WebhookSinkConfig {
+fn config(url: String) -> SinkSection<WebhookSinkConfig> {
+    let mut c = SinkSection::new(WebhookSinkConfig {
         enabled: true,
         url,
         timeout_ms: 5_000,
-        retry: fast_retry(0),
         ..WebhookSinkConfig::default()
-    }
+    });
+    c.delivery.retry = fast_retry(0);
+    c
 }
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -243,8 +244,8 @@ async fn receiver_rejecting_with_4xx_drops_without_retry() {
 #[tokio::test]
 async fn receiver_down_keeps_the_queue_bounded_and_counts_every_drop() {
     let mut cfg = config(format!("http://127.0.0.1:{}/hook", free_port()));
-    cfg.queue_capacity = 4;
-    cfg.max_batch_alerts = 1;
+    cfg.delivery.queue_capacity = 4;
+    cfg.delivery.max_batch_alerts = 1;
     let m = metrics();
     let h = SinkHandle::spawn(
         WebhookSink::new(&cfg, "sinks.webhook", &|_| None).unwrap(),

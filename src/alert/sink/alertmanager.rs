@@ -39,8 +39,8 @@ use tracing::warn;
 use super::SinkMetrics;
 use super::secret::AuthConfig;
 use super::{
-    AlertSink, DropReason, RetryConfig, SinkBuildError, SinkError, SinkOptions, http_client,
-    validate_queue, validate_url,
+    AlertSink, DeliveryConfig, DropReason, SinkBuildError, SinkError, SinkSection, SinkTable,
+    http_client, validate_url,
 };
 use crate::alert::{Alert, AlertStatus, Reason};
 use crate::config::Problems;
@@ -80,12 +80,6 @@ pub struct AlertmanagerSinkConfig {
     pub extra_labels: BTreeMap<String, String>,
     /// Optional auth header (e.g. for an authenticating proxy).
     pub auth: AuthConfig,
-    /// Alerts held while Alertmanager is slow or down.
-    pub queue_capacity: usize,
-    /// Alerts per POST (also the chunk size of re-sends).
-    pub max_batch_alerts: usize,
-    /// Backoff between attempts.
-    pub retry: RetryConfig,
 }
 
 impl Default for AlertmanagerSinkConfig {
@@ -100,19 +94,37 @@ impl Default for AlertmanagerSinkConfig {
             generator_url: None,
             extra_labels: BTreeMap::new(),
             auth: AuthConfig::default(),
-            queue_capacity: 10_000,
-            max_batch_alerts: 64,
-            retry: RetryConfig::default(),
         }
     }
 }
 
-impl AlertmanagerSinkConfig {
-    /// Records every problem under `prefix` (e.g. `sinks.alertmanager`).
-    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
-        if !self.enabled {
-            return;
-        }
+/// Alerts per POST, and the chunk size of re-sends: `max_batch_alerts`,
+/// 64 by default.
+impl SinkTable for AlertmanagerSinkConfig {
+    const KEYS: &'static [&'static str] = &[
+        "enabled",
+        "url",
+        "timeout_ms",
+        "alertname",
+        "resend_interval_secs",
+        "max_active_alerts",
+        "generator_url",
+        "extra_labels",
+        "auth",
+        "queue_capacity",
+        "max_batch_alerts",
+        "retry",
+    ];
+
+    fn default_delivery() -> DeliveryConfig {
+        DeliveryConfig::with_batch(64)
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
         validate_url(&format!("{prefix}.url"), &self.url, problems);
         problems.check(
             self.timeout_ms >= 1,
@@ -149,18 +161,6 @@ impl AlertmanagerSinkConfig {
             );
         }
         self.auth.validate(&format!("{prefix}.auth"), problems);
-        validate_queue(prefix, self.queue_capacity, self.max_batch_alerts, problems);
-        self.retry.validate(&format!("{prefix}.retry"), problems);
-    }
-
-    /// Runner settings.
-    pub fn options(&self) -> SinkOptions {
-        SinkOptions {
-            queue_capacity: self.queue_capacity,
-            max_batch_alerts: self.max_batch_alerts,
-            retry: self.retry.clone(),
-            jitter_seed: None,
-        }
     }
 }
 
@@ -249,11 +249,12 @@ impl AlertmanagerSink {
     /// Builds the sink. `prefix` is the section's key; `metrics` counts
     /// `resend_capacity` drops.
     pub fn new(
-        config: &AlertmanagerSinkConfig,
+        section: &SinkSection<AlertmanagerSinkConfig>,
         prefix: &str,
         env: &dyn Fn(&str) -> Option<String>,
         metrics: SinkMetrics,
     ) -> Result<Self, SinkBuildError> {
+        let config = &section.sink;
         let endpoint = Url::parse(&format!(
             "{}/api/v2/alerts",
             config.url.trim_end_matches('/')
@@ -269,7 +270,7 @@ impl AlertmanagerSink {
             alertname: config.alertname.clone(),
             resend_interval: Duration::from_secs(config.resend_interval_secs.max(1)),
             max_active: config.max_active_alerts,
-            chunk: config.max_batch_alerts.max(1),
+            chunk: section.delivery.max_batch_alerts.max(1),
             generator_url: config.generator_url.clone(),
             extra_labels: config.extra_labels.clone(),
             active: Mutex::new(HashMap::new()),
@@ -539,7 +540,7 @@ mod tests {
     fn sink(cfg: &AlertmanagerSinkConfig) -> (AlertmanagerSink, Metrics) {
         let m = Metrics::new(Registry::new(), &MetricsConfig::default(), &[], &[]).unwrap();
         let s = AlertmanagerSink::new(
-            cfg,
+            &SinkSection::new(cfg.clone()),
             "sinks.alertmanager",
             &|_| None,
             SinkMetrics::new(&m, NAME),

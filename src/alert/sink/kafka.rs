@@ -21,7 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
-use super::{AlertSink, RetryConfig, SinkBuildError, SinkError, SinkOptions, validate_queue};
+use super::{AlertSink, SinkBuildError, SinkError, SinkTable};
 use crate::alert::Alert;
 use crate::config::Problems;
 use crate::config::secret::{ClientOptions, redacted, serialize_redacted};
@@ -56,12 +56,6 @@ pub struct KafkaSinkConfig {
     /// librdkafka options read from files: option name → path (trailing
     /// newline ignored).
     pub secret_files: BTreeMap<String, PathBuf>,
-    /// Alerts held while the cluster is slow or down.
-    pub queue_capacity: usize,
-    /// Alerts produced per batch before awaiting their delivery.
-    pub max_batch_alerts: usize,
-    /// Backoff between attempts after the producer gave up on a batch.
-    pub retry: RetryConfig,
 }
 
 impl fmt::Debug for KafkaSinkConfig {
@@ -74,9 +68,6 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("options", &redacted(&self.options))
             .field("secret_env", &self.secret_env)
             .field("secret_files", &self.secret_files)
-            .field("queue_capacity", &self.queue_capacity)
-            .field("max_batch_alerts", &self.max_batch_alerts)
-            .field("retry", &self.retry)
             .finish()
     }
 }
@@ -91,9 +82,6 @@ impl Default for KafkaSinkConfig {
             options: BTreeMap::new(),
             secret_env: BTreeMap::new(),
             secret_files: BTreeMap::new(),
-            queue_capacity: 10_000,
-            max_batch_alerts: 100,
-            retry: RetryConfig::default(),
         }
     }
 }
@@ -108,12 +96,27 @@ fn is_valid_topic(t: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-impl KafkaSinkConfig {
-    /// Records every problem under `prefix` (e.g. `sinks.kafka`).
-    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
-        if !self.enabled {
-            return;
-        }
+/// Alerts produced per batch before awaiting their delivery:
+/// `max_batch_alerts`; `[retry]` after the producer gave up on a batch.
+impl SinkTable for KafkaSinkConfig {
+    const KEYS: &'static [&'static str] = &[
+        "enabled",
+        "brokers",
+        "topic",
+        "message_timeout_ms",
+        "options",
+        "secret_env",
+        "secret_files",
+        "queue_capacity",
+        "max_batch_alerts",
+        "retry",
+    ];
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
         problems.check(
             is_valid_topic(&self.topic),
             format!("{prefix}.topic"),
@@ -136,26 +139,16 @@ impl KafkaSinkConfig {
             ],
             problems,
         );
-        validate_queue(prefix, self.queue_capacity, self.max_batch_alerts, problems);
-        self.retry.validate(&format!("{prefix}.retry"), problems);
     }
+}
 
+impl KafkaSinkConfig {
     /// The pass-through librdkafka options.
     pub fn client_options(&self) -> ClientOptions<'_> {
         ClientOptions {
             options: &self.options,
             secret_env: &self.secret_env,
             secret_files: &self.secret_files,
-        }
-    }
-
-    /// Runner settings.
-    pub fn options(&self) -> SinkOptions {
-        SinkOptions {
-            queue_capacity: self.queue_capacity,
-            max_batch_alerts: self.max_batch_alerts,
-            retry: self.retry.clone(),
-            jitter_seed: None,
         }
     }
 }

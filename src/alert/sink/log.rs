@@ -7,7 +7,8 @@
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::{AlertSink, SinkError, SinkOptions, validate_queue};
+use super::delivery::SinkTable;
+use super::{AlertSink, SinkError};
 use crate::alert::{Alert, AlertStatus};
 use crate::config::Problems;
 
@@ -20,39 +21,25 @@ pub const NAME: &str = "log";
 pub struct LogSinkConfig {
     /// Write one INFO line per alert.
     pub enabled: bool,
-    /// Alerts held before the overflow policy applies.
-    pub queue_capacity: usize,
-    /// Alerts written per batch.
-    pub max_batch_alerts: usize,
 }
 
 impl Default for LogSinkConfig {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            queue_capacity: 10_000,
-            max_batch_alerts: 100,
-        }
+        Self { enabled: true }
     }
 }
 
-impl LogSinkConfig {
-    /// Records every problem under `prefix` (e.g. `sinks.log`).
-    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
-        if self.enabled {
-            validate_queue(prefix, self.queue_capacity, self.max_batch_alerts, problems);
-        }
+/// Writing a log line does not fail: the log sink's table has the queue
+/// keys but no `[retry]`.
+impl SinkTable for LogSinkConfig {
+    const KEYS: &'static [&'static str] = &["enabled", "queue_capacity", "max_batch_alerts"];
+    const RETRIES: bool = false;
+
+    fn enabled(&self) -> bool {
+        self.enabled
     }
 
-    /// Runner settings. Writing a log line does not fail, so there is
-    /// nothing to retry.
-    pub fn options(&self) -> SinkOptions {
-        SinkOptions {
-            queue_capacity: self.queue_capacity,
-            max_batch_alerts: self.max_batch_alerts,
-            ..SinkOptions::default()
-        }
-    }
+    fn validate(&self, _prefix: &str, _problems: &mut Problems) {}
 }
 
 /// Writes alerts to the log.

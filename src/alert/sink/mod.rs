@@ -19,6 +19,7 @@
 //! ([`crate::alert::Alert`], the lifecycle).
 
 pub mod alertmanager;
+pub mod delivery;
 pub mod kafka;
 pub mod log;
 mod metrics;
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use delivery::{DeliveryConfig, SinkSection, SinkTable};
 pub use metrics::SinkMetrics;
 pub use runner::{SinkHandle, SinkOptions, SinkStats, Sinks};
 
@@ -271,20 +273,6 @@ impl RetryConfig {
     }
 }
 
-/// Checks the queue settings shared by every sink.
-fn validate_queue(prefix: &str, capacity: usize, max_batch: usize, problems: &mut Problems) {
-    problems.check(
-        capacity >= 1,
-        format!("{prefix}.queue_capacity"),
-        "must be at least 1; it bounds the alerts held while the sink is slow or down",
-    );
-    problems.check(
-        (1..=capacity.max(1)).contains(&max_batch),
-        format!("{prefix}.max_batch_alerts"),
-        format!("must be between 1 and queue_capacity ({capacity})"),
-    );
-}
-
 /// Checks that `url` is an absolute http(s) URL without credentials.
 fn validate_url(key: &str, url: &str, problems: &mut Problems) {
     match reqwest::Url::parse(url) {
@@ -316,19 +304,20 @@ fn http_client(timeout: Duration) -> Result<reqwest::Client, SinkBuildError> {
         .map_err(SinkBuildError::HttpClient)
 }
 
-/// The `[sinks]` section: one sub-section per destination. Every enabled
-/// sink gets every alert, through its own queue.
+/// The `[sinks]` section: one sub-section per destination, each with the
+/// shared queue-and-retry keys ([`SinkSection`]). Every enabled sink gets
+/// every alert, through its own queue.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SinksConfig {
     /// One structured log line per alert (on by default).
-    pub log: log::LogSinkConfig,
+    pub log: SinkSection<log::LogSinkConfig>,
     /// JSON POST of alerts to any HTTP endpoint.
-    pub webhook: webhook::WebhookSinkConfig,
+    pub webhook: SinkSection<webhook::WebhookSinkConfig>,
     /// Prometheus Alertmanager (API v2).
-    pub alertmanager: alertmanager::AlertmanagerSinkConfig,
+    pub alertmanager: SinkSection<alertmanager::AlertmanagerSinkConfig>,
     /// A Kafka topic.
-    pub kafka: kafka::KafkaSinkConfig,
+    pub kafka: SinkSection<kafka::KafkaSinkConfig>,
 }
 
 impl SinksConfig {
@@ -429,8 +418,8 @@ mod tests {
         let mut c = SinksConfig::default();
         c.webhook.enabled = true;
         c.webhook.url = "not a url".into();
-        c.webhook.retry.jitter = 2.0;
-        c.webhook.max_batch_alerts = 0;
+        c.webhook.delivery.retry.jitter = 2.0;
+        c.webhook.delivery.max_batch_alerts = 0;
         c.alertmanager.enabled = true;
         c.alertmanager.url = "ftp://am:9093".into();
         let mut p = Problems::new();
@@ -440,6 +429,55 @@ mod tests {
         assert!(keys.contains(&"sinks.webhook.retry.jitter"), "{p}");
         assert!(keys.contains(&"sinks.webhook.max_batch_alerts"), "{p}");
         assert!(keys.contains(&"sinks.alertmanager.url"), "{p}");
+    }
+
+    /// Each sink's `KEYS` (what its table offers the config's shape) are
+    /// its own keys, read from its type, then the shared ones it has.
+    #[test]
+    fn every_sink_table_lists_its_keys() {
+        use crate::config::schema::Shape;
+        fn keys<T: SinkTable + serde::de::DeserializeOwned>() {
+            let Shape::Table(own) = Shape::of::<T>().unwrap() else {
+                panic!("a sink config is a table");
+            };
+            let mut want: Vec<&str> = own.iter().map(|(k, _)| *k).collect();
+            want.extend(
+                delivery::DELIVERY_KEYS
+                    .iter()
+                    .filter(|k| T::RETRIES || **k != "retry"),
+            );
+            assert_eq!(T::KEYS, want.as_slice());
+        }
+        keys::<log::LogSinkConfig>();
+        keys::<webhook::WebhookSinkConfig>();
+        keys::<alertmanager::AlertmanagerSinkConfig>();
+        keys::<kafka::KafkaSinkConfig>();
+    }
+
+    /// The keys users write did not move: the reference values read into
+    /// the shared type, per sink.
+    #[test]
+    fn the_shared_keys_stay_in_each_sinks_table() {
+        let c: SinksConfig = toml::from_str(
+            "[log]\nqueue_capacity = 7\n[alertmanager]\nmax_batch_alerts = 9\n\
+             [kafka.retry]\nmax_attempts = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.log.delivery.queue_capacity, 7);
+        assert_eq!(c.alertmanager.delivery.max_batch_alerts, 9);
+        assert_eq!(c.kafka.delivery.retry.max_attempts, 2);
+        assert_eq!(
+            SinksConfig::default()
+                .alertmanager
+                .delivery
+                .max_batch_alerts,
+            64
+        );
+        assert_eq!(
+            SinksConfig::default().webhook.delivery.max_batch_alerts,
+            100
+        );
+        assert!(toml::from_str::<SinksConfig>("[log.retry]\nmax_attempts = 2\n").is_err());
     }
 
     #[test]

@@ -19,10 +19,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::secret::AuthConfig;
-use super::{
-    AlertSink, RetryConfig, SinkBuildError, SinkError, SinkOptions, http_client, validate_queue,
-    validate_url,
-};
+use super::{AlertSink, SinkBuildError, SinkError, SinkTable, http_client, validate_url};
 use crate::alert::Alert;
 use crate::config::Problems;
 
@@ -53,12 +50,6 @@ pub struct WebhookSinkConfig {
     pub timeout_ms: u64,
     /// Optional auth header; the token comes from an env var or a file.
     pub auth: AuthConfig,
-    /// Alerts held while the receiver is slow or down.
-    pub queue_capacity: usize,
-    /// Alerts per POST.
-    pub max_batch_alerts: usize,
-    /// Backoff between attempts.
-    pub retry: RetryConfig,
 }
 
 impl Default for WebhookSinkConfig {
@@ -68,19 +59,27 @@ impl Default for WebhookSinkConfig {
             url: String::new(),
             timeout_ms: 10_000,
             auth: AuthConfig::default(),
-            queue_capacity: 10_000,
-            max_batch_alerts: 100,
-            retry: RetryConfig::default(),
         }
     }
 }
 
-impl WebhookSinkConfig {
-    /// Records every problem under `prefix` (e.g. `sinks.webhook`).
-    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
-        if !self.enabled {
-            return;
-        }
+/// Alerts per POST: `max_batch_alerts`.
+impl SinkTable for WebhookSinkConfig {
+    const KEYS: &'static [&'static str] = &[
+        "enabled",
+        "url",
+        "timeout_ms",
+        "auth",
+        "queue_capacity",
+        "max_batch_alerts",
+        "retry",
+    ];
+
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn validate(&self, prefix: &str, problems: &mut Problems) {
         if self.url.is_empty() {
             problems.push(
                 format!("{prefix}.url"),
@@ -95,18 +94,6 @@ impl WebhookSinkConfig {
             "must be at least 1 (milliseconds)",
         );
         self.auth.validate(&format!("{prefix}.auth"), problems);
-        validate_queue(prefix, self.queue_capacity, self.max_batch_alerts, problems);
-        self.retry.validate(&format!("{prefix}.retry"), problems);
-    }
-
-    /// Runner settings.
-    pub fn options(&self) -> SinkOptions {
-        SinkOptions {
-            queue_capacity: self.queue_capacity,
-            max_batch_alerts: self.max_batch_alerts,
-            retry: self.retry.clone(),
-            jitter_seed: None,
-        }
     }
 }
 
