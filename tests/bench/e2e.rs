@@ -52,6 +52,8 @@ use anomalyd::event::SeriesKey;
 use anomalyd::source::kafka::OffsetReset;
 use clap::{Args, Parser, Subcommand};
 
+#[path = "../it/real_parts.rs"]
+mod real_parts;
 #[path = "../it/tansu_broker.rs"]
 mod tansu_broker;
 use rdkafka::ClientConfig;

@@ -19,7 +19,7 @@
 # Knobs (environment): E2E_REPEAT (runs per measurement, default 2),
 # E2E_ARGS (extra arguments to `e2e run`, e.g. "--no-replay" for the Kafka
 # rows alone), SKIP_PEERS=1, STREAMS ("10k 100k"), BROKERS ("mock,tansu";
-# tansu as .ci/run installs it, or $ANOMALYD_TEST_TANSU).
+# tansu as tests/run.sh installs it, or $ANOMALYD_TEST_TANSU).
 # The machine should be otherwise idle: every number here is CPU-bound.
 set -euo pipefail
 

@@ -22,7 +22,7 @@
 //!   daemon's real HTTP endpoint.
 //!
 //! `promtool` comes from Debian's `prometheus` package and `amtool` from
-//! `prometheus-alertmanager` (CI installs both); `ANOMALYD_TEST_PROMTOOL` and
+//! `prometheus-alertmanager` (tests/run.sh installs both); `ANOMALYD_TEST_PROMTOOL` and
 //! `ANOMALYD_TEST_AMTOOL` may point at other binaries.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,9 +40,6 @@ use tokio_util::sync::CancellationToken;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::support::get;
-
-const DEFAULT_PROMTOOL: &str = "/usr/bin/promtool";
-const DEFAULT_AMTOOL: &str = "/usr/bin/amtool";
 
 /// Labels Prometheus adds to every scraped series.
 const TARGET_LABELS: [&str; 2] = ["job", "instance"];
@@ -1073,20 +1070,8 @@ fn rule_exprs() -> Vec<Located> {
 // ---------------------------------------------------------------------------
 // External tools
 
-fn tool(env_var: &str, default: &str) -> PathBuf {
-    std::env::var_os(env_var).map_or_else(|| PathBuf::from(default), PathBuf::from)
-}
-
 fn promtool() -> PathBuf {
-    let p = tool("ANOMALYD_TEST_PROMTOOL", DEFAULT_PROMTOOL);
-    assert!(
-        p.exists(),
-        "{} not found: these tests check the rules and Prometheus config with promtool. \
-         Install it with `apt-get install prometheus` (Debian) or point \
-         ANOMALYD_TEST_PROMTOOL at a promtool binary.",
-        p.display()
-    );
-    p
+    crate::real_parts::PROMTOOL.path()
 }
 
 /// Runs a tool; returns (success, stdout + stderr).
@@ -1863,7 +1848,50 @@ fn promtool_accepts_rules_tests_config_and_dashboard_queries() {
     assert!(ok, "promtool check config prometheus.yml:\n{report}");
 
     // The Kubernetes scrape config uses kubernetes_sd_configs, which
-    // Debian's Prometheus build leaves out; other promtool builds check it.
+    // Debian's Prometheus build leaves out. Such a promtool still checks
+    // the rest (job, relabelling, scrape settings) on a copy whose service
+    // discovery is a static target; the discovery block itself is checked
+    // here against Prometheus' documented roles and keys.
+    let k8s_rel = "kubernetes/prometheus-scrape-config.yml";
+    let k8s = yaml(k8s_rel);
+    let jobs = seq(&k8s["scrape_configs"]);
+    assert!(!jobs.is_empty(), "{k8s_rel}: no scrape_configs");
+    for job in jobs {
+        let sd = seq(&job["kubernetes_sd_configs"]);
+        assert!(
+            !sd.is_empty(),
+            "{k8s_rel}: a job without kubernetes_sd_configs"
+        );
+        for c in sd {
+            let role = text(&c["role"], "kubernetes_sd_configs role");
+            assert!(
+                [
+                    "node",
+                    "service",
+                    "pod",
+                    "endpoints",
+                    "endpointslice",
+                    "ingress"
+                ]
+                .contains(&role.as_str()),
+                "{k8s_rel}: `{role}` is not a Kubernetes SD role"
+            );
+            for key in hash_keys(c) {
+                assert!(
+                    [
+                        "role",
+                        "namespaces",
+                        "selectors",
+                        "api_server",
+                        "kubeconfig_file",
+                        "attach_metadata"
+                    ]
+                    .contains(&key.as_str()),
+                    "{k8s_rel}: `{key}` is not a kubernetes_sd_configs key"
+                );
+            }
+        }
+    }
     let k8s_dir = deploy_path("kubernetes");
     let (ok, report) = run(
         &promtool,
@@ -1871,16 +1899,25 @@ fn promtool_accepts_rules_tests_config_and_dashboard_queries() {
         &k8s_dir,
     );
     if !ok && report.contains("field kubernetes_sd_configs not found") {
-        eprintln!(
-            "SKIPPED promtool check of deploy/kubernetes/prometheus-scrape-config.yml: this \
-             promtool ({}) is built without Kubernetes service discovery",
-            promtool.display()
+        let original = read(k8s_rel);
+        let sd = "kubernetes_sd_configs:\n      - role: endpoints\n";
+        assert!(
+            original.contains(sd),
+            "{k8s_rel}: update this test's copy for the new discovery block"
         );
-    } else {
+        let copy = original.replace(
+            sd,
+            "static_configs:\n      - targets: [\"anomalyd:9898\"]\n",
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join("scrape.yml"), copy).expect("write");
+        let (ok, report) = run(&promtool, &["check", "config", "scrape.yml"], tmp.path());
         assert!(
             ok,
-            "promtool check config prometheus-scrape-config.yml:\n{report}"
+            "promtool check config {k8s_rel} (static targets for Kubernetes SD):\n{report}"
         );
+    } else {
+        assert!(ok, "promtool check config {k8s_rel}:\n{report}");
     }
 
     // Every dashboard query through Prometheus' own parser, as recording
@@ -1908,15 +1945,7 @@ fn promtool_accepts_rules_tests_config_and_dashboard_queries() {
 
 #[test]
 fn amtool_accepts_the_alertmanager_config() {
-    let amtool = tool("ANOMALYD_TEST_AMTOOL", DEFAULT_AMTOOL);
-    if !amtool.exists() {
-        eprintln!(
-            "SKIPPED amtool check-config of deploy/alertmanager/alertmanager.yml: {} not found \
-             (Debian's prometheus-alertmanager package ships it)",
-            amtool.display()
-        );
-        return;
-    }
+    let amtool = crate::real_parts::AMTOOL.path();
     let (ok, report) = run(
         &amtool,
         &["check-config", "alertmanager.yml"],
@@ -1975,13 +2004,7 @@ fn systemd_unit_is_hardened_and_verifies() {
     );
     assert!(unit.one("EnvironmentFile").ends_with("/anomalyd.env"));
 
-    let analyze = Path::new("/usr/bin/systemd-analyze");
-    if !analyze.exists() {
-        eprintln!(
-            "SKIPPED systemd-analyze verify: /usr/bin/systemd-analyze not found (Debian package systemd)"
-        );
-        return;
-    }
+    let analyze = crate::real_parts::SYSTEMD_ANALYZE.path();
     // Verify a copy whose ExecStart is the binary cargo just built (verify
     // checks that the executable exists).
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -1995,7 +2018,7 @@ fn systemd_unit_is_hardened_and_verifies() {
     let copy = unit_text.replace(&exec, env!("CARGO_BIN_EXE_anomalyd"));
     let path = tmp.path().join("anomalyd.service");
     std::fs::write(&path, copy).expect("write");
-    let out = Command::new(analyze)
+    let out = Command::new(&analyze)
         .arg("verify")
         .arg(&path)
         .output()

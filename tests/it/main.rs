@@ -11,6 +11,7 @@ mod detection;
 mod faults;
 mod layering;
 mod prometheus;
+mod real_parts;
 mod reference_config;
 mod remote_write;
 mod sinks_alertmanager;

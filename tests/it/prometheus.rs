@@ -20,19 +20,6 @@ use crate::support::{self, free_port, metric_sum, poll_some, poll_until};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The Prometheus binary: `$ANOMALYD_TEST_PROMETHEUS`, else Debian's.
-fn prometheus_bin() -> PathBuf {
-    let p = std::env::var_os("ANOMALYD_TEST_PROMETHEUS")
-        .map_or_else(|| PathBuf::from("/usr/bin/prometheus"), PathBuf::from);
-    assert!(
-        p.exists(),
-        "{} not found: this test runs a real Prometheus. Install it with \
-         `apt-get install prometheus` (CI installs it), or set ANOMALYD_TEST_PROMETHEUS.",
-        p.display()
-    );
-    p
-}
-
 /// A Prometheus process, killed when dropped (also when the test fails).
 struct Prometheus {
     child: Child,
@@ -89,7 +76,7 @@ impl Target {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_remote_writes_and_a_jump_alerts() {
-    let bin = prometheus_bin();
+    let bin = crate::real_parts::PROMETHEUS.path();
     let (hook, url) = Hook::start().await;
     let mut c = config();
     c.detector.threshold.warmup_events = 20;

@@ -2,11 +2,10 @@
 //! `prometheus-alertmanager`, 0.25), started on a free loopback port with a
 //! temporary config and storage directory.
 //!
-//! The binary is required: CI installs it (`apt-get install -y
+//! The binary is required: tests/run.sh installs it (`apt-get install -y
 //! prometheus-alertmanager`). `ANOMALYD_TEST_ALERTMANAGER` may point at
 //! another binary.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,7 +19,6 @@ use tokio::time::Instant;
 
 use crate::support::{client, firing, free_port, metrics, poll_some, poll_until, resolved};
 
-const DEFAULT_BIN: &str = "/usr/bin/prometheus-alertmanager";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A running Alertmanager, killed on drop.
@@ -43,16 +41,7 @@ impl Alertmanager {
     }
 
     async fn start() -> Self {
-        let bin = std::env::var_os("ANOMALYD_TEST_ALERTMANAGER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_BIN));
-        assert!(
-            bin.exists(),
-            "{} not found: this test needs a real Alertmanager. Install it with \
-             `apt-get install -y prometheus-alertmanager` (CI installs it), or set \
-             ANOMALYD_TEST_ALERTMANAGER to an alertmanager binary.",
-            bin.display()
-        );
+        let bin = crate::real_parts::ALERTMANAGER.path();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(

