@@ -55,8 +55,8 @@ impl Severity {
     }
 }
 
-/// One alert message, as sent to every sink (JSON shape documented in the
-/// README).
+/// One alert message, as sent to every sink (JSON shape documented in
+/// docs/operations.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Stable id of the alerting series: 16 hex digits of

@@ -4,7 +4,7 @@
 //! own scale, sampled every `step_secs` of simulated time. Anomalies of four
 //! kinds (spike, level shift, drift, flatline) are injected on a schedule so
 //! that the demo shows firing and resolved alerts. Deterministic for a seed:
-//! the tests and the README's numbers rely on it.
+//! the tests and the documented numbers rely on it.
 
 use std::f64::consts::TAU;
 

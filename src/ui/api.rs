@@ -2,7 +2,7 @@
 //! `/api/v1/series/<fingerprint>` (one series with its points and alert
 //! spans), and the query that selects, filters and sorts the list.
 //!
-//! This module owns the documents' shape (the README documents it) and the
+//! This module owns the documents' shape (docs/operations.md documents it) and the
 //! selection rule; it reads [`super::history`] and renders nothing. The
 //! HTML page and the script build their tables from these same documents.
 //! Objects only gain fields over time (a `reason` column will come with

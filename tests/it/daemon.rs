@@ -290,8 +290,8 @@ fn metrics_endpoint_serves_every_documented_name_and_readiness() {
             async move { m.events_processed_total() == 1 }
         })
         .await;
-        let names = support::readme_metric_names();
-        assert!(names.len() >= 20, "the README lists only {names:?}");
+        let names = support::documented_metric_names();
+        assert!(names.len() >= 20, "docs/operations.md lists only {names:?}");
         // The consumer-lag gauge appears with the first librdkafka
         // statistics report, so poll until every name is served.
         let url = format!("{base}/metrics");
@@ -302,7 +302,7 @@ fn metrics_endpoint_serves_every_documented_name_and_readiness() {
                 .cloned()
                 .collect()
         };
-        let served = support::poll_some("every README metric served", WAIT, || {
+        let served = support::poll_some("every documented metric served", WAIT, || {
             let url = url.clone();
             async move {
                 let (status, text) = support::get(&url).await;

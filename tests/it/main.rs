@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod deploy;
 mod detection;
+mod docs;
 mod faults;
 mod layering;
 mod prometheus;

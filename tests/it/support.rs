@@ -400,14 +400,16 @@ impl AmReceiver {
     }
 }
 
-/// The metric names the README's metrics table documents (backticked
-/// `anomalyd_*` names in the section headed "Metrics").
-pub fn readme_metric_names() -> Vec<String> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+/// The metric names the metrics tables document (backticked
+/// `anomalyd_*` names in the section headed "Metrics" of
+/// docs/operations.md).
+pub fn documented_metric_names() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md"))
+            .expect("docs/operations.md");
     let start = readme
         .find("\n## Metrics")
-        .expect("a \"## Metrics\" section in README.md");
+        .expect("a \"## Metrics\" section in docs/operations.md");
     let section = &readme[start + 1..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
     let mut names: Vec<String> = section

@@ -249,8 +249,8 @@ async fn a_changelog_save_in_one_batch_is_restored_whole() {
 }
 
 /// Documents tansu 0.6's departures from Kafka that anomalyd and these
-/// tests work around (README, "Try it on a real broker"). If this fails,
-/// tansu changed: update the README and this test.
+/// tests work around (docs/operations.md, "Brokers: tansu"). If this
+/// fails, tansu changed: update that section and this test.
 ///
 /// - ListOffsets reports as high watermark the first offset of the last
 ///   produce batch + 1, not the end of the partition: consumer-lag figures
