@@ -1169,7 +1169,7 @@ fn environment_overrides_name_existing_keys() {
     assert!(env_key_problem("ANOMALYD__KAFKA__OPTIONS__FETCH_MAX_BYTES", &defaults).is_none());
 
     // A variable with a single `_` after the prefix is not an override at
-    // all (the config crate ignores it): only ANOMALYD_CONFIG may look so.
+    // all (the loader reads only ANOMALYD__ variables): only ANOMALYD_CONFIG may look so.
     for (place, k) in &vars {
         if k.starts_with("ANOMALYD_") && !k.starts_with("ANOMALYD__") {
             assert_eq!(
