@@ -501,11 +501,8 @@ impl Probe<'_> {
         v: V,
     ) -> Result<V::Value, ProbeError> {
         *self.out = Shape::Integer { min, max };
-        if min < 0 {
-            v.visit_i64(0)
-        } else {
-            v.visit_u64(0)
-        }
+        // 1 fits every integer type, non-zero ones included.
+        v.visit_u64(1)
     }
 }
 
