@@ -145,7 +145,7 @@ impl Shape {
             }
             (Shape::Map(shape), toml::Value::Table(table)) => {
                 for (k, v) in table {
-                    shape.check(&join(key, k), v, source, problems);
+                    shape.check(&join_free(key, k), v, source, problems);
                 }
             }
             (Shape::List(shape), toml::Value::Array(items)) => {
@@ -222,6 +222,36 @@ fn push(problems: &mut Problems, source: &dyn Fn(&str) -> Option<String>, key: &
         None => what,
     };
     problems.push(key, message);
+}
+
+/// `prefix.key` for a free map's key, quoted when it holds a dot
+/// (`kafka.options."fetch.max.bytes"`), as TOML writes it.
+fn join_free(prefix: &str, key: &str) -> String {
+    if key.contains(['.', ' ', '"', '[']) {
+        join(prefix, &format!("\"{}\"", key.replace('"', "\\\"")))
+    } else {
+        join(prefix, key)
+    }
+}
+
+/// The parts of a dotted key, quoted parts unquoted; a list index
+/// (`[3]`) ends it.
+fn parts(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut part = String::new();
+    let mut quoted = false;
+    let mut chars = key.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => part.extend(chars.next()),
+            '.' if !quoted => out.push(std::mem::take(&mut part)),
+            '[' if !quoted => break,
+            c => part.push(c),
+        }
+    }
+    out.push(part);
+    out
 }
 
 fn join(prefix: &str, key: &str) -> String {
@@ -678,19 +708,18 @@ pub fn set(table: &mut toml::Table, path: &[String], value: toml::Value) {
 /// deserialization after [`Shape::check`] meets the default instead).
 /// List items (`key[3]`) remove the whole list.
 pub fn remove(table: &mut toml::Table, key: &str) {
-    let key = key.split('[').next().unwrap_or(key);
-    let parts: Vec<&str> = key.split('.').collect();
+    let parts = parts(key);
     let Some((last, parents)) = parts.split_last() else {
         return;
     };
     let mut t = table;
     for p in parents {
-        match t.get_mut(*p) {
+        match t.get_mut(p) {
             Some(toml::Value::Table(next)) => t = next,
             _ => return,
         }
     }
-    t.remove(*last);
+    t.remove(last);
 }
 
 #[cfg(test)]
@@ -840,6 +869,13 @@ mod tests {
         );
         remove(&mut base, "b.z");
         remove(&mut base, "a.x[2]");
+        let mut dotted: toml::Table =
+            toml::from_str("[o]\n\"fetch.max.bytes\" = 1\nk = 2\n").unwrap();
+        remove(&mut dotted, &join_free("o", "fetch.max.bytes"));
+        assert_eq!(
+            dotted,
+            toml::from_str::<toml::Table>("[o]\nk = 2\n").unwrap()
+        );
         assert_eq!(
             base,
             toml::from_str::<toml::Table>("[a]\ny = 3\nw = 5\n[b]\n").unwrap()

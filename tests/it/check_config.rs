@@ -299,6 +299,12 @@ fn what_run_refuses_check_config_reports_with_exit_2() {
             "sinks.kafka.options.\"linger\": librdkafka has no such property",
         ),
         (
+            "an option value that is not a string",
+            "[kafka]\noptions = { \"fetch.max.bytes\" = 1048576 }\n".to_owned(),
+            vec![],
+            "kafka.options.\"fetch.max.bytes\": must be a string, not the number 1048576",
+        ),
+        (
             "a bad librdkafka value",
             "[kafka]\noptions = { \"fetch.max.bytes\" = \"lots\" }\n".to_owned(),
             vec![],
