@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Problems;
-use crate::alert::lifecycle::AlertRuleConfig;
+use crate::alert::config::AlertConfig;
 use crate::alert::sink::SinksConfig;
 use crate::decode::DecodeConfig;
 use crate::detector::DetectorConfig;
+use crate::history::HistoryConfig;
 use crate::pipeline::PipelineConfig;
 use crate::source::SourcesConfig;
 use crate::source::kafka::KafkaConfig;
@@ -43,8 +44,9 @@ pub struct Config {
     pub decode: DecodeConfig,
     /// `[detector]`: model and adaptive threshold, per series.
     pub detector: DetectorConfig,
-    /// `[alert]`: when a series fires and resolves.
-    pub alert: AlertRuleConfig,
+    /// `[alert]`: when a series fires and resolves, and how old an event
+    /// may be and still alert.
+    pub alert: AlertConfig,
     /// `[sinks]`: where alerts go.
     pub sinks: SinksConfig,
     /// `[metrics]`: the Prometheus endpoint.
@@ -57,6 +59,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[ui]`: the live page and its history.
     pub ui: UiConfig,
+    /// `[history]`: new series learn their past from Prometheus.
+    pub history: HistoryConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -185,6 +189,7 @@ impl Config {
         self.pipeline.validate("pipeline", &mut p);
         self.state.validate("state", &mut p);
         self.ui.validate("ui", self.pipeline.worker_count(), &mut p);
+        self.history.validate("history", &mut p);
         p.into_result()
     }
 }

@@ -34,7 +34,7 @@ use crate::config::Problems;
 use crate::event::Event;
 use crate::ui::history::History;
 
-pub use worker::{AlertHandoff, Core, WorkerReport};
+pub use worker::{AlertHandoff, Core, ShardOptions, WorkerReport};
 
 use crate::state::{SeriesSnapshot, SourcePartition};
 
@@ -155,6 +155,9 @@ pub enum Work {
     },
     /// See [`Barrier`].
     Barrier(Barrier),
+    /// A history has arrived for this shard (see [`crate::history`]): the
+    /// shard looks at its history channel, as it does before any work.
+    Wake,
 }
 
 /// The pipeline has shut down (a shard thread ended).
@@ -204,9 +207,12 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel(config.queue_capacity);
             let core = Arc::clone(&core);
             let history = history.clone();
+            let wake = tx.downgrade();
             let handle = std::thread::Builder::new()
                 .name(format!("anomalyd-shard-{shard}"))
-                .spawn(move || worker::run(shard, rx, core, per_shard_cap, idle_ttl, history))?;
+                .spawn(move || {
+                    worker::run(shard, rx, core, per_shard_cap, idle_ttl, history, wake)
+                })?;
             senders.push(tx);
             threads.push(handle);
         }

@@ -166,7 +166,11 @@ fn requests(cli: &Cli) -> Batches {
                     }
                 })
                 .collect();
-            let raw = WriteRequest { timeseries }.encode_to_vec();
+            let raw = WriteRequest {
+                timeseries,
+                ..WriteRequest::default()
+            }
+            .encode_to_vec();
             let body = snap::raw::Encoder::new()
                 .compress_vec(&raw)
                 .expect("snappy");

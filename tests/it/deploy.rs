@@ -680,7 +680,7 @@ impl Exposition {
         let m = Metrics::new(
             registry.clone(),
             &config,
-            &anomalyd::decode::REASONS,
+            &anomalyd::decode::FAILURE_REASONS,
             anomalyd::detector::Skipped::REASONS,
         )
         .expect("metrics");

@@ -111,7 +111,11 @@ fn series(name: &str, pairs: &[(&str, &str)], t0_ms: i64, values: &[f64]) -> Tim
 
 /// The snappy-compressed body of a request.
 fn body(timeseries: Vec<TimeSeries>) -> Vec<u8> {
-    let raw = WriteRequest { timeseries }.encode_to_vec();
+    let raw = WriteRequest {
+        timeseries,
+        ..WriteRequest::default()
+    }
+    .encode_to_vec();
     snap::raw::Encoder::new().compress_vec(&raw).unwrap()
 }
 
