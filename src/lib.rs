@@ -36,3 +36,4 @@ pub mod state;
 pub mod telemetry;
 pub mod threshold;
 pub mod ui;
+pub mod warm;

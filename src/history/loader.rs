@@ -34,7 +34,8 @@ pub enum Outcome {
     Empty,
     /// A query failed.
     Failed,
-    /// No history within `max_wait_secs`.
+    /// A query took longer than `query_timeout_secs`, or the whole history
+    /// longer than `max_wait_secs`.
     Timeout,
     /// More than `max_held_events` live events arrived while it loaded.
     Overflow,
@@ -261,6 +262,12 @@ impl Loader {
         self.cancel.cancel();
     }
 
+    /// Whether [`Loader::cancel`] was called: every answer is then
+    /// immediate.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
     /// Fetches the history of `key` up to `end_ms` (inclusive) and sends it
     /// to `reply` as request `id`. Returns at once.
     pub fn request(&self, key: SeriesKey, end_ms: i64, id: u64, reply: Reply) {
@@ -292,7 +299,12 @@ impl Loader {
                                 "Could not load the series' history from Prometheus; it warms up live."
                             );
                         }
-                        (None, Err(Outcome::Failed))
+                        let outcome = if e.is_timeout() {
+                            Outcome::Timeout
+                        } else {
+                            Outcome::Failed
+                        };
+                        (None, Err(outcome))
                     }
                     Err(_) => {
                         if let Some(suppressed) = log.allow() {

@@ -384,19 +384,20 @@ impl PrometheusClient {
         Ok(())
     }
 
-    /// The interval of `key` (ms): the median gap between its raw samples
-    /// in the hour up to `end_ms`; `None` with fewer than two.
-    pub async fn own_interval(
+    /// The raw samples of `key` in the `window_ms` up to `end_ms`: their
+    /// interval (the median gap, ms; `None` with fewer than two) and the
+    /// time of the last one (`None` without any).
+    pub async fn probe(
         &self,
         key: &SeriesKey,
         end_ms: i64,
+        window_ms: i64,
         plan: &Plan,
-    ) -> Result<Option<i64>, HistoryError> {
+    ) -> Result<(Option<i64>, Option<i64>), HistoryError> {
         let Some(sel) = selector(key, &plan.drop_labels) else {
-            return Ok(None);
+            return Ok((None, None));
         };
-        let window = PROBE_WINDOW_MS.min(plan.lookback_ms);
-        let query = format!("{sel}[{window}ms]");
+        let query = format!("{sel}[{window_ms}ms]");
         let time = api_time(end_ms);
         let mut raw = Vec::new();
         self.points_of(
@@ -408,15 +409,21 @@ impl PrometheusClient {
         )
         .await?;
         let ts: Vec<i64> = raw.iter().map(|p| p.0).collect();
-        Ok(median_gap(&ts))
+        Ok((median_gap(&ts), ts.last().copied()))
     }
 
     /// The history of `key` over `plan.lookback_ms` up to and including
     /// `end_ms`, oldest first: `/api/v1/query_range` at the plan's step
     /// (or the series' own interval), in chunks of at most
-    /// [`POINTS_PER_QUERY`] points. Empty when Prometheus has no such
-    /// series, or (without a configured step) fewer than two samples in
-    /// its last hour.
+    /// [`POINTS_PER_QUERY`] points.
+    ///
+    /// A range query evaluates the series on a grid of its own; the grid
+    /// here ends exactly at the series' last raw sample (read first, with
+    /// its interval, from the raw samples of the last hour, or of three
+    /// steps), so every point is a sample at its own time and a counter's
+    /// last point is a true baseline for the rate of the next live sample.
+    /// Empty when Prometheus has no such series, or no raw sample in that
+    /// window (fewer than two without a configured step).
     pub async fn series_history(
         &self,
         key: &SeriesKey,
@@ -426,18 +433,18 @@ impl PrometheusClient {
         let Some(sel) = selector(key, &plan.drop_labels) else {
             return Ok(Vec::new());
         };
-        let step_ms = match plan.step_ms {
-            Some(s) => s,
-            None => match self.own_interval(key, end_ms, plan).await? {
-                Some(s) => s,
-                None => return Ok(Vec::new()),
-            },
+        let window = PROBE_WINDOW_MS
+            .max(3 * plan.step_ms.unwrap_or(0))
+            .min(plan.lookback_ms);
+        let (interval, last) = self.probe(key, end_ms, window, plan).await?;
+        let (Some(step_ms), Some(end)) = (plan.step_ms.or(interval), last) else {
+            return Ok(Vec::new());
         };
         let step = api_time(step_ms);
         let mut points = Vec::new();
-        let mut start = end_ms - plan.lookback_ms;
-        while start <= end_ms {
-            let stop = (start + (POINTS_PER_QUERY - 1) * step_ms).min(end_ms);
+        let mut start = end - plan.lookback_ms / step_ms * step_ms;
+        while start <= end {
+            let stop = (start + (POINTS_PER_QUERY - 1) * step_ms).min(end);
             let (s, e) = (api_time(start), api_time(stop));
             self.points_of(
                 "api/v1/query_range",
@@ -449,9 +456,9 @@ impl PrometheusClient {
             .await?;
             start = stop + step_ms;
         }
-        // Chunks meet without overlap; anything at or after the end (a
-        // point rounded up) would be learned twice.
-        points.retain(|p| p.0 <= end_ms);
+        // Chunks meet without overlap; anything after the end (a point
+        // rounded up) would be learned twice.
+        points.retain(|p| p.0 <= end);
         points.dedup_by_key(|p| p.0);
         Ok(points)
     }

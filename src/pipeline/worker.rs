@@ -18,10 +18,14 @@
 //! the history arrives the shard learns it with [`history::learn`] (no
 //! alert, no sink, no page) and then processes the held events in order. A
 //! request that fails, times out or overflows releases the held events
-//! without history: the series warms up live. Every barrier first waits
-//! until no series of the shard is loading (each request is answered
-//! within `history.max_wait_secs`), so a barrier still means "every event
-//! before it is processed" and a snapshot never misses a held event.
+//! without history: the series warms up live. Snapshot and release
+//! barriers first wait until no series of the shard is loading (each
+//! request is answered within `history.max_wait_secs`), so a snapshot
+//! never misses a held event and the positions it saves cover only
+//! processed events. A `Sync` barrier (without a state store) does not
+//! wait, so a slow Prometheus never stalls a shard: an offset committed
+//! then may cover events still held, which a crash would skip (a crash
+//! without a store loses every series' state anyway).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -737,9 +741,20 @@ impl Shard {
     }
 
     fn barrier(&mut self, kind: &BarrierKind) -> WorkerReport {
-        // Everything dispatched before the barrier must be processed,
-        // held events included.
-        self.settle_histories();
+        // A snapshot must hold every event dispatched before it, held
+        // events included: wait for the histories in flight. A `Sync`
+        // barrier (no state store: a checkpoint that saves nothing) does
+        // not stall the shard for them, except in the drain, where every
+        // answer is immediate.
+        let draining = self
+            .history
+            .as_ref()
+            .is_some_and(|h| h.loader.is_cancelled());
+        if draining || !matches!(kind, BarrierKind::Sync) {
+            self.settle_histories();
+        } else {
+            self.take_histories();
+        }
         let mut report = WorkerReport::default();
         match kind {
             BarrierKind::Sync => {

@@ -34,6 +34,8 @@ pub fn config() -> Config {
     c.detector.threshold.warmup_events = 30;
     // The test series span minutes, not the default day of warm-up.
     c.detector.threshold.warmup_secs = 0;
+    // Some are of 2026-01-01: they must alert.
+    c.alert.max_event_age_secs = 0;
     c.pipeline.workers = 2;
     c
 }
@@ -84,7 +86,7 @@ pub fn with_webhook(c: &mut Config, url: String) {
     c.sinks.webhook.retry.initial_backoff_ms = 10;
 }
 
-fn labels(name: &str, pairs: &[(&str, &str)]) -> Vec<Label> {
+pub(crate) fn labels(name: &str, pairs: &[(&str, &str)]) -> Vec<Label> {
     std::iter::once(("__name__", name))
         .chain(pairs.iter().copied())
         .map(|(n, v)| Label {
@@ -110,7 +112,7 @@ fn series(name: &str, pairs: &[(&str, &str)], t0_ms: i64, values: &[f64]) -> Tim
 }
 
 /// The snappy-compressed body of a request.
-fn body(timeseries: Vec<TimeSeries>) -> Vec<u8> {
+pub(crate) fn body(timeseries: Vec<TimeSeries>) -> Vec<u8> {
     let raw = WriteRequest {
         timeseries,
         ..WriteRequest::default()
@@ -120,7 +122,7 @@ fn body(timeseries: Vec<TimeSeries>) -> Vec<u8> {
 }
 
 /// POSTs a body as Prometheus does; returns the status and `Retry-After`.
-async fn send(addr: SocketAddr, body: Vec<u8>, encoding: &str) -> (u16, Option<String>) {
+pub(crate) async fn send(addr: SocketAddr, body: Vec<u8>, encoding: &str) -> (u16, Option<String>) {
     let r = support::client()
         .post(format!("http://{addr}/api/v1/write"))
         .header("Content-Encoding", encoding)
