@@ -218,10 +218,7 @@ type Points = (SeriesKey, Vec<(i64, f64)>);
 
 /// Reads CSV inputs into series (in order of first appearance), each with
 /// its points in file order.
-fn read_files(
-    args: &WarmArgs,
-    input: &Path,
-) -> Result<(Vec<Points>, usize), WarmError> {
+fn read_files(args: &WarmArgs, input: &Path) -> Result<(Vec<Points>, usize), WarmError> {
     let fixed = args
         .series
         .as_deref()
