@@ -55,6 +55,12 @@ fn reference_file_names_every_key() {
         "token_env",
         "token_file",
         "generator_url",
+        "step_secs",
+        "username",
+        "password_env",
+        "password_file",
+        "bearer_token_env",
+        "bearer_token_file",
     ] {
         assert!(
             REFERENCE.contains(&format!("# {optional} = ")),

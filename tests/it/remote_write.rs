@@ -245,7 +245,7 @@ async fn samples_become_alerts_without_kafka_and_bad_samples_are_counted() {
         5.0
     );
     assert_eq!(count("anomalyd_remote_write_stale_markers_total", &[]), 1.0);
-    for reason in ["non_finite", "bad_timestamp", "missing_name"] {
+    for reason in ["bad_timestamp", "missing_name"] {
         let labels = [("source", "remote_write"), ("reason", reason)];
         assert_eq!(
             count("anomalyd_events_failed_total", &labels),
@@ -253,6 +253,10 @@ async fn samples_become_alerts_without_kafka_and_bad_samples_are_counted() {
             "{reason}"
         );
     }
+    // A NaN is data, not a failure.
+    let nan = [("source", "remote_write"), ("reason", "non_finite")];
+    assert_eq!(count("anomalyd_samples_skipped_total", &nan), 1.0);
+    assert_eq!(count("anomalyd_events_failed_total", &nan), 0.0);
     running.shutdown();
     let summary = running.wait().await.expect("clean shutdown");
     assert_eq!((summary.messages, summary.events), (5, 401));
