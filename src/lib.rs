@@ -13,7 +13,10 @@
 //! ([`backtest`]) run the same per-event code path,
 //! [`detector::Detector::observe`]; [`threshold`] documents the score
 //! contract. [`ui`] serves the live page of series, bands and alerts,
-//! drawn by [`chart`].
+//! drawn by [`chart`]. Before a shard scores a series: [`counter`] decides
+//! whether its samples are learned as values or as a counter's rate, and
+//! [`history`] teaches a new series its past from Prometheus (`anomalyd
+//! warm`, [`warm`], does the same offline).
 
 #![forbid(unsafe_code)]
 

@@ -634,6 +634,51 @@ fn a_group_from_the_earliest_offset_pages_only_on_recent_events() {
         // limit by the time they were processed.
         let too_old = metric_sum(&text, "anomalyd_events_too_old_total", &[]);
         assert!((old..=old + 3.0).contains(&too_old), "{too_old} of {old}");
+
+        // The counter rules apply to the Kafka formats too (by name):
+        // `_total` is a rate, `_bucket` and `_created` are skipped.
+        for (i, (name, v)) in [
+            ("jobs_done_total", 100.0),
+            ("lat_bucket", 3.0),
+            ("jobs_done_created", 1.7e9),
+            ("jobs_done_total", 160.0),
+            ("lat_bucket", 5.0),
+            ("jobs_done_total", 280.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let t = now - 3 * MINUTE + 60_000 * (i as i64 / 2);
+            p.send(
+                "metrics",
+                Some(0),
+                "lab",
+                &support::event_json(name, "lab", t, v),
+            );
+        }
+        p.flush();
+        let jobs = SeriesKey::new("jobs_done_total", [("host", "lab")]);
+        let page = page_of(running.metrics_addr, &jobs, 2).await;
+        assert_eq!(page["rate"], true, "{page}");
+        // 120 more in the minute between the last two samples.
+        assert_eq!(page["value"], 2.0, "per second: {page}");
+        let text = scrape(running.metrics_addr).await;
+        let kafka = |reason| {
+            metric_sum(
+                &text,
+                "anomalyd_samples_skipped_total",
+                &[("source", "kafka"), ("reason", reason)],
+            )
+        };
+        assert_eq!((kafka("bucket"), kafka("created")), (2.0, 1.0));
+        assert_eq!(
+            metric_sum(
+                &text,
+                "anomalyd_events_skipped_total",
+                &[("reason", "counter_first")]
+            ),
+            1.0
+        );
         running.shutdown();
         running.wait().await.expect("clean shutdown");
     });
@@ -647,6 +692,8 @@ fn a_group_from_the_earliest_offset_pages_only_on_recent_events() {
 struct FakeProm {
     /// Released when set: until then `held_temp` gets no answer.
     gate: Arc<AtomicBool>,
+    /// The `Authorization` header of the last request.
+    auth: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A form value of a request body.
@@ -674,9 +721,14 @@ fn grid(metric: &str, from_s: f64, to_s: f64) -> Value {
 async fn answer(
     State(f): State<FakeProm>,
     path: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     body: String,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    *f.auth.lock().unwrap() = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let q = field(&body, "query").unwrap_or_default();
     let metric = q.split('"').nth(1).unwrap_or_default().to_owned();
     match metric.as_str() {
@@ -834,11 +886,19 @@ async fn late_failed_and_overflowing_histories() {
 
 /// A Prometheus that never answers: the query times out and the series
 /// warms up live; its held events are processed, counted as a timeout.
+/// Its requests carry the configured basic auth, the password read from
+/// a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_prometheus_times_out_and_the_series_warms_up_live() {
-    let prom = serve_fake(FakeProm::default()).await;
+    let fake = FakeProm::default();
+    let prom = serve_fake(fake.clone()).await;
     let mut c = fake_history_config(prom);
     c.history.query_timeout_secs = 1;
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    c.history.auth.username = Some("anomalyd".into());
+    c.history.auth.password_file = Some(password);
     let running = app::start(c).await.expect("start");
     let rw = running.source_addr("remote_write").unwrap();
     let metrics = running.metrics_addr;
@@ -859,6 +919,12 @@ async fn a_hung_prometheus_times_out_and_the_series_warms_up_live() {
         1.0
     );
     assert_eq!(count("anomalyd_history_events_held_total", &[]), 2.0);
+    use base64::Engine as _;
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("anomalyd:s3cret")
+    );
+    assert_eq!(fake.auth.lock().unwrap().as_deref(), Some(want.as_str()));
     running.shutdown();
     running.wait().await.expect("clean shutdown");
 }
