@@ -35,8 +35,8 @@ use crate::state::{StateStore, encode_series_value};
 #[derive(Debug, Clone, clap::Args)]
 pub struct WarmArgs {
     /// The daemon's config file (default: $ANOMALYD_CONFIG, else built-in
-    /// defaults; ANOMALYD__* variables apply): its [detector], counter
-    /// rules, [history] and state.dir are used.
+    /// defaults; ANOMALYD__* variables apply): its `[detector]`, counter
+    /// rules, `[history]` and `state.dir` are used.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// A CSV file with header `timestamp,value` (and optionally `series`),
