@@ -198,7 +198,7 @@ struct FileSummary {
 }
 
 /// Every `*.csv` under `dir`, as paths relative to it, sorted.
-fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, BacktestError> {
+pub(crate) fn csv_files(dir: &Path) -> Result<Vec<PathBuf>, BacktestError> {
     let mut out = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {

@@ -13,7 +13,10 @@
 //! ([`backtest`]) run the same per-event code path,
 //! [`detector::Detector::observe`]; [`threshold`] documents the score
 //! contract. [`ui`] serves the live page of series, bands and alerts,
-//! drawn by [`chart`].
+//! drawn by [`chart`]. Before a shard scores a series: [`counter`] decides
+//! whether its samples are learned as values or as a counter's rate, and
+//! [`history`] teaches a new series its past from Prometheus (`anomalyd
+//! warm`, [`warm`], does the same offline).
 
 #![forbid(unsafe_code)]
 
@@ -22,10 +25,12 @@ pub mod app;
 pub mod backtest;
 pub mod chart;
 pub mod config;
+pub mod counter;
 pub mod decode;
 pub mod demo;
 pub mod detector;
 pub mod event;
+pub mod history;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
@@ -34,3 +39,4 @@ pub mod state;
 pub mod telemetry;
 pub mod threshold;
 pub mod ui;
+pub mod warm;

@@ -50,6 +50,9 @@ enum Command {
     },
     /// Score CSV files offline through the daemon's per-event code path.
     Backtest(anomalyd::backtest::BacktestArgs),
+    /// Learn series from CSV files or from Prometheus and write the state
+    /// directory `run` restores, so they are scored from their first event.
+    Warm(anomalyd::warm::WarmArgs),
     /// Replay NDJSON/line-protocol from a file or stdin through the pipeline
     /// and print throughput (benchmarks, debugging).
     Replay {
@@ -91,6 +94,25 @@ fn main() -> ExitCode {
                 eprintln!(
                     "backtest: {} file(s), {} row(s), {} malformed, {} alert row(s)",
                     summary.files, summary.rows, summary.malformed, summary.alerts
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("anomalyd: {e:#}");
+                ExitCode::from(e.exit_code() as u8)
+            }
+        },
+        Command::Warm(args) => match anomalyd::warm::run(&args) {
+            Ok(s) => {
+                eprintln!(
+                    "warm: {} series learned ({} points), {} skipped by the counter rules, \
+                     {} already held and kept, {} malformed row(s); wrote {}",
+                    s.series,
+                    s.points,
+                    s.skipped_series,
+                    s.kept,
+                    s.malformed,
+                    s.path.display()
                 );
                 ExitCode::SUCCESS
             }

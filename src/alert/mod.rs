@@ -1,9 +1,10 @@
 //! Alerts: the message users receive, its lifecycle, and the sinks.
 //!
 //! This module owns the alert message schema ([`Alert`]). The lifecycle
-//! (when a series starts and stops firing) and the sinks that deliver alerts
-//! live in submodules.
+//! (when a series starts and stops firing), the `[alert]` section with its
+//! age limit, and the sinks that deliver alerts live in submodules.
 
+pub mod config;
 pub mod lifecycle;
 mod metrics;
 pub mod sink;
@@ -14,6 +15,20 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::threshold::Reason;
 pub use metrics::EmittedCounters;
+
+/// The label an alert about a counter carries: its value, expected value
+/// and band are per-second rates (see [`crate::counter`]).
+pub const VALUE_LABEL: &str = "anomalyd_value";
+
+/// [`VALUE_LABEL`]'s value on an alert about a rate.
+pub const RATE: &str = "rate";
+
+impl Alert {
+    /// Whether the alert's numbers are per-second rates of a counter.
+    pub fn is_rate(&self) -> bool {
+        self.labels.get(VALUE_LABEL).map(String::as_str) == Some(RATE)
+    }
+}
 
 /// Whether an alert is active or has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -22,12 +22,13 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::lifecycle::AlertRuleConfig;
+use crate::alert::config::AlertConfig;
 use crate::alert::sink::SinksConfig;
 use crate::config::Problems;
 use crate::config::schema::{self, Shape};
 use crate::decode::DecodeConfig;
 use crate::detector::DetectorConfig;
+use crate::history::HistoryConfig;
 use crate::pipeline::PipelineConfig;
 use crate::source::SourcesConfig;
 use crate::source::kafka::KafkaConfig;
@@ -56,8 +57,9 @@ pub struct Config {
     pub decode: DecodeConfig,
     /// `[detector]`: model and adaptive threshold, per series.
     pub detector: DetectorConfig,
-    /// `[alert]`: when a series fires and resolves.
-    pub alert: AlertRuleConfig,
+    /// `[alert]`: when a series fires and resolves, and how old an event
+    /// may be and still alert.
+    pub alert: AlertConfig,
     /// `[sinks]`: where alerts go.
     pub sinks: SinksConfig,
     /// `[metrics]`: the Prometheus endpoint.
@@ -70,6 +72,8 @@ pub struct Config {
     pub state: StateConfig,
     /// `[ui]`: the live page and its history.
     pub ui: UiConfig,
+    /// `[history]`: new series learn their past from Prometheus.
+    pub history: HistoryConfig,
 }
 
 /// Why the configuration could not be loaded.
@@ -293,6 +297,7 @@ impl Config {
         self.pipeline.validate("pipeline", &mut p);
         self.state.validate("state", &mut p);
         self.ui.validate("ui", self.pipeline.worker_count(), &mut p);
+        self.history.validate("history", &mut p);
         self.validate_across(&mut p);
         p.into_result()
     }
@@ -357,6 +362,11 @@ impl Config {
                 .alertmanager
                 .auth
                 .check_secret("sinks.alertmanager.auth", env, &mut p);
+        }
+        if self.history.enabled
+            && let Err(e) = self.history.auth.read("history.auth", env)
+        {
+            p.push(e.key(), e.reason());
         }
         p
     }
@@ -527,9 +537,20 @@ mod tests {
             "sinks.webhook.auth.token_file",
             "sinks.alertmanager.generator_url",
             "kafka.options.anything",
+            "history.auth.bearer_token_file",
+            "history.step_secs",
+            "decode.counters.skip_buckets",
+            "sources.remote_write.counters.as_rate",
         ] {
             assert!(shape.at(key).is_some(), "{key}");
         }
+        // `[alert]` is the rule's keys and one more, each with its type.
+        assert!(matches!(
+            shape.at("alert.max_event_age_secs"),
+            Some(Shape::Integer { min: 0, .. })
+        ));
+        assert_eq!(shape.at("alert.threshold"), Some(&Shape::Float));
+        assert_eq!(shape.at("alert.treshold"), None);
         assert_eq!(
             shape
                 .at("detector.threshold.smoothing_events")
@@ -540,6 +561,34 @@ mod tests {
             shape.at("detector.model.kind"),
             Some(Shape::Choice(_))
         ));
+    }
+
+    /// `alert.max_event_age_secs` is checked like the rule's own keys.
+    #[test]
+    fn the_event_age_limit_is_checked_beside_the_rule() {
+        let (c, p) = layered("[alert]\nmax_event_age_secs = 60\nthreshold = 0.7\n", &[]);
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!((c.alert.max_event_age_secs, c.alert.threshold), (60, 0.7));
+        let (c, p) = layered(
+            "[alert]\nmax_event_age_secs = \"60\"\nmax_event_age = 1\n",
+            &[("ANOMALYD__HISTORY__LOOKBACK_SECS", "a week")],
+        );
+        assert_eq!(p.len(), 3, "{p:#?}");
+        let find = |key: &str| {
+            p.iter()
+                .find(|x| x.starts_with(&format!("{key}: ")))
+                .unwrap_or_else(|| panic!("no problem at {key}: {p:#?}"))
+        };
+        assert!(
+            find("alert.max_event_age").contains("unknown key; did you mean `max_event_age_secs`?")
+        );
+        assert!(find("alert.max_event_age_secs").contains(
+            "must be a whole number ≥ 0, not the string \"60\"; write 60 without quotes"
+        ));
+        assert!(
+            find("history.lookback_secs").contains("(set by ANOMALYD__HISTORY__LOOKBACK_SECS)")
+        );
+        assert_eq!(c.alert, Config::default().alert);
     }
 
     /// Three structural mistakes, three problems, each at its full key;

@@ -1,12 +1,13 @@
 //! Wiring and shutdown order of the daemon.
 //!
 //! [`start`] builds everything from a [`Config`]: metrics, the live page's
-//! history and the HTTP endpoint, the sinks, the detector, the pipeline
-//! shards, the state store and the sources (Kafka, the remote-write
-//! receiver, or both). [`Running::wait`] returns when the sources stop,
+//! history and the HTTP endpoint, the sinks, the history loader (with
+//! `[history]`), the detector, the pipeline shards, the state store and
+//! the sources (Kafka, the remote-write receiver, or both). [`Running::wait`] returns when the sources stop,
 //! after the drain:
 //!
-//! 1. `/readyz` turns 503 and the sources stop receiving;
+//! 1. `/readyz` turns 503, the sources stop receiving, and histories still
+//!    loading are given up (their series' held events are processed);
 //! 2. each source runs its final checkpoint (snapshot, synchronous commit);
 //! 3. the pipeline shards finish their queues and stop;
 //! 4. the sinks deliver what is queued, within the grace period;
@@ -33,9 +34,12 @@ use crate::alert::Alert;
 use crate::alert::lifecycle::AlertRule;
 use crate::alert::sink::Sinks;
 use crate::app::config::Config;
+use crate::counter::{Classifier, StreamRules};
 use crate::decode::Decoder;
 use crate::detector::{Detector, Skipped};
-use crate::pipeline::{AlertHandoff, Core, Pipeline};
+use crate::history::prometheus::PrometheusClient;
+use crate::history::{HistoryMetrics, Loader};
+use crate::pipeline::{AlertHandoff, Core, Pipeline, ShardOptions};
 use crate::source::{FeedContext, SourceSummary};
 use crate::state::{StateStore, StoreKind, changelog::ChangelogStore, dir::DirStore};
 use crate::telemetry::http::{self, HttpState, Readiness};
@@ -101,11 +105,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         Metrics::new(
             registry.clone(),
             &config.metrics,
-            &crate::decode::REASONS,
-            Skipped::REASONS,
+            &crate::decode::FAILURE_REASONS,
+            &skip_reasons(),
         )
         .context("cannot register metrics")?,
     );
+    let history_metrics =
+        Arc::new(HistoryMetrics::new(&metrics).context("cannot register the history metrics")?);
 
     let ui = ui_state(&config, &registry)?;
     let addr = config.metrics.listen_addr.clone();
@@ -131,11 +137,35 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         Sinks::start(&config.sinks, "sinks", &metrics, &env)
             .context("cannot start the alert sinks")?,
     );
+    let loader = if config.history.enabled {
+        let client =
+            PrometheusClient::new(&config.history, &env, Some(Arc::clone(&history_metrics)))
+                .context("cannot set up [history]")?;
+        tracing::info!(
+            prometheus = %config.history.prometheus_url,
+            lookback_secs = config.history.lookback_secs,
+            "New series learn their history from Prometheus first."
+        );
+        Some(Arc::new(Loader::new(
+            &config.history,
+            client,
+            history_metrics,
+        )))
+    } else {
+        None
+    };
+    let classifier = Arc::new(Classifier::default());
+    let options = ShardOptions {
+        max_event_age_ms: config.alert.max_event_age_ms(),
+        classifier: Arc::clone(&classifier),
+        history: loader.clone(),
+    };
     let (pipeline, model_hash, model_name) = start_pipeline(
         &config,
         Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
         &metrics,
         ui.as_ref().map(|u| Arc::clone(&u.history)),
+        options,
     )?;
     let pipeline = Arc::new(pipeline);
 
@@ -162,6 +192,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         state,
         metrics: Arc::clone(&metrics),
         streams: Default::default(),
+        classifier,
     };
     let sources = crate::source::start(&config.kafka, &config.decode, &config.sources, &ctx)
         .await
@@ -185,11 +216,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
     let token = shutdown.clone();
     {
-        // /readyz turns 503 as soon as the drain starts.
+        // /readyz turns 503 as soon as the drain starts, and no checkpoint
+        // of the drain waits for a history.
         let (token, readiness) = (token.clone(), readiness.clone());
         tokio::spawn(async move {
             token.cancelled().await;
             readiness.set_draining();
+            if let Some(l) = loader {
+                l.cancel();
+            }
         });
     }
     let task = tokio::spawn(async move {
@@ -272,6 +307,16 @@ fn ui_state(config: &Config, registry: &Registry) -> anyhow::Result<Option<Arc<U
     })))
 }
 
+/// Every `reason` of `anomalyd_events_skipped_total`: the detector's and
+/// the counter rules'.
+pub fn skip_reasons() -> Vec<&'static str> {
+    Skipped::REASONS
+        .iter()
+        .chain(&crate::counter::SKIP_REASONS)
+        .copied()
+        .collect()
+}
+
 /// The detection core and its shards (writing `history` when the page is
 /// on); returns the model hash and name too.
 fn start_pipeline(
@@ -279,6 +324,7 @@ fn start_pipeline(
     alerts: Arc<dyn AlertHandoff>,
     metrics: &Arc<Metrics>,
     history: Option<Arc<History>>,
+    options: ShardOptions,
 ) -> anyhow::Result<(Pipeline, u64, &'static str)> {
     let detector = Detector::new(&config.detector, config.alert.threshold)?;
     let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
@@ -289,6 +335,7 @@ fn start_pipeline(
         rule,
         alerts,
         metrics: Arc::clone(metrics),
+        options,
     });
     let pipeline = Pipeline::start_with_tap(&config.pipeline, core, history)
         .context("cannot start the processing shards")?;
@@ -318,8 +365,8 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
         Metrics::new(
             registry,
             &config.metrics,
-            &crate::decode::REASONS,
-            Skipped::REASONS,
+            &crate::decode::FAILURE_REASONS,
+            &skip_reasons(),
         )
         .context("cannot register metrics")?,
     );
@@ -328,21 +375,38 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
         Sinks::start(&config.sinks, "sinks", &metrics, &env)
             .context("cannot start the alert sinks")?,
     );
+    // The replay is partition (0, 0) of stream 0, decoded as Kafka is.
+    let rules = Arc::new(StreamRules::new(config.decode.counters.clone()));
+    let classifier = Arc::new(Classifier::default());
+    classifier.register(0, 1, Arc::clone(&rules));
+    let options = ShardOptions {
+        max_event_age_ms: config.alert.max_event_age_ms(),
+        classifier,
+        history: None,
+    };
     let (pipeline, _, _) = start_pipeline(
         &config,
         Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
         &metrics,
         ui.map(|u| Arc::clone(&u.history)),
+        options,
     )?;
     let decoder = Decoder::new(&config.decode);
     let started = std::time::Instant::now();
     let summary = if input == std::path::Path::new("-") {
-        crate::source::file::replay(std::io::stdin().lock(), &decoder, &pipeline, &metrics).await?
+        crate::source::file::replay(
+            std::io::stdin().lock(),
+            &decoder,
+            &rules,
+            &pipeline,
+            &metrics,
+        )
+        .await?
     } else {
         let file = std::fs::File::open(input)
             .with_context(|| format!("cannot open {}", input.display()))?;
         let reader = std::io::BufReader::with_capacity(1 << 20, file);
-        crate::source::file::replay(reader, &decoder, &pipeline, &metrics).await?
+        crate::source::file::replay(reader, &decoder, &rules, &pipeline, &metrics).await?
     };
     let seconds = started.elapsed().as_secs_f64();
     pipeline.close().await;

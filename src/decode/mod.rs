@@ -152,6 +152,9 @@ pub struct DecodeConfig {
     /// Boolean line-protocol fields: `skip` (default) or `as_number`
     /// (true = 1, false = 0).
     pub influx_booleans: InfluxBooleans,
+    /// Which series are counters (learned as rates) or skipped, by
+    /// Prometheus' naming conventions (these formats carry no type).
+    pub counters: crate::counter::CountersConfig,
 }
 
 impl Default for DecodeConfig {
@@ -162,6 +165,7 @@ impl Default for DecodeConfig {
             json_timestamp_unit: JsonEpochUnit::Auto,
             influx_timestamp_precision: InfluxPrecision::Ns,
             influx_booleans: InfluxBooleans::Skip,
+            counters: crate::counter::CountersConfig::default(),
         }
     }
 }
@@ -299,7 +303,32 @@ pub const REASONS: [&str; 11] = [
     "unknown_format",
 ];
 
+/// The [`REASONS`] that are failures (`anomalyd_events_failed_total`):
+/// all but `non_finite`. A NaN or ±Inf value is data that cannot be
+/// learned, not broken input: it is counted as a skipped sample
+/// (`anomalyd_samples_skipped_total{reason="non_finite"}`, see
+/// [`DecodeError::is_skipped_sample`]).
+pub const FAILURE_REASONS: [&str; 10] = [
+    "empty",
+    "too_large",
+    "invalid_utf8",
+    "invalid_json",
+    "missing_field",
+    "wrong_type",
+    "invalid_name",
+    "bad_timestamp",
+    "invalid_line_protocol",
+    "unknown_format",
+];
+
 impl DecodeError {
+    /// True for a well-formed record whose value is NaN or ±Inf (e.g. the
+    /// NaN quantiles of an empty Prometheus summary): counted as a skipped
+    /// sample, not as a failure.
+    pub fn is_skipped_sample(&self) -> bool {
+        matches!(self, Self::NonFinite { .. })
+    }
+
     /// A short, closed-set label for metrics (one of [`REASONS`]).
     pub fn reason(&self) -> &'static str {
         match self {

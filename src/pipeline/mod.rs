@@ -36,7 +36,7 @@ use crate::config::Problems;
 use crate::event::Event;
 
 pub use tap::{NoTap, Tap};
-pub use worker::{AlertHandoff, Core, WorkerReport};
+pub use worker::{AlertHandoff, Core, ShardOptions, WorkerReport};
 
 use crate::state::{SeriesSnapshot, SourcePartition};
 
@@ -157,6 +157,9 @@ pub enum Work {
     },
     /// See [`Barrier`].
     Barrier(Barrier),
+    /// A history has arrived for this shard (see [`crate::history`]): the
+    /// shard looks at its history channel, as it does before any work.
+    Wake,
 }
 
 /// The pipeline has shut down (a shard thread ended).
@@ -206,9 +209,10 @@ impl Pipeline {
             let (tx, rx) = mpsc::channel(config.queue_capacity);
             let core = Arc::clone(&core);
             let tap = tap.clone();
+            let wake = tx.downgrade();
             let handle = std::thread::Builder::new()
                 .name(format!("anomalyd-shard-{shard}"))
-                .spawn(move || worker::run(shard, rx, core, per_shard_cap, idle_ttl, tap))?;
+                .spawn(move || worker::run(shard, rx, core, per_shard_cap, idle_ttl, tap, wake))?;
             senders.push(tx);
             threads.push(handle);
         }

@@ -12,6 +12,7 @@
 //! `(slot, fingerprint)` when the series leaves, so the tap can drop it.
 
 use crate::alert::lifecycle::Lifecycle;
+use crate::counter::Kind;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
 
@@ -40,9 +41,10 @@ pub trait Tap: Send + Sync + 'static {
 
 /// One shard's view of a [`Tap`] for one batch.
 pub trait TapBatch {
-    /// One scored observation of `key`, with the alert state after it.
-    /// `slot` is the series' cached slot ([`NO_SLOT`] if none); the tap
-    /// may set it.
+    /// One scored observation of `key`, with the alert state after it;
+    /// `kind` says whether `value` is a counter's rate. `slot` is the
+    /// series' cached slot ([`NO_SLOT`] if none); the tap may set it.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         slot: &mut Slot,
@@ -51,6 +53,7 @@ pub trait TapBatch {
         value: f64,
         decision: &Decision,
         lifecycle: &Lifecycle,
+        kind: Kind,
     );
 
     /// Series let go during the batch, as `(slot, fingerprint)`; drains
@@ -84,6 +87,7 @@ impl TapBatch for NoTap {
         _value: f64,
         _decision: &Decision,
         _lifecycle: &Lifecycle,
+        _kind: Kind,
     ) {
         match *self {}
     }

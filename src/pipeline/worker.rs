@@ -1,8 +1,11 @@
 //! One processing shard: the per-series state map and the per-event path.
 //!
-//! A shard owns the state of its series (model, threshold, alert lifecycle)
-//! and nothing else. For every event, strictly in order:
-//! [`Detector::observe`] (score, then learn) → alert lifecycle → alerts
+//! A shard owns the state of its series (value rule, model, threshold,
+//! alert lifecycle) and nothing else. For every event, strictly in order:
+//! the series' value rule (a counter's sample becomes its per-second rate,
+//! see [`crate::counter`]) → [`Detector::observe`] (score, then learn) →
+//! alert lifecycle, unless the event is older than
+//! `alert.max_event_age_secs` (then it only teaches the model) → alerts
 //! handed to the sink queues (never waiting on a sink). It also answers
 //! barriers (see [`super::Barrier`]), installs restored series and enforces
 //! the memory bounds (`max_series`, idle TTL). With a [`Tap`] (the live
@@ -10,6 +13,21 @@
 //! batch, and the series it lets go. A series leaves the shard by one path,
 //! [`Leaving::leave`], whatever the cause (the cap, the idle TTL, a
 //! revoked partition).
+//!
+//! **History.** With `[history]` on, a series the shard holds no state for
+//! is not scored at once: its history is requested ([`crate::history`]),
+//! its live events are held (at most `history.max_held_events`), and when
+//! the history arrives the shard learns it with [`history::learn`] (no
+//! alert, no sink, no page) and then processes the held events in order. A
+//! request that fails, times out or overflows releases the held events
+//! without history: the series warms up live. Snapshot and release
+//! barriers first wait until no series of the shard is loading (each
+//! request is answered within `history.max_wait_secs`), so a snapshot
+//! never misses a held event and the positions it saves cover only
+//! processed events. A `Sync` barrier (without a state store) does not
+//! wait, so a slow Prometheus never stalls a shard: an offset committed
+//! then may cover events still held, which a crash would skip (a crash
+//! without a store loses every series' state anyway).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,9 +39,11 @@ use tokio::sync::mpsc;
 use super::tap::{NO_SLOT, Slot, Tap, TapBatch};
 use super::{BarrierKind, Work};
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
-use crate::alert::{Alert, EmittedCounters};
+use crate::alert::{Alert, EmittedCounters, RATE, VALUE_LABEL};
+use crate::counter::{Classifier, Kind, RateState, SeriesValue, Step};
 use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
+use crate::history::{self, Loaded, Loader, Outcome, Reply};
 use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
 use crate::telemetry::metrics::{Metrics, SeriesSample};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
@@ -36,7 +56,7 @@ pub trait AlertHandoff: Send + Sync {
 }
 
 /// What every shard shares: the compiled detector and alert rule, the alert
-/// hand-off and the metrics.
+/// hand-off, the metrics and the options of the per-event path.
 pub struct Core {
     /// Compiled model/threshold configuration.
     pub detector: Detector,
@@ -46,6 +66,24 @@ pub struct Core {
     pub alerts: Arc<dyn AlertHandoff>,
     /// The daemon's metrics.
     pub metrics: Arc<Metrics>,
+    /// Event age limit, value rules, histories.
+    pub options: ShardOptions,
+}
+
+/// What the shards do besides scoring and learning. The default is what
+/// a shard did before these existed: every event may alert, every series
+/// learns its raw values, no history.
+#[derive(Default)]
+pub struct ShardOptions {
+    /// Events older than this (milliseconds, wall clock at processing
+    /// minus event time) teach the model but never reach the alert
+    /// lifecycle (`alert.max_event_age_secs`); `None`: no limit.
+    pub max_event_age_ms: Option<i64>,
+    /// Which series are counters, learned as rates (asked once per new
+    /// series, by its stream).
+    pub classifier: Arc<Classifier>,
+    /// Where a new series' history comes from (`[history]`), if anywhere.
+    pub history: Option<Arc<Loader>>,
 }
 
 /// A shard's answer to a barrier.
@@ -68,10 +106,30 @@ impl WorkerReport {
     }
 }
 
-/// Per-series entry of the shard's map.
+/// Bits of [`Entry::flags`].
+mod flag {
+    /// Changed since its last snapshot.
+    pub const DIRTY: u8 = 1;
+    /// A snapshot holds a record of it in `partition` (it was saved there,
+    /// or restored from there): leaving the partition must delete that
+    /// record. Series that never reached a store (a burst of new series
+    /// evicted at the cap) need no deletion.
+    pub const STORED: u8 = 2;
+    /// Its history is loading: its events are held in the shard's
+    /// `loading` map, and it is never evicted meanwhile.
+    pub const LOADING: u8 = 4;
+}
+
+/// Per-series entry of the shard's map: 120 bytes (the value rule added
+/// 16: a counter's previous sample; its kind and the loading bit fit in
+/// bytes that were padding).
 struct Entry {
     detector: DetectorState,
     lifecycle: Lifecycle,
+    /// A counter's previous sample (unused by a series of raw values).
+    rate: RateState,
+    /// How samples become values.
+    kind: Kind,
     /// Partition of the latest event: where the series goes on a revoke.
     partition: SourcePartition,
     /// Seconds since the shard started when the last event arrived (u32 is
@@ -82,17 +140,88 @@ struct Entry {
     /// a burst every series shares the same second, and eviction would then
     /// drop established series as readily as the burst's new ones.
     touched: u64,
-    /// Changed since its last snapshot.
-    dirty: bool,
+    /// [`flag`] bits.
+    flags: u8,
     /// The series' slot in the tap ([`NO_SLOT`] when it has none): one
     /// array index per event instead of a map probe. Two bytes, which fit
-    /// in this struct's padding (entries stay 104 bytes).
+    /// in this struct's padding.
     tap_slot: Slot,
-    /// A snapshot holds a record of it in `partition` (it was saved there,
-    /// or restored from there): leaving the partition must delete that
-    /// record. Series that never reached a store (a burst of new series
-    /// evicted at the cap) need no deletion.
-    stored: bool,
+}
+
+impl Entry {
+    /// A series first seen now, learned as `kind`, with `flags`.
+    fn new(
+        detector: DetectorState,
+        lifecycle: Lifecycle,
+        value: SeriesValue,
+        partition: SourcePartition,
+        last_seen: u32,
+        touched: u64,
+        flags: u8,
+    ) -> Self {
+        Self {
+            detector,
+            lifecycle,
+            rate: value.rate,
+            kind: value.kind,
+            partition,
+            last_seen,
+            touched,
+            flags,
+            tap_slot: NO_SLOT,
+        }
+    }
+
+    fn is(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn set(&mut self, f: u8, on: bool) {
+        if on {
+            self.flags |= f;
+        } else {
+            self.flags &= !f;
+        }
+    }
+
+    /// The value rule and its state, as snapshots and [`history::learn`]
+    /// take them.
+    fn value(&self) -> SeriesValue {
+        SeriesValue {
+            kind: self.kind,
+            rate: self.rate,
+        }
+    }
+}
+
+/// A series whose history is on its way.
+struct Loading {
+    /// The request's number (see [`Loaded::id`]).
+    id: u64,
+    /// Its live events since, in order.
+    held: Vec<Event>,
+    /// When it was requested.
+    since: Instant,
+}
+
+/// The shard's end of the history loader.
+struct ShardHistory {
+    loader: Arc<Loader>,
+    rx: std::sync::mpsc::Receiver<Loaded>,
+    reply: Reply,
+}
+
+/// How long past `history.max_wait_secs` a barrier still waits for an
+/// answer (the loader answers by then; this only covers a task that died).
+const HISTORY_SLACK: Duration = Duration::from_secs(5);
+
+/// Counts of one batch, flushed to the metrics once.
+#[derive(Default)]
+struct Tally {
+    /// Events scored and learned.
+    processed: u64,
+    /// Of those, too old to alert.
+    too_old: u64,
 }
 
 struct Shard<T: Tap> {
@@ -128,6 +257,12 @@ struct Shard<T: Tap> {
     /// Tap slots of series this shard let go, `(slot, fingerprint)`, to
     /// hand to the tap when the shard next opens it.
     tap_gone: Vec<(Slot, u64)>,
+    /// The history loader and this shard's reply channel, with `[history]`.
+    history: Option<ShardHistory>,
+    /// Series waiting for their history, with their held events.
+    loading: HashMap<SeriesKey, Loading>,
+    /// The last history request's number.
+    requests: u64,
 }
 
 /// What must forget a series when it leaves the shard, besides the map:
@@ -148,7 +283,7 @@ impl Leaving<'_> {
     fn leave(&mut self, key: &SeriesKey, e: &Entry) {
         // Frees the per-series gauge slot (a no-op when disabled).
         self.metrics.forget_series(key);
-        if e.stored {
+        if e.is(flag::STORED) {
             self.left.push((e.partition, key.fingerprint()));
         }
         if e.tap_slot != NO_SLOT {
@@ -157,7 +292,10 @@ impl Leaving<'_> {
     }
 }
 
-/// The shard thread's main loop: runs until the queue closes.
+/// The shard thread's main loop: runs until the queue closes. `wake`
+/// reaches this shard's own queue (weakly, so the queue still closes when
+/// the pipeline drops its senders): the history loader nudges the shard
+/// through it.
 pub(super) fn run<T: Tap>(
     shard: usize,
     mut rx: mpsc::Receiver<Work>,
@@ -165,26 +303,12 @@ pub(super) fn run<T: Tap>(
     cap: usize,
     idle_ttl: Option<Duration>,
     tap: Option<Arc<T>>,
+    wake: mpsc::WeakSender<Work>,
 ) {
     tracing::debug!(shard, cap, "Shard started.");
-    let (processed, latency) = core.metrics.processing_local();
-    let mut s = Shard {
-        emitted: EmittedCounters::new(&core.metrics),
-        processed,
-        latency,
-        core,
-        series: HashMap::new(),
-        cap,
-        idle_ttl,
-        started: Instant::now(),
-        clock: 0,
-        left: Vec::new(),
-        published: 0,
-        index: shard,
-        tap,
-        tap_gone: Vec::new(),
-    };
+    let mut s = Shard::new(shard, core, cap, idle_ttl, tap, wake);
     while let Some(work) = rx.blocking_recv() {
+        s.take_histories();
         match work {
             Work::Events {
                 partition,
@@ -197,15 +321,160 @@ pub(super) fn run<T: Tap>(
                 // The requester may have given up (shutdown); nothing to do.
                 let _ = b.reply.send(report);
             }
+            Work::Wake => {}
         }
     }
     let held = s.series.len();
+    if let Some(h) = &s.history {
+        h.loader.metrics().add_loading(-(s.loading.len() as i64));
+    }
     s.series.clear();
     s.publish_series_count();
     tracing::debug!(shard, series = held, "Shard stopped.");
 }
 
+/// Wall-clock time in Unix milliseconds (read once per batch).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The per-event path for one batch: what its events share.
+struct Scoring<'a, B> {
+    core: &'a Core,
+    emitted: &'a EmittedCounters,
+    /// The batch's wall clock (Unix ms), against which an event's age is
+    /// measured.
+    now_ms: i64,
+    /// The tap's view for this batch, if there is a tap.
+    tap: Option<B>,
+    tally: Tally,
+}
+
+impl<B: TapBatch> Scoring<'_, B> {
+    /// One live event of series `key`: value rule, score and learn, then
+    /// (unless too old) the alert lifecycle, then the tap.
+    #[inline]
+    fn observe(&mut self, key: &SeriesKey, e: &mut Entry, ts_ms: i64, raw: f64) {
+        let core = self.core;
+        let m = &core.metrics;
+        let value = match e.rate.apply(e.kind, ts_ms, raw) {
+            Step::Value(v) => v,
+            step => {
+                if let Some(reason) = step.skip_reason() {
+                    m.event_skipped(reason);
+                }
+                return;
+            }
+        };
+        // Scores the event with the model as it was, then trains on it.
+        match core.detector.observe(&mut e.detector, ts_ms, value) {
+            Ok(decision) => {
+                self.tally.processed += 1;
+                if m.per_series_enabled() {
+                    let sample = SeriesSample {
+                        value,
+                        expected: decision.expected,
+                        lower: decision.lower,
+                        upper: decision.upper,
+                        score: decision.score,
+                    };
+                    m.observe_series(key, &sample);
+                }
+                let too_old = core
+                    .options
+                    .max_event_age_ms
+                    .is_some_and(|max| self.now_ms.saturating_sub(ts_ms) > max);
+                if too_old {
+                    // Learned above; the past does not page.
+                    self.tally.too_old += 1;
+                } else if let Some(t) = e.lifecycle.step(&core.rule, ts_ms, value, &decision) {
+                    let mut alert = crate::alert::lifecycle::build_alert(
+                        key,
+                        &t,
+                        ts_ms,
+                        value,
+                        &decision,
+                        &core.rule,
+                        core.detector.model_name(),
+                    );
+                    if e.kind == Kind::Rate {
+                        alert.labels.insert(VALUE_LABEL.to_owned(), RATE.to_owned());
+                    }
+                    self.emitted.emitted(alert.status, alert.severity);
+                    core.alerts.hand_off(alert);
+                }
+                if let Some(t) = self.tap.as_mut() {
+                    t.record(
+                        &mut e.tap_slot,
+                        key,
+                        ts_ms,
+                        value,
+                        &decision,
+                        &e.lifecycle,
+                        e.kind,
+                    );
+                }
+            }
+            Err(skipped) => {
+                m.event_skipped(skipped.reason());
+                if skipped == Skipped::IncompatibleState {
+                    // Restored under another model shape: start over so
+                    // the series' next events are scored again.
+                    e.detector = core.detector.new_state();
+                }
+            }
+        }
+    }
+}
+
 impl<T: Tap> Shard<T> {
+    fn new(
+        index: usize,
+        core: Arc<Core>,
+        cap: usize,
+        idle_ttl: Option<Duration>,
+        tap: Option<Arc<T>>,
+        wake: mpsc::WeakSender<Work>,
+    ) -> Self {
+        let (processed, latency) = core.metrics.processing_local();
+        let history = core.options.history.as_ref().map(|loader| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let nudge = move || {
+                // Full queue: the shard is busy and looks before its next
+                // work anyway. Closed: it is stopping.
+                if let Some(q) = wake.upgrade() {
+                    let _ = q.try_send(Work::Wake);
+                }
+            };
+            ShardHistory {
+                loader: Arc::clone(loader),
+                rx,
+                reply: Reply::new(tx, Arc::new(nudge)),
+            }
+        });
+        Self {
+            emitted: EmittedCounters::new(&core.metrics),
+            processed,
+            latency,
+            core,
+            series: HashMap::new(),
+            cap,
+            idle_ttl,
+            started: Instant::now(),
+            clock: 0,
+            left: Vec::new(),
+            published: 0,
+            index,
+            tap,
+            tap_gone: Vec::new(),
+            history,
+            loading: HashMap::new(),
+            requests: 0,
+        }
+    }
+
     fn now_secs(&self) -> u32 {
         u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
     }
@@ -213,11 +482,16 @@ impl<T: Tap> Shard<T> {
     fn process(&mut self, partition: SourcePartition, events: Vec<Event>, received: Instant) {
         let now = self.now_secs();
         let core = Arc::clone(&self.core);
-        let m = &core.metrics;
-        let mut processed = 0u64;
+        let emitted = self.emitted.clone();
         // The tap (the page's history): opened once for the whole batch.
         let tap = self.tap.clone();
-        let mut tapped = tap.as_deref().map(|t| t.batch(self.index));
+        let mut sc = Scoring {
+            core: &core,
+            emitted: &emitted,
+            now_ms: wall_ms(),
+            tap: tap.as_deref().map(|t| t.batch(self.index)),
+            tally: Tally::default(),
+        };
         let mut events = events.into_iter().peekable();
         while let Some(event) = events.next() {
             // Read the next event's entry now: with many series it is not in
@@ -233,123 +507,257 @@ impl<T: Tap> Shard<T> {
             // case) one probe of the map finds or inserts the series.
             if self.series.len() >= self.cap && !self.series.contains_key(&event.series) {
                 self.evict_oldest();
-                if let Some(t) = tapped.as_mut() {
+                if let Some(t) = sc.tap.as_mut() {
                     t.forget(&mut self.tap_gone);
                 }
             }
             let entry = match self.series.entry_ref(&event.series) {
                 EntryRef::Occupied(o) => o.into_mut(),
-                EntryRef::Vacant(v) => v.insert(Box::new(Entry {
-                    detector: core.detector.new_state(),
-                    lifecycle: Lifecycle::default(),
-                    partition,
-                    last_seen: now,
-                    touched: self.clock,
-                    dirty: true,
-                    stored: false,
-                    tap_slot: NO_SLOT,
-                })),
+                EntryRef::Vacant(v) => {
+                    let kind = core
+                        .options
+                        .classifier
+                        .kind(partition.stream, &event.series);
+                    let entry = v.insert(Box::new(Entry::new(
+                        core.detector.new_state(),
+                        Lifecycle::default(),
+                        SeriesValue::new(kind),
+                        partition,
+                        now,
+                        self.clock,
+                        flag::DIRTY,
+                    )));
+                    // No state: its past comes from Prometheus first, up to
+                    // (not including) this event.
+                    if let Some(h) = &self.history {
+                        self.requests += 1;
+                        h.loader.request(
+                            event.series.clone(),
+                            event.ts_ms.saturating_sub(1),
+                            self.requests,
+                            h.reply.clone(),
+                        );
+                        h.loader.metrics().add_loading(1);
+                        entry.set(flag::LOADING, true);
+                        self.loading.insert(
+                            event.series.clone(),
+                            Loading {
+                                id: self.requests,
+                                held: Vec::new(),
+                                since: Instant::now(),
+                            },
+                        );
+                    }
+                    entry
+                }
             };
             if entry.partition != partition {
                 // Its record in the old partition is stale from now on.
-                if entry.stored {
+                if entry.is(flag::STORED) {
                     self.left
                         .push((entry.partition, event.series.fingerprint()));
                 }
                 entry.partition = partition;
-                entry.stored = false;
+                entry.set(flag::STORED, false);
             }
             entry.last_seen = now;
             entry.touched = self.clock;
-            entry.dirty = true;
-            // Scores the event with the model as it was, then trains on it.
-            match core
-                .detector
-                .observe(&mut entry.detector, event.ts_ms, event.value)
-            {
-                Ok(decision) => {
-                    processed += 1;
-                    if m.per_series_enabled() {
-                        let sample = SeriesSample {
-                            value: event.value,
-                            expected: decision.expected,
-                            lower: decision.lower,
-                            upper: decision.upper,
-                            score: decision.score,
-                        };
-                        m.observe_series(&event.series, &sample);
-                    }
-                    if let Some(t) =
-                        entry
-                            .lifecycle
-                            .step(&core.rule, event.ts_ms, event.value, &decision)
-                    {
-                        let alert = crate::alert::lifecycle::build_alert(
-                            &event.series,
-                            &t,
-                            event.ts_ms,
-                            event.value,
-                            &decision,
-                            &core.rule,
-                            core.detector.model_name(),
-                        );
-                        self.emitted.emitted(alert.status, alert.severity);
-                        core.alerts.hand_off(alert);
-                    }
-                    if let Some(t) = tapped.as_mut() {
-                        t.record(
-                            &mut entry.tap_slot,
-                            &event.series,
-                            event.ts_ms,
-                            event.value,
-                            &decision,
-                            &entry.lifecycle,
-                        );
+            entry.set(flag::DIRTY, true);
+            if entry.is(flag::LOADING) {
+                let (Some(h), Some(l)) = (&self.history, self.loading.get_mut(&event.series))
+                else {
+                    // A loading entry always has both; should it not, the
+                    // event is processed live.
+                    entry.set(flag::LOADING, false);
+                    sc.observe(&event.series, entry, event.ts_ms, event.value);
+                    continue;
+                };
+                h.loader.metrics().held(1);
+                l.held.push(event);
+                if l.held.len() > h.loader.max_held() {
+                    // Too many waiting: the series warms up live, now.
+                    let key = l.held[0].series.clone();
+                    if let Some(l) = self.loading.remove(&key) {
+                        h.loader.metrics().add_loading(-1);
+                        h.loader.metrics().series_done(Outcome::Overflow, 0);
+                        entry.set(flag::LOADING, false);
+                        for ev in l.held {
+                            sc.observe(&key, entry, ev.ts_ms, ev.value);
+                        }
                     }
                 }
-                Err(skipped) => {
-                    m.event_skipped(skipped.reason());
-                    if skipped == Skipped::IncompatibleState {
-                        // Restored under another model shape: start over so
-                        // the series' next events are scored again.
-                        entry.detector = core.detector.new_state();
+                continue;
+            }
+            sc.observe(&event.series, entry, event.ts_ms, event.value);
+        }
+        // Closes the tap's view before the shard's counts move.
+        drop(sc.tap);
+        self.flush(&sc.tally, received);
+        self.publish_series_count();
+    }
+
+    /// Moves one batch's counts to the metrics. One clock read per batch,
+    /// not per event: every event of the batch is recorded with the latency
+    /// of the batch's end (message received → its last event processed),
+    /// which bounds each event's own.
+    fn flush(&mut self, tally: &Tally, received: Instant) {
+        let latency = received.elapsed().as_secs_f64();
+        for _ in 0..tally.processed {
+            self.latency.observe(latency);
+        }
+        self.processed.inc_by(tally.processed);
+        self.processed.flush();
+        self.latency.flush();
+        self.core.metrics.events_too_old(tally.too_old);
+    }
+
+    /// Applies every history that has arrived (cheap when none has).
+    fn take_histories(&mut self) {
+        let Some(h) = &self.history else { return };
+        let mut arrived = Vec::new();
+        while let Ok(l) = h.rx.try_recv() {
+            arrived.push(l);
+        }
+        for l in arrived {
+            self.apply_history(l);
+        }
+    }
+
+    /// Learns an arrived history, then processes the series' held events
+    /// in order. An answer to a request given up since is dropped (which
+    /// frees its query slot).
+    fn apply_history(&mut self, loaded: Loaded) {
+        let current = self
+            .loading
+            .get(&loaded.key)
+            .is_some_and(|l| l.id == loaded.id);
+        if !current {
+            return;
+        }
+        let outcome = match &loaded.result {
+            Ok(_) => Outcome::Warmed,
+            Err(o) => *o,
+        };
+        let key = loaded.key.clone();
+        self.release(&key, outcome, Some(loaded));
+    }
+
+    /// Ends the loading of `key` with `outcome`: learns `loaded`'s points
+    /// if there are some, then processes the held events.
+    fn release(&mut self, key: &SeriesKey, mut outcome: Outcome, loaded: Option<Loaded>) {
+        let Some(loading) = self.loading.remove(key) else {
+            return;
+        };
+        let core = Arc::clone(&self.core);
+        let Some(h) = &self.history else { return };
+        let metrics = h.loader.metrics();
+        metrics.add_loading(-1);
+        let Some(entry) = self.series.get_mut(key) else {
+            // Loading series are never evicted; nothing to hold events for.
+            metrics.series_done(outcome, 0);
+            return;
+        };
+        entry.set(flag::LOADING, false);
+        entry.set(flag::DIRTY, true);
+        let mut learned = 0;
+        if let Some(Loaded {
+            result: Ok(points), ..
+        }) = &loaded
+        {
+            let mut value = entry.value();
+            let l = history::learn(&core.detector, &mut entry.detector, &mut value, points);
+            entry.rate = value.rate;
+            learned = l.points;
+            if learned == 0 {
+                outcome = Outcome::Empty;
+            }
+            tracing::debug!(
+                series = %key,
+                points = l.points,
+                skipped = l.skipped,
+                waited_ms = loading.since.elapsed().as_millis() as u64,
+                "Learned the series' history."
+            );
+        }
+        // The points are learned: their query slot is free again.
+        drop(loaded);
+        metrics.series_done(outcome, learned);
+        let tap = self.tap.clone();
+        let mut sc = Scoring {
+            core: &core,
+            emitted: &self.emitted,
+            now_ms: wall_ms(),
+            tap: tap.as_deref().map(|t| t.batch(self.index)),
+            tally: Tally::default(),
+        };
+        for ev in loading.held {
+            sc.observe(key, entry, ev.ts_ms, ev.value);
+        }
+        drop(sc.tap);
+        // The held events' latency includes their wait for the history.
+        self.flush(&sc.tally, loading.since);
+    }
+
+    /// Waits until no series of this shard is loading: applies histories
+    /// as they arrive, and gives up on a request unanswered past its
+    /// deadline (its held events are then processed live).
+    fn settle_histories(&mut self) {
+        loop {
+            self.take_histories();
+            let Some(h) = &self.history else { return };
+            let Some(oldest) = self.loading.values().map(|l| l.since).min() else {
+                return;
+            };
+            let limit = h.loader.max_wait() + HISTORY_SLACK;
+            let wait = limit.saturating_sub(oldest.elapsed());
+            match h.rx.recv_timeout(wait) {
+                Ok(l) => self.apply_history(l),
+                Err(_) => {
+                    let late: Vec<SeriesKey> = self
+                        .loading
+                        .iter()
+                        .filter(|(_, l)| l.since.elapsed() >= limit)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in late {
+                        self.release(&key, Outcome::Timeout, None);
                     }
                 }
             }
         }
-        // One clock read per batch, not per event: every event of the batch
-        // is recorded with the latency of the batch's end (message received
-        // → its last event processed), which bounds each event's own.
-        let latency = received.elapsed().as_secs_f64();
-        for _ in 0..processed {
-            self.latency.observe(latency);
-        }
-        self.processed.inc_by(processed);
-        self.processed.flush();
-        self.latency.flush();
-        self.publish_series_count();
     }
 
     fn restore(&mut self, partition: SourcePartition, series: Vec<SeriesSnapshot>) {
         let now = self.now_secs();
         for s in series {
             self.clock += 1;
+            if self.loading.contains_key(&s.key) {
+                // Its live events so far are processed on the state being
+                // replaced, as they would have been without history.
+                self.release(&s.key, Outcome::Cancelled, None);
+            }
             if self.series.len() >= self.cap {
                 self.evict_oldest();
             }
-            let detector = s.detector.unwrap_or_else(|| self.core.detector.new_state());
+            // A series saved under another value rule (the counter rules
+            // changed) relearns: its model learned other numbers.
+            let kind = self.core.options.classifier.kind(partition.stream, &s.key);
+            let (detector, value) = match s.detector {
+                Some(d) if s.value.kind == kind => (d, s.value),
+                _ if s.value.kind == kind => (self.core.detector.new_state(), s.value),
+                _ => (self.core.detector.new_state(), SeriesValue::new(kind)),
+            };
             self.series.insert(
                 s.key,
-                Box::new(Entry {
+                Box::new(Entry::new(
                     detector,
-                    lifecycle: s.lifecycle,
+                    s.lifecycle,
+                    value,
                     partition,
-                    last_seen: now,
-                    touched: self.clock,
-                    dirty: false,
-                    stored: true,
-                    tap_slot: NO_SLOT,
-                }),
+                    now,
+                    self.clock,
+                    flag::STORED,
+                )),
             );
         }
         self.forget_tapped();
@@ -357,6 +765,20 @@ impl<T: Tap> Shard<T> {
     }
 
     fn barrier(&mut self, kind: &BarrierKind) -> WorkerReport {
+        // A snapshot must hold every event dispatched before it, held
+        // events included: wait for the histories in flight. A `Sync`
+        // barrier (no state store: a checkpoint that saves nothing) does
+        // not stall the shard for them, except in the drain, where every
+        // answer is immediate.
+        let draining = self
+            .history
+            .as_ref()
+            .is_some_and(|h| h.loader.is_cancelled());
+        if draining || !matches!(kind, BarrierKind::Sync) {
+            self.settle_histories();
+        } else {
+            self.take_histories();
+        }
         let mut report = WorkerReport::default();
         match kind {
             BarrierKind::Sync => {
@@ -376,10 +798,10 @@ impl<T: Tap> Shard<T> {
                     let wanted = partitions
                         .as_ref()
                         .is_none_or(|p| p.binary_search(&e.partition).is_ok());
-                    if wanted && (e.dirty || !only_dirty) {
+                    if wanted && (e.is(flag::DIRTY) || !only_dirty) {
                         encode(key, e, &mut report);
-                        e.dirty = false;
-                        e.stored = true;
+                        e.set(flag::DIRTY, false);
+                        e.set(flag::STORED, true);
                     }
                 }
                 // A full snapshot replaces each partition whole: nothing to
@@ -468,7 +890,8 @@ impl<T: Tap> Shard<T> {
         });
     }
 
-    /// Removes series idle for longer than the TTL.
+    /// Removes series idle for longer than the TTL (a series waiting for
+    /// its history stays: its events are held).
     fn evict_idle(&mut self) {
         let Some(ttl) = self.idle_ttl else { return };
         let now = self.now_secs();
@@ -476,7 +899,7 @@ impl<T: Tap> Shard<T> {
         let before = self.series.len();
         let (series, mut out) = self.split();
         series.retain(|k, e| {
-            let keep = now.saturating_sub(e.last_seen) < ttl;
+            let keep = now.saturating_sub(e.last_seen) < ttl || e.is(flag::LOADING);
             if !keep {
                 out.leave(k, e);
             }
@@ -491,7 +914,8 @@ impl<T: Tap> Shard<T> {
 
     /// Makes room at the cap: evicts the least recently seen ~1% of series
     /// (at least one) in one O(n) pass, so a burst of new series costs O(1)
-    /// amortised per insert instead of a scan each.
+    /// amortised per insert instead of a scan each. Series waiting for
+    /// their history stay (their events are held).
     fn evict_oldest(&mut self) {
         let n = self.series.len();
         if n == 0 {
@@ -503,7 +927,7 @@ impl<T: Tap> Shard<T> {
         // Clock values are unique per series, so exactly the k oldest go.
         let (series, mut out) = self.split();
         series.retain(|k, e| {
-            let keep = e.touched > cutoff;
+            let keep = e.touched > cutoff || e.is(flag::LOADING);
             if !keep {
                 out.leave(k, e);
             }
@@ -525,7 +949,7 @@ impl<T: Tap> Shard<T> {
 }
 
 fn encode(key: &SeriesKey, e: &Entry, report: &mut WorkerReport) {
-    match crate::state::encode_series(key, &e.detector, &e.lifecycle) {
+    match crate::state::encode_series_value(key, &e.detector, &e.lifecycle, &e.value()) {
         Ok(bytes) => report.records.push(SnapshotRecord {
             partition: e.partition,
             fingerprint: key.fingerprint(),
@@ -592,6 +1016,7 @@ mod tests {
             _value: f64,
             _decision: &crate::detector::Decision,
             _lifecycle: &Lifecycle,
+            _kind: Kind,
         ) {
             let fp = key.fingerprint();
             if *slot == NO_SLOT {
@@ -619,24 +1044,10 @@ mod tests {
             metrics: Arc::new(
                 Metrics::new(prometheus::Registry::new(), metrics, &[], &[]).unwrap(),
             ),
+            options: ShardOptions::default(),
         });
-        let (processed, latency) = core.metrics.processing_local();
-        Shard {
-            emitted: EmittedCounters::new(&core.metrics),
-            processed,
-            latency,
-            core,
-            series: HashMap::new(),
-            cap,
-            idle_ttl: None,
-            started: Instant::now(),
-            clock: 0,
-            left: Vec::new(),
-            published: 0,
-            index: 0,
-            tap: None,
-            tap_gone: Vec::new(),
-        }
+        let (tx, _) = mpsc::channel(1);
+        Shard::new(0, core, cap, None, None, tx.downgrade())
     }
 
     fn event(i: usize) -> Event {
@@ -844,5 +1255,186 @@ mod tests {
         s.process(Q, vec![event(10)], Instant::now());
         s.process(P, vec![event(11)], Instant::now()); // evicts 10
         assert_eq!(incremental(&mut s), [(P, fp(11), false)]);
+    }
+
+    /// The per-series entry stays small: a million series hold 120 MB of
+    /// entries (plus their keys and detector slabs).
+    #[test]
+    fn entries_are_120_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 120);
+    }
+
+    /// Alerts handed over, for the tests that check them.
+    #[derive(Default)]
+    struct Collect(std::sync::Mutex<Vec<Alert>>);
+    impl AlertHandoff for Collect {
+        fn hand_off(&self, alert: Alert) {
+            self.0.lock().unwrap().push(alert);
+        }
+    }
+
+    /// A shard whose detector is warm after 20 events, alerting into
+    /// `alerts`, with `options`.
+    fn shard_alerting(alerts: Arc<Collect>, options: ShardOptions) -> Shard<Recorder> {
+        let mut detector = DetectorConfig::default();
+        detector.threshold.warmup_events = 20;
+        detector.threshold.warmup_secs = 0;
+        let core = Arc::new(Core {
+            detector: Detector::new(&detector, 0.5).unwrap(),
+            rule: AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap(),
+            alerts,
+            metrics: Arc::new(
+                Metrics::new(
+                    prometheus::Registry::new(),
+                    &MetricsConfig::default(),
+                    &[],
+                    &crate::counter::SKIP_REASONS,
+                )
+                .unwrap(),
+            ),
+            options,
+        });
+        let (tx, _) = mpsc::channel(1);
+        Shard::new(0, core, 100, None, None, tx.downgrade())
+    }
+
+    /// A steady, slightly noisy value (seeded), then a jump at `jump`.
+    fn steady(key: &SeriesKey, t0_ms: i64, n: usize, jump: Option<usize>) -> Vec<Event> {
+        (0..n)
+            .map(|i| Event {
+                series: key.clone(),
+                ts_ms: t0_ms + 60_000 * i as i64,
+                value: 50.0
+                    + [0.0, 0.4, -0.3, 0.2, -0.4, 0.3, -0.1][i % 7]
+                    + if Some(i) == jump { 40.0 } else { 0.0 },
+            })
+            .collect()
+    }
+
+    /// Events older than `alert.max_event_age_secs` teach the model and
+    /// never reach the lifecycle; the same jump among recent events alerts.
+    #[test]
+    fn old_events_learn_and_recent_ones_alert() {
+        let now = wall_ms();
+        let key = SeriesKey::from_name("temp");
+        let options = || ShardOptions {
+            max_event_age_ms: Some(3_600_000),
+            ..ShardOptions::default()
+        };
+        // Three days ago: 300 events, a jump at event 250.
+        let alerts = Arc::new(Collect::default());
+        let mut s = shard_alerting(Arc::clone(&alerts), options());
+        let old = steady(&key, now - 3 * 86_400_000, 300, Some(250));
+        s.process(P, old.clone(), Instant::now());
+        assert!(alerts.0.lock().unwrap().is_empty());
+        let text = s.core.metrics.render().unwrap();
+        assert!(text.contains("anomalyd_events_too_old_total 300"), "{text}");
+        assert!(
+            text.contains("anomalyd_events_processed_total 300"),
+            "{text}"
+        );
+        assert!(s.series[&key].detector.scored_events() >= 280, "learned");
+        // The same stream ending now: the jump alerts.
+        let alerts = Arc::new(Collect::default());
+        let mut s = shard_alerting(Arc::clone(&alerts), options());
+        let recent = steady(&key, now - 299 * 60_000, 300, Some(250));
+        s.process(P, recent, Instant::now());
+        let got = alerts.0.lock().unwrap();
+        assert!(
+            got.iter()
+                .any(|a| a.status == crate::alert::AlertStatus::Firing && a.value > 85.0),
+            "{got:?}"
+        );
+        assert!(got.iter().all(|a| !a.is_rate()));
+        // Without a limit, old events alert as before.
+        let alerts = Arc::new(Collect::default());
+        let mut s = shard_alerting(Arc::clone(&alerts), ShardOptions::default());
+        s.process(P, old, Instant::now());
+        assert!(!alerts.0.lock().unwrap().is_empty());
+    }
+
+    /// A counter is learned as its rate: resets re-baseline (no alert,
+    /// counted), a five-fold rate alerts, and the alert says "rate".
+    #[test]
+    fn counters_are_learned_as_rates() {
+        let classifier = Arc::new(crate::counter::Classifier::default());
+        classifier.register(
+            0,
+            1,
+            Arc::new(crate::counter::StreamRules::new(Default::default())),
+        );
+        let alerts = Arc::new(Collect::default());
+        let mut s = shard_alerting(
+            Arc::clone(&alerts),
+            ShardOptions {
+                classifier,
+                ..ShardOptions::default()
+            },
+        );
+        let key = SeriesKey::new("http_requests_total", [("job", "api")]);
+        let t0 = 1_767_225_600_000;
+        let mut total = 1_000.0;
+        let mut events = Vec::new();
+        // Seeded noise (xorshift), uniform in [-15, 15).
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut noise = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64 * 30.0 - 15.0
+        };
+        for i in 0..200 {
+            // About 10 per second; restarts at 80 and 150.
+            if i == 80 || i == 150 {
+                total = 7.0;
+            } else {
+                total += 600.0 + noise();
+            }
+            events.push(Event {
+                series: key.clone(),
+                ts_ms: t0 + 60_000 * i as i64,
+                value: total,
+            });
+        }
+        s.process(P, events, Instant::now());
+        assert!(
+            alerts.0.lock().unwrap().is_empty(),
+            "resets do not alert: {:?}",
+            alerts
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|a| (a.ts.clone(), a.value, a.expected, a.reason))
+                .collect::<Vec<_>>()
+        );
+        let e = &s.series[&key];
+        assert_eq!(e.kind, Kind::Rate);
+        assert_eq!(e.rate.last(), Some((t0 + 199 * 60_000, total)));
+        let text = s.core.metrics.render().unwrap();
+        for (reason, n) in [("counter_first", 1), ("counter_reset", 2)] {
+            let line = format!("anomalyd_events_skipped_total{{reason=\"{reason}\"}} {n}\n");
+            assert!(text.contains(&line), "{line}{text}");
+        }
+        // Five times the rate for a minute.
+        total += 3000.0;
+        s.process(
+            P,
+            vec![Event {
+                series: key.clone(),
+                ts_ms: t0 + 200 * 60_000,
+                value: total,
+            }],
+            Instant::now(),
+        );
+        let got = alerts.0.lock().unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].is_rate(), "{:?}", got[0].labels);
+        assert!(
+            (got[0].value - 50.0).abs() < 1e-9,
+            "per second: {}",
+            got[0].value
+        );
+        assert!((got[0].expected - 10.0).abs() < 2.0, "{}", got[0].expected);
     }
 }

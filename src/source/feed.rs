@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use crate::counter::{Classifier, StreamRules};
 use crate::event::Event;
 use crate::pipeline::{BarrierKind, DispatchError, Pipeline, PipelineClosed};
 use crate::state::{PartitionName, PartitionSnapshot, SnapshotRecord, SourcePartition, StateStore};
@@ -50,13 +51,16 @@ pub struct FeedContext {
     pub metrics: Arc<Metrics>,
     /// Stream names of every source.
     pub streams: Arc<Streams>,
+    /// Which series are counters, per stream (the shards ask it).
+    pub classifier: Arc<Classifier>,
 }
 
 impl FeedContext {
     /// A feed for a source reading `streams` (Kafka: its topics; a
-    /// receiver: its one name).
-    pub fn feed(&self, streams: &[String]) -> Result<Feed, String> {
+    /// receiver: its one name), whose series follow `rules`.
+    pub fn feed(&self, streams: &[String], rules: Arc<StreamRules>) -> Result<Feed, String> {
         let first = self.streams.add(streams)?;
+        self.classifier.register(first, streams.len(), rules);
         Ok(Feed {
             ctx: self.clone(),
             first,

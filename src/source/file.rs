@@ -9,6 +9,7 @@ use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use super::DecodeErrorReporter;
+use crate::counter::StreamRules;
 use crate::decode::Decoder;
 use crate::pipeline::{BarrierKind, Pipeline, PipelineClosed};
 use crate::state::SourcePartition;
@@ -42,9 +43,11 @@ pub enum ReplayError {
 }
 
 /// Replays `input` line by line and waits until every event is processed.
+/// `rules` drop the series a source skips (`[decode.counters]`).
 pub async fn replay(
     mut input: impl BufRead,
     decoder: &Decoder,
+    rules: &StreamRules,
     pipeline: &Pipeline,
     metrics: &Metrics,
 ) -> Result<ReplaySummary, ReplayError> {
@@ -70,7 +73,11 @@ pub async fn replay(
         summary.lines += 1;
         lines_in_batch += 1;
         errors.clear();
+        let before = batch.len();
         decoder.decode(&line, None, &mut batch, &mut errors);
+        rules.drop_skipped(&mut batch, before, &mut |r| {
+            metrics.samples_skipped(r.as_str(), 1);
+        });
         if !errors.is_empty() {
             reporter.report(&metrics, &errors, &format_args!("line {}", summary.lines));
         }

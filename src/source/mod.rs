@@ -54,6 +54,7 @@ pub mod remote_write;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,7 @@ pub use feed::{Feed, FeedContext, Restored, Streams};
 
 use crate::config::Problems;
 use crate::config::secret::SecretError;
+use crate::counter::StreamRules;
 use crate::decode::{DecodeConfig, DecodeError};
 use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::SourceMetrics;
@@ -155,22 +157,35 @@ pub async fn start(
 ) -> Result<Vec<Box<dyn Source>>, SourceError> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if kafka.enabled {
-        let feed = ctx.feed(&kafka.topics).map_err(SourceError::Setup)?;
+        let rules = Arc::new(StreamRules::new(decode.counters.clone()));
+        let feed = ctx
+            .feed(&kafka.topics, Arc::clone(&rules))
+            .map_err(SourceError::Setup)?;
         let decoder = crate::decode::Decoder::new(decode);
-        sources.push(Box::new(kafka::KafkaSource::new(kafka, decoder, feed)?));
+        sources.push(Box::new(kafka::KafkaSource::new(
+            kafka, decoder, feed, rules,
+        )?));
     }
     if others.remote_write.enabled {
+        let rules = Arc::new(StreamRules {
+            config: others.remote_write.counters.clone(),
+            metadata: Some(Arc::default()),
+        });
         let feed = ctx
-            .feed(&[remote_write::STREAM.to_owned()])
+            .feed(&[remote_write::STREAM.to_owned()], Arc::clone(&rules))
             .map_err(SourceError::Setup)?;
-        let receiver = remote_write::RemoteWriteSource::bind(&others.remote_write, feed).await?;
+        let receiver =
+            remote_write::RemoteWriteSource::bind(&others.remote_write, feed, rules).await?;
         sources.push(Box::new(receiver));
     }
     Ok(sources)
 }
 
 /// Counts each decode error by reason and logs a sample, at most one line
-/// per interval (a flood of bad messages must not flood the log).
+/// per interval (a flood of bad messages must not flood the log). NaN and
+/// ±Inf values are not failures: they are counted as skipped samples and
+/// logged at debug only (an empty Prometheus summary exports NaN on every
+/// scrape).
 pub struct DecodeErrorReporter {
     log: RateLimit,
 }
@@ -183,24 +198,38 @@ impl DecodeErrorReporter {
         }
     }
 
-    /// Counts `errors` and logs the first of them unless a line was logged
-    /// less than the interval ago. `origin` says where the input came from.
+    /// Counts `errors` and logs the first failure among them unless a line
+    /// was logged less than the interval ago. `origin` says where the input
+    /// came from.
     pub fn report(
         &self,
         metrics: &SourceMetrics,
         errors: &[DecodeError],
         origin: &dyn std::fmt::Display,
     ) {
+        let mut failures = 0u64;
+        let mut first = None;
+        let mut non_finite = 0u64;
         for e in errors {
-            metrics.event_failed(e.reason());
+            if e.is_skipped_sample() {
+                non_finite += 1;
+            } else {
+                metrics.event_failed(e.reason());
+                failures += 1;
+                first.get_or_insert(e);
+            }
         }
-        let Some(first) = errors.first() else { return };
-        if let Some(suppressed) = self.log.allow_n(errors.len() as u64) {
+        if non_finite > 0 {
+            metrics.samples_skipped("non_finite", non_finite);
+            tracing::debug!(%origin, non_finite, "Skipped NaN or infinite values.");
+        }
+        let Some(first) = first else { return };
+        if let Some(suppressed) = self.log.allow_n(failures) {
             tracing::warn!(
                 %origin,
                 reason = first.reason(),
                 error = %first,
-                errors_in_message = errors.len(),
+                errors_in_message = failures,
                 suppressed_since_last_log = suppressed,
                 "Skipped undecodable input."
             );

@@ -37,11 +37,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::alert::lifecycle::Lifecycle;
 use crate::config::Problems;
+use crate::counter::{Kind, RateState, SeriesValue};
 use crate::detector::DetectorState;
 use crate::event::SeriesKey;
 
 /// Version of the snapshot encoding. Bump it when [`SeriesSnapshot`] or any
 /// state inside it changes shape; older snapshots are then refused.
+///
+/// One extension needed no bump: a record may end with a trailer holding a
+/// counter's rate state (see [`encode_series_value`]). Records without one
+/// (every record written before counters were learned as rates, and every
+/// gauge's) read as a series learned from its raw values, which is what
+/// they are; readers that predate the trailer ignore it.
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Which store keeps the state.
@@ -190,6 +197,10 @@ pub struct SeriesSnapshot {
     /// Alert lifecycle state (kept across model changes, so a firing alert
     /// still resolves).
     pub lifecycle: Lifecycle,
+    /// How the series' samples were turned into values (a counter's rate
+    /// and its last raw sample); the default for a series learned from its
+    /// raw values.
+    pub value: SeriesValue,
 }
 
 /// The encoding of one series: the detector state is nested as bytes so a
@@ -210,33 +221,76 @@ struct DecodeView<'a> {
     detector: &'a [u8],
 }
 
-/// Encodes one series for a snapshot.
+/// The trailer of a record whose series is learned as a rate.
+#[derive(Serialize, Deserialize)]
+struct RateTrailer {
+    kind: Kind,
+    last_ts_ms: i64,
+    last_raw: f64,
+}
+
+/// Encodes one series learned from its raw values for a snapshot.
 pub fn encode_series(
     key: &SeriesKey,
     detector: &DetectorState,
     lifecycle: &Lifecycle,
 ) -> Result<Vec<u8>, postcard::Error> {
+    encode_series_value(key, detector, lifecycle, &SeriesValue::default())
+}
+
+/// Encodes one series for a snapshot; a rate's state goes in a trailer
+/// after the record (a series of raw values has none, so its record is
+/// byte for byte what it always was).
+pub fn encode_series_value(
+    key: &SeriesKey,
+    detector: &DetectorState,
+    lifecycle: &Lifecycle,
+    value: &SeriesValue,
+) -> Result<Vec<u8>, postcard::Error> {
     let detector = postcard::to_stdvec(detector)?;
-    postcard::to_stdvec(&EncodeView {
+    let mut bytes = postcard::to_stdvec(&EncodeView {
         key,
         lifecycle,
         detector: &detector,
-    })
+    })?;
+    if value.kind == Kind::Rate {
+        let (last_ts_ms, last_raw) = value.rate.last().unwrap_or((0, f64::NAN));
+        bytes.extend(postcard::to_stdvec(&RateTrailer {
+            kind: value.kind,
+            last_ts_ms,
+            last_raw,
+        })?);
+    }
+    Ok(bytes)
 }
 
 /// Decodes one series. With `model_matches == false` the detector state is
 /// not decoded (it belongs to another model configuration).
 pub fn decode_series(bytes: &[u8], model_matches: bool) -> Result<SeriesSnapshot, postcard::Error> {
-    let e: DecodeView<'_> = postcard::from_bytes(bytes)?;
+    let (e, rest): (DecodeView<'_>, &[u8]) = postcard::take_from_bytes(bytes)?;
     let detector = if model_matches {
         Some(postcard::from_bytes(e.detector)?)
     } else {
         None
     };
+    let value = if rest.is_empty() {
+        SeriesValue::default()
+    } else {
+        let t: RateTrailer = postcard::from_bytes(rest)?;
+        SeriesValue {
+            kind: t.kind,
+            rate: if t.last_raw.is_nan() {
+                RateState::default()
+            } else {
+                RateState::at(t.last_ts_ms, t.last_raw)
+            },
+        }
+    };
     Ok(SeriesSnapshot {
         key: e.key,
         detector,
         lifecycle: e.lifecycle,
+        value,
     })
 }
 
@@ -310,4 +364,50 @@ pub trait StateStore: Send + Sync {
     /// Durably saves each partition's records and position. Returns once
     /// the data is durable.
     fn save(&self, partitions: &[PartitionSnapshot]) -> Result<(), StateError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::{Detector, DetectorConfig};
+
+    /// A rate's baseline survives a snapshot; a series of raw values is
+    /// encoded exactly as before the trailer existed, and a reader that
+    /// predates the trailer still reads a rate's record.
+    #[test]
+    fn the_rate_trailer_round_trips_and_stays_optional() {
+        let d = Detector::new(&DetectorConfig::default(), 0.5).unwrap();
+        let mut state = d.new_state();
+        d.observe(&mut state, 1_000, 3.0).unwrap();
+        let key = SeriesKey::new("http_requests_total", [("job", "api")]);
+        let lifecycle = Lifecycle::default();
+        let raw = encode_series(&key, &state, &lifecycle).unwrap();
+        let legacy = postcard::to_stdvec(&EncodeView {
+            key: &key,
+            lifecycle: &lifecycle,
+            detector: &postcard::to_stdvec(&state).unwrap(),
+        })
+        .unwrap();
+        assert_eq!(raw, legacy);
+        assert_eq!(
+            decode_series(&raw, true).unwrap().value,
+            SeriesValue::default()
+        );
+
+        let mut value = SeriesValue::new(Kind::Rate);
+        value.apply(60_000, 1234.5);
+        let bytes = encode_series_value(&key, &state, &lifecycle, &value).unwrap();
+        // Kind (1 byte), the time as a zigzag varint (3), the value (8).
+        assert_eq!(bytes.len(), raw.len() + 12);
+        let back = decode_series(&bytes, true).unwrap();
+        assert_eq!(back.value, value);
+        assert_eq!(back.detector.as_ref(), Some(&state));
+        assert_eq!(back.key, key);
+        let old_reader: DecodeView<'_> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(old_reader.key, key);
+        // A rate before its first sample keeps no baseline.
+        let fresh = SeriesValue::new(Kind::Rate);
+        let bytes = encode_series_value(&key, &state, &lifecycle, &fresh).unwrap();
+        assert_eq!(decode_series(&bytes, false).unwrap().value, fresh);
+    }
 }

@@ -140,6 +140,8 @@ pub struct SourceMetrics {
     decoded: IntCounter,
     /// `anomalyd_events_failed_total{source, reason}`.
     failed: ReasonCounters,
+    /// `anomalyd_samples_skipped_total{source, reason}`.
+    skipped: ReasonCounters,
 }
 
 impl SourceMetrics {
@@ -168,7 +170,21 @@ impl SourceMetrics {
     pub fn events_failed(&self, reason: &str, n: u64) {
         self.failed.get(reason).inc_by(n);
     }
+
+    /// `n` samples were skipped for `reason` (one of
+    /// [`SAMPLE_SKIP_REASONS`]): data that is not learned, and not a
+    /// failure either.
+    pub fn samples_skipped(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.skipped.get(reason).inc_by(n);
+        }
+    }
 }
+
+/// Every `reason` of `anomalyd_samples_skipped_total`: NaN and ±Inf
+/// samples (`non_finite`), and the series the counter rules skip
+/// (`created`, `bucket`; see [`crate::counter`]).
+pub const SAMPLE_SKIP_REASONS: [&str; 3] = ["non_finite", "created", "bucket"];
 
 /// The sink metric families, labelled `sink`; the sinks build their
 /// handles from them (`crate::alert::sink::SinkMetrics`).
@@ -194,10 +210,12 @@ pub struct Metrics {
     messages_received: IntCounterVec,
     events_decoded: IntCounterVec,
     events_failed: IntCounterVec,
+    samples_skipped: IntCounterVec,
     /// The decoder's failure reasons, registered at 0 for every source.
     decode_failure_reasons: Vec<&'static str>,
     events_processed: IntCounter,
     events_skipped: ReasonCounters,
+    events_too_old: IntCounter,
     processing_seconds: Histogram,
     /// `anomalyd_alerts_emitted_total{status, severity}`; the alert module
     /// labels it (`crate::alert::EmittedCounters`).
@@ -345,6 +363,12 @@ impl Metrics {
                 "Input that could not be decoded into events, by source and reason.",
                 &["source", "reason"],
             )?,
+            samples_skipped: counter_vec(
+                r,
+                "anomalyd_samples_skipped_total",
+                "Input samples deliberately not learned (NaN or Inf values, skipped series), by source and reason.",
+                &["source", "reason"],
+            )?,
             decode_failure_reasons: decode_failure_reasons.to_vec(),
             events_processed: counter(
                 r,
@@ -352,6 +376,11 @@ impl Metrics {
                 "Events scored and learned by the detector.",
             )?,
             events_skipped: ReasonCounters::new(&skipped, skip_reasons),
+            events_too_old: counter(
+                r,
+                "anomalyd_events_too_old_total",
+                "Events older than alert.max_event_age_secs when processed: learned, never alerted on.",
+            )?,
             processing_seconds: histogram(
                 r,
                 "anomalyd_event_processing_seconds",
@@ -465,6 +494,11 @@ impl Metrics {
             received: self.messages_received.with_label_values(&[name]),
             decoded: self.events_decoded.with_label_values(&[name]),
             failed: ReasonCounters::new_labelled(&self.events_failed, name, &all),
+            skipped: ReasonCounters::new_labelled(
+                &self.samples_skipped,
+                name,
+                &SAMPLE_SKIP_REASONS,
+            ),
         }
     }
 
@@ -485,6 +519,14 @@ impl Metrics {
     /// (`crate::alert::EmittedCounters`).
     pub fn alerts_emitted_family(&self) -> &IntCounterVec {
         &self.alerts_emitted
+    }
+
+    /// `n` events were too old to alert on (see
+    /// `alert.max_event_age_secs`).
+    pub fn events_too_old(&self, n: u64) {
+        if n > 0 {
+            self.events_too_old.inc_by(n);
+        }
     }
 
     /// The sink metric families (the sinks label them with their names).

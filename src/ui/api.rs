@@ -202,6 +202,9 @@ pub struct SeriesRow {
     pub peak_score: f64,
     /// The last observation was during warm-up.
     pub warming: bool,
+    /// The values (and expected values, bands) are a counter's per-second
+    /// rate, `rate(<series>)` in PromQL terms, not the raw counter.
+    pub rate: bool,
     /// Observations held for the chart.
     pub points: usize,
 }
@@ -267,8 +270,9 @@ pub struct SeriesDetail {
     /// The series' row, as in the list.
     #[serde(flatten)]
     pub row: SeriesRow,
-    /// The unit its name announces (`_seconds`, `_bytes`, ...), if any.
-    pub unit: Option<&'static str>,
+    /// The unit its name announces (`_seconds`, `_bytes`, ...), if any;
+    /// per second for a rate (`seconds/s`, or `/s` alone).
+    pub unit: Option<String>,
     /// The observations held, oldest first.
     pub samples: Vec<PointRow>,
     /// The alert spans among them, oldest first.
@@ -331,6 +335,7 @@ fn row(s: &Summary) -> SeriesRow {
         score: score(s.last.score),
         peak_score: score(s.peak),
         warming: s.last.warming(),
+        rate: s.last.rate(),
         points: s.points,
     }
 }
@@ -416,9 +421,15 @@ pub fn detail(ui: &UiState, fingerprint: &str) -> Result<SeriesDetail, DetailErr
     let HistoryDetail { summary, samples } = ui.history.detail(fp).ok_or_else(|| {
         DetailError::NotRetained(fingerprint.to_owned(), ui.config.history_minutes)
     })?;
+    let unit = crate::chart::unit_of_metric(summary.key.name());
+    let unit = if summary.last.rate() {
+        Some(format!("{}/s", unit.unwrap_or("")))
+    } else {
+        unit.map(str::to_owned)
+    };
     Ok(SeriesDetail {
         row: row(&summary),
-        unit: crate::chart::unit_of_metric(summary.key.name()),
+        unit,
         alerts: spans(&samples),
         samples: samples
             .iter()

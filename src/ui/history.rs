@@ -35,6 +35,7 @@ use prometheus::{IntCounter, IntGauge, Registry};
 
 use crate::alert::Severity;
 use crate::alert::lifecycle::Lifecycle;
+use crate::counter::Kind;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
 use crate::pipeline::tap::{Tap, TapBatch};
@@ -82,6 +83,8 @@ pub struct Sample {
 const WARMING: u8 = 1;
 const WARNING: u8 = 2;
 const CRITICAL: u8 = 4;
+/// The value is a counter's per-second rate (see [`crate::counter`]).
+const RATE: u8 = 8;
 
 impl Sample {
     /// A sample of one scored observation and the alert state after it.
@@ -105,6 +108,18 @@ impl Sample {
     /// Scored while the series was warming up (it could not alert).
     pub fn warming(&self) -> bool {
         self.flags & WARMING != 0
+    }
+
+    /// The value (and expected value, band) is a counter's per-second
+    /// rate, not the raw counter.
+    pub fn rate(&self) -> bool {
+        self.flags & RATE != 0
+    }
+
+    /// The same sample, marked as a rate.
+    fn as_rate(mut self) -> Self {
+        self.flags |= RATE;
+        self
     }
 
     /// The alert firing after this observation, by severity.
@@ -575,7 +590,26 @@ impl Batch<'_> {
         decision: &Decision,
         lifecycle: &Lifecycle,
     ) {
-        let sample = Sample::new(ts_ms, value, decision, lifecycle.severity());
+        self.record_kind(slot, key, ts_ms, value, decision, lifecycle, Kind::Value);
+    }
+
+    /// [`Batch::record`] of a series whose values are of `kind` (a rate is
+    /// marked as one, and the page says so).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_kind(
+        &mut self,
+        slot: &mut Slot,
+        key: &SeriesKey,
+        ts_ms: i64,
+        value: f64,
+        decision: &Decision,
+        lifecycle: &Lifecycle,
+        kind: Kind,
+    ) {
+        let mut sample = Sample::new(ts_ms, value, decision, lifecycle.severity());
+        if kind == Kind::Rate {
+            sample = sample.as_rate();
+        }
         let now = self.now_unix;
         if let Some(t) = self.store.get_mut(*slot, key.fingerprint()) {
             t.push(sample, lifecycle, now);
@@ -661,8 +695,9 @@ impl TapBatch for Batch<'_> {
         value: f64,
         decision: &Decision,
         lifecycle: &Lifecycle,
+        kind: Kind,
     ) {
-        Batch::record(self, slot, key, ts_ms, value, decision, lifecycle);
+        Batch::record_kind(self, slot, key, ts_ms, value, decision, lifecycle, kind);
     }
 
     fn forget(&mut self, gone: &mut Vec<(Slot, u64)>) {

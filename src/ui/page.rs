@@ -96,6 +96,25 @@ const COLUMNS: [(&str, Option<SortKey>, &str); 9] = [
     ("Last seen (UTC)", Some(SortKey::Time), "time"),
 ];
 
+/// The metric name as the page shows it: `rate(name)` for a counter
+/// learned as its rate.
+fn display_name(r: &SeriesRow) -> String {
+    if r.rate {
+        format!("rate({})", r.name)
+    } else {
+        r.name.clone()
+    }
+}
+
+/// The series in selector form, as `rate(...)` for a rate.
+fn display_series(r: &SeriesRow) -> String {
+    if r.rate {
+        format!("rate({})", r.series)
+    } else {
+        r.series.clone()
+    }
+}
+
 fn row(s: &mut String, query: &ListQuery, r: &SeriesRow) {
     let (badge_class, badge) = state_badge(r);
     let fp = escape(&r.fingerprint);
@@ -105,7 +124,7 @@ fn row(s: &mut String, query: &ListQuery, r: &SeriesRow) {
          <td class=\"state\"><span class=\"{badge_class}\">{badge}</span></td>\
          <td class=\"name\"><a href=\"/series/{fp}\">{}</a></td><td class=\"labels\">",
         r.state,
-        escape(&r.name)
+        escape(&display_name(r))
     );
     for (k, v) in &r.labels {
         let _ = write!(
@@ -245,7 +264,9 @@ pub fn chart(d: &SeriesDetail) -> String {
             alert: p.alert,
         })
         .collect();
-    Chart::new(&d.row.series).unit(d.unit).render(&points)
+    Chart::new(&display_series(&d.row))
+        .unit(d.unit.as_deref())
+        .render(&points)
 }
 
 /// `/series/<fingerprint>`: the chart, the latest numbers, the alerts.
@@ -253,7 +274,7 @@ pub fn series(ui: &UiState, d: &SeriesDetail) -> String {
     let r = &d.row;
     let fp = escape(&r.fingerprint);
     let mut s = String::with_capacity(16384 + d.samples.len() * 64);
-    head(&mut s, &format!("{} · anomalyd", r.series));
+    head(&mut s, &format!("{} · anomalyd", display_series(r)));
     let _ = writeln!(
         s,
         "<body data-page=\"series\" data-api=\"/api/v1/series/{fp}\" \
@@ -270,7 +291,7 @@ pub fn series(ui: &UiState, d: &SeriesDetail) -> String {
         s,
         "<main>\n<p class=\"back\"><a href=\"/\">← all series</a></p>\n\
          <h1 class=\"series-name\">{}</h1>\n<p class=\"labels\">",
-        escape(&r.name)
+        escape(&display_name(r))
     );
     let q = ListQuery::new(ui.config.top_series);
     for (k, v) in &r.labels {
@@ -283,7 +304,7 @@ pub fn series(ui: &UiState, d: &SeriesDetail) -> String {
         );
     }
     let (badge_class, badge) = state_badge(r);
-    let unit = d.unit.map_or(String::new(), |u| format!(" {u}"));
+    let unit = d.unit.as_deref().map_or(String::new(), |u| format!(" {u}"));
     s.push_str("</p>\n<dl class=\"stats\" id=\"stats\">");
     let stats: [(&str, &str, String); 7] = [
         ("state", "Alert", String::new()),
@@ -483,7 +504,7 @@ mod tests {
         let fp = format!("{:016x}", key.fingerprint());
         let d = detail(&ui, &fp).unwrap();
         assert_eq!(d.alerts.len(), 1);
-        assert_eq!(d.unit, Some("seconds"));
+        assert_eq!(d.unit.as_deref(), Some("seconds"));
         let html = series(&ui, &d);
         assert!(html.contains("<svg"));
         assert!(html.contains("<path class=\"band\""));
@@ -491,6 +512,40 @@ mod tests {
         assert!(html.contains("value (seconds)"));
         assert!(html.contains("id=\"readout\""));
         assert!(html.contains("data-api=\"/api/v1/series/"));
+    }
+
+    /// A counter learned as its rate is shown as `rate(name)`, per second,
+    /// in the list, on its page and in the chart's title.
+    #[test]
+    fn a_rate_says_so_on_the_page() {
+        let key = SeriesKey::new("node_cpu_seconds_total", [("mode", "idle")]);
+        let ui = ui_with(&[]);
+        {
+            let mut b = ui.history.batch(0);
+            let (mut slot, lc) = (NO_SLOT, Lifecycle::default());
+            let d = Decision::warm_at(0.1);
+            b.record_kind(
+                &mut slot,
+                &key,
+                1_767_225_600_000,
+                0.93,
+                &d,
+                &lc,
+                crate::counter::Kind::Rate,
+            );
+        }
+        let all = ListQuery::parse(None, 50).unwrap();
+        let l = list(&ui, &all);
+        assert!(l.series[0].rate);
+        let html = index(&ui, &all, &l);
+        assert!(html.contains(">rate(node_cpu_seconds_total)</a>"), "{html}");
+        let fp = format!("{:016x}", key.fingerprint());
+        let d = detail(&ui, &fp).unwrap();
+        assert_eq!(d.unit.as_deref(), Some("seconds/s"));
+        let html = series(&ui, &d);
+        assert!(html.contains("<h1 class=\"series-name\">rate(node_cpu_seconds_total)</h1>"));
+        assert!(html.contains("0.93 seconds/s"), "{html}");
+        assert!(html.contains("rate(node_cpu_seconds_total{mode=&quot;idle&quot;})"));
     }
 
     #[test]

@@ -390,6 +390,10 @@ fn child_replay(stream: &Path, workers: usize, autoencoder: bool) -> Res<()> {
     // warm-up would leave every series unscored, so they are scored (and
     // alert) as a fleet past its first day would.
     config.detector.threshold.warmup_secs = 0;
+    // Their events are of 2026-01-01: without this the age limit would
+    // spare them the alert lifecycle, and the bench would measure less
+    // than the daemon does on live events.
+    config.alert.max_event_age_secs = 0;
     config.pipeline.workers = workers;
     if autoencoder {
         config.detector.model.kind = anomalyd::model::ModelKind::Autoencoder;
@@ -417,6 +421,8 @@ fn daemon_config(a: &DaemonArgs) -> Config {
     // warm-up would leave every series unscored, so they are scored (and
     // alert) as a fleet past its first day would.
     c.detector.threshold.warmup_secs = 0;
+    // Old events (2026-01-01) must take the live path, alerts included.
+    c.alert.max_event_age_secs = 0;
     c.kafka.brokers = a.brokers.clone();
     c.kafka.topics = a.topic.split(',').map(str::to_owned).collect();
     c.kafka.group_id = a.group.clone();

@@ -84,6 +84,8 @@ fn child(workers: usize) -> Res<()> {
     // warm-up would leave every series unscored, so they are scored (and
     // alert) as a fleet past its first day would.
     c.detector.threshold.warmup_secs = 0;
+    // Whatever the streams' times, events take the live path, alerts included.
+    c.alert.max_event_age_secs = 0;
     c.kafka.enabled = false;
     c.sources.remote_write.enabled = true;
     c.sources.remote_write.listen_addr = "127.0.0.1:0".into();
@@ -166,7 +168,11 @@ fn requests(cli: &Cli) -> Batches {
                     }
                 })
                 .collect();
-            let raw = WriteRequest { timeseries }.encode_to_vec();
+            let raw = WriteRequest {
+                timeseries,
+                ..WriteRequest::default()
+            }
+            .encode_to_vec();
             let body = snap::raw::Encoder::new()
                 .compress_vec(&raw)
                 .expect("snappy");

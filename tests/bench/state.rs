@@ -59,6 +59,7 @@ fn pipeline(max_series: usize) -> Pipeline {
         rule: AlertRule::new(&AlertRuleConfig::default(), "alert").expect("rule"),
         alerts: Arc::new(Discard),
         metrics: Arc::new(metrics),
+        options: Default::default(),
     });
     let config = PipelineConfig {
         workers: 2,

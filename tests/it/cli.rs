@@ -240,6 +240,9 @@ listen_addr = "127.0.0.1:{port}"
 shutdown_grace_secs = 120
 [detector.threshold]
 warmup_secs = 0
+[alert]
+# The events are of 2026-01-01: they must alert.
+max_event_age_secs = 0
 "#
         ),
     )
@@ -366,4 +369,106 @@ fn a_ui_cap_too_small_for_top_series_is_a_config_error() {
         "{t}"
     );
     assert!(t.contains("raise it to at least"), "{t}");
+}
+
+/// `anomalyd warm` learns the backtest's CSV files into the state
+/// directory `run` restores; mistakes on its command line exit 2 and name
+/// what to fix.
+#[test]
+fn warm_learns_csv_files_into_a_state_directory() {
+    use anomalyd::state::{PartitionName, StateStore};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let input = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/backtest/series.csv"
+    );
+    let out = anomalyd(
+        &[
+            "warm",
+            "--input",
+            input,
+            "--series",
+            r#"room_temperature_celsius{site="a"}"#,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("warm: 1 series learned (400 points)"), "{t}");
+    let config = anomalyd::app::config::Config::default();
+    let detector =
+        anomalyd::detector::Detector::new(&config.detector, config.alert.threshold).unwrap();
+    let store =
+        anomalyd::state::dir::DirStore::new(&state, detector.model_hash(), Duration::from_secs(30))
+            .unwrap();
+    let name = PartitionName {
+        stream: "remote_write".into(),
+        partition: 0,
+    };
+    let loaded = store.load(&name).unwrap().expect("a snapshot");
+    assert_eq!(loaded.series.len(), 1);
+    let s = &loaded.series[0];
+    assert_eq!(s.key.to_string(), r#"room_temperature_celsius{site="a"}"#);
+    assert!(s.detector.as_ref().unwrap().scored_events() > 300);
+
+    // Again: the series is held already and kept; another one is added.
+    let out = anomalyd(
+        &[
+            "warm",
+            "--input",
+            input,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert_eq!(store.load(&name).unwrap().unwrap().series.len(), 2, "{t}");
+    let out = anomalyd(
+        &[
+            "warm",
+            "--input",
+            input,
+            "--series",
+            r#"room_temperature_celsius{site="a"}"#,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        text(&out).contains("1 already held and kept"),
+        "{}",
+        text(&out)
+    );
+
+    for (args, says) in [
+        (
+            vec!["--input", "/nonexistent.csv"],
+            "is not a file or a directory",
+        ),
+        (
+            vec!["--input", input, "--series", "cpu{host=a}"],
+            "selector form",
+        ),
+        (
+            vec!["--input", input, "--partition", "metrics"],
+            "STREAM/PARTITION",
+        ),
+        (
+            vec!["--input", input, "--partition", "metrics/0"],
+            "--position",
+        ),
+        (vec![], "--input FILE|DIR or --selector"),
+    ] {
+        let mut all = vec!["warm", "--state-dir", state.to_str().unwrap()];
+        all.extend(args);
+        let out = anomalyd(&all, &[]);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{all:?}: {}", text(&out));
+    }
 }

@@ -198,14 +198,23 @@ fn bad_messages_are_counted_by_reason_and_skipped_without_stalling() {
         let (_, text) = support::get(&url).await;
         for (reason, _) in &bad {
             let want = bad.iter().filter(|(r, _)| r == reason).count() as f64;
-            let sel =
-                format!("anomalyd_events_failed_total{{reason=\"{reason}\",source=\"kafka\"}}");
+            // A NaN is data, not a failure: a skipped sample.
+            let family = if *reason == "non_finite" {
+                "anomalyd_samples_skipped_total"
+            } else {
+                "anomalyd_events_failed_total"
+            };
+            let sel = format!("{family}{{reason=\"{reason}\",source=\"kafka\"}}");
             assert_eq!(
                 support::metric_value(&text, &sel),
                 Some(want),
                 "{sel} in\n{text}"
             );
         }
+        assert!(
+            !text.contains("anomalyd_events_failed_total{reason=\"non_finite\""),
+            "{text}"
+        );
         let sel = "anomalyd_events_failed_total{reason=\"empty\",source=\"kafka\"}";
         assert_eq!(support::metric_value(&text, sel), Some(1.0), "{sel}");
         assert_eq!(

@@ -677,10 +677,11 @@ impl Exposition {
         let m = Metrics::new(
             registry.clone(),
             &config,
-            &anomalyd::decode::REASONS,
-            anomalyd::detector::Skipped::REASONS,
+            &anomalyd::decode::FAILURE_REASONS,
+            &anomalyd::app::skip_reasons(),
         )
         .expect("metrics");
+        let _ = anomalyd::history::HistoryMetrics::new(&m).expect("history metrics");
         let ui = anomalyd::ui::UiConfig::default();
         let _history = anomalyd::ui::history::History::new(ui.limits(), 1, &registry)
             .expect("history metrics");
@@ -1941,6 +1942,69 @@ fn promtool_accepts_rules_tests_config_and_dashboard_queries() {
     std::fs::write(tmp.path().join("dashboard.yml"), rules).expect("write");
     let (ok, report) = run(&promtool, &["check", "rules", "dashboard.yml"], tmp.path());
     assert!(ok, "a dashboard query does not parse:\n{report}");
+}
+
+/// Every shipped rule has a `promtool test rules` case in which it fires,
+/// and one test group, a healthy remote-write setup, checks that none of
+/// them fires (promtool itself runs the cases in the test above).
+#[test]
+fn every_shipped_rule_is_unit_tested_firing_and_quiet_when_healthy() {
+    let names: Vec<String> = seq(&yaml("prometheus/anomalyd-rules.yml")["groups"])
+        .iter()
+        .flat_map(|g| seq(&g["rules"]))
+        .filter_map(|r| scalar(&r["alert"]))
+        .collect();
+    assert!(names.len() >= 15, "{names:?}");
+    let tests = yaml("prometheus/anomalyd-rules.test.yml");
+    let groups = seq(&tests["tests"]);
+    let cases = |g: &Yaml| -> Vec<(String, usize)> {
+        seq(&g["alert_rule_test"])
+            .iter()
+            .map(|c| {
+                (
+                    text(&c["alertname"], "alertname"),
+                    seq(&c["exp_alerts"]).len(),
+                )
+            })
+            .collect()
+    };
+    let untested: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            !groups
+                .iter()
+                .any(|g| cases(g).iter().any(|(a, k)| a == *n && *k > 0))
+        })
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "rules no test sees firing: {untested:?}"
+    );
+    let healthy = groups
+        .iter()
+        .find(|g| scalar(&g["name"]).as_deref() == Some("healthy remote-write setup"))
+        .expect("a test group named `healthy remote-write setup`");
+    let quiet: BTreeSet<String> = cases(healthy)
+        .into_iter()
+        .filter(|(_, k)| *k == 0)
+        .map(|(a, _)| a)
+        .collect();
+    let loud: Vec<&String> = names.iter().filter(|n| !quiet.contains(*n)).collect();
+    assert!(
+        loud.is_empty(),
+        "the healthy remote-write group does not check these stay quiet: {loud:?}"
+    );
+    // It is a remote-write setup: NaN samples skipped, no Kafka.
+    let series: Vec<String> = seq(&healthy["input_series"])
+        .iter()
+        .map(|s| text(&s["series"], "series"))
+        .collect();
+    assert!(
+        series
+            .iter()
+            .any(|s| s.contains("anomalyd_samples_skipped_total") && s.contains("non_finite"))
+    );
+    assert!(series.iter().all(|s| !s.contains("kafka")));
 }
 
 #[test]

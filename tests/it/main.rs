@@ -10,6 +10,7 @@ mod deploy;
 mod detection;
 mod docs;
 mod faults;
+mod history;
 mod layering;
 mod prometheus;
 mod real_parts;

@@ -21,9 +21,10 @@ use crate::support::{self, free_port, metric_sum, poll_some, poll_until};
 const WAIT: Duration = Duration::from_secs(90);
 
 /// A Prometheus process, killed when dropped (also when the test fails).
-struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
-    addr: String,
+    /// `host:port` of its API and UI.
+    pub(crate) addr: String,
     log: PathBuf,
 }
 
@@ -35,7 +36,25 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    fn log(&self) -> String {
+    /// Starts Prometheus with `config` (a prometheus.yml) on `addr`, its
+    /// TSDB in `data` (which may already hold blocks) and its log beside
+    /// the config.
+    pub(crate) fn start(config: &std::path::Path, data: &std::path::Path, addr: String) -> Self {
+        let log = config.with_extension("log");
+        let child = Command::new(crate::real_parts::PROMETHEUS.path())
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start prometheus");
+        Self { child, addr, log }
+    }
+
+    /// What it logged so far.
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }

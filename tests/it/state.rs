@@ -573,6 +573,7 @@ fn burst_of_new_series_in_own_process() {
         rule: AlertRule::new(&config.alert, "alert").unwrap(),
         alerts: Arc::new(Discard),
         metrics: Arc::clone(&metrics),
+        options: Default::default(),
     });
     let pipeline = Pipeline::start(
         &PipelineConfig {

@@ -522,9 +522,15 @@ fn summary(a: &Alert) -> String {
         ),
         Reason::Stuck => format!("has repeated {} for unusually long", a.value),
     };
+    // A counter's numbers are its per-second rate: say so as PromQL would.
+    let series = if a.is_rate() {
+        format!("rate({})", a.series)
+    } else {
+        a.series.clone()
+    };
     match a.status {
-        AlertStatus::Firing => format!("{} {what} (score {})", a.series, a.score),
-        AlertStatus::Resolved => format!("{} is back to normal (was: {what})", a.series),
+        AlertStatus::Firing => format!("{series} {what} (score {})", a.score),
+        AlertStatus::Resolved => format!("{series} is back to normal (was: {what})"),
     }
 }
 
@@ -595,6 +601,17 @@ mod tests {
         let mut drift = a.clone();
         drift.reason = Reason::Drift;
         assert!(s.postable(&drift, now()).annotations["summary"].contains("has drifted"));
+        // A counter's alert is about its rate, and says so.
+        let mut rate = alert("00ab", AlertStatus::Firing, 50.0);
+        rate.labels
+            .insert(crate::alert::VALUE_LABEL.into(), crate::alert::RATE.into());
+        let pr = s.postable(&rate, now());
+        assert!(
+            pr.annotations["summary"].starts_with("rate("),
+            "{:?}",
+            pr.annotations
+        );
+        assert_eq!(pr.labels[crate::alert::VALUE_LABEL], "rate");
         assert_eq!(p.starts_at.as_deref(), Some("2024-05-01T12:00:00.000Z"));
         // 4 × 60 s after now.
         assert_eq!(p.ends_at, "2024-05-01T12:14:00.000Z");

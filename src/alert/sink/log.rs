@@ -54,12 +54,15 @@ impl AlertSink for LogSink {
     async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
         for a in batch {
             let ended_at = a.ended_at.as_deref().unwrap_or("");
+            // "rate" when the numbers are a counter's per-second rate.
+            let value_kind = if a.is_rate() { "rate" } else { "value" };
             match a.status {
                 AlertStatus::Firing => info!(
                     fingerprint = %a.fingerprint,
                     status = a.status.as_str(),
                     severity = a.severity.as_str(),
                     series = %a.series,
+                    value_kind,
                     value = a.value,
                     expected = a.expected,
                     lower = a.lower,
@@ -76,6 +79,7 @@ impl AlertSink for LogSink {
                     status = a.status.as_str(),
                     severity = a.severity.as_str(),
                     series = %a.series,
+                    value_kind,
                     value = a.value,
                     expected = a.expected,
                     lower = a.lower,

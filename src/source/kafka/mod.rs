@@ -52,6 +52,7 @@ pub use config::{KafkaConfig, OffsetReset};
 use self::checkpoint::{Pending, Shared};
 use self::rebalance::SourceContext;
 use super::{DecodeErrorReporter, Feed, Source, SourceError, SourceSummary};
+use crate::counter::StreamRules;
 use crate::decode::Decoder;
 use crate::telemetry::RateLimit;
 
@@ -67,13 +68,20 @@ pub struct KafkaSource {
     consumer: StreamConsumer<SourceContext>,
     shared: Arc<Shared>,
     decoder: Decoder,
+    /// Which series are counters, and which are skipped (`[decode.counters]`).
+    rules: Arc<StreamRules>,
     commit_interval: Duration,
 }
 
 impl KafkaSource {
     /// Creates the consumer and subscribes. `feed` was made for
-    /// `config.topics`, in order.
-    pub fn new(config: &KafkaConfig, decoder: Decoder, feed: Feed) -> Result<Self, SourceError> {
+    /// `config.topics`, in order, with `rules`.
+    pub fn new(
+        config: &KafkaConfig,
+        decoder: Decoder,
+        feed: Feed,
+        rules: Arc<StreamRules>,
+    ) -> Result<Self, SourceError> {
         let commit_interval =
             feed.checkpoint_interval(Duration::from_millis(config.commit_interval_ms));
         let shared = Arc::new(Shared {
@@ -109,6 +117,7 @@ impl KafkaSource {
             consumer,
             shared,
             decoder,
+            rules,
             commit_interval,
         })
     }
@@ -165,6 +174,8 @@ impl KafkaSource {
         let fallback_ts = msg.timestamp().to_millis();
         self.decoder
             .decode(msg.payload().unwrap_or(&[]), fallback_ts, events, errors);
+        self.rules
+            .drop_skipped(events, before, &mut |r| m.samples_skipped(r.as_str(), 1));
         let decoded = events.len() - before;
         if !errors.is_empty() {
             let origin = format!("{}/{}@{}", msg.topic(), msg.partition(), offset);

@@ -25,10 +25,18 @@
 //! resend the past, so samples accepted after the last snapshot are lost
 //! in a crash and those series relearn them (a clean shutdown snapshots
 //! everything). Per-sample problems are counted, never fatal: stale
-//! markers (`anomalyd_remote_write_stale_markers_total`), and
-//! `anomalyd_events_failed_total{source="remote_write",reason}` for
-//! non-finite values, timestamps outside 1970..9999 and series without a
-//! name.
+//! markers (`anomalyd_remote_write_stale_markers_total`); NaN and ±Inf
+//! values (the quantiles of every empty summary) and the series the
+//! counter rules skip, as
+//! `anomalyd_samples_skipped_total{source="remote_write",reason}`
+//! (`non_finite`, `created`, `bucket`: data, not failures, logged at debug
+//! only); and `anomalyd_events_failed_total{source="remote_write",reason}`
+//! for timestamps outside 1970..9999 and series without a name.
+//!
+//! **Types.** Prometheus sends each metric family's declared type
+//! (`MetricMetadata`) every minute, in requests of their own. The receiver
+//! keeps them ([`crate::counter::Metadata`]) so that a counter is learned
+//! as a rate even when its name does not say so; see [`crate::counter`].
 
 mod proto;
 
@@ -52,10 +60,11 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use proto::{Label, Sample, TimeSeries, WriteRequest};
+pub use proto::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
 
 use super::{Feed, Source, SourceError, SourceSummary};
 use crate::config::Problems;
+use crate::counter::{Class, CountersConfig, MetricType, SkipReason, StreamRules};
 use crate::event::{Event, KeyCache};
 use crate::pipeline::DispatchError;
 use crate::state::SourcePartition;
@@ -99,6 +108,9 @@ pub struct RemoteWriteConfig {
     /// How long a request may wait for room in the shard queues before it
     /// is answered 503 (Prometheus then retries with backoff).
     pub queue_timeout_ms: u64,
+    /// Which series are counters (learned as rates) or skipped: from the
+    /// types Prometheus declares, else from their names.
+    pub counters: CountersConfig,
 }
 
 impl Default for RemoteWriteConfig {
@@ -108,6 +120,7 @@ impl Default for RemoteWriteConfig {
             listen_addr: "127.0.0.1:9201".into(),
             max_body_bytes: 16 * 1024 * 1024,
             queue_timeout_ms: 1_000,
+            counters: CountersConfig::default(),
         }
     }
 }
@@ -184,6 +197,10 @@ pub struct Tally {
     pub stale: u64,
     /// NaN (other than the stale marker) or ±Inf.
     pub non_finite: u64,
+    /// Samples of `_created` series (see [`crate::counter`]).
+    pub created: u64,
+    /// Samples of histogram buckets, with `counters.skip_buckets` on.
+    pub bucket: u64,
     /// Timestamps outside 1970-01-01 ..= 9999-12-31.
     pub bad_timestamp: u64,
     /// Samples of series without a `__name__` (or with an empty label
@@ -193,16 +210,36 @@ pub struct Tally {
 
 /// Decodes a request body (snappy, then protobuf) into events, one per
 /// sample, appended to `out`; skipped samples are counted in `tally`.
+/// `rules` say which series are skipped (their declared types are
+/// recorded in them first).
 pub fn decode(
     body: &[u8],
     limit: usize,
     keys: &mut KeyCache,
+    rules: &StreamRules,
     out: &mut Vec<Event>,
     tally: &mut Tally,
 ) -> Result<(), Reject> {
     let request = parse(body, limit)?;
-    to_events(&request, keys, out, tally);
+    record_metadata(&request, rules);
+    to_events(&request, keys, rules, out, tally);
     Ok(())
+}
+
+/// Records the metric types `request` declares in `rules` (when they keep
+/// declared types).
+pub fn record_metadata(request: &WriteRequest, rules: &StreamRules) {
+    if let Some(m) = &rules.metadata
+        && rules.config.use_metadata
+        && !request.metadata.is_empty()
+    {
+        m.update(request.metadata.iter().map(|d| {
+            (
+                d.metric_family_name.as_str(),
+                MetricType::from_remote_write(d.r#type),
+            )
+        }));
+    }
 }
 
 /// Decompresses and parses a request body.
@@ -222,10 +259,12 @@ pub fn parse(body: &[u8], limit: usize) -> Result<WriteRequest, Reject> {
 }
 
 /// One event per learnable sample of `request`, appended to `out`; the
-/// others are counted in `tally`.
+/// others are counted in `tally`. The series `rules` skip are classified
+/// once per series of the request, not per sample.
 pub fn to_events(
     request: &WriteRequest,
     keys: &mut KeyCache,
+    rules: &StreamRules,
     out: &mut Vec<Event>,
     tally: &mut Tally,
 ) {
@@ -252,6 +291,17 @@ pub fn to_events(
                 continue;
             }
         };
+        // Only these suffixes can be skipped: the others need no lookup.
+        if (name.ends_with("_created") || name.ends_with("_bucket"))
+            && let Class::Skip(reason) = rules.classify(name)
+        {
+            let n = ts.samples.len() as u64;
+            match reason {
+                SkipReason::Created => tally.created += n,
+                SkipReason::Bucket => tally.bucket += n,
+            }
+            continue;
+        }
         let mut key = None;
         for s in &ts.samples {
             if s.value.to_bits() == STALE_NAN_BITS {
@@ -323,11 +373,17 @@ impl ReceiverMetrics {
     fn count(&self, tally: &Tally) {
         self.stale.inc_by(tally.stale);
         for (reason, n) in [
-            ("non_finite", tally.non_finite),
             ("bad_timestamp", tally.bad_timestamp),
             ("missing_name", tally.missing_name),
         ] {
             self.source.events_failed(reason, n);
+        }
+        for (reason, n) in [
+            ("non_finite", tally.non_finite),
+            ("created", tally.created),
+            ("bucket", tally.bucket),
+        ] {
+            self.source.samples_skipped(reason, n);
         }
     }
 }
@@ -336,6 +392,8 @@ impl ReceiverMetrics {
 struct Receiver {
     feed: Feed,
     partition: SourcePartition,
+    /// Counter rules and the types the sender declared.
+    rules: Arc<StreamRules>,
     metrics: ReceiverMetrics,
     limit: usize,
     queue_timeout: Duration,
@@ -382,11 +440,12 @@ impl Receiver {
         };
         let mut events = Vec::new();
         let mut tally = Tally::default();
+        record_metadata(&request, &self.rules);
         {
             // Decompressing and parsing ran unlocked; only the key lookups
             // share the cache.
             let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            to_events(&request, &mut keys, &mut events, &mut tally);
+            to_events(&request, &mut keys, &self.rules, &mut events, &mut tally);
         }
         let n = events.len() as u64;
         if n > 0 {
@@ -412,12 +471,21 @@ impl Receiver {
             self.events.fetch_add(n, Ordering::Relaxed);
         }
         self.metrics.count(&tally);
-        let bad = tally.non_finite + tally.bad_timestamp + tally.missing_name;
+        if tally.non_finite + tally.created + tally.bucket > 0 {
+            // Every empty summary exports NaN quantiles on every scrape:
+            // data, not a problem worth a warning.
+            tracing::debug!(
+                non_finite = tally.non_finite,
+                created = tally.created,
+                bucket = tally.bucket,
+                "Skipped remote-write samples that are not learned."
+            );
+        }
+        let bad = tally.bad_timestamp + tally.missing_name;
         if bad > 0
             && let Some(suppressed) = self.log.allow()
         {
             tracing::warn!(
-                non_finite = tally.non_finite,
                 bad_timestamp = tally.bad_timestamp,
                 missing_name = tally.missing_name,
                 suppressed,
@@ -462,8 +530,13 @@ pub struct RemoteWriteSource {
 
 impl RemoteWriteSource {
     /// Binds `config.listen_addr` and restores the receiver's snapshot
-    /// (when a store holds one) before any request is served.
-    pub async fn bind(config: &RemoteWriteConfig, feed: Feed) -> Result<Self, SourceError> {
+    /// (when a store holds one) before any request is served. `rules` are
+    /// the ones `feed` was made with.
+    pub async fn bind(
+        config: &RemoteWriteConfig,
+        feed: Feed,
+        rules: Arc<StreamRules>,
+    ) -> Result<Self, SourceError> {
         let addr = &config.listen_addr;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             SourceError::Setup(format!(
@@ -487,6 +560,7 @@ impl RemoteWriteSource {
             receiver: Arc::new(Receiver {
                 feed,
                 partition,
+                rules,
                 metrics,
                 limit: config.max_body_bytes,
                 queue_timeout: Duration::from_millis(config.queue_timeout_ms),
@@ -580,8 +654,24 @@ mod tests {
     }
 
     fn run(body: &[u8], limit: usize) -> (Result<(), Reject>, Vec<Event>, Tally) {
+        let rules = StreamRules::new(CountersConfig::default());
+        run_with(body, limit, &rules)
+    }
+
+    fn run_with(
+        body: &[u8],
+        limit: usize,
+        rules: &StreamRules,
+    ) -> (Result<(), Reject>, Vec<Event>, Tally) {
         let (mut out, mut tally) = (Vec::new(), Tally::default());
-        let r = decode(body, limit, &mut KeyCache::default(), &mut out, &mut tally);
+        let r = decode(
+            body,
+            limit,
+            &mut KeyCache::default(),
+            rules,
+            &mut out,
+            &mut tally,
+        );
         (r, out, tally)
     }
 
@@ -602,6 +692,7 @@ mod tests {
                     samples: vec![sample(21.5, 1_500)],
                 },
             ],
+            ..WriteRequest::default()
         };
         let (r, out, tally) = run(&body(&req), 1 << 20);
         r.unwrap();
@@ -646,6 +737,7 @@ mod tests {
                     samples: vec![sample(1.0, 1)],
                 },
             ],
+            ..WriteRequest::default()
         };
         let (r, out, tally) = run(&body(&req), 1 << 20);
         r.unwrap();
@@ -656,10 +748,57 @@ mod tests {
                 non_finite: 2,
                 bad_timestamp: 2,
                 missing_name: 3,
+                ..Tally::default()
             }
         );
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].ts_ms, out[0].value), (4, 7.0));
+    }
+
+    /// `_created` and bucket series are skipped by the counter rules, from
+    /// their names or from the types the request declares; declared types
+    /// are remembered for later requests.
+    #[test]
+    fn skipped_series_are_counted_and_declared_types_remembered() {
+        let series = |name: &str| TimeSeries {
+            labels: vec![label("__name__", name)],
+            samples: vec![sample(1.0, 1), sample(2.0, 2)],
+        };
+        let req = WriteRequest {
+            timeseries: vec![
+                series("http_requests_created"),
+                series("lat_bucket"),
+                series("http_requests_total"),
+                series("up"),
+            ],
+            metadata: vec![MetricMetadata {
+                r#type: 1,
+                metric_family_name: "bytes_in".into(),
+            }],
+        };
+        let rules = StreamRules {
+            config: CountersConfig::default(),
+            metadata: Some(Arc::default()),
+        };
+        let (r, out, tally) = run_with(&body(&req), 1 << 20, &rules);
+        r.unwrap();
+        assert_eq!((tally.created, tally.bucket), (2, 2));
+        let names: Vec<&str> = out.iter().map(|e| e.series.name()).collect();
+        assert_eq!(
+            names,
+            ["http_requests_total", "http_requests_total", "up", "up"]
+        );
+        assert_eq!(
+            rules.classify("bytes_in"),
+            Class::Learn(crate::counter::Kind::Rate)
+        );
+        // With the rules off, every series is learned.
+        let off = StreamRules::new(CountersConfig {
+            as_rate: false,
+            ..CountersConfig::default()
+        });
+        let (_, out, tally) = run_with(&body(&req), 1 << 20, &off);
+        assert_eq!((out.len(), tally.created + tally.bucket), (8, 0));
     }
 
     #[test]
@@ -669,6 +808,7 @@ mod tests {
                 labels: vec![label("__name__", "m"), label("pad", &"x".repeat(4000))],
                 samples: vec![sample(1.0, 1)],
             }],
+            ..WriteRequest::default()
         };
         let good = body(&req);
         let (r, _, _) = run(b"not snappy at all", 1 << 20);
@@ -704,6 +844,7 @@ mod tests {
             listen_addr: "localhost".into(),
             max_body_bytes: 10,
             queue_timeout_ms: 0,
+            counters: CountersConfig::default(),
         };
         let mut p = Problems::new();
         cfg.validate("sources.remote_write", &mut p);

@@ -2,7 +2,7 @@
 //! at build time).
 //!
 //! Only the fields anomalyd reads are declared; protobuf decoding skips the
-//! others (exemplars, native histograms, metadata), so a newer sender's
+//! others (exemplars, native histograms, help texts), so a newer sender's
 //! request still decodes. Field numbers are those of Prometheus'
 //! `prompb/remote.proto` and `prompb/types.proto`.
 
@@ -12,6 +12,23 @@ pub struct WriteRequest {
     /// The series and their samples.
     #[prost(message, repeated, tag = "1")]
     pub timeseries: Vec<TimeSeries>,
+    /// Declared metric types (Prometheus sends them in requests of their
+    /// own, every `metadata_config.send_interval`).
+    #[prost(message, repeated, tag = "3")]
+    pub metadata: Vec<MetricMetadata>,
+}
+
+/// `prometheus.MetricMetadata` (only the fields anomalyd reads).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MetricMetadata {
+    /// `MetricType`: 0 unknown, 1 counter, 2 gauge, 3 histogram, 4 gauge
+    /// histogram, 5 summary, 6 info, 7 state set.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    /// The metric family, e.g. `http_requests_total` (text format) or
+    /// `http_requests` (OpenMetrics).
+    #[prost(string, tag = "2")]
+    pub metric_family_name: String,
 }
 
 /// `prometheus.TimeSeries`: one series (labels include `__name__`) and its

@@ -82,7 +82,7 @@
     const state = el("td", "state");
     state.append(badge(r));
     const name = el("td", "name");
-    name.append(link("/series/" + encodeURIComponent(r.fingerprint), r.name));
+    name.append(link("/series/" + encodeURIComponent(r.fingerprint), r.rate ? "rate(" + r.name + ")" : r.name));
     const labels = el("td", "labels");
     for (const [k, v] of Object.entries(r.labels)) {
       labels.append(link(filterHref(k, v), k + "=" + v, "chip"), " ");
