@@ -3,19 +3,23 @@
 //! Layers, later ones win: defaults in code → TOML file (`--config FILE` or
 //! `$ANOMALYD_CONFIG`) → environment variables `ANOMALYD__SECTION__KEY`
 //! (prefix `ANOMALYD`, separator `__`, because keys themselves contain `_`).
+//! The [`config`] crate does the layering (see [`Config::layered`]).
 //!
 //! Every problem is found in one pass ([`Config::check`], what
 //! `anomalyd check-config` prints and `anomalyd run` refuses with exit
-//! code 2): the merged layers are compared with the configuration's
-//! [`Shape`], read from the types themselves, so an unknown key, a wrong
-//! type (a number written as a string) or an unknown choice is reported
-//! at its full dotted key with what would be valid, and that key keeps its
-//! default so the rest is still read; [`Config::validate`] then checks
-//! values and sections against each other, and [`Config::check_secrets`]
-//! reads the secrets the enabled parts name. An environment value takes
-//! the type of its key, so strings stay strings (`007` is not 7).
+//! code 2). The `config` crate reads values loosely (a quoted `"0.7"`
+//! passes as a number, `7` as a string), so each layer is first compared
+//! with the configuration's [`Shape`], read from the types themselves: the
+//! file as written, each variable against the key it sets. An unknown key,
+//! a wrong type (a number written as a string) or an unknown choice is
+//! reported at its full dotted key with what would be valid (naming the
+//! variable that set it), and that key keeps its default so the rest is
+//! still read; [`Config::validate`] then checks values and sections
+//! against each other, and [`Config::check_secrets`] reads the secrets the
+//! enabled parts name. An environment value takes the type of its key, so
+//! strings stay strings (`007` is not 7).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -194,64 +198,91 @@ impl Config {
         Ok(config)
     }
 
-    /// Defaults → `toml` → the `ANOMALYD__` variables among `env`, checked
-    /// against [`Config::shape`]: every unknown key, wrong type or unknown
-    /// choice is a problem at its full dotted key (naming the variable
-    /// when one set it), and that key keeps its default, so the rest is
-    /// still read and validated.
+    /// Defaults → `toml` → the `ANOMALYD__` variables among `env`, layered
+    /// by the [`config`] crate, each layer checked against
+    /// [`Config::shape`] first: every unknown key, wrong type or unknown
+    /// choice is a problem at its full dotted key (naming the variable when
+    /// one set it), and that key is left out of the layering so it keeps
+    /// the value below it, and the rest is still read and validated.
     ///
     /// Strings stay strings: a variable is converted to the type of the
     /// key it sets (`ANOMALYD__KAFKA__GROUP_ID=007` is the group `"007"`,
     /// `ANOMALYD__PIPELINE__WORKERS=4` the number 4), and a file must
     /// write numbers and booleans without quotes. A list variable is
     /// split at commas (`ANOMALYD__KAFKA__TOPICS=a,b`).
+    ///
+    /// What the `config` crate does: the defaults (the serialised
+    /// [`Config::default`]), the file ([`config::File`], the checked
+    /// TOML), the environment ([`config::Environment`] with prefix
+    /// `ANOMALYD` and separator `__`, without `try_parsing`, so every value
+    /// stays the string it was and a number key reads its number from it),
+    /// the merge, and the typed result. What it cannot do is checked or
+    /// done beside it: the type checks above (its values are weakly typed:
+    /// a quoted number passes, with `try_parsing` a group `007` becomes 7),
+    /// and list variables, which its `Environment` splits only with
+    /// `try_parsing` on: they are split here and set as overrides, which
+    /// is where the environment layer sits anyway (on top).
     pub fn layered(
         toml: Option<&str>,
         env: impl Iterator<Item = (String, String)>,
     ) -> Result<(Self, Problems), ConfigError> {
         let shape = Self::shape();
-        let mut table = match toml {
+        let mut file = match toml {
             Some(text) => toml::from_str::<toml::Table>(text).map_err(|e| {
                 ConfigError::Parse(format!("the config file is not valid TOML: {e}"))
             })?,
             None => toml::Table::new(),
         };
+        // The file as written: a mistake is reported, and the key left out.
         let mut problems = Problems::new();
-        let mut origin: BTreeMap<String, String> = BTreeMap::new();
+        shape.check(
+            "",
+            &toml::Value::Table(file.clone()),
+            &|_| None,
+            &mut problems,
+        );
+        for p in problems.iter() {
+            schema::remove(&mut file, &p.key);
+        }
+        // Each variable against the key it sets; sorted, so a problem list
+        // is the same on every run.
         let mut vars: Vec<(String, String)> = env
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
             .collect();
-        // Sorted, so a problem list is the same on every run.
         vars.sort();
+        let mut strings = config::Map::new();
+        let mut lists = Vec::new();
         for (var, value) in vars {
-            env_layer(shape, &var, &value, &mut table, &mut origin, &mut problems);
+            match env_layer(shape, &var, &value, &mut problems) {
+                Some(EnvValue::Text(text)) => {
+                    strings.insert(var, text);
+                }
+                Some(EnvValue::List(key, items)) => lists.push((key, items)),
+                None => {}
+            }
         }
-        let source = |key: &str| {
-            origin
-                .iter()
-                .find(|(k, _)| {
-                    key.strip_prefix(k.as_str())
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
-                })
-                .map(|(_, var)| var.clone())
+        let layers = || -> Result<Config, config::ConfigError> {
+            let file =
+                toml::to_string(&file).map_err(|e| config::ConfigError::Message(e.to_string()))?;
+            let mut builder = config::Config::builder()
+                .add_source(config::Config::try_from(&Config::default())?)
+                .add_source(config::File::from_str(&file, config::FileFormat::Toml))
+                .add_source(
+                    config::Environment::with_prefix(ENV_PREFIX)
+                        .separator(ENV_SEPARATOR)
+                        .source(Some(strings)),
+                );
+            for (key, items) in lists {
+                builder = builder.set_override(key, items)?;
+            }
+            builder.build()?.try_deserialize()
         };
-        let mut structural = Problems::new();
-        shape.check(
-            "",
-            &toml::Value::Table(table.clone()),
-            &source,
-            &mut structural,
-        );
-        for p in structural.iter() {
-            schema::remove(&mut table, &p.key);
-        }
-        problems.extend(structural);
-        let config = match Config::deserialize(toml::Value::Table(table)) {
+        let config = match layers() {
             Ok(c) => c,
             Err(e) => {
-                // The shape check lets only well-formed keys through; a
+                // The checks above let only well-formed keys through; a
                 // type's own parser may still refuse a value.
-                problems.push("(config)", e.message().trim().to_owned());
+                problems.push("(config)", e.to_string());
                 Config::default()
             }
         };
@@ -391,18 +422,23 @@ fn env_name(key: &str) -> String {
     name
 }
 
-/// Applies one `ANOMALYD__A__B=value` variable to `table`, converted to
-/// the type of key `a.b`, and records that `var` set it. A variable that
-/// names no key, or whose value does not fit its key, is a problem
-/// instead.
-fn env_layer(
-    shape: &Shape,
-    var: &str,
-    value: &str,
-    table: &mut toml::Table,
-    origin: &mut BTreeMap<String, String>,
-    problems: &mut Problems,
-) {
+/// What one accepted `ANOMALYD__…` variable hands the `config` crate.
+#[derive(Debug)]
+enum EnvValue {
+    /// The value, for its `Environment` source: as written for a string
+    /// key, trimmed for a number or a boolean (which it reads from the
+    /// string).
+    Text(String),
+    /// A list key (dotted) and its items, split at commas.
+    List(String, Vec<config::Value>),
+}
+
+/// Checks one `ANOMALYD__A__B=value` variable against key `a.b`: the key
+/// must exist and the value fit its type (converted as [`env_value`]
+/// does, then checked like a file's value, ranges and choices included).
+/// A variable that names no key, or whose value does not fit, is a
+/// problem naming it, and `None`.
+fn env_layer(shape: &Shape, var: &str, value: &str, problems: &mut Problems) -> Option<EnvValue> {
     let rest = &var[ENV_PREFIX.len() + ENV_SEPARATOR.len()..];
     let path: Vec<String> = rest
         .split(ENV_SEPARATOR)
@@ -414,7 +450,7 @@ fn env_layer(
             "names no key; write ANOMALYD__SECTION__KEY with `__` between the parts, \
              e.g. ANOMALYD__KAFKA__GROUP_ID",
         );
-        return;
+        return None;
     }
     let key = path.join(".");
     let from = |_: &str| Some(var.to_owned());
@@ -429,7 +465,7 @@ fn env_layer(
                     let mut t = toml::Table::new();
                     t.insert(part.clone(), toml::Value::String(value.to_owned()));
                     node.check(&parent, &toml::Value::Table(t), &from, problems);
-                    return;
+                    return None;
                 }
             },
             Shape::Map(s) => node = s,
@@ -441,17 +477,47 @@ fn env_layer(
                         env_name(&parent)
                     ),
                 );
-                return;
+                return None;
             }
         }
     }
-    match env_value(node, value) {
-        Ok(v) => {
-            schema::set(table, &path, v);
-            origin.insert(key, var.to_owned());
+    let typed = match env_value(node, value) {
+        Ok(v) => v,
+        Err(what) => {
+            problems.push(key, format!("{what} (set by {var})"));
+            return None;
         }
-        Err(what) => problems.push(key, format!("{what} (set by {var})")),
+    };
+    let before = problems.len();
+    node.check(&key, &typed, &from, problems);
+    if problems.len() > before {
+        return None;
     }
+    Some(match typed {
+        toml::Value::Array(items) => EnvValue::List(key, items.iter().map(config_value).collect()),
+        toml::Value::String(s) => EnvValue::Text(s),
+        _ => EnvValue::Text(value.trim().to_owned()),
+    })
+}
+
+/// A checked TOML value as the `config` crate holds it.
+fn config_value(v: &toml::Value) -> config::Value {
+    let kind = match v {
+        toml::Value::String(s) => config::ValueKind::String(s.clone()),
+        toml::Value::Integer(i) => config::ValueKind::I64(*i),
+        toml::Value::Float(f) => config::ValueKind::Float(*f),
+        toml::Value::Boolean(b) => config::ValueKind::Boolean(*b),
+        toml::Value::Datetime(d) => config::ValueKind::String(d.to_string()),
+        toml::Value::Array(items) => {
+            config::ValueKind::Array(items.iter().map(config_value).collect())
+        }
+        toml::Value::Table(t) => config::ValueKind::Table(
+            t.iter()
+                .map(|(k, v)| (k.clone(), config_value(v)))
+                .collect(),
+        ),
+    };
+    config::Value::new(None, kind)
 }
 
 /// An environment value as the type `shape` wants: strings stay as
@@ -662,6 +728,40 @@ mod tests {
         assert_eq!(c.alert.threshold, 0.1);
         assert!(!c.ui.enabled);
         assert_eq!(c.kafka.options["client_rack"], "042");
+    }
+
+    /// Later layers win key by key: a table merges (the file's options
+    /// and a variable's), a value or a list is replaced; what neither
+    /// sets keeps its default.
+    #[test]
+    fn the_layers_merge_defaults_then_file_then_environment() {
+        let (c, p) = layered(
+            "[kafka]\ngroup_id = \"from-file\"\ntopics = [\"a\", \"b\"]\nclient_id = \"file\"\n\
+             options = { \"fetch.max.bytes\" = \"1024\" }\n[pipeline]\nworkers = 2\n",
+            &[
+                ("ANOMALYD__KAFKA__GROUP_ID", "from-env"),
+                ("ANOMALYD__KAFKA__TOPICS", "c"),
+                ("ANOMALYD__KAFKA__OPTIONS__CLIENT_RACK", "r1"),
+                ("ANOMALYD__PIPELINE__WORKERS", " 3 "),
+                ("ANOMALYD__ALERT__MAX_EVENT_AGE_SECS", "60"),
+                ("ANOMALYD__HISTORY__DROP_LABELS", ""),
+            ],
+        );
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(c.kafka.group_id, "from-env");
+        assert_eq!(c.kafka.topics, ["c"]);
+        assert_eq!(c.kafka.client_id, "file");
+        assert_eq!(c.kafka.options["fetch.max.bytes"], "1024");
+        assert_eq!(c.kafka.options["client_rack"], "r1");
+        assert_eq!(c.pipeline.workers, 3);
+        assert_eq!(c.alert.max_event_age_secs, 60);
+        assert!(c.history.drop_labels.is_empty());
+        let d = Config::default();
+        assert_eq!(
+            (&c.state, &c.ui, &c.detector),
+            (&d.state, &d.ui, &d.detector)
+        );
+        assert_eq!(c.alert.threshold, d.alert.threshold);
     }
 
     #[test]

@@ -258,7 +258,13 @@ max_event_age_secs = 0
         "events processed and an alert emitted",
         Duration::from_secs(60),
         || async move {
-            let text = support::scrape(addr).await;
+            // The daemon may not listen yet: that is "not yet", not a
+            // failure (support::scrape would panic).
+            let url = format!("http://{addr}/metrics");
+            let Ok(response) = support::client().get(url).send().await else {
+                return false;
+            };
+            let text = response.text().await.unwrap_or_default();
             support::metric_sum(&text, "anomalyd_events_processed_total", &[]) == 700.0
                 && support::metric_sum(
                     &text,
