@@ -32,7 +32,7 @@ use crate::alert::lifecycle::AlertRule;
 use crate::alert::sink::Sinks;
 use crate::config::load::Config;
 use crate::decode::Decoder;
-use crate::detector::{Detector, Skipped};
+use crate::detector::Detector;
 use crate::pipeline::{AlertHandoff, Core, Pipeline};
 use crate::source::{FeedContext, SourceSummary};
 use crate::state::{StateStore, StoreKind, changelog::ChangelogStore, dir::DirStore};
@@ -40,6 +40,7 @@ use crate::telemetry::http::{self, HttpState, Readiness};
 use crate::telemetry::metrics::Metrics;
 use crate::ui::UiState;
 use crate::ui::history::History;
+use crate::web::{Front, Server, ServerName, WebMetrics};
 
 /// Hands alerts from the shards to the sink queues (never blocks).
 impl AlertHandoff for Sinks {
@@ -53,6 +54,8 @@ pub struct Running {
     /// Where `/metrics`, `/healthz`, `/readyz` and the live page are
     /// served.
     pub metrics_addr: SocketAddr,
+    /// Whether that port speaks TLS (`metrics.web_config_file`).
+    pub metrics_tls: bool,
     /// The live page's state, when `ui.enabled`.
     pub ui: Option<Arc<UiState>>,
     /// The daemon's metrics (tests read counters from it).
@@ -100,17 +103,21 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             registry.clone(),
             &config.metrics,
             &crate::decode::REASONS,
-            Skipped::REASONS,
+            &crate::pipeline::worker::skip_reasons(),
         )
         .context("cannot register metrics")?,
     );
 
     let ui = ui_state(&config, &registry)?;
+    let web = WebMetrics::new(&registry).context("cannot register the HTTP metrics")?;
+    let front = Front::load(config.metrics.web_config_file.as_deref())
+        .context("metrics.web_config_file")?;
     let addr = config.metrics.listen_addr.clone();
     let listener = TcpListener::bind(&addr)
         .await
         .with_context(|| format!("metrics.listen_addr = {addr}: cannot listen"))?;
     let metrics_addr = listener.local_addr()?;
+    let metrics_tls = front.is_tls();
     let readiness = Readiness::new();
     let http_stop = CancellationToken::new();
     let routes = http::router(HttpState {
@@ -118,11 +125,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         readiness: readiness.clone(),
     })
     .merge(crate::ui::router(ui.clone()));
-    let http_task = tokio::spawn(http::serve(
+    let server = Server::new(
+        ServerName::Metrics,
         listener,
-        routes,
-        http_stop.clone().cancelled_owned(),
-    ));
+        front,
+        config.metrics.limits(),
+        Arc::clone(&web),
+    )
+    .open_paths(http::OPEN_PATHS);
+    // Requests in progress at the very end get a moment; the port closes
+    // after everything else has stopped.
+    let http_task = tokio::spawn(server.serve(routes, http_stop.clone(), Duration::from_secs(2)));
 
     let env = |k: &str| std::env::var(k).ok();
     let sinks = Arc::new(
@@ -142,7 +155,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         StoreKind::None => None,
         StoreKind::Dir => Some(Arc::new(
             DirStore::new(&config.state.dir, model_hash, interval)
-                .context("state.dir: cannot open the state directory")?,
+                .context("state.dir: cannot write to the state directory; it must be writable by the daemon's user")?,
         )),
         StoreKind::Changelog => Some(Arc::new(
             ChangelogStore::new(
@@ -155,11 +168,16 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         )),
     };
 
+    let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
     let ctx = FeedContext {
         pipeline: Arc::clone(&pipeline),
         state,
         metrics: Arc::clone(&metrics),
         streams: Default::default(),
+        readiness: readiness.clone(),
+        web,
+        shutdown_grace: grace,
+        max_series: config.pipeline.max_series,
     };
     let sources = crate::source::start(&config.kafka, &config.decode, &config.sources, &ctx)
         .await
@@ -170,17 +188,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .iter()
         .filter_map(|s| Some((s.name(), s.listen_addr()?)))
         .collect();
+    // The configuration's memory bound (crate::budget), for sizing limits.
+    let memory_bound_mib = crate::budget::of(&config).map_or(0, |b| b.total() >> 20);
     tracing::info!(
         sources = ?names,
         shards = pipeline.shards(),
         model = model_name,
         metrics = %metrics_addr,
+        memory_bound_mib,
         "anomalyd started."
     );
     readiness.set_ready();
 
     let shutdown = CancellationToken::new();
-    let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
     let token = shutdown.clone();
     {
         // /readyz turns 503 as soon as the drain starts.
@@ -246,6 +266,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     });
     Ok(Running {
         metrics_addr,
+        metrics_tls,
         ui,
         metrics,
         source_addrs,
@@ -317,7 +338,7 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
             registry,
             &config.metrics,
             &crate::decode::REASONS,
-            Skipped::REASONS,
+            &crate::pipeline::worker::skip_reasons(),
         )
         .context("cannot register metrics")?,
     );

@@ -20,6 +20,7 @@
 pub mod alert;
 pub mod app;
 pub mod backtest;
+pub mod budget;
 pub mod chart;
 pub mod config;
 pub mod decode;
@@ -34,3 +35,4 @@ pub mod state;
 pub mod telemetry;
 pub mod threshold;
 pub mod ui;
+pub mod web;

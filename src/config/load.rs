@@ -183,7 +183,7 @@ impl Config {
         self.metrics.validate("metrics", &mut p);
         self.log.validate("log", &mut p);
         self.pipeline.validate("pipeline", &mut p);
-        self.state.validate("state", &mut p);
+        self.state.validate("state", self.kafka.enabled, &mut p);
         self.ui.validate("ui", self.pipeline.worker_count(), &mut p);
         p.into_result()
     }

@@ -26,6 +26,20 @@ use crate::telemetry::metrics::{Metrics, SeriesSample};
 use crate::ui::history::{History, NO_SLOT, Slot};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
+/// `anomalyd_events_skipped_total` reason of an event older than its
+/// series' latest.
+pub const OUT_OF_ORDER: &str = "out_of_order";
+
+/// Every reason the shards skip an event for: the detector's and
+/// [`OUT_OF_ORDER`] (to register the label values up front).
+pub fn skip_reasons() -> Vec<&'static str> {
+    Skipped::REASONS
+        .iter()
+        .copied()
+        .chain([OUT_OF_ORDER])
+        .collect()
+}
+
 /// Where a shard hands alerts over. Implementations must not block: the
 /// sink set queues them (bounded, with a counted overflow policy).
 pub trait AlertHandoff: Send + Sync {
@@ -84,8 +98,13 @@ struct Entry {
     dirty: bool,
     /// The series' slot in the live page's history ([`NO_SLOT`] when it has
     /// none): one array index per event instead of a map probe. Two bytes,
-    /// which fit in this struct's padding (entries stay 104 bytes).
+    /// which fit in this struct's padding.
     ui_slot: Slot,
+    /// Event time of the latest event learned: an older one is out of
+    /// order and dropped (a store refuses it too; learning it would teach
+    /// the calendar features time running backwards). Not snapshotted: a
+    /// restored series takes whatever comes first.
+    last_ts: i64,
     /// A snapshot holds a record of it in `partition` (it was saved there,
     /// or restored from there): leaving the partition must delete that
     /// record. Series that never reached a store (a burst of new series
@@ -216,8 +235,14 @@ impl Shard {
                     dirty: true,
                     stored: false,
                     ui_slot: NO_SLOT,
+                    last_ts: i64::MIN,
                 })),
             };
+            if event.ts_ms < entry.last_ts {
+                m.event_skipped(OUT_OF_ORDER);
+                continue;
+            }
+            entry.last_ts = event.ts_ms;
             if entry.partition != partition {
                 // Its record in the old partition is stale from now on.
                 if entry.stored {
@@ -317,6 +342,7 @@ impl Shard {
                     dirty: false,
                     stored: true,
                     ui_slot: NO_SLOT,
+                    last_ts: i64::MIN,
                 }),
             );
         }

@@ -8,12 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::event::Event;
 use crate::pipeline::{BarrierKind, Pipeline, PipelineClosed};
 use crate::state::{PartitionName, PartitionSnapshot, SnapshotRecord, SourcePartition, StateStore};
+use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
+use crate::web::WebMetrics;
 
 /// The daemon-wide table of stream names behind [`SourcePartition::stream`].
 /// Each source adds its streams once, at start.
@@ -50,6 +52,17 @@ pub struct FeedContext {
     pub metrics: Arc<Metrics>,
     /// Stream names of every source.
     pub streams: Arc<Streams>,
+    /// `/readyz`: a failed snapshot makes the daemon unready until one
+    /// succeeds.
+    pub readiness: Readiness,
+    /// The `anomalyd_http_*` families, for a source that listens.
+    pub web: Arc<WebMetrics>,
+    /// `pipeline.shutdown_grace_secs`: a source's own drain must leave
+    /// room for its final checkpoint within it.
+    pub shutdown_grace: Duration,
+    /// `pipeline.max_series`: decoders' key caches hold at most this many
+    /// keys.
+    pub max_series: usize,
 }
 
 impl FeedContext {
@@ -142,6 +155,18 @@ impl Feed {
     /// The pipeline (for a source that reserves queue room itself).
     pub fn pipeline(&self) -> &Pipeline {
         &self.ctx.pipeline
+    }
+
+    /// What the sources share (a listening source builds its port from
+    /// it).
+    pub fn context(&self) -> &FeedContext {
+        &self.ctx
+    }
+
+    /// True while the last snapshot failed: what is acknowledged now could
+    /// not be made durable (a receiver refuses meanwhile).
+    pub fn snapshot_failing(&self) -> bool {
+        self.ctx.state.is_some() && self.ctx.readiness.snapshot_failing()
     }
 
     /// True when a state store is configured.
@@ -312,6 +337,7 @@ impl Feed {
         let snapshots: Vec<PartitionSnapshot> = by_partition.into_values().collect();
         let saved = tokio::task::block_in_place(|| store.save(&snapshots));
         let metrics = &self.ctx.metrics;
+        self.ctx.readiness.set_snapshot_ok(saved.is_ok());
         if let Err(e) = saved {
             // Without a durable snapshot the positions must not move on.
             metrics.snapshot_failed();

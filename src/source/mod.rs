@@ -113,6 +113,13 @@ pub enum SourceError {
     /// The pipeline stopped while the source was running.
     #[error("the processing pipeline stopped unexpectedly")]
     PipelineClosed,
+    /// The final snapshot failed: what was acknowledged since the last
+    /// snapshot that succeeded is not persisted.
+    #[error(
+        "the final state snapshot could not be written (see the log); what was acknowledged \
+         since the last snapshot that succeeded is not persisted"
+    )]
+    FinalSnapshot,
 }
 
 impl From<crate::pipeline::PipelineClosed> for SourceError {
@@ -154,14 +161,16 @@ pub async fn start(
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if kafka.enabled {
         let feed = ctx.feed(&kafka.topics).map_err(SourceError::Setup)?;
-        let decoder = crate::decode::Decoder::new(decode);
+        let decoder = crate::decode::Decoder::new(decode).with_key_capacity(ctx.max_series);
         sources.push(Box::new(kafka::KafkaSource::new(kafka, decoder, feed)?));
     }
     if others.remote_write.enabled {
         let feed = ctx
             .feed(&[remote_write::STREAM.to_owned()])
             .map_err(SourceError::Setup)?;
-        let receiver = remote_write::RemoteWriteSource::bind(&others.remote_write, feed).await?;
+        let receiver =
+            remote_write::RemoteWriteSource::bind(&others.remote_write, ctx.max_series, feed)
+                .await?;
         sources.push(Box::new(receiver));
     }
     Ok(sources)

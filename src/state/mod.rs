@@ -83,12 +83,19 @@ impl Default for StateConfig {
 }
 
 impl StateConfig {
-    /// Records every problem, with keys under `prefix`.
-    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+    /// Records every problem, with keys under `prefix`. `kafka_enabled`:
+    /// the changelog store lives in Kafka, so it needs `[kafka]` on.
+    pub fn validate(&self, prefix: &str, kafka_enabled: bool, problems: &mut Problems) {
         problems.check(
             self.snapshot_interval_secs > 0,
             format!("{prefix}.snapshot_interval_secs"),
             "must be at least 1",
+        );
+        problems.check(
+            self.store != StoreKind::Changelog || kafka_enabled,
+            format!("{prefix}.store"),
+            "is \"changelog\", a Kafka topic, but kafka.enabled = false; use store = \"dir\" \
+             (with state.dir) or store = \"none\", or enable [kafka]",
         );
         if self.store == StoreKind::Dir {
             problems.check(

@@ -8,6 +8,7 @@ mod demo;
 mod deploy;
 mod detection;
 mod faults;
+mod front_door;
 mod prometheus;
 mod reference_config;
 mod remote_write;

@@ -55,6 +55,7 @@ fn reference_file_names_every_key() {
         "token_env",
         "token_file",
         "generator_url",
+        "web_config_file",
     ] {
         assert!(
             REFERENCE.contains(&format!("# {optional} = ")),

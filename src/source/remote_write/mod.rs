@@ -2,57 +2,74 @@
 //!
 //! Prometheus pushes every sample it scrapes to `POST /api/v1/write`
 //! (`remote_write` in prometheus.yml). This module serves that endpoint on
-//! its own `listen_addr` and speaks protocol 1.0: the body is a
-//! snappy-compressed (block format) protobuf `WriteRequest`. Each sample
-//! becomes one event of the series "metric name + labels". The answers are
-//! the ones Prometheus acts on:
+//! its own `listen_addr` (through [`crate::web`]: TLS, auth, timeouts and
+//! a connection cap) and speaks protocols 1.0 and 2.0: the body is a
+//! snappy-compressed (block format) protobuf, `prometheus.WriteRequest`
+//! or, with `Content-Type:
+//! application/x-protobuf;proto=io.prometheus.write.v2.Request`, 2.0's
+//! `Request` ([`wire`] reads both in place). Each float sample becomes one
+//! event of the series "metric name + labels". The answers are the ones
+//! Prometheus acts on:
 //!
 //! | answer | when | Prometheus |
 //! |---|---|---|
 //! | 204 | the samples are dispatched to the shards (bad ones counted) | next batch |
-//! | 400 | the body is not snappy, or not a `WriteRequest` | drops the batch |
+//! | 400 | not snappy, not protobuf, more series or samples than allowed; or a series passed a label limit (that series dropped, the others taken) | drops the batch |
 //! | 413 | the body, compressed or not, exceeds `max_body_bytes` | drops the batch |
-//! | 415 | `Content-Encoding` is not `snappy` | drops the batch |
-//! | 503 + `Retry-After` | the shard queues stayed full for `queue_timeout_ms` | retries with backoff |
+//! | 415 | `Content-Encoding` is not `snappy`, or a `Content-Type` that is neither 1.0 nor 2.0 | drops the batch (a 2.0 sender falls back to 1.0) |
+//! | 503 + `Retry-After` | no room: `max_concurrent_requests` busy or the shard queues full for `queue_timeout_ms`; snapshots failing; shutting down | retries with backoff |
 //!
 //! 503 rather than 429: Prometheus 2.x retries 429 only when
-//! `retry_on_http_429` is set, but always retries 5xx.
+//! `retry_on_http_429` is set, but always retries 5xx. A 2.0 request's
+//! answer carries the `X-Prometheus-Remote-Write-*-Written` headers.
+//!
+//! **Memory.** At most `max_concurrent_requests` bodies are read and
+//! decoded at once (a slot is taken before the body is read, so stalled
+//! or slow bodies cannot pile up); decoding runs on the blocking pool, off
+//! the threads that answer `/healthz`. The key cache follows
+//! `pipeline.max_series` and holds keys weakly ([`KeyCache`]).
 //!
 //! **State.** The receiver is one partition, `remote_write/0`; its
 //! position is the receive time (Unix ms) of the last dispatched request.
 //! With a state store its series are snapshotted every
 //! `state.snapshot_interval_secs` and restored at start. Prometheus cannot
 //! resend the past, so samples accepted after the last snapshot are lost
-//! in a crash and those series relearn them (a clean shutdown snapshots
-//! everything). Per-sample problems are counted, never fatal: stale
-//! markers (`anomalyd_remote_write_stale_markers_total`), and
-//! `anomalyd_events_failed_total{source="remote_write",reason}` for
-//! non-finite values, timestamps outside 1970..9999 and series without a
-//! name.
+//! in a crash and those series relearn them. A clean shutdown loses
+//! nothing: the port stops accepting, requests in progress get
+//! `read_timeout_secs + queue_timeout_ms` (at most half the shutdown
+//! grace) to finish, a stalled one is then closed unanswered, no request
+//! is acknowledged after that, and the final snapshot covers every 204
+//! (if it fails, the run ends with an error). While snapshots fail the
+//! receiver answers 503. Per-sample problems are counted, never fatal:
+//! stale markers (`anomalyd_remote_write_stale_markers_total`), native
+//! histograms (`anomalyd_remote_write_histograms_skipped_total`), and
+//! `anomalyd_events_failed_total{source="remote_write",reason}`.
 
 mod proto;
+pub mod wire;
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prometheus::{IntCounter, IntCounterVec, Opts};
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::{RwLock, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-pub use proto::{Label, Sample, TimeSeries, WriteRequest};
+pub use proto::{Histogram, Label, Sample, TimeSeries, WriteRequest, v2};
+pub use wire::{RequestError, SeriesError, Tally, Version};
 
 use super::{Feed, Source, SourceError, SourceSummary};
 use crate::config::Problems;
@@ -61,6 +78,7 @@ use crate::pipeline::DispatchError;
 use crate::state::SourcePartition;
 use crate::telemetry::RateLimit;
 use crate::telemetry::metrics::{Metrics, SourceMetrics};
+use crate::web::{Conn, Front, Limits, Server, ServerName};
 
 /// The `source` label of the receiver's metrics.
 pub const NAME: &str = "remote_write";
@@ -75,9 +93,27 @@ pub const PATH: &str = "/api/v1/write";
 /// gone" rather than a value.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
+/// `Content-Type` parameter value of a 2.0 body.
+pub const PROTO_V2: &str = "io.prometheus.write.v2.Request";
+
+/// `Content-Type` parameter value of a 1.0 body (also the default).
+pub const PROTO_V1: &str = "prometheus.WriteRequest";
+
 /// Failure reasons of this source beyond the decoder's
 /// (`anomalyd_events_failed_total{source="remote_write",reason}`).
-pub const REASONS: [&str; 3] = ["invalid_snappy", "invalid_protobuf", "missing_name"];
+pub const REASONS: [&str; 11] = [
+    "invalid_snappy",
+    "invalid_protobuf",
+    "too_many_series",
+    "too_many_samples",
+    "missing_name",
+    "invalid_label",
+    "duplicate_label",
+    "too_many_labels",
+    "label_name_too_long",
+    "label_value_too_long",
+    "out_of_window",
+];
 
 /// How often the receiver checkpoints without a state store: the barrier
 /// is what evicts idle series.
@@ -92,13 +128,49 @@ pub struct RemoteWriteConfig {
     /// Address to listen on, `ip:port`. Loopback by default; use
     /// `0.0.0.0:9201` for a Prometheus on another host.
     pub listen_addr: String,
+    /// TLS and basic/bearer auth of this port, in Prometheus'
+    /// `web.config.file` format ([`crate::web::webconfig`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<PathBuf>,
     /// Largest request body accepted, compressed and decompressed (413
     /// beyond). Prometheus sends at most `max_samples_per_send` samples
     /// (2,000 by default) per request, far below the default.
     pub max_body_bytes: usize,
-    /// How long a request may wait for room in the shard queues before it
-    /// is answered 503 (Prometheus then retries with backoff).
+    /// How long a request may wait for a decoding slot and for room in the
+    /// shard queues before it is answered 503 (Prometheus then retries
+    /// with backoff).
     pub queue_timeout_ms: u64,
+    /// Requests read and decoded at once; each holds up to two bodies of
+    /// `max_body_bytes` and its samples.
+    pub max_concurrent_requests: usize,
+    /// Series per request; more is refused whole (400).
+    pub max_series_per_request: usize,
+    /// Samples (floats and histograms) per request; more is refused whole
+    /// (400).
+    pub max_samples_per_request: usize,
+    /// Labels per series, `__name__` included; a series with more is
+    /// dropped and the request answered 400 (Prometheus' `label_limit`).
+    pub label_limit: usize,
+    /// Bytes per label name (`label_name_length_limit`), likewise.
+    pub label_name_length_limit: usize,
+    /// Bytes per label value, the metric name included
+    /// (`label_value_length_limit`), likewise.
+    pub label_value_length_limit: usize,
+    /// Samples older than this many seconds (receive time) are dropped and
+    /// counted (`out_of_window`). 0: no limit.
+    pub max_sample_age_secs: u64,
+    /// Samples more than this many seconds in the future are dropped and
+    /// counted (`out_of_window`). 0: no limit.
+    pub max_sample_future_secs: u64,
+    /// Seconds for the TLS handshake and for a request's head.
+    pub header_timeout_secs: u64,
+    /// Seconds to receive a request body; a slower request is closed
+    /// unanswered (the sender retries it).
+    pub read_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in progress.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 impl Default for RemoteWriteConfig {
@@ -106,8 +178,21 @@ impl Default for RemoteWriteConfig {
         Self {
             enabled: false,
             listen_addr: "127.0.0.1:9201".into(),
+            web_config_file: None,
             max_body_bytes: 16 * 1024 * 1024,
             queue_timeout_ms: 1_000,
+            max_concurrent_requests: 4,
+            max_series_per_request: 10_000,
+            max_samples_per_request: 50_000,
+            label_limit: 64,
+            label_name_length_limit: 1_024,
+            label_value_length_limit: 4_096,
+            max_sample_age_secs: 86_400,
+            max_sample_future_secs: 600,
+            header_timeout_secs: 10,
+            read_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            max_connections: 256,
         }
     }
 }
@@ -140,6 +225,102 @@ impl RemoteWriteConfig {
                 self.queue_timeout_ms
             ),
         );
+        let ranges: [(&str, usize, usize, usize, &str); 6] = [
+            (
+                "max_concurrent_requests",
+                self.max_concurrent_requests,
+                1,
+                1024,
+                "4",
+            ),
+            (
+                "max_series_per_request",
+                self.max_series_per_request,
+                1,
+                10_000_000,
+                "10000",
+            ),
+            (
+                "max_samples_per_request",
+                self.max_samples_per_request,
+                1,
+                100_000_000,
+                "50000",
+            ),
+            ("label_limit", self.label_limit, 1, 10_000, "64"),
+            (
+                "label_name_length_limit",
+                self.label_name_length_limit,
+                8,
+                1 << 20,
+                "1024",
+            ),
+            (
+                "label_value_length_limit",
+                self.label_value_length_limit,
+                1,
+                1 << 24,
+                "4096",
+            ),
+        ];
+        for (key, value, lo, hi, default) in ranges {
+            problems.check(
+                (lo..=hi).contains(&value),
+                format!("{prefix}.{key}"),
+                format!("{value} is outside {lo}..={hi}; the default is {default}"),
+            );
+        }
+        for (key, value) in [
+            ("max_sample_age_secs", self.max_sample_age_secs),
+            ("max_sample_future_secs", self.max_sample_future_secs),
+        ] {
+            problems.check(
+                value <= 100 * 365 * 86_400,
+                format!("{prefix}.{key}"),
+                format!("{value} is more than a century; use 0 for no limit"),
+            );
+        }
+        crate::web::validate_limits(
+            prefix,
+            self.header_timeout_secs,
+            self.idle_timeout_secs,
+            Some(self.read_timeout_secs),
+            self.max_connections,
+            problems,
+        );
+        crate::web::validate_web_config(prefix, self.web_config_file.as_deref(), problems);
+    }
+
+    /// The port's timeouts and connection cap.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            read_timeout: Duration::from_secs(self.read_timeout_secs),
+            max_connections: self.max_connections,
+        }
+    }
+
+    /// What one request may hold, for a request received at `now_ms`.
+    pub fn request_limits(&self, now_ms: i64) -> wire::Limits {
+        let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        wire::Limits {
+            max_series: self.max_series_per_request,
+            max_samples: self.max_samples_per_request,
+            label_limit: self.label_limit,
+            label_name_length_limit: self.label_name_length_limit,
+            label_value_length_limit: self.label_value_length_limit,
+            min_ts: if self.max_sample_age_secs == 0 {
+                i64::MIN
+            } else {
+                now_ms.saturating_sub(secs(self.max_sample_age_secs))
+            },
+            max_ts: if self.max_sample_future_secs == 0 {
+                i64::MAX
+            } else {
+                now_ms.saturating_add(secs(self.max_sample_future_secs))
+            },
+        }
     }
 }
 
@@ -155,9 +336,9 @@ pub enum Reject {
     /// Not snappy block format.
     #[error("the body is not snappy-compressed (block format): {0}")]
     Snappy(String),
-    /// Not a `WriteRequest`.
-    #[error("the body is not a remote-write WriteRequest: {0}")]
-    Protobuf(String),
+    /// Not a remote-write message, or over a request limit.
+    #[error(transparent)]
+    Request(#[from] RequestError),
 }
 
 impl Reject {
@@ -165,7 +346,9 @@ impl Reject {
         match self {
             Self::TooLarge { .. } => "too_large",
             Self::Snappy(_) => "invalid_snappy",
-            Self::Protobuf(_) => "invalid_protobuf",
+            Self::Request(RequestError::Protobuf { .. }) => "invalid_protobuf",
+            Self::Request(RequestError::TooManySeries { .. }) => "too_many_series",
+            Self::Request(RequestError::TooManySamples { .. }) => "too_many_samples",
         }
     }
 
@@ -177,36 +360,20 @@ impl Reject {
     }
 }
 
-/// Samples of one request that did not become events, by cause.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Tally {
-    /// Stale markers (skipped: they end a series, they are not values).
-    pub stale: u64,
-    /// NaN (other than the stale marker) or ±Inf.
-    pub non_finite: u64,
-    /// Timestamps outside 1970-01-01 ..= 9999-12-31.
-    pub bad_timestamp: u64,
-    /// Samples of series without a `__name__` (or with an empty label
-    /// name).
-    pub missing_name: u64,
+/// A decoded request: its events and what was skipped.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// One per learnable sample.
+    pub events: Vec<Event>,
+    /// What did not become an event.
+    pub tally: Tally,
+    /// The first series dropped for a label limit (then the answer is 400).
+    pub refused: Option<String>,
 }
 
-/// Decodes a request body (snappy, then protobuf) into events, one per
-/// sample, appended to `out`; skipped samples are counted in `tally`.
-pub fn decode(
-    body: &[u8],
-    limit: usize,
-    keys: &mut KeyCache,
-    out: &mut Vec<Event>,
-    tally: &mut Tally,
-) -> Result<(), Reject> {
-    let request = parse(body, limit)?;
-    to_events(&request, keys, out, tally);
-    Ok(())
-}
-
-/// Decompresses and parses a request body.
-pub fn parse(body: &[u8], limit: usize) -> Result<WriteRequest, Reject> {
+/// Decompresses a body, checking both sizes against `limit` before
+/// allocating.
+pub fn decompress(body: &[u8], limit: usize) -> Result<Vec<u8>, Reject> {
     if body.len() > limit {
         return Err(Reject::TooLarge { limit });
     }
@@ -215,66 +382,80 @@ pub fn parse(body: &[u8], limit: usize) -> Result<WriteRequest, Reject> {
     if len > limit {
         return Err(Reject::TooLarge { limit });
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| Reject::Snappy(e.to_string()))?;
-    WriteRequest::decode(raw.as_slice()).map_err(|e| Reject::Protobuf(e.to_string()))
+        .map_err(|e| Reject::Snappy(e.to_string()))
 }
 
-/// One event per learnable sample of `request`, appended to `out`; the
-/// others are counted in `tally`.
-pub fn to_events(
-    request: &WriteRequest,
-    keys: &mut KeyCache,
-    out: &mut Vec<Event>,
-    tally: &mut Tally,
-) {
-    out.reserve(request.timeseries.iter().map(|t| t.samples.len()).sum());
-    let mut labels: Vec<(Cow<'_, str>, Cow<'_, str>)> = Vec::new();
-    for ts in &request.timeseries {
-        labels.clear();
-        let mut name = None;
-        let mut bad_label = false;
-        for l in &ts.labels {
-            if l.name == "__name__" {
-                name = Some(l.value.as_str());
-            } else if l.name.is_empty() {
-                bad_label = true;
-            } else if !l.value.is_empty() {
-                // An empty value means "no such label" in Prometheus.
-                labels.push((Cow::Borrowed(&l.name), Cow::Borrowed(&l.value)));
-            }
+/// Decodes a request body (snappy, then protobuf of `version`) into events,
+/// one per learnable sample, keys from `keys`.
+pub fn decode(
+    body: &[u8],
+    version: Version,
+    max_body_bytes: usize,
+    limits: &wire::Limits,
+    keys: &Mutex<KeyCache>,
+) -> Result<Decoded, Reject> {
+    let raw = decompress(body, max_body_bytes)?;
+    let mut parsed = wire::Parsed::default();
+    wire::parse(&raw, version, limits, &mut parsed)?;
+    let mut events = Vec::with_capacity(parsed.samples.len());
+    {
+        // Decompressing and parsing ran unlocked; only the key lookups
+        // share the cache.
+        let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
+        for s in &parsed.series {
+            let key = keys.key_sorted(s.name, &parsed.labels[s.labels.clone()]);
+            events.extend(
+                parsed.samples[s.samples.clone()]
+                    .iter()
+                    .map(|&(ts_ms, value)| Event {
+                        series: key.clone(),
+                        ts_ms,
+                        value,
+                    }),
+            );
         }
-        let name = match name {
-            Some(n) if !n.is_empty() && !bad_label => n,
-            _ => {
-                tally.missing_name += ts.samples.len() as u64;
-                continue;
-            }
-        };
-        let mut key = None;
-        for s in &ts.samples {
-            if s.value.to_bits() == STALE_NAN_BITS {
-                tally.stale += 1;
-                continue;
-            }
-            if !s.value.is_finite() {
-                tally.non_finite += 1;
-                continue;
-            }
-            if !(0..=crate::decode::MAX_TS_MS).contains(&s.timestamp) {
-                tally.bad_timestamp += 1;
-                continue;
-            }
-            let series = key
-                .get_or_insert_with(|| keys.key(name, &mut labels))
-                .clone();
-            out.push(Event {
-                series,
-                ts_ms: s.timestamp,
-                value: s.value,
-            });
-        }
+    }
+    Ok(Decoded {
+        events,
+        tally: parsed.tally,
+        refused: parsed.refused,
+    })
+}
+
+/// The protocol a request's headers ask for, or why they are refused
+/// (415).
+pub fn negotiate(headers: &HeaderMap) -> Result<Version, String> {
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"snappy")
+    {
+        return Err("Content-Encoding must be snappy\n".into());
+    }
+    // No Content-Type: 1.0, as the specification says.
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(Version::V1);
+    };
+    let ct = ct
+        .to_str()
+        .map_err(|_| "unreadable Content-Type\n".to_owned())?;
+    let mut parts = ct.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-protobuf") {
+        return Err(format!(
+            "Content-Type `{media}` is not application/x-protobuf (remote-write 1.0 or 2.0)\n"
+        ));
+    }
+    let proto = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("proto"))
+        .map(|(_, v)| v.trim().trim_matches('"'));
+    match proto {
+        None | Some(PROTO_V1) => Ok(Version::V1),
+        Some(PROTO_V2) => Ok(Version::V2),
+        Some(other) => Err(format!(
+            "proto={other} is not supported; this receiver reads {PROTO_V1} (1.0) and {PROTO_V2} (2.0)\n"
+        )),
     }
 }
 
@@ -287,6 +468,8 @@ pub struct ReceiverMetrics {
     requests: IntCounterVec,
     /// `anomalyd_remote_write_stale_markers_total`.
     stale: IntCounter,
+    /// `anomalyd_remote_write_histograms_skipped_total`.
+    histograms: IntCounter,
 }
 
 impl ReceiverMetrics {
@@ -309,10 +492,16 @@ impl ReceiverMetrics {
             "Remote-write stale markers skipped (they end a series; they are not values).",
         )?;
         registry.register(Box::new(stale.clone()))?;
+        let histograms = IntCounter::new(
+            "anomalyd_remote_write_histograms_skipped_total",
+            "Remote-write native histogram samples skipped (anomalyd learns float samples).",
+        )?;
+        registry.register(Box::new(histograms.clone()))?;
         Ok(Self {
             source: metrics.source(NAME, &REASONS),
             requests,
             stale,
+            histograms,
         })
     }
 
@@ -322,12 +511,16 @@ impl ReceiverMetrics {
 
     fn count(&self, tally: &Tally) {
         self.stale.inc_by(tally.stale);
+        self.histograms.inc_by(tally.histograms);
         for (reason, n) in [
             ("non_finite", tally.non_finite),
             ("bad_timestamp", tally.bad_timestamp),
-            ("missing_name", tally.missing_name),
+            ("out_of_window", tally.out_of_window),
         ] {
             self.source.events_failed(reason, n);
+        }
+        for e in SeriesError::ALL {
+            self.source.events_failed(e.reason(), tally.dropped(e));
         }
     }
 }
@@ -337,11 +530,17 @@ struct Receiver {
     feed: Feed,
     partition: SourcePartition,
     metrics: ReceiverMetrics,
-    limit: usize,
+    config: RemoteWriteConfig,
     queue_timeout: Duration,
+    /// Requests being read or decoded (`max_concurrent_requests`).
+    slots: Semaphore,
     /// Series keys shared with the shards (a lock per request, held only
     /// while its keys are looked up).
     keys: Mutex<KeyCache>,
+    /// Closed (true) before the final checkpoint: no request dispatches
+    /// after it, so every 204 is covered by the final snapshot. Handlers
+    /// hold it shared from the check to the end of their dispatch.
+    closed: RwLock<bool>,
     /// One warning per interval for refused requests and bad samples.
     log: RateLimit,
     requests: AtomicU64,
@@ -349,84 +548,137 @@ struct Receiver {
 }
 
 impl Receiver {
-    async fn write(&self, headers: &HeaderMap, body: Body) -> Response {
+    async fn write(self: &Arc<Self>, conn: Conn, headers: &HeaderMap, body: Body) -> Response {
         let received = Instant::now();
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.metrics.source.messages_received(1);
-        if let Some(enc) = headers.get(header::CONTENT_ENCODING)
-            && !enc.as_bytes().eq_ignore_ascii_case(b"snappy")
-        {
-            let msg = "Content-Encoding must be snappy (remote-write 1.0)\n";
-            return self.refuse(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_encoding",
-                msg,
-            );
+        let version = match negotiate(headers) {
+            Ok(v) => v,
+            Err(msg) => {
+                return self.refuse(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    &msg,
+                );
+            }
+        };
+        let written = |r: Response, n: u64| match version {
+            Version::V2 => written_headers(r, n),
+            Version::V1 => r,
+        };
+        if self.feed.snapshot_failing() {
+            let msg = "the state store cannot save snapshots; retry later\n";
+            return written(self.retry_later("state_unavailable", msg), 0);
         }
-        // Reading stops at the limit, so an error here is the limit (a
-        // connection that breaks mid-body gets no answer anyway).
-        let body = match axum::body::to_bytes(body, self.limit).await {
+        // A slot before the body is read: bodies in memory stay bounded.
+        let slot = match tokio::time::timeout(self.queue_timeout, self.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            _ => {
+                let msg = "every decoding slot is busy; retry later\n";
+                return written(self.retry_later("busy", msg), 0);
+            }
+        };
+        let limit = self.config.max_body_bytes;
+        let body = {
+            // A body that stalls past read_timeout_secs closes the
+            // connection (crate::web), and this future with it.
+            let _reading = conn.reading_body();
+            axum::body::to_bytes(body, limit).await
+        };
+        let body: Bytes = match body {
             Ok(b) => b,
             Err(_) => {
-                let e = Reject::TooLarge { limit: self.limit };
+                // Reading stops at the limit, so an error here is the limit
+                // (a connection that breaks mid-body gets no answer anyway).
+                let e = Reject::TooLarge { limit };
                 self.metrics.source.event_failed(e.reason());
-                return self.refuse(e.status(), e.reason(), &format!("{e}\n"));
+                return written(self.refuse(e.status(), e.reason(), &format!("{e}\n")), 0);
             }
         };
-        let request = match parse(&body, self.limit) {
-            Ok(r) => r,
+        // Decompressing and parsing are CPU work: on the blocking pool.
+        let rx = Arc::clone(self);
+        let decoded = tokio::task::spawn_blocking(move || {
+            let limits = rx.config.request_limits(now_ms());
+            decode(&body, version, limit, &limits, &rx.keys)
+        })
+        .await;
+        let decoded = match decoded {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                self.metrics.source.event_failed(e.reason());
+                return written(self.refuse(e.status(), e.reason(), &format!("{e}\n")), 0);
+            }
             Err(e) => {
-                self.metrics.source.event_failed(e.reason());
-                return self.refuse(e.status(), e.reason(), &format!("{e}\n"));
+                tracing::error!(error = %e, "A remote-write decode task failed.");
+                let msg = "internal error while decoding; retry later\n";
+                return written(self.retry_later("internal", msg), 0);
             }
         };
-        let mut events = Vec::new();
-        let mut tally = Tally::default();
-        {
-            // Decompressing and parsing ran unlocked; only the key lookups
-            // share the cache.
-            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            to_events(&request, &mut keys, &mut events, &mut tally);
-        }
+        let Decoded {
+            events,
+            tally,
+            refused,
+        } = decoded;
         let n = events.len() as u64;
-        if n > 0 {
-            let deadline = tokio::time::Instant::now() + self.queue_timeout;
-            let dispatched = self
-                .feed
-                .pipeline()
-                .dispatch_within(self.partition, events, received, deadline)
-                .await;
-            if let Err(e) = dispatched {
-                // Nothing of the request was taken: Prometheus retries it,
-                // and its samples are counted then.
-                let msg = match e {
-                    DispatchError::Full => "the processing queues are full; retry later\n",
-                    DispatchError::Closed => "shutting down; retry later\n",
-                };
-                let mut r = self.refuse(StatusCode::SERVICE_UNAVAILABLE, "backpressure", msg);
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-                return r;
+        {
+            let closed = self.closed.read().await;
+            if *closed {
+                return written(
+                    self.retry_later("shutting_down", "shutting down; retry later\n"),
+                    0,
+                );
             }
-            self.feed.advance(self.partition, now_ms());
-            self.metrics.source.events_decoded(n);
-            self.events.fetch_add(n, Ordering::Relaxed);
+            if n > 0 {
+                let deadline = tokio::time::Instant::now() + self.queue_timeout;
+                let dispatched = self
+                    .feed
+                    .pipeline()
+                    .dispatch_within(self.partition, events, received, deadline)
+                    .await;
+                if let Err(e) = dispatched {
+                    // Nothing of the request was taken: Prometheus retries
+                    // it, and its samples are counted then.
+                    let msg = match e {
+                        DispatchError::Full => "the processing queues are full; retry later\n",
+                        DispatchError::Closed => "shutting down; retry later\n",
+                    };
+                    return written(self.retry_later("backpressure", msg), 0);
+                }
+                self.feed.advance(self.partition, now_ms());
+            }
         }
+        drop(slot);
+        self.metrics.source.events_decoded(n);
+        self.events.fetch_add(n, Ordering::Relaxed);
         self.metrics.count(&tally);
-        let bad = tally.non_finite + tally.bad_timestamp + tally.missing_name;
-        if bad > 0
+        if tally.failed() > 0
             && let Some(suppressed) = self.log.allow()
         {
             tracing::warn!(
                 non_finite = tally.non_finite,
                 bad_timestamp = tally.bad_timestamp,
-                missing_name = tally.missing_name,
+                out_of_window = tally.out_of_window,
+                series_dropped_samples = tally.dropped.iter().sum::<u64>(),
                 suppressed,
                 "Skipped remote-write samples that cannot be learned."
             );
         }
+        if let Some(msg) = refused {
+            // The series within the limits were taken; this one was not.
+            self.metrics.answered(StatusCode::BAD_REQUEST);
+            let r = (StatusCode::BAD_REQUEST, format!("{msg}\n")).into_response();
+            return written(r, n);
+        }
         self.metrics.answered(StatusCode::NO_CONTENT);
-        StatusCode::NO_CONTENT.into_response()
+        written(StatusCode::NO_CONTENT.into_response(), n)
+    }
+
+    /// Answers 503 with `Retry-After` (Prometheus retries).
+    fn retry_later(&self, reason: &'static str, msg: &str) -> Response {
+        let mut r = self.refuse(StatusCode::SERVICE_UNAVAILABLE, reason, msg);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
     }
 
     /// Answers a refused request, counted, with a rate-limited warning.
@@ -445,26 +697,59 @@ impl Receiver {
     }
 }
 
+/// The headers a 2.0 sender reads: how much was written. Histograms and
+/// exemplars never are.
+fn written_headers(mut r: Response, samples: u64) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        "x-prometheus-remote-write-samples-written",
+        HeaderValue::from(samples),
+    );
+    for k in [
+        "x-prometheus-remote-write-histograms-written",
+        "x-prometheus-remote-write-exemplars-written",
+    ] {
+        h.insert(k, HeaderValue::from_static("0"));
+    }
+    r
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-async fn write(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    rx.write(&headers, body).await
+async fn write(
+    State(rx): State<Arc<Receiver>>,
+    conn: Option<Extension<Conn>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let conn = conn.map(|Extension(c)| c).unwrap_or_default();
+    rx.write(conn, &headers, body).await
 }
 
 /// A bound receiver, its state restored, not yet serving.
 pub struct RemoteWriteSource {
-    listener: TcpListener,
+    server: Server,
     receiver: Arc<Receiver>,
+    /// How long requests in progress may finish after shutdown.
+    drain: Duration,
 }
 
 impl RemoteWriteSource {
-    /// Binds `config.listen_addr` and restores the receiver's snapshot
-    /// (when a store holds one) before any request is served.
-    pub async fn bind(config: &RemoteWriteConfig, feed: Feed) -> Result<Self, SourceError> {
+    /// Binds `config.listen_addr`, loads its web config and restores the
+    /// receiver's snapshot (when a store holds one) before any request is
+    /// served. The key cache holds up to `max_series` keys.
+    pub async fn bind(
+        config: &RemoteWriteConfig,
+        max_series: usize,
+        feed: Feed,
+    ) -> Result<Self, SourceError> {
+        let front = Front::load(config.web_config_file.as_deref()).map_err(|e| {
+            SourceError::Setup(format!("sources.remote_write.web_config_file: {e}"))
+        })?;
         let addr = &config.listen_addr;
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             SourceError::Setup(format!(
@@ -483,15 +768,31 @@ impl RemoteWriteSource {
                 "Restored the remote-write series; samples received after the snapshot were lost."
             );
         }
-        Ok(Self {
+        let server = Server::new(
+            ServerName::RemoteWrite,
             listener,
+            front,
+            config.limits(),
+            Arc::clone(&feed.context().web),
+        );
+        // Requests in progress at shutdown finish within their read and
+        // queue timeouts; the final checkpoint needs the rest of the grace.
+        let drain = (Duration::from_secs(config.read_timeout_secs)
+            + Duration::from_millis(config.queue_timeout_ms)
+            + Duration::from_secs(1))
+        .min(feed.context().shutdown_grace / 2);
+        Ok(Self {
+            server,
+            drain,
             receiver: Arc::new(Receiver {
                 feed,
                 partition,
                 metrics,
-                limit: config.max_body_bytes,
+                config: config.clone(),
                 queue_timeout: Duration::from_millis(config.queue_timeout_ms),
-                keys: Mutex::new(KeyCache::default()),
+                slots: Semaphore::new(config.max_concurrent_requests),
+                keys: Mutex::new(KeyCache::with_capacity(max_series)),
+                closed: RwLock::new(false),
                 log: RateLimit::default(),
                 requests: AtomicU64::new(0),
                 events: AtomicU64::new(0),
@@ -501,40 +802,44 @@ impl RemoteWriteSource {
 
     /// Where it listens (the port is known even when 0 was asked for).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.server.local_addr()
     }
 
-    /// Serves until `shutdown`, checkpointing on the way; then finishes the
-    /// requests in flight and takes the final checkpoint.
+    /// Serves until `shutdown`, checkpointing on the way; then lets the
+    /// requests in progress finish (within the drain bound), stops
+    /// acknowledging and takes the final checkpoint. An error if that
+    /// checkpoint's snapshot fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<SourceSummary, SourceError> {
         let rx = self.receiver;
         let router = Router::new()
             .route(PATH, post(write))
             .with_state(Arc::clone(&rx));
         tracing::info!(
-            addr = %self.listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+            addr = %self.server.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
             path = PATH,
             "Receiving Prometheus remote-write."
         );
-        let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let mut server = std::pin::pin!(server.into_future());
+        let server = self.server.serve(router, shutdown.clone(), self.drain);
+        let mut server = std::pin::pin!(server);
         let mut ticker = tokio::time::interval(rx.feed.checkpoint_interval(SYNC_INTERVAL));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await; // the first tick is immediate
-        let served = loop {
+        loop {
             tokio::select! {
-                r = &mut server => break r,
+                () = &mut server => break,
                 _ = ticker.tick() => {
                     rx.feed.checkpoint(None, false).await?;
                 }
             }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "The remote-write server failed.");
         }
+        // Whatever is still in a handler now is past the drain: it may not
+        // acknowledge anything from here on.
+        *rx.closed.write().await = true;
         tracing::info!("Stopped receiving remote-write; writing the final checkpoint.");
-        rx.feed.checkpoint(None, false).await?;
+        let saved = rx.feed.checkpoint(None, false).await?;
+        if saved.is_none() {
+            return Err(SourceError::FinalSnapshot);
+        }
         Ok(SourceSummary {
             messages: rx.requests.load(Ordering::Relaxed),
             events: rx.events.load(Ordering::Relaxed),
@@ -562,6 +867,7 @@ impl Source for RemoteWriteSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     fn body(request: &WriteRequest) -> Vec<u8> {
         snap::raw::Encoder::new()
@@ -580,28 +886,49 @@ mod tests {
         Sample { value, timestamp }
     }
 
+    fn series(labels: Vec<Label>, samples: Vec<Sample>) -> TimeSeries {
+        TimeSeries {
+            labels,
+            samples,
+            histograms: Vec::new(),
+        }
+    }
+
     fn run(body: &[u8], limit: usize) -> (Result<(), Reject>, Vec<Event>, Tally) {
-        let (mut out, mut tally) = (Vec::new(), Tally::default());
-        let r = decode(body, limit, &mut KeyCache::default(), &mut out, &mut tally);
-        (r, out, tally)
+        let mut config = RemoteWriteConfig {
+            max_sample_age_secs: 0,
+            ..RemoteWriteConfig::default()
+        };
+        config.max_body_bytes = limit;
+        let keys = Mutex::new(KeyCache::default());
+        match decode(
+            body,
+            Version::V1,
+            limit,
+            &config.request_limits(now_ms()),
+            &keys,
+        ) {
+            Ok(d) => (Ok(()), d.events, d.tally),
+            Err(e) => (Err(e), Vec::new(), Tally::default()),
+        }
     }
 
     #[test]
     fn each_sample_is_an_event_of_name_plus_labels() {
         let req = WriteRequest {
             timeseries: vec![
-                TimeSeries {
-                    labels: vec![
+                series(
+                    vec![
                         label("__name__", "up"),
                         label("empty", ""),
                         label("job", "node"),
                     ],
-                    samples: vec![sample(1.0, 1_000), sample(0.0, 2_000)],
-                },
-                TimeSeries {
-                    labels: vec![label("__name__", "temp"), label("room", "a")],
-                    samples: vec![sample(21.5, 1_500)],
-                },
+                    vec![sample(1.0, 1_000), sample(0.0, 2_000)],
+                ),
+                series(
+                    vec![label("room", "a"), label("__name__", "temp")],
+                    vec![sample(21.5, 1_500)],
+                ),
             ],
         };
         let (r, out, tally) = run(&body(&req), 1 << 20);
@@ -619,6 +946,10 @@ mod tests {
                 (r#"temp{room="a"}"#.to_string(), 1_500, 21.5),
             ]
         );
+        assert_eq!(
+            out[2].series,
+            crate::event::SeriesKey::new("temp", [("room", "a")])
+        );
     }
 
     #[test]
@@ -627,9 +958,9 @@ mod tests {
         assert!(stale.is_nan());
         let req = WriteRequest {
             timeseries: vec![
-                TimeSeries {
-                    labels: vec![label("__name__", "m")],
-                    samples: vec![
+                series(
+                    vec![label("__name__", "m")],
+                    vec![
                         sample(stale, 1),
                         sample(f64::NAN, 2),
                         sample(f64::INFINITY, 3),
@@ -637,28 +968,25 @@ mod tests {
                         sample(5.0, crate::decode::MAX_TS_MS + 1),
                         sample(7.0, 4),
                     ],
-                },
-                TimeSeries {
-                    labels: vec![label("job", "no-name")],
-                    samples: vec![sample(1.0, 1), sample(2.0, 2)],
-                },
-                TimeSeries {
-                    labels: vec![label("__name__", "m"), label("", "x")],
-                    samples: vec![sample(1.0, 1)],
-                },
+                ),
+                series(
+                    vec![label("job", "no-name")],
+                    vec![sample(1.0, 1), sample(2.0, 2)],
+                ),
+                series(
+                    vec![label("__name__", "m"), label("", "x")],
+                    vec![sample(1.0, 1)],
+                ),
             ],
         };
         let (r, out, tally) = run(&body(&req), 1 << 20);
         r.unwrap();
         assert_eq!(
-            tally,
-            Tally {
-                stale: 1,
-                non_finite: 2,
-                bad_timestamp: 2,
-                missing_name: 3,
-            }
+            (tally.stale, tally.non_finite, tally.bad_timestamp),
+            (1, 2, 2)
         );
+        assert_eq!(tally.dropped(SeriesError::MissingName), 2);
+        assert_eq!(tally.dropped(SeriesError::InvalidLabel), 1);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].ts_ms, out[0].value), (4, 7.0));
     }
@@ -666,10 +994,10 @@ mod tests {
     #[test]
     fn malformed_and_oversized_bodies_are_rejected_whole() {
         let req = WriteRequest {
-            timeseries: vec![TimeSeries {
-                labels: vec![label("__name__", "m"), label("pad", &"x".repeat(4000))],
-                samples: vec![sample(1.0, 1)],
-            }],
+            timeseries: vec![series(
+                vec![label("__name__", "m"), label("pad", &"x".repeat(4000))],
+                vec![sample(1.0, 1)],
+            )],
         };
         let good = body(&req);
         let (r, _, _) = run(b"not snappy at all", 1 << 20);
@@ -679,7 +1007,10 @@ mod tests {
             .compress_vec(&[0xff, 0xff, 0xff, 0xff])
             .unwrap();
         let (r, _, _) = run(&junk, 1 << 20);
-        assert!(matches!(r, Err(Reject::Protobuf(_))), "{r:?}");
+        assert!(
+            matches!(r, Err(Reject::Request(RequestError::Protobuf { .. }))),
+            "{r:?}"
+        );
         // Over the limit compressed, and (the padding compresses well)
         // over it only once decompressed.
         let (r, _, _) = run(&good, good.len() - 1);
@@ -699,12 +1030,75 @@ mod tests {
     }
 
     #[test]
+    fn content_type_and_encoding_choose_the_protocol_or_refuse() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        assert_eq!(negotiate(&h(&[])), Ok(Version::V1));
+        assert_eq!(
+            negotiate(&h(&[("content-type", "application/x-protobuf")])),
+            Ok(Version::V1)
+        );
+        assert_eq!(
+            negotiate(&h(&[(
+                "content-type",
+                "application/x-protobuf;proto=prometheus.WriteRequest"
+            )])),
+            Ok(Version::V1)
+        );
+        assert_eq!(
+            negotiate(&h(&[(
+                "content-type",
+                "application/x-protobuf; proto=io.prometheus.write.v2.Request"
+            )])),
+            Ok(Version::V2)
+        );
+        for bad in [
+            vec![("content-type", "application/json")],
+            vec![(
+                "content-type",
+                "application/x-protobuf;proto=io.prometheus.write.v3.Request",
+            )],
+            vec![("content-encoding", "gzip")],
+        ] {
+            assert!(negotiate(&h(&bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_window_follows_the_receive_time() {
+        let c = RemoteWriteConfig::default();
+        let l = c.request_limits(1_000_000_000);
+        assert_eq!(l.min_ts, 1_000_000_000 - 86_400_000);
+        assert_eq!(l.max_ts, 1_000_000_000 + 600_000);
+        let open = RemoteWriteConfig {
+            max_sample_age_secs: 0,
+            max_sample_future_secs: 0,
+            ..c
+        }
+        .request_limits(5);
+        assert_eq!((open.min_ts, open.max_ts), (i64::MIN, i64::MAX));
+    }
+
+    #[test]
     fn config_validation_names_keys() {
         let cfg = RemoteWriteConfig {
             enabled: true,
             listen_addr: "localhost".into(),
             max_body_bytes: 10,
             queue_timeout_ms: 0,
+            max_concurrent_requests: 0,
+            label_limit: 0,
+            read_timeout_secs: 0,
+            web_config_file: Some("/nonexistent/web.yml".into()),
+            ..RemoteWriteConfig::default()
         };
         let mut p = Problems::new();
         cfg.validate("sources.remote_write", &mut p);
@@ -714,7 +1108,11 @@ mod tests {
             [
                 "sources.remote_write.listen_addr",
                 "sources.remote_write.max_body_bytes",
-                "sources.remote_write.queue_timeout_ms"
+                "sources.remote_write.queue_timeout_ms",
+                "sources.remote_write.max_concurrent_requests",
+                "sources.remote_write.label_limit",
+                "sources.remote_write.read_timeout_secs",
+                "sources.remote_write.web_config_file",
             ]
         );
         let mut p = Problems::new();
