@@ -474,11 +474,11 @@ impl ConnCtx {
                     .tls_failures
                     .with_label_values(&[self.name.as_str()])
                     .inc();
-                tracing::debug!(server = self.name.as_str(), %peer, error = %e, "TLS handshake failed.");
+                tracing::trace!(server = self.name.as_str(), %peer, error = %e, "TLS handshake failed.");
             }
             Err(_) => {
                 self.metrics.timeout(self.name, Timeout::Header);
-                tracing::debug!(server = self.name.as_str(), %peer, "TLS handshake timed out.");
+                tracing::trace!(server = self.name.as_str(), %peer, "TLS handshake timed out.");
             }
         }
     }
@@ -517,7 +517,7 @@ impl ConnCtx {
             tokio::select! {
                 r = conn.as_mut() => {
                     if let Err(e) = r {
-                        tracing::debug!(server = self.name.as_str(), %peer, error = %e, "Connection ended with an error.");
+                        tracing::trace!(server = self.name.as_str(), %peer, error = %e, "Connection ended with an error.");
                     }
                     return;
                 }
@@ -527,7 +527,7 @@ impl ConnCtx {
                         && at <= Instant::now()
                     {
                         self.metrics.timeout(self.name, kind);
-                        tracing::debug!(
+                        tracing::trace!(
                             server = self.name.as_str(),
                             %peer,
                             timeout = kind.as_str(),
@@ -559,7 +559,7 @@ impl ConnCtx {
                 .auth_failures
                 .with_label_values(&[self.name.as_str()])
                 .inc();
-            tracing::debug!(server = self.name.as_str(), error = %e, "Refused a request without valid credentials.");
+            tracing::trace!(server = self.name.as_str(), error = %e, "Refused a request without valid credentials.");
             return guarded(auth.challenge(), guard);
         }
         req.extensions_mut().insert(Conn(Some(state)));

@@ -587,9 +587,19 @@ impl Receiver {
         };
         let body: Bytes = match body {
             Ok(b) => b,
-            Err(_) => {
-                // Reading stops at the limit, so an error here is the limit
-                // (a connection that breaks mid-body gets no answer anyway).
+            Err(e) => {
+                let too_large = e
+                    .into_inner()
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                if !too_large {
+                    // The connection broke mid-body: nobody reads this.
+                    let msg = "the request body could not be read\n";
+                    return written(
+                        self.refuse(StatusCode::BAD_REQUEST, "unreadable_body", msg),
+                        0,
+                    );
+                }
                 let e = Reject::TooLarge { limit };
                 self.metrics.source.event_failed(e.reason());
                 return written(self.refuse(e.status(), e.reason(), &format!("{e}\n")), 0);
