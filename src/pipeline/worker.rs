@@ -27,7 +27,7 @@ use crate::ui::history::{History, NO_SLOT, Slot};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 /// `anomalyd_events_skipped_total` reason of an event older than its
-/// series' latest.
+/// series' latest from the same partition.
 pub const OUT_OF_ORDER: &str = "out_of_order";
 
 /// Every reason the shards skip an event for: the detector's and
@@ -100,10 +100,11 @@ struct Entry {
     /// none): one array index per event instead of a map probe. Two bytes,
     /// which fit in this struct's padding.
     ui_slot: Slot,
-    /// Event time of the latest event learned: an older one is out of
-    /// order and dropped (a store refuses it too; learning it would teach
-    /// the calendar features time running backwards). Not snapshotted: a
-    /// restored series takes whatever comes first.
+    /// Event time of the latest event learned: an older one from the same
+    /// partition is out of order and dropped (a store refuses it too;
+    /// learning it would teach the calendar features time running
+    /// backwards). Not snapshotted: a restored series takes whatever comes
+    /// first.
     last_ts: i64,
     /// A snapshot holds a record of it in `partition` (it was saved there,
     /// or restored from there): leaving the partition must delete that
@@ -238,7 +239,9 @@ impl Shard {
                     last_ts: i64::MIN,
                 })),
             };
-            if event.ts_ms < entry.last_ts {
+            // Order exists within a partition only: a series whose events
+            // come from several Kafka partitions interleaves them freely.
+            if entry.partition == partition && event.ts_ms < entry.last_ts {
                 m.event_skipped(OUT_OF_ORDER);
                 continue;
             }
@@ -560,7 +563,7 @@ mod tests {
             rule: AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap(),
             alerts: Arc::new(Discard),
             metrics: Arc::new(
-                Metrics::new(prometheus::Registry::new(), metrics, &[], &[]).unwrap(),
+                Metrics::new(prometheus::Registry::new(), metrics, &[], &skip_reasons()).unwrap(),
             ),
         });
         let (processed, latency) = core.metrics.processing_local();
@@ -593,6 +596,35 @@ mod tests {
         stream: 0,
         partition: 0,
     };
+
+    /// An event older than its series' latest from the same partition is
+    /// dropped and counted; across partitions, which have no order between
+    /// them, events are taken as they come.
+    #[test]
+    fn out_of_order_events_within_a_partition_are_dropped() {
+        let mut s = shard_with(10, &MetricsConfig::default());
+        let at = |ts_ms: i64| Event { ts_ms, ..event(1) };
+        let q = SourcePartition {
+            stream: 0,
+            partition: 1,
+        };
+        s.process(
+            P,
+            vec![at(10), at(20), at(15), at(20), at(30)],
+            Instant::now(),
+        );
+        assert_eq!(s.core.metrics.events_processed_total(), 4);
+        // From another partition, an older event is taken...
+        s.process(q, vec![at(25)], Instant::now());
+        // ...and order is then kept within that partition.
+        s.process(q, vec![at(24), at(26)], Instant::now());
+        assert_eq!(s.core.metrics.events_processed_total(), 6);
+        let text = s.core.metrics.render().unwrap();
+        assert!(
+            text.contains("anomalyd_events_skipped_total{reason=\"out_of_order\"} 2"),
+            "{text}"
+        );
+    }
 
     /// At the cap, the series evicted is the one least recently seen, even
     /// when every event arrives within the same second (a burst is exactly

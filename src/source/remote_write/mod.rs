@@ -288,7 +288,10 @@ impl RemoteWriteConfig {
             self.max_connections,
             problems,
         );
-        crate::web::validate_web_config(prefix, self.web_config_file.as_deref(), problems);
+        if self.enabled {
+            // Read only when the receiver runs, as `run` would.
+            crate::web::validate_web_config(prefix, self.web_config_file.as_deref(), problems);
+        }
     }
 
     /// The port's timeouts and connection cap.
