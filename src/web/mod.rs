@@ -418,10 +418,10 @@ impl Server {
             let stop = stop.clone();
             conns.spawn(async move {
                 let _permit = permit;
-                let open = ctx.metrics.open.with_label_values(&[ctx.name.as_str()]);
-                open.inc();
+                // Counted down on drop: also when the drain aborts the task.
+                let _open =
+                    OpenGuard::new(ctx.metrics.open.with_label_values(&[ctx.name.as_str()]));
                 ctx.connection(tcp, peer, tls, stop).await;
-                open.dec();
             });
             // Reap finished connections so the set does not grow.
             while conns.try_join_next().is_some() {}
@@ -443,6 +443,22 @@ impl Server {
                 "Closed the connections still open after the drain; none of their requests was acknowledged."
             );
         }
+    }
+}
+
+/// One open connection in `anomalyd_http_connections_open`.
+struct OpenGuard(prometheus::IntGauge);
+
+impl OpenGuard {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
