@@ -112,10 +112,10 @@ impl Daemon {
         }
     }
 
-    /// Sends SIGTERM.
+    /// Sends SIGTERM (bash's builtin `kill`: no procps needed).
     fn term(&self) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        let ok = Command::new("bash")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
             .status()
             .unwrap()
             .success();
@@ -773,8 +773,9 @@ async fn a_full_connection_cap_waits_without_locking_out_the_other_port() {
 async fn health_answers_while_decoding_is_saturated_and_page_queries_are_bounded() {
     const REQUESTS: usize = 64;
     const SAMPLES: usize = 200_000;
+    // The default four decoding slots: the other requests wait for one
+    // (without using CPU), the four decode on the blocking pool.
     let mut c = rw_config();
-    c.sources.remote_write.max_concurrent_requests = REQUESTS;
     c.sources.remote_write.max_samples_per_request = SAMPLES;
     c.sources.remote_write.max_sample_age_secs = 0;
     c.sources.remote_write.queue_timeout_ms = 60_000;
@@ -817,10 +818,12 @@ async fn health_answers_while_decoding_is_saturated_and_page_queries_are_bounded
     let (status, _) = support::get(&format!("http://{metrics}/healthz")).await;
     let answered_before = done.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(status, 200);
-    // Decoding on the threads that answer health, it would have waited
-    // for nearly every request (62 of 64 when measured).
+    // Four decode at a time, off the runtime: health does not wait for a
+    // decode to finish. (Decoding on the runtime's threads instead, it
+    // waited for 8 of 64 when measured; with the old unbounded
+    // concurrency, for 62.)
     assert!(
-        answered_before <= REQUESTS / 2,
+        answered_before < 4,
         "/healthz answered only after {answered_before} of {REQUESTS} requests"
     );
     for t in tasks {
