@@ -240,9 +240,17 @@ pub fn unit_of_metric(name: &str) -> Option<&'static str> {
 }
 
 /// Escapes text for XML and HTML, in element content and in quoted
-/// attribute values alike.
+/// attribute values alike, and makes what would hide or disguise text
+/// visible as `\u{…}` (`\n`, `\t`, `\r` for those three): control
+/// characters (a NUL is not allowed in XML even as a reference, so a chart
+/// with one would not parse), the bidirectional formatting characters that
+/// make a label read as another (U+061C, U+200E–U+200F, U+202A–U+202E,
+/// U+2066–U+2069), zero-width characters and the two non-characters
+/// U+FFFE and U+FFFF. `assets/app.js` shows text the same way.
 pub fn escape(s: &str) -> Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '"', '\'']) {
+    let plain =
+        |b: &u8| (0x20..0x7f).contains(b) && !matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'');
+    if s.as_bytes().iter().all(plain) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -253,10 +261,32 @@ pub fn escape(s: &str) -> Cow<'_, str> {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if hidden(c) => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
     Cow::Owned(out)
+}
+
+/// Characters [`escape`] writes as `\u{…}`.
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+                | '\u{fffe}'
+                | '\u{ffff}'
+        )
 }
 
 /// The plot area and its scales.
@@ -770,6 +800,21 @@ mod tests {
         assert!(s.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert_eq!(escape("a&b'\""), "a&amp;b&#39;&quot;");
         assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn hidden_and_deceptive_characters_are_shown_escaped() {
+        // A NUL, a newline, a right-to-left override and a zero-width space.
+        assert_eq!(
+            escape("a\u{0}b\nc\u{202e}d\u{200b}é"),
+            "a\\u{0}b\\nc\\u{202e}d\\u{200b}é"
+        );
+        // A chart titled with them is still well-formed XML: no raw control
+        // character, no bidi override left.
+        let s = Chart::new("m{x=\"\u{0}\u{1b}[31m\u{202e}gnp.exe\"}").render(&series());
+        assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "{s}");
+        assert!(!s.contains('\u{202e}'));
+        assert!(s.contains("\\u{0}\\u{1b}[31m\\u{202e}gnp.exe"));
     }
 
     #[test]

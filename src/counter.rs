@@ -219,6 +219,25 @@ pub fn classify(
     }
 }
 
+/// The metric family a series named `name`, declared of type `t`, belongs
+/// to: the suffixed series of a counter, histogram or summary (`x_total`,
+/// `x_count`, `x_sum`, `x_bucket`, `x_created`) belong to `x`; any other
+/// series is its own family. Remote-write 2.0 declares a type per series,
+/// not per family: the receiver records it under this family, as 1.0's
+/// metadata would name it, so that [`classify`] reads both alike.
+pub fn declared_family(name: &str, t: MetricType) -> &str {
+    match (t, split_suffix(name)) {
+        (
+            MetricType::Counter
+            | MetricType::Histogram
+            | MetricType::GaugeHistogram
+            | MetricType::Summary,
+            Some((base, _)),
+        ) if !base.is_empty() => base,
+        _ => name,
+    }
+}
+
 /// Most metric families a [`Metadata`] table holds; at this size it starts
 /// over (a sender re-sends its metadata every minute).
 pub const METADATA_CAPACITY: usize = 100_000;
@@ -516,6 +535,44 @@ mod tests {
         .iter()
         .map(|n| classify(n, config, lookup))
         .collect()
+    }
+
+    /// Types declared per series (remote-write 2.0), recorded under their
+    /// family, classify each series as the family's declaration would.
+    #[test]
+    fn types_declared_per_series_classify_as_their_family() {
+        use Class::*;
+        let declared = [
+            ("node_cpu_seconds_total", MetricType::Counter),
+            ("http_requests_created", MetricType::Counter),
+            ("bytes_in", MetricType::Counter),
+            ("lat_bucket", MetricType::Histogram),
+            ("lat_count", MetricType::Histogram),
+            ("rpc_duration_seconds", MetricType::Summary),
+            ("queue_total", MetricType::Gauge),
+        ];
+        let m = Metadata::default();
+        m.update(declared.iter().map(|&(n, t)| (declared_family(n, t), t)));
+        assert_eq!(m.get("node_cpu_seconds"), Some(MetricType::Counter));
+        assert_eq!(m.get("queue_total"), Some(MetricType::Gauge));
+        let c = CountersConfig::default();
+        let classes: Vec<Class> = declared
+            .iter()
+            .map(|(n, _)| classify(n, &c, &|f| m.get(f)))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                Learn(Kind::Rate),
+                Skip(SkipReason::Created),
+                Learn(Kind::Rate),
+                Skip(SkipReason::Bucket),
+                Learn(Kind::Rate),
+                Learn(Kind::Value),
+                // A gauge named like a counter is a gauge.
+                Learn(Kind::Value),
+            ]
+        );
     }
 
     #[test]

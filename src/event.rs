@@ -17,7 +17,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -221,11 +221,21 @@ impl<'de> Deserialize<'de> for SeriesKey {
     }
 }
 
-/// Most keys a [`KeyCache`] holds; at this size it starts over. The
-/// default `pipeline.max_series` is 1,000,000, so a default daemon's series
-/// all fit; the cache costs a pointer and a fingerprint per entry (the keys
-/// themselves are shared with the shards).
+/// Most keys a [`KeyCache`] holds by default. The daemon sizes its caches
+/// by `pipeline.max_series` instead (see [`KeyCache::with_capacity`]).
 pub const KEY_CACHE_CAPACITY: usize = 1 << 20;
+
+/// What a [`KeyCache`] costs per entry at most, whatever the labels: the
+/// map slot (fingerprint and pointer, with the table's spare room) and the
+/// shared block a dead key leaves until the cache lets go of it (two
+/// reference counts and the key's fixed part; its strings are freed with
+/// the last [`SeriesKey`]). Used by [`crate::app::budget`].
+pub const KEY_CACHE_ENTRY_BYTES: usize =
+    // The map: 17 bytes a bucket (fingerprint, pointer, control byte), at
+    // most 2.3 buckets an entry just after the table doubled.
+    40
+    // The shared block: two counts, the fixed part, the allocator's header.
+    + 2 * 8 + std::mem::size_of::<KeyData>() + 16;
 
 /// Passes a fingerprint through as its own hash (it already is one).
 #[derive(Default)]
@@ -249,10 +259,16 @@ impl Hasher for FingerprintHasher {
 /// Hands out one shared [`SeriesKey`] per series, so decoding an event of a
 /// known series allocates nothing for its key: the decoder passes borrowed
 /// strings, the cache finds the key by fingerprint and checks the strings.
-/// Bounded by [`KEY_CACHE_CAPACITY`] (cleared when full).
+///
+/// The cache holds its keys *weakly*: a key lives as long as the shards
+/// (or events in flight) hold it, and a series the shards evicted frees its
+/// strings even while the cache still has its entry. So the cache never
+/// holds label bytes of its own, and its memory is at most `capacity` ×
+/// [`KEY_CACHE_ENTRY_BYTES`] however large the labels. When full it drops
+/// the dead entries, and starts over if every entry is still alive.
 pub struct KeyCache {
-    keys: hashbrown::HashMap<u64, SeriesKey, BuildHasherDefault<FingerprintHasher>>,
-    /// Most keys held (tests lower it).
+    keys: hashbrown::HashMap<u64, Weak<KeyData>, BuildHasherDefault<FingerprintHasher>>,
+    /// Most keys held.
     capacity: usize,
     /// Scratch space for the fingerprint.
     buf: Vec<u8>,
@@ -268,6 +284,7 @@ impl fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyCache")
             .field("keys", &self.keys.len())
+            .field("capacity", &self.capacity)
             .finish()
     }
 }
@@ -305,18 +322,23 @@ impl KeyCache {
     /// The cached key of `name` with normalized `labels`, built on a miss.
     fn get_or_insert<T: AsRef<str>>(&mut self, name: &str, labels: &[(T, T)]) -> SeriesKey {
         let fingerprint = fingerprint_of(name, labels, &mut self.buf);
-        if let Some(k) = self.keys.get(&fingerprint)
-            && k.is(name, labels)
-        {
-            return k.clone();
+        if let Some(k) = self.keys.get(&fingerprint).and_then(Weak::upgrade) {
+            let k = SeriesKey(k);
+            if k.is(name, labels) {
+                return k;
+            }
         }
-        // New series, or (with odds of 2^-64) another series with the same
-        // fingerprint, which then simply replaces it in the cache.
+        // New series, a series whose key died (evicted everywhere), or
+        // (with odds of 2^-64) another series with the same fingerprint,
+        // which then simply replaces it in the cache.
         let key = Self::build(name, labels, fingerprint);
-        if self.keys.len() >= self.capacity {
-            self.keys.clear();
+        if self.keys.len() >= self.capacity && !self.keys.contains_key(&fingerprint) {
+            self.keys.retain(|_, k| k.strong_count() > 0);
+            if self.keys.len() >= self.capacity {
+                self.keys.clear();
+            }
         }
-        self.keys.insert(fingerprint, key.clone());
+        self.keys.insert(fingerprint, Arc::downgrade(&key.0));
         key
     }
 
@@ -331,14 +353,19 @@ impl KeyCache {
         }))
     }
 
-    /// Keys held.
+    /// Entries held (live or dead keys).
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
-    /// Whether no key is held.
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// Most entries held.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 
@@ -522,10 +549,48 @@ mod tests {
     #[test]
     fn key_cache_starts_over_when_full() {
         let mut cache = KeyCache::with_capacity(2);
-        for name in ["a", "b", "c"] {
-            assert_eq!(cache.key(name, &mut Vec::new()), SeriesKey::from_name(name));
-        }
+        // Keys held elsewhere stay alive: a full cache of live keys starts
+        // over.
+        let held: Vec<SeriesKey> = ["a", "b", "c"]
+            .iter()
+            .map(|name| cache.key(name, &mut Vec::new()))
+            .collect();
+        assert_eq!(held[2], SeriesKey::from_name("c"));
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.key("a", &mut Vec::new()), SeriesKey::from_name("a"));
+    }
+
+    #[test]
+    fn key_cache_holds_no_key_alive_and_drops_dead_entries_first() {
+        let mut cache = KeyCache::with_capacity(3);
+        let big = "x".repeat(1 << 16);
+        let live = cache.key("live", &mut Vec::new());
+        let dead = cache.key(
+            "dead",
+            &mut vec![(Cow::Borrowed("pad"), Cow::Borrowed(big.as_str()))],
+        );
+        let weak = Arc::downgrade(&dead.0);
+        drop(dead);
+        // Nothing but the cache referred to it: its strings are gone.
+        assert!(weak.upgrade().is_none());
+        assert_eq!(cache.len(), 2);
+        // The same series again gets a fresh, equal key.
+        let again = cache.key(
+            "dead",
+            &mut vec![(Cow::Borrowed("pad"), Cow::Borrowed(big.as_str()))],
+        );
+        assert_eq!(again.labels()[0].1.len(), 1 << 16);
+        drop(again);
+        let third = cache.key("third", &mut Vec::new());
+        // Full: the dead entry goes, the live ones stay shared.
+        let fourth = cache.key("fourth", &mut Vec::new());
+        assert_eq!(cache.len(), 3);
+        let live_again = cache.key("live", &mut Vec::new());
+        assert!(Arc::ptr_eq(&live.0, &live_again.0));
+        assert!(Arc::ptr_eq(
+            &third.0,
+            &cache.key("third", &mut Vec::new()).0
+        ));
+        drop(fourth);
     }
 }

@@ -40,6 +40,7 @@ use crate::source::remote_write::STREAM as RW_STREAM;
 use crate::state::{StateConfig, StoreKind};
 use crate::telemetry::LogConfig;
 use crate::telemetry::metrics::MetricsConfig;
+use crate::telemetry::web;
 use crate::ui::UiConfig;
 
 /// Environment variable prefix (`ANOMALYD__KAFKA__GROUP_ID`).
@@ -334,7 +335,8 @@ impl Config {
     }
 
     /// What no section can see alone: sources and listeners that would
-    /// collide when the daemon starts.
+    /// collide when the daemon starts, and a state store in a Kafka the
+    /// daemon does not use.
     fn validate_across(&self, p: &mut Problems) {
         let rw = &self.sources.remote_write;
         if rw.enabled
@@ -353,6 +355,12 @@ impl Config {
                 ),
             );
         }
+        p.check(
+            self.state.store != StoreKind::Changelog || self.kafka.enabled,
+            "state.store",
+            "is \"changelog\", a Kafka topic of the [kafka] cluster, but kafka.enabled = false; \
+             use store = \"dir\" (with state.dir) or store = \"none\", or enable [kafka]",
+        );
         if rw.enabled && self.kafka.enabled && self.kafka.topics.iter().any(|t| t == RW_STREAM) {
             p.push(
                 "kafka.topics",
@@ -367,10 +375,22 @@ impl Config {
 
     /// Reads every secret that an enabled part names, as it will when it
     /// starts (the values are dropped at once): an unset variable or a
-    /// missing file is a problem at its key now, not a failed start.
+    /// missing file is a problem at its key now, not a failed start. So
+    /// are the `web_config_file`s of the listening ports, with the
+    /// certificates, keys and password hashes they name.
     pub fn check_secrets(&self, env: &dyn Fn(&str) -> Option<String>) -> Problems {
         let mut p = Problems::new();
-        if self.kafka.enabled || self.state.store == StoreKind::Changelog {
+        web::validate_web_config("metrics", self.metrics.web_config_file.as_deref(), &mut p);
+        let rw = &self.sources.remote_write;
+        if rw.enabled {
+            web::validate_web_config(
+                "sources.remote_write",
+                rw.web_config_file.as_deref(),
+                &mut p,
+            );
+        }
+        // (The changelog store is refused without [kafka] by `validate`.)
+        if self.kafka.enabled {
             self.kafka
                 .client_options()
                 .check_secrets("kafka", env, &mut p);
@@ -821,6 +841,56 @@ mod tests {
             "127.0.0.1:1".parse().unwrap(),
             "127.0.0.2:1".parse().unwrap()
         ));
+    }
+
+    /// The changelog store is a topic of `[kafka]`: without it, one problem
+    /// at `state.store` (and no Kafka secrets read for it).
+    #[test]
+    fn the_changelog_store_needs_kafka() {
+        let (c, p) = layered(
+            "[kafka]\nenabled = false\n[sources.remote_write]\nenabled = true\n\
+             [state]\nstore = \"changelog\"\n",
+            &[],
+        );
+        assert!(p.is_empty(), "{p:#?}");
+        let v = c.validate().unwrap_err();
+        let keys: Vec<&str> = v.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["state.store"], "{v}");
+        assert!(v.to_string().contains("kafka.enabled = false"), "{v}");
+        let (mut c, _) = layered("[state]\nstore = \"changelog\"\n", &[]);
+        assert!(c.validate().is_ok());
+        c.kafka.secret_env = [("sasl.password".to_owned(), "NO_SUCH_VAR".to_owned())].into();
+        assert_eq!(c.check_secrets(&|_| None).len(), 1);
+        c.kafka.enabled = false;
+        assert!(c.check_secrets(&|_| None).is_empty());
+    }
+
+    /// A port's `web_config_file` is read with the secrets, at its own key;
+    /// the receiver's only when the receiver runs.
+    #[test]
+    fn web_config_files_are_read_with_the_secrets() {
+        let (mut c, p) = layered(
+            "[metrics]\nweb_config_file = \"/nonexistent/web.yml\"\n\
+             [sources.remote_write]\nweb_config_file = \"/nonexistent/rw.yml\"\n",
+            &[],
+        );
+        assert!(p.is_empty(), "{p:#?}");
+        assert!(c.validate().is_ok(), "reading files is not validation");
+        let keys = |c: &Config| -> Vec<String> {
+            c.check_secrets(&|_| None)
+                .iter()
+                .map(|p| p.key.clone())
+                .collect()
+        };
+        assert_eq!(keys(&c), ["metrics.web_config_file"]);
+        c.sources.remote_write.enabled = true;
+        assert_eq!(
+            keys(&c),
+            [
+                "metrics.web_config_file",
+                "sources.remote_write.web_config_file"
+            ]
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! the run ends with an error (exit code 1). `anyhow` is used here and in
 //! `main.rs` only.
 
+pub mod budget;
 pub mod config;
 
 use std::future::Future;
@@ -36,7 +37,7 @@ use crate::alert::sink::Sinks;
 use crate::app::config::Config;
 use crate::counter::{Classifier, StreamRules};
 use crate::decode::Decoder;
-use crate::detector::{Detector, Skipped};
+use crate::detector::Detector;
 use crate::history::prometheus::PrometheusClient;
 use crate::history::{HistoryMetrics, Loader};
 use crate::pipeline::{AlertHandoff, Core, Pipeline, ShardOptions};
@@ -44,6 +45,7 @@ use crate::source::{FeedContext, SourceSummary};
 use crate::state::{StateStore, StoreKind, changelog::ChangelogStore, dir::DirStore};
 use crate::telemetry::http::{self, HttpState, Readiness};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::web::{Front, Server, ServerName, WebMetrics};
 use crate::ui::UiState;
 use crate::ui::history::History;
 
@@ -59,6 +61,8 @@ pub struct Running {
     /// Where `/metrics`, `/healthz`, `/readyz` and the live page are
     /// served.
     pub metrics_addr: SocketAddr,
+    /// Whether that port speaks TLS (`metrics.web_config_file`).
+    pub metrics_tls: bool,
     /// The live page's state, when `ui.enabled`.
     pub ui: Option<Arc<UiState>>,
     /// The daemon's metrics (tests read counters from it).
@@ -106,7 +110,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             registry.clone(),
             &config.metrics,
             &crate::decode::FAILURE_REASONS,
-            &skip_reasons(),
+            &crate::pipeline::worker::skip_reasons(),
         )
         .context("cannot register metrics")?,
     );
@@ -114,11 +118,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         Arc::new(HistoryMetrics::new(&metrics).context("cannot register the history metrics")?);
 
     let ui = ui_state(&config, &registry)?;
+    let web = WebMetrics::new(&registry).context("cannot register the HTTP metrics")?;
+    let front = Front::load(config.metrics.web_config_file.as_deref())
+        .context("metrics.web_config_file")?;
     let addr = config.metrics.listen_addr.clone();
     let listener = TcpListener::bind(&addr)
         .await
         .with_context(|| format!("metrics.listen_addr = {addr}: cannot listen"))?;
     let metrics_addr = listener.local_addr()?;
+    let metrics_tls = front.is_tls();
     let readiness = Readiness::new();
     let http_stop = CancellationToken::new();
     let routes = http::router(HttpState {
@@ -126,11 +134,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         readiness: readiness.clone(),
     })
     .merge(crate::ui::router(ui.clone()));
-    let http_task = tokio::spawn(http::serve(
+    let server = Server::new(
+        ServerName::Metrics,
         listener,
-        routes,
-        http_stop.clone().cancelled_owned(),
-    ));
+        front,
+        config.metrics.limits(),
+        Arc::clone(&web),
+    )
+    .open_paths(http::OPEN_PATHS);
+    // Requests in progress at the very end get a moment; the port closes
+    // after everything else has stopped.
+    let http_task = tokio::spawn(server.serve(routes, http_stop.clone(), Duration::from_secs(2)));
 
     let env = |k: &str| std::env::var(k).ok();
     let sinks = Arc::new(
@@ -174,7 +188,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         StoreKind::None => None,
         StoreKind::Dir => Some(Arc::new(
             DirStore::new(&config.state.dir, model_hash, interval)
-                .context("state.dir: cannot open the state directory")?,
+                .context("state.dir: cannot write to the state directory; it must be writable by the daemon's user")?,
         )),
         StoreKind::Changelog => Some(Arc::new(
             ChangelogStore::new(
@@ -187,12 +201,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         )),
     };
 
+    let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
     let ctx = FeedContext {
         pipeline: Arc::clone(&pipeline),
         state,
         metrics: Arc::clone(&metrics),
         streams: Default::default(),
         classifier,
+        readiness: readiness.clone(),
+        web,
+        shutdown_grace: grace,
+        max_series: config.pipeline.max_series,
     };
     let sources = crate::source::start(&config.kafka, &config.decode, &config.sources, &ctx)
         .await
@@ -203,17 +222,19 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .iter()
         .filter_map(|s| Some((s.name(), s.listen_addr()?)))
         .collect();
+    // The configuration's memory bound (budget), for sizing limits.
+    let memory_bound_mib = budget::of(&config).map_or(0, |b| b.total() >> 20);
     tracing::info!(
         sources = ?names,
         shards = pipeline.shards(),
         model = model_name,
         metrics = %metrics_addr,
+        memory_bound_mib,
         "anomalyd started."
     );
     readiness.set_ready();
 
     let shutdown = CancellationToken::new();
-    let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
     let token = shutdown.clone();
     {
         // /readyz turns 503 as soon as the drain starts, and no checkpoint
@@ -283,6 +304,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     });
     Ok(Running {
         metrics_addr,
+        metrics_tls,
         ui,
         metrics,
         source_addrs,
@@ -305,16 +327,6 @@ fn ui_state(config: &Config, registry: &Registry) -> anyhow::Result<Option<Arc<U
         config: config.ui.clone(),
         threshold: config.alert.threshold,
     })))
-}
-
-/// Every `reason` of `anomalyd_events_skipped_total`: the detector's and
-/// the counter rules'.
-pub fn skip_reasons() -> Vec<&'static str> {
-    Skipped::REASONS
-        .iter()
-        .chain(&crate::counter::SKIP_REASONS)
-        .copied()
-        .collect()
 }
 
 /// The detection core and its shards (writing `history` when the page is
@@ -366,7 +378,7 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
             registry,
             &config.metrics,
             &crate::decode::FAILURE_REASONS,
-            &skip_reasons(),
+            &crate::pipeline::worker::skip_reasons(),
         )
         .context("cannot register metrics")?,
     );

@@ -415,6 +415,13 @@ impl Decoder {
         }
     }
 
+    /// Holds at most `capacity` series keys (the daemon passes
+    /// `pipeline.max_series`; the keys are held weakly, see [`KeyCache`]).
+    pub fn with_key_capacity(self, capacity: usize) -> Self {
+        *self.keys() = KeyCache::with_capacity(capacity);
+        self
+    }
+
     /// Turns the fast path for well-formed native JSON records on (the
     /// default) or off. The events and errors are the same either way; this
     /// exists so tests and the fuzzer can check exactly that.

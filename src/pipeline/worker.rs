@@ -48,6 +48,22 @@ use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
 use crate::telemetry::metrics::{Metrics, SeriesSample};
 use prometheus::local::{LocalHistogram, LocalIntCounter};
 
+/// `anomalyd_events_skipped_total` reason of an event older than its
+/// series' latest from the same partition.
+pub const OUT_OF_ORDER: &str = "out_of_order";
+
+/// Every `reason` of `anomalyd_events_skipped_total`, the reasons the
+/// shards skip an event for (to register the label values up front): the
+/// detector's, the counter rules' and [`OUT_OF_ORDER`].
+pub fn skip_reasons() -> Vec<&'static str> {
+    Skipped::REASONS
+        .iter()
+        .chain(&crate::counter::SKIP_REASONS)
+        .copied()
+        .chain([OUT_OF_ORDER])
+        .collect()
+}
+
 /// Where a shard hands alerts over. Implementations must not block: the
 /// sink set queues them (bounded, with a counted overflow policy).
 pub trait AlertHandoff: Send + Sync {
@@ -120,9 +136,10 @@ mod flag {
     pub const LOADING: u8 = 4;
 }
 
-/// Per-series entry of the shard's map: 120 bytes (the value rule added
+/// Per-series entry of the shard's map: 128 bytes (the value rule added
 /// 16: a counter's previous sample; its kind and the loading bit fit in
-/// bytes that were padding).
+/// bytes that were padding; the out-of-order check 8: the latest event
+/// time).
 struct Entry {
     detector: DetectorState,
     lifecycle: Lifecycle,
@@ -146,6 +163,12 @@ struct Entry {
     /// array index per event instead of a map probe. Two bytes, which fit
     /// in this struct's padding.
     tap_slot: Slot,
+    /// Event time of the latest event taken: an older one from the same
+    /// partition is out of order and dropped (a store refuses it too;
+    /// learning it would teach the calendar features time running
+    /// backwards). Not snapshotted: a restored series takes whatever comes
+    /// first.
+    last_ts: i64,
 }
 
 impl Entry {
@@ -169,6 +192,7 @@ impl Entry {
             touched,
             flags,
             tap_slot: NO_SLOT,
+            last_ts: i64::MIN,
         }
     }
 
@@ -551,6 +575,13 @@ impl<T: Tap> Shard<T> {
                     entry
                 }
             };
+            // Order exists within a partition only: a series whose events
+            // come from several Kafka partitions interleaves them freely.
+            if entry.partition == partition && event.ts_ms < entry.last_ts {
+                core.metrics.event_skipped(OUT_OF_ORDER);
+                continue;
+            }
+            entry.last_ts = event.ts_ms;
             if entry.partition != partition {
                 // Its record in the old partition is stale from now on.
                 if entry.is(flag::STORED) {
@@ -1042,7 +1073,7 @@ mod tests {
             rule: AlertRule::new(&AlertRuleConfig::default(), "alert").unwrap(),
             alerts: Arc::new(Discard),
             metrics: Arc::new(
-                Metrics::new(prometheus::Registry::new(), metrics, &[], &[]).unwrap(),
+                Metrics::new(prometheus::Registry::new(), metrics, &[], &skip_reasons()).unwrap(),
             ),
             options: ShardOptions::default(),
         });
@@ -1062,6 +1093,35 @@ mod tests {
         stream: 0,
         partition: 0,
     };
+
+    /// An event older than its series' latest from the same partition is
+    /// dropped and counted; across partitions, which have no order between
+    /// them, events are taken as they come.
+    #[test]
+    fn out_of_order_events_within_a_partition_are_dropped() {
+        let mut s = shard_with(10, &MetricsConfig::default());
+        let at = |ts_ms: i64| Event { ts_ms, ..event(1) };
+        let q = SourcePartition {
+            stream: 0,
+            partition: 1,
+        };
+        s.process(
+            P,
+            vec![at(10), at(20), at(15), at(20), at(30)],
+            Instant::now(),
+        );
+        assert_eq!(s.core.metrics.events_processed_total(), 4);
+        // From another partition, an older event is taken...
+        s.process(q, vec![at(25)], Instant::now());
+        // ...and order is then kept within that partition.
+        s.process(q, vec![at(24), at(26)], Instant::now());
+        assert_eq!(s.core.metrics.events_processed_total(), 6);
+        let text = s.core.metrics.render().unwrap();
+        assert!(
+            text.contains("anomalyd_events_skipped_total{reason=\"out_of_order\"} 2"),
+            "{text}"
+        );
+    }
 
     /// At the cap, the series evicted is the one least recently seen, even
     /// when every event arrives within the same second (a burst is exactly
@@ -1257,11 +1317,11 @@ mod tests {
         assert_eq!(incremental(&mut s), [(P, fp(11), false)]);
     }
 
-    /// The per-series entry stays small: a million series hold 120 MB of
+    /// The per-series entry stays small: a million series hold 128 MB of
     /// entries (plus their keys and detector slabs).
     #[test]
-    fn entries_are_120_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 120);
+    fn entries_are_128_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 128);
     }
 
     /// Alerts handed over, for the tests that check them.

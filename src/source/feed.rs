@@ -8,13 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::counter::{Classifier, StreamRules};
 use crate::event::Event;
 use crate::pipeline::{BarrierKind, DispatchError, Pipeline, PipelineClosed};
 use crate::state::{PartitionName, PartitionSnapshot, SnapshotRecord, SourcePartition, StateStore};
+use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::web::WebMetrics;
 
 /// The daemon-wide table of stream names behind [`SourcePartition::stream`].
 /// Each source adds its streams once, at start.
@@ -53,6 +55,17 @@ pub struct FeedContext {
     pub streams: Arc<Streams>,
     /// Which series are counters, per stream (the shards ask it).
     pub classifier: Arc<Classifier>,
+    /// `/readyz`: a failed snapshot makes the daemon unready until one
+    /// succeeds.
+    pub readiness: Readiness,
+    /// The `anomalyd_http_*` families, for a source that listens.
+    pub web: Arc<WebMetrics>,
+    /// `pipeline.shutdown_grace_secs`: a source's own drain must leave
+    /// room for its final checkpoint within it.
+    pub shutdown_grace: Duration,
+    /// `pipeline.max_series`: decoders' key caches hold at most this many
+    /// keys.
+    pub max_series: usize,
 }
 
 impl FeedContext {
@@ -141,6 +154,30 @@ impl Feed {
     /// The metrics (sources count what they receive there).
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.ctx.metrics
+    }
+
+    /// The `anomalyd_http_*` families (a source that listens serves its
+    /// port through [`crate::telemetry::web`] with them).
+    pub fn web_metrics(&self) -> &Arc<WebMetrics> {
+        &self.ctx.web
+    }
+
+    /// `pipeline.shutdown_grace_secs`: a source's own drain must leave
+    /// room for its final checkpoint within it.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.ctx.shutdown_grace
+    }
+
+    /// `pipeline.max_series`: how many series keys a source's key cache
+    /// may hold.
+    pub fn max_series(&self) -> usize {
+        self.ctx.max_series
+    }
+
+    /// True while the last snapshot failed: what is acknowledged now could
+    /// not be made durable (a receiver refuses meanwhile).
+    pub fn snapshot_failing(&self) -> bool {
+        self.ctx.state.is_some() && self.ctx.readiness.snapshot_failing()
     }
 
     /// True when a state store is configured.
@@ -329,6 +366,7 @@ impl Feed {
         let snapshots: Vec<PartitionSnapshot> = by_partition.into_values().collect();
         let saved = tokio::task::block_in_place(|| store.save(&snapshots));
         let metrics = &self.ctx.metrics;
+        self.ctx.readiness.set_snapshot_ok(saved.is_ok());
         if let Err(e) = saved {
             // Without a durable snapshot the positions must not move on.
             metrics.snapshot_failed();

@@ -35,7 +35,11 @@
 //!   for the past, so what arrived after the snapshot is relearned).
 //! - **Running.** A source is a [`Source`]: it runs until the shutdown
 //!   token is cancelled, then takes a final checkpoint and returns a
-//!   [`SourceSummary`]. Bad input is counted in its
+//!   [`SourceSummary`], or [`SourceError::FinalSnapshot`] when that
+//!   checkpoint's save failed (the exit code then says not everything
+//!   acknowledged was persisted). A source that listens acknowledges
+//!   nothing after its final checkpoint began, and refuses while
+//!   [`Feed::snapshot_failing`]. Bad input is counted in its
 //!   [`SourceMetrics`] (labelled
 //!   `source`) and logged rate-limited by a [`DecodeErrorReporter`]; it
 //!   never stops the source.
@@ -117,6 +121,13 @@ pub enum SourceError {
     /// The pipeline stopped while the source was running.
     #[error("the processing pipeline stopped unexpectedly")]
     PipelineClosed,
+    /// The final snapshot failed: what was acknowledged since the last
+    /// snapshot that succeeded is not persisted.
+    #[error(
+        "the final state snapshot could not be written (see the log); what was acknowledged \
+         since the last snapshot that succeeded is not persisted"
+    )]
+    FinalSnapshot,
 }
 
 impl From<crate::pipeline::PipelineClosed> for SourceError {
@@ -161,7 +172,7 @@ pub async fn start(
         let feed = ctx
             .feed(&kafka.topics, Arc::clone(&rules))
             .map_err(SourceError::Setup)?;
-        let decoder = crate::decode::Decoder::new(decode);
+        let decoder = crate::decode::Decoder::new(decode).with_key_capacity(ctx.max_series);
         sources.push(Box::new(kafka::KafkaSource::new(
             kafka, decoder, feed, rules,
         )?));

@@ -37,7 +37,9 @@ pub struct DirStore {
 
 impl DirStore {
     /// A store under `dir` (created if missing) for the model configuration
-    /// whose hash is `model_hash`.
+    /// whose hash is `model_hash`. Fails unless a file can be written,
+    /// synced and removed there: a daemon that could not save what it
+    /// acknowledges must not start.
     pub fn new(
         dir: impl Into<PathBuf>,
         model_hash: u64,
@@ -48,6 +50,20 @@ impl DirStore {
             path: dir.clone(),
             source,
         })?;
+        let probe = dir.join(".anomalyd-write-probe");
+        let written = File::create(&probe)
+            .and_then(|mut f| {
+                f.write_all(b"anomalyd checks that it can write here\n")?;
+                f.sync_all()
+            })
+            .and_then(|()| fs::remove_file(&probe));
+        if let Err(source) = written {
+            let _ = fs::remove_file(&probe);
+            return Err(StateError::Io {
+                path: probe,
+                source,
+            });
+        }
         Ok(Self {
             dir,
             model_hash,

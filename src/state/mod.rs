@@ -90,7 +90,9 @@ impl Default for StateConfig {
 }
 
 impl StateConfig {
-    /// Records every problem, with keys under `prefix`.
+    /// Records every problem, with keys under `prefix`. (That the
+    /// changelog store needs `[kafka]` is checked beside the other sections,
+    /// in `Config::validate`.)
     pub fn validate(&self, prefix: &str, problems: &mut Problems) {
         problems.check(
             self.snapshot_interval_secs > 0,

@@ -46,6 +46,18 @@ pub struct MetricsConfig {
     /// on, as `ip:port`. Loopback by default; use `0.0.0.0:9898` to let a
     /// Prometheus on another host scrape it.
     pub listen_addr: String,
+    /// TLS and basic/bearer auth of this port, in Prometheus'
+    /// `web.config.file` format ([`super::web::webconfig`]). Unset: plain
+    /// HTTP, no auth. `/healthz` and `/readyz` never ask for credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<std::path::PathBuf>,
+    /// Seconds for the TLS handshake, and from a request's first byte to
+    /// the end of its head; a slower connection is closed.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in progress.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
     /// Per-series gauges of value, expected value, band and score.
     pub per_series: PerSeriesConfig,
 }
@@ -54,6 +66,10 @@ impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen_addr: "127.0.0.1:9898".to_owned(),
+            web_config_file: None,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            max_connections: 64,
             per_series: PerSeriesConfig::default(),
         }
     }
@@ -76,8 +92,27 @@ impl MetricsConfig {
                 ),
             );
         }
+        super::web::validate_limits(
+            prefix,
+            self.header_timeout_secs,
+            self.idle_timeout_secs,
+            None,
+            self.max_connections,
+            problems,
+        );
         self.per_series
             .validate(&format!("{prefix}.per_series"), problems);
+    }
+
+    /// The port's timeouts and connection cap.
+    pub fn limits(&self) -> super::web::Limits {
+        super::web::Limits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            // No route of this port reads a body.
+            read_timeout: Duration::from_secs(self.header_timeout_secs),
+            max_connections: self.max_connections,
+        }
     }
 }
 
@@ -742,6 +777,7 @@ mod tests {
                 max_series: 0,
                 metric_names: vec![],
             },
+            ..MetricsConfig::default()
         };
         let mut p = Problems::new();
         cfg.validate("metrics", &mut p);

@@ -3,14 +3,17 @@
 //! This module owns how the daemon reports on itself: [`init`] installs the
 //! `tracing` subscriber ([`LogConfig`]), [`metrics`] holds the
 //! [`metrics::Metrics`] struct of typed Prometheus handles over an injected
-//! registry, and [`http`] serves `/metrics`, `/healthz` and `/readyz`. It
-//! also provides [`RateLimit`], the gate for noisy warnings. What is measured
+//! registry, and [`http`] serves `/metrics`, `/healthz` and `/readyz`
+//! through [`web`], the HTTP front door (TLS, auth, timeouts, connection
+//! cap) that the remote-write receiver's port shares. It also provides
+//! [`RateLimit`], the gate for noisy warnings. What is measured
 //! and when is decided by the code that does the work; this module only
 //! offers the handles.
 
 pub mod http;
 pub mod metrics;
 pub mod series;
+pub mod web;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

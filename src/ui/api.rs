@@ -81,6 +81,14 @@ pub struct ListQuery {
 /// Most quiet series one request may ask for.
 const MAX_TOP: usize = 10_000;
 
+/// Most label filters one query may hold. Every filter chip on the page
+/// links to the query plus one filter, so the page grows with the number
+/// of chips times the query's length: both are bounded.
+pub const MAX_FILTERS: usize = 16;
+
+/// Longest query string taken, bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+
 impl ListQuery {
     /// The defaults: no filter, by alert state, `top` quiet series.
     pub fn new(top: usize) -> Self {
@@ -93,10 +101,19 @@ impl ListQuery {
     }
 
     /// Parses a query string (`None` or empty: the defaults).
+    /// Refused (400): more than [`MAX_QUERY_BYTES`] or [`MAX_FILTERS`]
+    /// (repeated filters count once).
     pub fn parse(query: Option<&str>, default_top: usize) -> Result<Self, String> {
+        let raw = query.unwrap_or("");
+        if raw.len() > MAX_QUERY_BYTES {
+            return Err(format!(
+                "the query is {} bytes, more than {MAX_QUERY_BYTES}; use fewer or shorter filters",
+                raw.len()
+            ));
+        }
         let mut q = Self::new(default_top);
         let mut order = None;
-        for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        for (k, v) in form_urlencoded::parse(raw.as_bytes()) {
             match &*k {
                 "label" if v.is_empty() => {}
                 "label" => {
@@ -105,8 +122,16 @@ impl ListQuery {
                             "label filter `{v}` has no `=`; write label=NAME=VALUE, e.g. label=host=web-01"
                         ));
                     };
-                    q.labels
-                        .push((name.trim().to_owned(), value.trim().to_owned()));
+                    let pair = (name.trim().to_owned(), value.trim().to_owned());
+                    if !q.labels.contains(&pair) {
+                        if q.labels.len() == MAX_FILTERS {
+                            return Err(format!(
+                                "more than {MAX_FILTERS} label filters; a series matches all of \
+                                 them, so fewer say the same"
+                            ));
+                        }
+                        q.labels.push(pair);
+                    }
                 }
                 "sort" => {
                     q.sort = SortKey::ALL
@@ -483,6 +508,30 @@ mod tests {
         }
         // Names sort A to Z unless asked otherwise.
         assert!(!ListQuery::parse(Some("sort=series"), 1).unwrap().descending);
+    }
+
+    #[test]
+    fn queries_are_bounded_and_repeated_filters_count_once() {
+        let filters = |n: usize| {
+            (0..n)
+                .map(|i| format!("label=k{i}%3Dv"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        assert_eq!(
+            ListQuery::parse(Some(&filters(MAX_FILTERS)), 5)
+                .unwrap()
+                .labels
+                .len(),
+            MAX_FILTERS
+        );
+        let err = ListQuery::parse(Some(&filters(MAX_FILTERS + 1)), 5).unwrap_err();
+        assert!(err.contains("label filters"), "{err}");
+        let same = vec!["label=a%3Db"; 200].join("&");
+        assert_eq!(ListQuery::parse(Some(&same), 5).unwrap().labels.len(), 1);
+        let long = format!("label=a%3D{}", "x".repeat(MAX_QUERY_BYTES));
+        let err = ListQuery::parse(Some(&long), 5).unwrap_err();
+        assert!(err.contains("bytes"), "{err}");
     }
 
     #[test]

@@ -208,39 +208,56 @@ async fn disabled() -> Response {
         .into_response()
 }
 
+/// Renders on the blocking pool: a page of thousands of rows is CPU work
+/// that must not hold up the threads answering `/healthz`.
+async fn rendered(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "Failed to render a UI response.");
+        (StatusCode::INTERNAL_SERVER_ERROR, "cannot render\n").into_response()
+    })
+}
+
 async fn index(State(ui): State<Arc<UiState>>, RawQuery(q): RawQuery) -> Response {
-    match api::ListQuery::parse(q.as_deref(), ui.config.top_series) {
-        Ok(query) => {
-            let list = api::list(&ui, &query);
-            html(StatusCode::OK, page::index(&ui, &query, &list))
-        }
-        Err(e) => html(StatusCode::BAD_REQUEST, page::error(&e)),
-    }
+    rendered(
+        move || match api::ListQuery::parse(q.as_deref(), ui.config.top_series) {
+            Ok(query) => {
+                let list = api::list(&ui, &query);
+                html(StatusCode::OK, page::index(&ui, &query, &list))
+            }
+            Err(e) => html(StatusCode::BAD_REQUEST, page::error(&e)),
+        },
+    )
+    .await
 }
 
 async fn series(State(ui): State<Arc<UiState>>, Path(fp): Path<String>) -> Response {
-    match api::detail(&ui, &fp) {
+    rendered(move || match api::detail(&ui, &fp) {
         Ok(d) => html(StatusCode::OK, page::series(&ui, &d)),
         Err(e) => html(e.status(), page::error(&e.to_string())),
-    }
+    })
+    .await
 }
 
 async fn chart(State(ui): State<Arc<UiState>>, Path(fp): Path<String>) -> Response {
-    match api::detail(&ui, &fp) {
+    rendered(move || match api::detail(&ui, &fp) {
         Ok(d) => typed("image/svg+xml", page::chart(&d)),
         Err(e) => (e.status(), e.to_string()).into_response(),
-    }
+    })
+    .await
 }
 
 async fn api_list(State(ui): State<Arc<UiState>>, RawQuery(q): RawQuery) -> Response {
-    match api::ListQuery::parse(q.as_deref(), ui.config.top_series) {
-        Ok(query) => json(StatusCode::OK, &api::list(&ui, &query)),
-        Err(e) => json(StatusCode::BAD_REQUEST, &api::ApiError { error: e }),
-    }
+    rendered(
+        move || match api::ListQuery::parse(q.as_deref(), ui.config.top_series) {
+            Ok(query) => json(StatusCode::OK, &api::list(&ui, &query)),
+            Err(e) => json(StatusCode::BAD_REQUEST, &api::ApiError { error: e }),
+        },
+    )
+    .await
 }
 
 async fn api_detail(State(ui): State<Arc<UiState>>, Path(fp): Path<String>) -> Response {
-    match api::detail(&ui, &fp) {
+    rendered(move || match api::detail(&ui, &fp) {
         Ok(d) => json(StatusCode::OK, &d),
         Err(e) => json(
             e.status(),
@@ -248,7 +265,8 @@ async fn api_detail(State(ui): State<Arc<UiState>>, Path(fp): Path<String>) -> R
                 error: e.to_string(),
             },
         ),
-    }
+    })
+    .await
 }
 
 async fn script() -> Response {

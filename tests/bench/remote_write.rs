@@ -89,6 +89,8 @@ fn child(workers: usize) -> Res<()> {
     c.kafka.enabled = false;
     c.sources.remote_write.enabled = true;
     c.sources.remote_write.listen_addr = "127.0.0.1:0".into();
+    // The requests are of 2026-01-01, whatever today is.
+    c.sources.remote_write.max_sample_age_secs = 0;
     c.metrics.listen_addr = "127.0.0.1:0".into();
     c.pipeline.workers = workers;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -165,6 +167,7 @@ fn requests(cli: &Cli) -> Batches {
                             value,
                             timestamp: t0 + 15_000 * step as i64,
                         }],
+                        histograms: Vec::new(),
                     }
                 })
                 .collect();

@@ -561,12 +561,88 @@ impl K8s {
     fn anomalyd_config(&self) -> Config {
         let image_path = Dockerfile::load().config_path();
         let file_name = image_path.rsplit('/').next().expect("file name");
+        let local = tempfile::tempdir().expect("tempdir");
+        let toml = self.with_local_web_configs(&self.config_map_toml(file_name), local.path());
         deployed_config(
-            &self.config_map_toml(file_name),
+            &toml,
             &self.env(),
             "the ConfigMap's anomalyd.toml with the Deployment's environment",
         )
     }
+
+    /// The Secret volume mounted at `dir`, by its Secret's name.
+    fn secret_mounted_at(&self, dir: &str) -> String {
+        let mount = seq(&self.container()["volumeMounts"])
+            .iter()
+            .find(|m| scalar(&m["mountPath"]).as_deref() == Some(dir))
+            .unwrap_or_else(|| panic!("no volumeMount at {dir}"));
+        let volume_name = text(&mount["name"], "volumeMount name");
+        let volume = seq(&self.deployment()["spec"]["template"]["spec"]["volumes"])
+            .iter()
+            .find(|v| scalar(&v["name"]).as_deref() == Some(volume_name.as_str()))
+            .unwrap_or_else(|| panic!("no volume `{volume_name}` in the Deployment"));
+        text(&volume["secret"]["secretName"], "a Secret volume")
+    }
+
+    /// `toml` with every `web_config_file` (a file of a mounted Secret)
+    /// replaced by a copy of that Secret's file under `local`, whose
+    /// certificate paths (files of another mounted Secret, made by
+    /// cert-manager or kubectl) point at the test certificates: the daemon
+    /// then reads what the pod would, with its own parser.
+    fn with_local_web_configs(&self, toml: &str, local: &Path) -> String {
+        let mut out = toml.to_owned();
+        let paths: BTreeSet<String> = toml
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("web_config_file"))
+            .filter_map(|rest| rest.split('"').nth(1))
+            .map(str::to_owned)
+            .collect();
+        for path in paths {
+            let (dir, file) = path.rsplit_once('/').expect("an absolute path");
+            let secret = self.secret_mounted_at(dir);
+            let web = scalar(&self.find("Secret", &secret)["stringData"][file])
+                .unwrap_or_else(|| panic!("Secret {secret} has no key {file}"));
+            let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+            let mut lines = Vec::new();
+            for line in web.lines() {
+                let key = line.trim().split(':').next().unwrap_or("");
+                if key == "cert_file" || key == "key_file" {
+                    let value = line.split_once(": ").expect("key: value").1.trim();
+                    let (tls_dir, _) = value.rsplit_once('/').expect("an absolute path");
+                    self.secret_mounted_at(tls_dir);
+                    let fixture = if key == "cert_file" {
+                        "server.crt"
+                    } else {
+                        "server.key"
+                    };
+                    lines.push(format!("  {key}: {}", fixtures.join(fixture).display()));
+                } else {
+                    lines.push(line.to_owned());
+                }
+            }
+            let copy = local.join(format!("{secret}-{file}"));
+            std::fs::write(&copy, lines.join("\n")).expect("write");
+            out = out.replace(&format!("\"{path}\""), &format!("\"{}\"", copy.display()));
+        }
+        out
+    }
+}
+
+/// Whether the web config the ConfigMap names (read from its Secret) has
+/// a `tls_server_config`.
+fn k8s_web_config_has_tls(k8s: &K8s) -> bool {
+    let cm = k8s.config_map_toml("anomalyd.toml");
+    let Some(path) = cm
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("web_config_file"))
+        .find_map(|rest| rest.split('"').nth(1))
+    else {
+        return false;
+    };
+    let (dir, file) = path.rsplit_once('/').expect("an absolute path");
+    let secret = k8s.secret_mounted_at(dir);
+    scalar(&k8s.find("Secret", &secret)["stringData"][file])
+        .is_some_and(|t| t.contains("tls_server_config"))
 }
 
 fn parent(path: &str) -> String {
@@ -678,7 +754,7 @@ impl Exposition {
             registry.clone(),
             &config,
             &anomalyd::decode::FAILURE_REASONS,
-            &anomalyd::app::skip_reasons(),
+            &anomalyd::pipeline::worker::skip_reasons(),
         )
         .expect("metrics");
         let _ = anomalyd::history::HistoryMetrics::new(&m).expect("history metrics");
@@ -697,6 +773,7 @@ impl Exposition {
         let _ = anomalyd::alert::EmittedCounters::new(&m);
         let _ = m.source(anomalyd::source::kafka::NAME, &[]);
         let _ = anomalyd::source::remote_write::ReceiverMetrics::new(&m).expect("receiver metrics");
+        let _ = anomalyd::telemetry::web::WebMetrics::new(&registry).expect("HTTP metrics");
         m.set_consumer_lag("metrics", 0, 1);
         let sample = SeriesSample {
             value: 1.0,
@@ -1275,13 +1352,36 @@ fn metrics_port_agrees_everywhere() {
         "Dockerfile EXPOSE {exposed:?} lacks {port}"
     );
     let c = k8s.container();
+    assert!(
+        k8s_web_config_has_tls(&k8s),
+        "the Kubernetes metrics port speaks TLS (metrics.web_config_file)"
+    );
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(
             k8s.container_port(&c[probe]["httpGet"]["port"]),
             port,
             "{probe} port"
         );
+        assert_eq!(
+            text(&c[probe]["httpGet"]["scheme"], probe),
+            "HTTPS",
+            "{probe} speaks TLS to the port"
+        );
     }
+    let monitor = k8s.find("ServiceMonitor", "anomalyd");
+    for e in seq(&monitor["spec"]["endpoints"]) {
+        assert_eq!(text(&e["scheme"], "ServiceMonitor scheme"), "https");
+        assert!(
+            !e["basicAuth"].is_badvalue(),
+            "ServiceMonitor sends the password"
+        );
+    }
+    let job = &yaml("kubernetes/prometheus-scrape-config.yml")["scrape_configs"][0];
+    assert_eq!(text(&job["scheme"], "scrape config scheme"), "https");
+    assert!(
+        !job["basic_auth"].is_badvalue(),
+        "the scrape config sends the password"
+    );
     let service = k8s.find("Service", "anomalyd");
     let service_ports = seq(&service["spec"]["ports"]);
     assert_eq!(

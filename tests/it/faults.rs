@@ -423,7 +423,10 @@ async fn webhook_down(bootstrap: String) {
     let mut step = WARM_STEPS;
     let mut max_queue = 0.0f64;
     let mut emitted_at_checkpoints = Vec::new();
-    while Instant::now() < outage_ends {
+    // At least 60 s, and at least 400 steps (about 40 alerts, five times
+    // the queue): on a loaded machine the steps come slower, and the
+    // outage then lasts longer instead of the test counting on the clock.
+    while Instant::now() < outage_ends || step < WARM_STEPS + 400 {
         produce_step(&p, "metrics", PARTITIONS, SERIES, step, spiky);
         step += 1;
         let text = support::scrape(addr).await;

@@ -184,6 +184,7 @@ fn sample(name: &str, pairs: &[(&str, &str)], ts_ms: i64, value: f64) -> TimeSer
             value,
             timestamp: ts_ms,
         }],
+        histograms: Vec::new(),
     }
 }
 
@@ -790,6 +791,7 @@ async fn post_sample(rw: SocketAddr, name: &str, now: i64, i: i64) {
             value: 50.0 + i as f64 * 0.01,
             timestamp: now + i * MINUTE,
         }],
+        histograms: Vec::new(),
     }]);
     assert_eq!(send(rw, req, "snappy").await.0, 204);
 }

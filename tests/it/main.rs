@@ -10,6 +10,7 @@ mod deploy;
 mod detection;
 mod docs;
 mod faults;
+mod front_door;
 mod history;
 mod layering;
 mod prometheus;

@@ -2,7 +2,9 @@
 //! as a user would set it up: prometheus.yml scrapes a target and has a
 //! `remote_write` to the daemon, which runs without Kafka. The target's
 //! value is the test's to set; after it jumps, an alert arrives at a
-//! webhook, and Prometheus reports that no sample failed to send.
+//! webhook, and Prometheus reports that no sample failed to send. A second
+//! test has Prometheus write and scrape over TLS with basic auth, both
+//! ports configured by one `web_config_file`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -199,6 +201,136 @@ async fn a_real_prometheus_remote_writes_and_a_jump_alerts() {
             &[("code", "400")]
         ),
         0.0
+    );
+    drop(prom);
+    running.shutdown();
+    running.wait().await.expect("clean shutdown");
+}
+
+/// Starts Prometheus on `yml` (in `dir`), logging to a file there.
+fn start_prometheus(dir: &std::path::Path, yml: &str) -> Prometheus {
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(&config_path, yml).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.join("prometheus.log");
+    let child = Command::new(crate::real_parts::PROMETHEUS.path())
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start prometheus");
+    Prometheus { child, addr, log }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_writes_and_scrapes_over_tls_with_basic_auth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let web = crate::front_door::web_config(tmp.path(), "prometheus", "correct horse", "unused");
+    let mut c = config();
+    c.sources.remote_write.web_config_file = Some(web.clone());
+    c.metrics.web_config_file = Some(web);
+    let running = app::start(c).await.expect("start anomalyd");
+    let rw = running.source_addr("remote_write").unwrap();
+    let metrics_addr = running.metrics_addr;
+    let target = Target::default();
+    target.set(20.0);
+    let target_addr = target.clone().serve().await;
+    let ca = crate::front_door::fixture("ca.crt");
+    let ca = ca.display();
+    let lines = [
+        "global:".to_owned(),
+        "  scrape_interval: 100ms".to_owned(),
+        "  scrape_timeout: 90ms".to_owned(),
+        "scrape_configs:".to_owned(),
+        "  - job_name: lab".to_owned(),
+        format!("    static_configs: [{{targets: ['{target_addr}']}}]"),
+        "  - job_name: anomalyd".to_owned(),
+        "    scheme: https".to_owned(),
+        "    basic_auth: {username: prometheus, password: correct horse}".to_owned(),
+        format!("    tls_config: {{ca_file: '{ca}'}}"),
+        format!("    static_configs: [{{targets: ['{metrics_addr}']}}]"),
+        "remote_write:".to_owned(),
+        format!("  - url: https://{rw}/api/v1/write"),
+        "    basic_auth: {username: prometheus, password: correct horse}".to_owned(),
+        format!("    tls_config: {{ca_file: '{ca}'}}"),
+        "    queue_config: {batch_send_deadline: 100ms, min_backoff: 50ms, max_backoff: 200ms}"
+            .to_owned(),
+    ];
+    let yml = lines.join("\n") + "\n";
+    let prom = start_prometheus(tmp.path(), &yml);
+    let client = crate::front_door::tls_client();
+    let scrape = || {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("https://{metrics_addr}/metrics"))
+                .basic_auth("prometheus", Some("correct horse"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    // Samples arrive over TLS (the lab target and anomalyd's own metrics,
+    // which Prometheus scrapes over TLS with the same password).
+    poll_until("remote-written samples of both jobs", WAIT, || async {
+        let text = scrape().await;
+        metric_sum(
+            &text,
+            "anomalyd_events_decoded_total",
+            &[("source", "remote_write")],
+        ) >= 500.0
+    })
+    .await;
+    let up = poll_some("Prometheus scraping anomalyd over TLS", WAIT, || async {
+        let (status, body) = support::get(&format!(
+            "http://{}/api/v1/query?query=up%7Bjob%3D%22anomalyd%22%7D",
+            prom.addr
+        ))
+        .await;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let value = v["data"]["result"][0]["value"][1].as_str()?.to_owned();
+        (status == 200 && value == "1").then_some(value)
+    })
+    .await;
+    assert_eq!(up, "1", "{}", prom.log());
+    let (status, text) = support::get(&format!("http://{}/metrics", prom.addr)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric_sum(&text, "prometheus_remote_storage_samples_failed_total", &[]),
+        0.0,
+        "{}",
+        prom.log()
+    );
+    assert!(metric_sum(&text, "prometheus_remote_storage_samples_total", &[]) > 0.0);
+    let ours = scrape().await;
+    for server in ["metrics", "remote_write"] {
+        assert_eq!(
+            metric_sum(
+                &ours,
+                "anomalyd_http_auth_failures_total",
+                &[("server", server)]
+            ),
+            0.0,
+            "{server}"
+        );
+    }
+    // anomalyd's own series came through Prometheus: scraped over TLS.
+    let list = scrape().await;
+    assert!(
+        metric_sum(
+            &list,
+            "anomalyd_http_connections_accepted_total",
+            &[("server", "remote_write")]
+        ) >= 1.0
     );
     drop(prom);
     running.shutdown();

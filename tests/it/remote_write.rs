@@ -37,6 +37,8 @@ pub fn config() -> Config {
     // Some are of 2026-01-01: they must alert.
     c.alert.max_event_age_secs = 0;
     c.pipeline.workers = 2;
+    // The test series are of 2026-01-01, whatever today is.
+    c.sources.remote_write.max_sample_age_secs = 0;
     c
 }
 
@@ -108,6 +110,7 @@ fn series(name: &str, pairs: &[(&str, &str)], t0_ms: i64, values: &[f64]) -> Tim
                 timestamp: t0_ms + 15_000 * i as i64,
             })
             .collect(),
+        histograms: Vec::new(),
     }
 }
 
@@ -210,6 +213,7 @@ async fn samples_become_alerts_without_kafka_and_bad_samples_are_counted() {
                     timestamp: -1,
                 },
             ],
+            histograms: Vec::new(),
         },
         // No metric name.
         TimeSeries {
@@ -221,6 +225,7 @@ async fn samples_become_alerts_without_kafka_and_bad_samples_are_counted() {
                 value: 1.0,
                 timestamp: t,
             }],
+            histograms: Vec::new(),
         },
     ]);
     assert_eq!(send(addr, req, "snappy").await.0, 204);
@@ -456,6 +461,7 @@ async fn kafka_and_remote_write_run_side_by_side() {
     let mut c = support::config(&bootstrap, "both", "metrics");
     c.sources.remote_write.enabled = true;
     c.sources.remote_write.listen_addr = "127.0.0.1:0".into();
+    c.sources.remote_write.max_sample_age_secs = 0;
     with_dir_store(&mut c, tmp.path());
 
     let running = app::start(c.clone()).await.expect("start");

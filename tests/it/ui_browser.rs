@@ -33,6 +33,13 @@ const TOPIC: &str = "metrics";
 /// A label value that would run script if it were inserted as markup.
 const EVIL: &str = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
 
+/// A label value that hides and disguises itself: a right-to-left override
+/// (it would read "invoice-exe.pdf") and a NUL, which XML cannot carry.
+const SPOOF: &str = "invoice-\u{202e}fdp.exe\u{0}";
+
+/// [`SPOOF`] as the page must show it: every such character visible.
+const SPOOF_SHOWN: &str = "invoice-\\u{202e}fdp.exe\\u{0}";
+
 /// A headless Chromium session behind chromedriver; quits on drop.
 struct Browser {
     driver: Child,
@@ -242,7 +249,7 @@ fn evil_event(fleet: &Fleet, i: u64) -> Vec<u8> {
     };
     serde_json::to_vec(&json!({
         "series": "checkout_errors_per_second",
-        "labels": {"host": "web-01", "note": EVIL},
+        "labels": {"host": "web-01", "note": EVIL, "spoof": SPOOF},
         "ts": fleet.time_ms(i),
         "value": value,
     }))
@@ -360,6 +367,7 @@ fn the_live_page_in_a_real_browser() {
                 .filter_map(Value::as_str)
                 .collect();
             assert!(chips.contains(&format!("note={EVIL}").as_str()), "{dom}");
+            assert!(chips.contains(&format!("spoof={SPOOF_SHOWN}").as_str()), "{dom}");
         }
         let index_png = browser.screenshot().await;
         assert_eq!(png_size(&index_png), (1280, 1000));
@@ -513,6 +521,16 @@ fn the_live_page_in_a_real_browser() {
         assert_eq!(page["pwned"], Value::Null, "{page}");
         assert_eq!(page["scripts"], 1, "{page}");
         assert!(page["chips"].as_array().unwrap().iter().any(|c| c == &json!(format!("note={EVIL}"))), "{page}");
+        assert!(page["chips"].as_array().unwrap().iter().any(|c| c == &json!(format!("spoof={SPOOF_SHOWN}"))), "{page}");
+        assert!(page["title"].as_str().unwrap().contains(SPOOF_SHOWN), "{page}");
+        // The chart with a NUL in its title is well-formed XML: the script
+        // parses each refresh of it as XML and counts only the good ones.
+        browser
+            .wait_for(
+                "two live refreshes of the chart with a NUL in a label",
+                "return Number(document.body.dataset.refreshes) >= 2",
+            )
+            .await;
         // The title is the selector, whose quotes are backslash-escaped.
         assert!(
             page["title"]

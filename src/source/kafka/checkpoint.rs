@@ -94,19 +94,24 @@ impl Shared {
     }
 
     /// A checkpoint: barrier (and snapshot), then commit. `only` limits it to
-    /// some partitions; `release` drops their series afterwards.
+    /// some partitions; `release` drops their series afterwards. Returns
+    /// whether the snapshot (if any) was saved, i.e. whether positions were
+    /// acknowledged.
     pub(super) async fn checkpoint<K: Consumer<SourceContext>>(
         &self,
         consumer: &K,
         only: Option<Vec<SourcePartition>>,
         release: bool,
         mode: CommitMode,
-    ) -> Result<(), SourceError> {
+    ) -> Result<bool, SourceError> {
         self.flush().await?;
-        if let Some(positions) = self.feed.checkpoint(only.as_deref(), release).await? {
-            self.commit(consumer, &positions, mode);
+        match self.feed.checkpoint(only.as_deref(), release).await? {
+            Some(positions) => {
+                self.commit(consumer, &positions, mode);
+                Ok(true)
+            }
+            None => Ok(false),
         }
-        Ok(())
     }
 
     pub(super) fn commit<K: Consumer<SourceContext>>(

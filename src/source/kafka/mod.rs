@@ -237,9 +237,14 @@ impl KafkaSource {
         self.shared
             .finished
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        final_checkpoint?;
+        let saved = final_checkpoint?;
         // Leave the group now (not at drop) so partitions move at once.
         self.consumer.unsubscribe();
+        if !saved {
+            // Nothing is lost (the offsets were not committed, the input is
+            // read again), but the run did not end cleanly.
+            return Err(SourceError::FinalSnapshot);
+        }
         Ok(summary)
     }
 }

@@ -1,10 +1,12 @@
-//! The remote-write 1.0 messages, as hand-written prost structs (no protoc
-//! at build time).
+//! The remote-write messages, as hand-written prost structs (no protoc at
+//! build time), for *writing* requests: tests, benchmarks and tools build
+//! bodies with them. The receiver reads bodies in place
+//! ([`super::wire`]), not through these.
 //!
-//! Only the fields anomalyd reads are declared; protobuf decoding skips the
-//! others (exemplars, native histograms, help texts), so a newer sender's
-//! request still decodes. Field numbers are those of Prometheus'
-//! `prompb/remote.proto` and `prompb/types.proto`.
+//! Only the fields anomalyd reads are declared (a native histogram is an
+//! empty message here: its contents are never read). Field numbers are
+//! those of Prometheus' `prompb/remote.proto`, `prompb/types.proto` and
+//! (module [`v2`]) `prompb/io/prometheus/write/v2/types.proto`.
 
 /// `prometheus.WriteRequest`: one remote-write request body.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -41,6 +43,19 @@ pub struct TimeSeries {
     /// Samples in timestamp order.
     #[prost(message, repeated, tag = "2")]
     pub samples: Vec<Sample>,
+    /// Native histogram samples (counted and skipped by the receiver).
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
+}
+
+/// `prometheus.Histogram` (and 2.0's), fields left out: the receiver only
+/// counts them.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    /// `timestamp` (field 15 in both versions), so a histogram is never an
+    /// empty message on the wire.
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
 }
 
 /// `prometheus.Label`.
@@ -64,4 +79,58 @@ pub struct Sample {
     /// Milliseconds since the Unix epoch.
     #[prost(int64, tag = "2")]
     pub timestamp: i64,
+}
+
+/// Remote-write 2.0: `io.prometheus.write.v2`.
+pub mod v2 {
+    /// `io.prometheus.write.v2.Request`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Request {
+        /// Every string of the request once; the first is `""`.
+        #[prost(string, repeated, tag = "4")]
+        pub symbols: Vec<String>,
+        /// The series.
+        #[prost(message, repeated, tag = "5")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+
+    /// `io.prometheus.write.v2.TimeSeries`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        /// Label name and value references into `symbols`, alternating.
+        #[prost(uint32, repeated, tag = "1")]
+        pub labels_refs: Vec<u32>,
+        /// Float samples.
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+        /// Native histogram samples.
+        #[prost(message, repeated, tag = "3")]
+        pub histograms: Vec<super::Histogram>,
+        /// The series' declared type.
+        #[prost(message, optional, tag = "5")]
+        pub metadata: Option<Metadata>,
+    }
+
+    /// `io.prometheus.write.v2.Metadata` (only the type).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Metadata {
+        /// `MetricType`, numbered as 1.0's
+        /// ([`super::MetricMetadata::r#type`]).
+        #[prost(int32, tag = "1")]
+        pub r#type: i32,
+    }
+
+    /// `io.prometheus.write.v2.Sample`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        /// The value.
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        /// Milliseconds since the Unix epoch.
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+        /// Start of a counter's life (skipped by the receiver).
+        #[prost(int64, tag = "3")]
+        pub start_timestamp: i64,
+    }
 }

@@ -21,6 +21,18 @@
     if (s.includes(".")) s = s.replace(/0+$/, "").replace(/\.$/, "");
     return s;
   }
+  // Text from data as the server shows it (chart.rs: escape): control,
+  // bidirectional-formatting and zero-width characters become visible
+  // \u{…} escapes, so a label cannot hide or disguise itself.
+  const HIDDEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\ufffe\uffff]/g;
+  function visible(s) {
+    return String(s).replace(HIDDEN, (c) => {
+      if (c === "\n") return "\\n";
+      if (c === "\t") return "\\t";
+      if (c === "\r") return "\\r";
+      return "\\u{" + c.codePointAt(0).toString(16) + "}";
+    });
+  }
   function when(iso) {
     return typeof iso === "string" ? iso.slice(0, 19).replace("T", " ") : "";
   }
@@ -82,10 +94,10 @@
     const state = el("td", "state");
     state.append(badge(r));
     const name = el("td", "name");
-    name.append(link("/series/" + encodeURIComponent(r.fingerprint), r.rate ? "rate(" + r.name + ")" : r.name));
+    name.append(link("/series/" + encodeURIComponent(r.fingerprint), r.rate ? "rate(" + visible(r.name) + ")" : visible(r.name)));
     const labels = el("td", "labels");
     for (const [k, v] of Object.entries(r.labels)) {
-      labels.append(link(filterHref(k, v), k + "=" + v, "chip"), " ");
+      labels.append(link(filterHref(k, v), visible(k) + "=" + visible(v), "chip"), " ");
     }
     tr.append(
       state,
