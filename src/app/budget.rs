@@ -6,13 +6,17 @@
 //! series the shards hold (`pipeline.max_series`, each with its key, whose
 //! size the remote-write label limits bound), the key caches, a snapshot
 //! being written, the live page's history, the receiver's requests in
-//! progress, the shard queues and the alert queues. A test runs the daemon
+//! progress, the shard queues, the alert queues and, with `[history]`,
+//! the live events held while histories load and the histories in flight. A test runs the daemon
 //! under a stream of distinct series with large labels and checks that its
 //! peak RSS stays under [`MemoryBudget::total`].
 //!
 //! With Kafka, keys are as large as the producers make them
 //! (`decode.max_message_bytes` bounds one): the series term then assumes
-//! keys no larger than the remote-write label limits allow.
+//! keys no larger than the remote-write label limits allow. With
+//! `[history]` and no `history.step_secs`, each series' history is read
+//! at its own interval: the term then assumes series sampled at most once
+//! a second.
 
 use std::fmt;
 
@@ -181,6 +185,24 @@ pub fn of(config: &Config) -> Result<MemoryBudget, DetectorError> {
         bytes: alerts * (3 * key + 1024),
         formula: format!("Σ sinks.*.queue_capacity ({alerts}) × (3 × key + 1024)"),
     });
+    let h = &config.history;
+    if h.enabled {
+        // Every series may be loading (never evicted meanwhile), each
+        // holding up to max_held_events live events.
+        let held = series * (64 + h.max_held_events as u64 * EVENT_BYTES);
+        let points = h.lookback_secs / h.step_secs.unwrap_or(1).max(1);
+        let loaded = h.max_concurrent_queries as u64 * points * 16;
+        terms.push(Term {
+            name: "history",
+            bytes: held + loaded,
+            formula: format!(
+                "pipeline.max_series × (64 + {EVENT_BYTES} × history.max_held_events) \
+                 + history.max_concurrent_queries × history.lookback_secs / step ({}) × 16",
+                h.step_secs
+                    .map_or("1 s unset".to_owned(), |s| format!("{s} s"))
+            ),
+        });
+    }
     let per = &config.metrics.per_series;
     if per.enabled {
         terms.push(Term {
@@ -210,6 +232,12 @@ mod tests {
         let mut fewer = c.clone();
         fewer.pipeline.max_series /= 10;
         assert!(of(&fewer).unwrap().total() < base.total());
+        let mut loading = c.clone();
+        loading.history.enabled = true;
+        let with_history = of(&loading).unwrap();
+        let history = with_history.terms.iter().find(|t| t.name == "history");
+        assert!(history.is_some_and(|t| t.bytes > 0), "{with_history}");
+        assert!(with_history.total() > base.total());
         let text = base.to_string();
         assert!(text.contains("pipeline.max_series"), "{text}");
         assert_eq!(base.growth(), base.total() - BASE_BYTES);
