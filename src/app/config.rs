@@ -843,6 +843,54 @@ mod tests {
         ));
     }
 
+    /// The front door's keys pass the strict schema from the file and
+    /// from the environment, each with its own type; mistakes are
+    /// reported at their full keys.
+    #[test]
+    fn the_front_door_keys_layer_like_any_other() {
+        let (c, p) = layered(
+            "[metrics]\nweb_config_file = \"/etc/anomalyd/web.yml\"\nmax_connections = 8\n\
+             [sources.remote_write]\nlabel_limit = 16\nmax_sample_age_secs = 0\n",
+            &[
+                (
+                    "ANOMALYD__SOURCES__REMOTE_WRITE__WEB_CONFIG_FILE",
+                    "007.yml",
+                ),
+                ("ANOMALYD__SOURCES__REMOTE_WRITE__READ_TIMEOUT_SECS", "5"),
+                ("ANOMALYD__METRICS__IDLE_TIMEOUT_SECS", "60"),
+            ],
+        );
+        assert!(p.is_empty(), "{p:#?}");
+        assert_eq!(
+            c.metrics.web_config_file.as_deref(),
+            Some(Path::new("/etc/anomalyd/web.yml"))
+        );
+        assert_eq!(
+            (c.metrics.max_connections, c.metrics.idle_timeout_secs),
+            (8, 60)
+        );
+        let rw = &c.sources.remote_write;
+        assert_eq!(rw.web_config_file.as_deref(), Some(Path::new("007.yml")));
+        assert_eq!(
+            (rw.label_limit, rw.max_sample_age_secs, rw.read_timeout_secs),
+            (16, 0, 5)
+        );
+        let (_, p) = layered(
+            "[sources.remote_write]\nlabel_limit = \"16\"\nmax_conections = 3\n",
+            &[("ANOMALYD__METRICS__MAX_CONNECTIONS", "many")],
+        );
+        let keys: Vec<&str> = p.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "sources.remote_write.label_limit",
+                "sources.remote_write.max_conections",
+                "metrics.max_connections"
+            ],
+            "{p:#?}"
+        );
+    }
+
     /// The changelog store is a topic of `[kafka]`: without it, one problem
     /// at `state.store` (and no Kafka secrets read for it).
     #[test]
