@@ -14,7 +14,8 @@
 //! State: `[count, m, mean square]`; the mean square gives the spread of
 //! `a` itself, from which the warm-up judges how well `σ` is known.
 
-use super::{Threshold, ew_update_mean};
+use super::Threshold;
+use super::body::ew_update_mean;
 
 /// `√(π/2)`: the ratio of a Gaussian's deviation to its mean absolute value.
 pub const SQRT_HALF_PI: f64 = 1.253_314_137_315_500_3;

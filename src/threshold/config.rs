@@ -1,0 +1,160 @@
+//! `[detector.threshold]`: how the model's output becomes scores.
+//!
+//! This module owns the section's keys, their validation and the building
+//! of the shared [`Thresholds`] from them.
+
+use serde::{Deserialize, Serialize};
+
+use super::Thresholds;
+use crate::config::Problems;
+
+/// Which threshold kind learns the body of each channel's distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdKind {
+    /// Gaussian body from an EW mean absolute value ([`ewma`]).
+    Ewma,
+    /// P² streaming quantile ([`quantile`]).
+    Quantile,
+    /// SPOT generalised Pareto tail ([`spot`]).
+    Spot,
+}
+
+impl ThresholdKind {
+    /// The name used in config.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ewma => "ewma",
+            Self::Quantile => "quantile",
+            Self::Spot => "spot",
+        }
+    }
+}
+
+/// A config key that existed in an earlier version and was removed: any
+/// value is accepted by the parser so that validation can say what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RemovedKey;
+
+impl<'de> Deserialize<'de> for RemovedKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| RemovedKey)
+    }
+}
+
+/// `[detector.threshold]`: how the model's output becomes scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// `ewma` (default), `quantile` or `spot`: how each channel learns the
+    /// body of its distribution.
+    pub kind: ThresholdKind,
+    /// Fewest events before a series is scored. At least 1.
+    pub warmup_events: u32,
+    /// Least event time (seconds) before a series is scored: a series with
+    /// a daily cycle is not judged before it has seen one.
+    pub warmup_secs: u64,
+    /// Events over which the channels remember what is normal: the largest
+    /// excursions fade by half over this many events, the bodies over a
+    /// fifth of it. At least 10.
+    pub horizon_events: u32,
+    /// Time constant (seconds) of the level channel's baseline: how long a
+    /// new level takes to become the normal one. At least 60.
+    pub level_memory_secs: u64,
+    /// `quantile`: the tracked quantile; `spot`: the level of the initial
+    /// threshold. Between 0.5 and 1, exclusive.
+    pub quantile: f64,
+    /// Score where the series sits against its seasonal baseline.
+    pub level_channel: bool,
+    /// Score small deviations that keep one sign (CUSUM).
+    pub drift_channel: bool,
+    /// Score values that repeat exactly for unusually long.
+    pub stuck_channel: bool,
+    /// Removed in 0.2 (the anomaly-likelihood stage).
+    #[serde(skip_serializing)]
+    pub smoothing_events: Option<RemovedKey>,
+    /// Removed in 0.2 (inflation after an anomaly).
+    #[serde(skip_serializing)]
+    pub inflation_events: Option<RemovedKey>,
+    /// Removed in 0.2 (range novelty).
+    #[serde(skip_serializing)]
+    pub range_novelty: Option<RemovedKey>,
+}
+
+impl Default for ThresholdConfig {
+    fn default() -> Self {
+        Self {
+            kind: ThresholdKind::Ewma,
+            warmup_events: 100,
+            warmup_secs: 86_400,
+            horizon_events: 5000,
+            level_memory_secs: 3 * 86_400,
+            quantile: 0.98,
+            level_channel: true,
+            drift_channel: true,
+            stuck_channel: true,
+            smoothing_events: None,
+            inflation_events: None,
+            range_novelty: None,
+        }
+    }
+}
+
+impl ThresholdConfig {
+    /// Records every problem with its full key (`prefix` is e.g.
+    /// `detector.threshold`).
+    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
+        let key = |k: &str| format!("{prefix}.{k}");
+        problems.check(
+            self.warmup_events >= 1,
+            key("warmup_events"),
+            "must be at least 1 (100 is the default)",
+        );
+        problems.check(
+            self.horizon_events >= 10,
+            key("horizon_events"),
+            "must be at least 10 (5000 is the default)",
+        );
+        problems.check(
+            self.level_memory_secs >= 60,
+            key("level_memory_secs"),
+            "must be at least 60 seconds (259200, three days, is the default)",
+        );
+        problems.check(
+            self.quantile > 0.5 && self.quantile < 1.0,
+            key("quantile"),
+            "must be between 0.5 and 1, exclusive (0.98 is the default)",
+        );
+        for (name, removed, what) in [
+            (
+                "smoothing_events",
+                self.smoothing_events,
+                "the anomaly-likelihood stage was removed; the drift channel scores sustained deviations",
+            ),
+            (
+                "inflation_events",
+                self.inflation_events,
+                "inflation after anomalies was removed; echo suppression keeps an anomaly to one alert",
+            ),
+            (
+                "range_novelty",
+                self.range_novelty,
+                "range novelty was removed; the records of the level channel cover new ranges",
+            ),
+        ] {
+            problems.check(
+                removed.is_none(),
+                key(name),
+                format!("was removed in 0.2 ({what}); delete this key"),
+            );
+        }
+    }
+
+    /// Builds the shared threshold for alerts at score `alert_threshold`
+    /// (echo suppression starts at its surprise). Call
+    /// [`ThresholdConfig::validate`] first; out-of-range values are clamped
+    /// here.
+    pub fn build(&self, alert_threshold: f64) -> Thresholds {
+        Thresholds::new(self, alert_threshold)
+    }
+}
