@@ -1,7 +1,7 @@
 //! The body of a magnitude's distribution: the threshold *kinds*.
 //!
 //! This module owns the [`Threshold`] shape every kind has ([`Ewma`] by
-//! default, [`Quantile`], [`Spot`]), the [`Kind`] a config selects, and the
+//! default, [`Quantile`], [`Spot`]), the `Kind` a config selects, and the
 //! exponentially weighted means the kinds share. What lies beyond the body
 //! (the records, the channels) is elsewhere.
 

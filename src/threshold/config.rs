@@ -12,11 +12,11 @@ use crate::config::Problems;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdKind {
-    /// Gaussian body from an EW mean absolute value ([`ewma`]).
+    /// Gaussian body from an EW mean absolute value ([`super::ewma`]).
     Ewma,
-    /// P² streaming quantile ([`quantile`]).
+    /// P² streaming quantile ([`super::quantile`]).
     Quantile,
-    /// SPOT generalised Pareto tail ([`spot`]).
+    /// SPOT generalised Pareto tail ([`super::spot`]).
     Spot,
 }
 

@@ -8,36 +8,36 @@
 //! Every event gets a surprise in nats and a score in `[0, 1)` from it (the
 //! score contract, [`contract`]). Beside the score, it gets an **onset**
 //! score: the same, less what the series' recent anomaly already explains
-//! ([`echo`]). An anomaly's first event has both high; its echo (the return
+//! (`echo`). An anomaly's first event has both high; its echo (the return
 //! after a spike) and its plateau (the events after a level shift) keep a
 //! high score but a low onset. Alerts fire on the onset, so one anomaly is
 //! one alert, and report the score, so the alert says how big it is.
 //!
 //! # Channels
 //!
-//! Four [`channels`] each turn the event into a magnitude, learn its normal
+//! Four `channels` each turn the event into a magnitude, learn its normal
 //! distribution per series, and give a surprise; the surprise is the
 //! largest, beyond each channel's margin, and the channel that gave it is
 //! the event's [`Reason`]:
 //!
 //! - **forecast**: `value - expected`, in the series' typical steps;
 //! - **level**: where the series sits now against its seasonal
-//!   [`baseline`];
+//!   `baseline`;
 //! - **drift**: a CUSUM of the deseasonalised value;
 //! - **stuck**: how many times in a row the value repeated exactly.
 //!
 //! The forecast and level channels score with a body ([`body`]: a threshold
 //! *kind*, [`ewma`] by default, [`quantile`] or [`spot`]) bounded per
-//! direction by a [`record`] of the largest recent excursions
-//! ([`distribution`]). Channels learn each event after scoring it: the
+//! direction by a `record` of the largest recent excursions
+//! (`distribution`). Channels learn each event after scoring it: the
 //! bodies with the magnitude clipped at the one whose surprise is
 //! [`LEARN_CLIP_SURPRISE`], the records with the peaks as they were.
 //!
-//! A series is silent until trusted ([`warmup`]).
+//! A series is silent until trusted (`warmup`).
 //!
 //! # State
 //!
-//! One boxed slab of `f64` per series: a [`header`], then each channel's
+//! One boxed slab of `f64` per series: a `header`, then each channel's
 //! slots (and the baseline's, before the first channel that needs it), laid
 //! out once per config. O(1) work per event.
 
