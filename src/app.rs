@@ -278,10 +278,10 @@ fn start_pipeline(
     metrics: &Arc<Metrics>,
     history: Option<Arc<History>>,
 ) -> anyhow::Result<(Pipeline, u64, &'static str)> {
-    let detector = Detector::new(&config.detector, config.alert.threshold)?;
-    let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
     let rule = AlertRule::new(&config.alert, "alert")
         .map_err(crate::config::load::ConfigError::Invalid)?;
+    let detector = Detector::with_targets(&config.detector, &rule.targets())?;
+    let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
     let core = Arc::new(Core {
         detector,
         rule,

@@ -258,6 +258,7 @@ impl Shard {
                             event.ts_ms,
                             event.value,
                             &decision,
+                            entry.lifecycle.peak_score(),
                             &core.rule,
                             core.detector.model_name(),
                         );

@@ -42,7 +42,7 @@ use crate::event::SeriesKey;
 
 /// Version of the snapshot encoding. Bump it when [`SeriesSnapshot`] or any
 /// state inside it changes shape; older snapshots are then refused.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Which store keeps the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,10 +4,10 @@
 //! mean squares), and the deviation of the deseasonalised value around it.
 //! It also keeps what those channels read off it each event: a short
 //! average (the level channel's "where the series sits now"), the previous
-//! deseasonalised value, the lag-1 autocorrelation of its residual (how much
-//! evidence one deviation carries for the drift channel) and the count of
-//! events the slow channels have spent at alert level in a row (after
-//! [`ACCEPT_EVENTS`] the change is the new normal).
+//! deseasonalised value and the lag-1 autocorrelation of its residual (how
+//! much evidence one deviation carries for the drift channel). During an
+//! episode it measures but does not learn, so the level channel goes on
+//! judging against the level before it.
 
 use super::Observation;
 use super::ewma::{self, Ewma};
@@ -28,10 +28,6 @@ const CLIP_AFTER: f64 = 10.0;
 /// Events the baseline learns before the level and drift channels learn
 /// distances in its deviation.
 const BASE_READY: f64 = 20.0;
-
-/// Events the level or drift channel must report a change in a row before
-/// it is accepted as the new normal (see [`Baseline::accept`]).
-const ACCEPT_EVENTS: f64 = 30.0;
 
 /// Most events the offset's least step counts (it still follows a series
 /// whose clock stands still).
@@ -56,10 +52,8 @@ pub(crate) mod slot {
     pub const FAST: usize = 15;
     /// The previous deseasonalised value.
     pub const PREV: usize = 16;
-    /// Consecutive events the level or drift channel spent at alert level.
-    pub const ALERTING: usize = 17;
     /// Length of the baseline's state.
-    pub const LEN: usize = 18;
+    pub const LEN: usize = 17;
 }
 
 const DAY_MS: f64 = 86_400_000.0;
@@ -182,10 +176,13 @@ impl Baseline {
     /// residual's magnitude. Time constants in event time keep it
     /// independent of the sampling rate. `first_ms` is the series' first
     /// event time.
-    pub fn learn(&self, b: &mut [f64], obs: &Observation, first_ms: f64) {
+    pub fn learn(&self, b: &mut [f64], obs: &Observation, first_ms: f64, censored: bool) {
         let t = obs.ts_ms as f64;
         b[slot::FAST] = Self::fast_level(b, obs.value, &obs.season);
         b[slot::PREV] = obs.value - Self::season(b, &obs.season);
+        if censored {
+            return;
+        }
         if b[slot::COUNT] < 1.0 {
             b[slot::COUNT] = 1.0;
             b[slot::OFFSET] = obs.value;
@@ -230,24 +227,9 @@ impl Baseline {
         }
     }
 
-    /// Counts the events a slow channel (level, drift) has reported a
-    /// change in a row (`alerting`: it did on this warm event). A change
-    /// reported for [`ACCEPT_EVENTS`] events in a row is the new normal:
-    /// the offset moves to where the series now sits, and the caller
-    /// restarts what accumulates evidence (as a CUSUM does after it
-    /// signals), instead of the channels reporting it until the offset's
-    /// slow memory catches up. Returns whether that happened.
-    pub fn accept(b: &mut [f64], alerting: bool) -> bool {
-        b[slot::ALERTING] = if alerting {
-            b[slot::ALERTING] + 1.0
-        } else {
-            0.0
-        };
-        if b[slot::ALERTING] >= ACCEPT_EVENTS {
-            b[slot::ALERTING] = 0.0;
-            b[slot::OFFSET] = b[slot::FAST];
-            return true;
-        }
-        false
+    /// The series' present is its new normal (an episode lasted): the
+    /// offset moves to where the series sits now.
+    pub fn rebase(b: &mut [f64]) {
+        b[slot::OFFSET] = b[slot::FAST];
     }
 }

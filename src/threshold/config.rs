@@ -150,11 +150,54 @@ impl ThresholdConfig {
         }
     }
 
-    /// Builds the shared threshold for alerts at score `alert_threshold`
-    /// (echo suppression starts at its surprise). Call
+    /// Builds the shared threshold for alerts as `targets` says (echo
+    /// suppression and episodes start at the alert's surprise). Call
     /// [`ThresholdConfig::validate`] first; out-of-range values are clamped
     /// here.
-    pub fn build(&self, alert_threshold: f64) -> Thresholds {
-        Thresholds::new(self, alert_threshold)
+    pub fn build(&self, targets: &AlertTargets) -> Thresholds {
+        Thresholds::new(self, targets)
     }
 }
+
+/// What the alert rule asks of the threshold: where an anomaly starts,
+/// where it is over, and when a change has lasted long enough to be the
+/// new normal (see [`super::episode`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertTargets {
+    /// The alert threshold (score).
+    pub threshold: f64,
+    /// The score below which an event is back to normal.
+    pub resolve_threshold: f64,
+    /// Events back to normal in a row that end an episode.
+    pub resolve_after_events: u32,
+    /// Event time after which a change is the new normal (seconds).
+    pub max_episode_secs: u64,
+}
+
+impl AlertTargets {
+    /// The default rule's targets for alerts at score `threshold`.
+    pub fn at(threshold: f64) -> Self {
+        use super::{score_from_surprise, surprise_from_score};
+        Self {
+            threshold,
+            resolve_threshold: score_from_surprise(
+                RESOLVE_SURPRISE_SHARE * surprise_from_score(threshold),
+            ),
+            resolve_after_events: 3,
+            max_episode_secs: DEFAULT_MAX_EPISODE_SECS,
+        }
+    }
+}
+
+/// The default resolve threshold is the score of this share of the alert
+/// threshold's surprise (0.32 for 0.5): an alert is not resolved and
+/// re-fired by scores that hover around the threshold.
+pub const RESOLVE_SURPRISE_SHARE: f64 = 0.6;
+
+/// A change that lasts this long (six hours of event time) is the new
+/// normal by default: long enough for an incident to be one alert, short
+/// enough that a deploy that doubles memory for good stops paging the same
+/// day.
+pub const DEFAULT_MAX_EPISODE_SECS: u64 = 6 * 3600;
+
+impl ThresholdConfig {}

@@ -48,6 +48,7 @@ mod config;
 pub mod contract;
 mod distribution;
 mod echo;
+pub mod episode;
 pub mod ewma;
 pub mod quantile;
 mod record;
@@ -60,7 +61,10 @@ use serde::{Deserialize, Serialize};
 
 pub use body::Threshold;
 pub use channels::SLOW_MARGIN;
-pub use config::{RemovedKey, ThresholdConfig, ThresholdKind};
+pub use config::{
+    AlertTargets, DEFAULT_MAX_EPISODE_SECS, RESOLVE_SURPRISE_SHARE, RemovedKey, ThresholdConfig,
+    ThresholdKind,
+};
 pub use contract::{
     DEFAULT_ALERT_THRESHOLD, MAX_SURPRISE, SCORE_POWER, SURPRISE_AT_HALF, score_from_surprise,
     surprise_from_score,
@@ -74,8 +78,10 @@ use body::Kind;
 use channels::{AnyChannel, Common, Event, Forecast, Outcome};
 use distribution::Distribution;
 use echo::Echo;
+use episode::{Episodes, Phase};
 use ewma::Ewma;
 use quantile::Quantile;
+use record::Fading;
 use spot::Spot;
 use warmup::Warmup;
 
@@ -89,8 +95,14 @@ pub(crate) mod header {
     pub const WARM: usize = 2;
     /// The echo peak (see [`super::echo`]).
     pub const ECHO: usize = 3;
+    /// Whether an episode is going on (0 or 1; see [`super::episode`]).
+    pub const EPISODE: usize = 4;
+    /// When it started (ms).
+    pub const EPISODE_MS: usize = 5;
+    /// Its events back to normal in a row.
+    pub const QUIET: usize = 6;
     /// Length of the header.
-    pub const LEN: usize = 4;
+    pub const LEN: usize = 7;
 }
 
 /// Which channel gave an event its score (see the module docs).
@@ -128,7 +140,7 @@ impl Reason {
 
 /// One value per channel, indexed by its [`Reason`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct PerChannel<T>([T; Reason::COUNT]);
+pub struct PerChannel<T>(pub [T; Reason::COUNT]);
 
 impl<T> Index<Reason> for PerChannel<T> {
     type Output = T;
@@ -226,7 +238,12 @@ pub struct Scored {
     /// Whether the series is trusted to be scored.
     pub warm: bool,
     /// Each channel's surprise, without its margin.
-    raw: PerChannel<f64>,
+    pub raw: PerChannel<f64>,
+    /// What the event does to the series' episode.
+    pub phase: Phase,
+    /// Whether the event teaches nothing of the normal (it is anomalous,
+    /// within an episode): the model should learn its forecast instead.
+    pub censored: bool,
 }
 
 /// Where values would score below a given score, for the band: each bound
@@ -276,6 +293,7 @@ pub struct Thresholds {
     baseline: Option<(Baseline, usize)>,
     warmup: Warmup,
     echo: Echo,
+    episodes: Episodes,
     /// Events the header counts up to.
     horizon: f64,
     /// Slab length.
@@ -283,9 +301,10 @@ pub struct Thresholds {
 }
 
 impl Thresholds {
-    /// The threshold `config` describes, for alerts at score
-    /// `alert_threshold` (see [`ThresholdConfig::build`]).
-    fn new(config: &ThresholdConfig, alert_threshold: f64) -> Self {
+    /// The threshold `config` describes, for alerts as `targets` says (see
+    /// [`ThresholdConfig::build`]).
+    fn new(config: &ThresholdConfig, targets: &AlertTargets) -> Self {
+        let alert_surprise = surprise_from_score(targets.threshold);
         let horizon = f64::from(config.horizon_events.max(10));
         let body = horizon / 5.0;
         let q = config.quantile.clamp(0.5 + 1e-9, 1.0 - 1e-9);
@@ -294,14 +313,18 @@ impl Thresholds {
             ThresholdKind::Quantile => Kind::Quantile(Quantile { q }),
             ThresholdKind::Spot => Kind::Spot(Spot::new(q, body)),
         };
-        let top_decay = 0.5f64.powf(1.0 / horizon);
         let keep = 1.0 - 1.0 / horizon;
+        let fading = Fading {
+            normal: 0.5f64.powf(1.0 / horizon),
+            // Alerted peaks fade as fast as the bodies forget.
+            suspect: 0.5f64.powf(1.0 / body),
+            keep,
+        };
         let common = Common {
-            dist: Distribution::new(kind, top_decay, keep),
+            dist: Distribution::new(kind, fading),
             // The default kind keeps the residual's moments itself.
             moments: (!matches!(kind, Kind::Ewma(_))).then(|| Ewma::new(body)),
-            top_decay,
-            keep,
+            fading,
         };
         let level_memory_ms = config.level_memory_secs.max(60) as f64 * 1000.0;
         let mut at = header::LEN;
@@ -325,7 +348,14 @@ impl Thresholds {
                 f64::from(config.warmup_events.max(1)),
                 config.warmup_secs as f64 * 1000.0,
             ),
-            echo: Echo::new(surprise_from_score(alert_threshold)),
+            echo: Echo::new(alert_surprise),
+            episodes: Episodes {
+                alert_surprise,
+                resolve_surprise: surprise_from_score(targets.resolve_threshold)
+                    .min(alert_surprise),
+                resolve_events: f64::from(targets.resolve_after_events.max(1)),
+                max_ms: targets.max_episode_secs as f64 * 1000.0,
+            },
             horizon,
             len: at,
         }
@@ -389,6 +419,8 @@ impl Thresholds {
         let surprise = best.0.min(MAX_SURPRISE);
         let onset = Echo::onset(s[header::ECHO], surprise);
         let cold = |l: f64| if warm { score_from_surprise(l) } else { 0.0 };
+        let phase = self.episodes.phase(s, warm, surprise, obs.ts_ms);
+        let censored = self.episodes.censors(phase, surprise);
         Scored {
             score: cold(surprise),
             onset: cold(onset),
@@ -396,6 +428,8 @@ impl Thresholds {
             reason: best.1,
             warm,
             raw,
+            phase,
+            censored,
         }
     }
 
@@ -445,9 +479,12 @@ impl Thresholds {
         });
         let echoed = anomalous && self.echo.is_echo(s[header::ECHO], scored.surprise);
         for p in &self.channels {
+            let raw = scored.raw[p.channel.reason()];
             let outcome = Outcome {
-                raw: scored.raw[p.channel.reason()],
+                raw,
+                alerting: self.echo.anomalous(true, raw - p.channel.margin()),
                 echoed,
+                censored: scored.censored,
             };
             p.channel.learn(p.slots_mut(s), &ev, &outcome);
         }
@@ -455,14 +492,12 @@ impl Thresholds {
             .update(&mut s[header::ECHO], scored.surprise, held);
         if let Some((baseline, at)) = &self.baseline {
             let b = &mut s[*at..*at + baseline::slot::LEN];
-            baseline.learn(b, obs, first_ms);
-            let alerting = warm
-                && self.channels.iter().any(|p| {
-                    p.channel.accepts_new_normal()
-                        && scored.raw[p.channel.reason()] - p.channel.margin()
-                            >= self.echo.alert_surprise
-                });
-            if Baseline::accept(b, alerting) {
+            baseline.learn(b, obs, first_ms, scored.censored);
+            if scored.phase == Phase::NewNormal {
+                // The change has lasted: where the series sits now is its
+                // normal, and what accumulated evidence of the change
+                // starts over.
+                Baseline::rebase(b);
                 for p in self
                     .channels
                     .iter()
@@ -472,6 +507,8 @@ impl Thresholds {
                 }
             }
         }
+        self.episodes
+            .apply(s, scored.phase, scored.surprise, obs.ts_ms);
         if s[header::EVENTS] < 1.0 {
             s[header::FIRST_MS] = obs.ts_ms as f64;
         }
@@ -516,7 +553,7 @@ mod tests {
             warmup_secs: 0,
             ..ThresholdConfig::default()
         }
-        .build(DEFAULT_ALERT_THRESHOLD)
+        .build(&AlertTargets::at(DEFAULT_ALERT_THRESHOLD))
     }
 
     /// A threshold that has learned `n` events of `f(i) -> (residual, value)`.
@@ -767,7 +804,7 @@ mod tests {
             warmup_secs: 3600,
             ..ThresholdConfig::default()
         }
-        .build(DEFAULT_ALERT_THRESHOLD);
+        .build(&AlertTargets::at(DEFAULT_ALERT_THRESHOLD));
         let mut st = t.new_state();
         let mut first_warm = None;
         for i in 0..200 {
@@ -788,14 +825,14 @@ mod tests {
 
     #[test]
     fn layouts_follow_the_channels() {
-        let all = ThresholdConfig::default().build(0.5);
+        let all = ThresholdConfig::default().build(&AlertTargets::at(0.5));
         let none = ThresholdConfig {
             level_channel: false,
             drift_channel: false,
             stuck_channel: false,
             ..ThresholdConfig::default()
         }
-        .build(0.5);
+        .build(&AlertTargets::at(0.5));
         assert!(none.len < all.len);
         assert!(!none.owns(&all.new_state()));
         assert!(all.owns(&all.new_state()));
@@ -869,7 +906,7 @@ mod proptests {
             target in 0.01..0.99f64,
             events in prop::collection::vec((residual(), value(), 0i64..120_000), 0..300),
         ) {
-            let t = config.build(0.5);
+            let t = config.build(&AlertTargets::at(0.5));
             let target = BandTarget::new(target);
             let mut st = t.new_state();
             let mut ts = 1_767_225_600_000i64;

@@ -8,7 +8,7 @@
 
 use super::{Channel, Common, Event, Outcome, SLOW_MARGIN};
 use crate::threshold::baseline::{BaseAt, slot as base_slot};
-use crate::threshold::record::{RECORD_LEN, Record};
+use crate::threshold::record::{Fading, RECORD_LEN, Record};
 use crate::threshold::{BandLimits, Observation, Reason};
 
 /// The CUSUM's reference value, in deviations: it accumulates deviations
@@ -43,16 +43,14 @@ mod slot {
 /// The drift channel.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Drift {
-    top_decay: f64,
-    keep: f64,
+    fading: Fading,
 }
 
 impl Drift {
     /// The channel whose record fades as the others'.
     pub fn new(common: &Common) -> Self {
         Self {
-            top_decay: common.top_decay,
-            keep: common.keep,
+            fading: common.fading,
         }
     }
 
@@ -150,11 +148,19 @@ impl Channel for Drift {
     }
 
     #[inline]
-    fn learn(&self, d: &mut [f64], ev: &Event, _outcome: &Outcome) {
+    fn learn(&self, d: &mut [f64], ev: &Event, outcome: &Outcome) {
         let Some(base) = ev.base.as_ref().filter(|b| b.ready()) else {
             return;
         };
         let (up, down) = Self::cusum(d, base, ev.obs);
+        if !ev.slow {
+            // Before the baseline has seen a day, its season is a guess:
+            // the CUSUM runs, but its excursions are no evidence of what
+            // the series' drifts look like.
+            d[slot::UP] = up;
+            d[slot::DOWN] = down;
+            return;
+        }
         let cap = Self::limit(d, CUSUM_CAP_SURPRISE);
         d[slot::UP] = up.min(cap);
         d[slot::DOWN] = down.min(cap);
@@ -163,8 +169,8 @@ impl Channel for Drift {
             &mut d[slot::RECORD..],
             c,
             c > 0.0,
-            self.top_decay,
-            self.keep,
+            outcome.alerting,
+            &self.fading,
         );
     }
 

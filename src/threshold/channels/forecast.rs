@@ -6,7 +6,7 @@
 //! kind keeps no moments of its own).
 
 use super::{Channel, Common, Event, Outcome};
-use crate::threshold::distribution::Distribution;
+use crate::threshold::distribution::{Distribution, Learning};
 use crate::threshold::ewma::Ewma;
 use crate::threshold::{BandLimits, Reason, Threshold};
 
@@ -66,14 +66,14 @@ impl Channel for Forecast {
 
     #[inline]
     fn surprise(&self, s: &[f64], ev: &Event) -> f64 {
-        self.dist.surprise(s, ev.obs.residual)
+        self.dist.surprise(s, ev.obs.residual, &ev.counts())
     }
 
     #[inline]
-    fn band(&self, s: &[f64], _ev: &Event, l: f64, limits: &mut BandLimits) {
+    fn band(&self, s: &[f64], ev: &Event, l: f64, limits: &mut BandLimits) {
         limits.residual = (
-            self.dist.magnitude(s, l, false).max(0.0),
-            self.dist.magnitude(s, l, true).max(0.0),
+            self.dist.magnitude(s, l, false, &ev.counts()).max(0.0),
+            self.dist.magnitude(s, l, true, &ev.counts()).max(0.0),
         );
     }
 
@@ -83,15 +83,19 @@ impl Channel for Forecast {
     /// events).
     #[inline]
     fn held(&self, s: &[f64], ev: &Event, surprise: f64) -> f64 {
-        surprise.min(self.dist.learned_surprise(s, ev.obs.residual) - Self::MARGIN)
+        surprise.min(self.dist.learned_surprise(s, ev.obs.residual, &ev.counts()) - Self::MARGIN)
     }
 
     #[inline]
     fn learn(&self, s: &mut [f64], ev: &Event, outcome: &Outcome) {
-        let a = self
-            .dist
-            .learn(s, ev.obs.residual, ev.seen(), !outcome.echoed, true);
-        if let Some(m) = &self.moments {
+        let learning = Learning {
+            recorded: !outcome.echoed,
+            alerted: outcome.alerting,
+            zero_counts: true,
+            censored: outcome.censored,
+        };
+        let a = self.dist.learn(s, ev.obs.residual, &ev.counts(), &learning);
+        if let (Some(m), false) = (&self.moments, outcome.censored) {
             let at = self.dist.len();
             m.observe(&mut s[at..at + MOMENTS_LEN], a);
         }

@@ -8,7 +8,7 @@
 
 use super::{Channel, Common, Event, Outcome};
 use crate::threshold::baseline::{BaseAt, LEVEL_EVENTS, slot};
-use crate::threshold::distribution::Distribution;
+use crate::threshold::distribution::{Distribution, Learning};
 use crate::threshold::{BandLimits, Observation, Reason};
 
 /// The level channel.
@@ -63,7 +63,9 @@ impl Channel for Level {
     #[inline]
     fn surprise(&self, s: &[f64], ev: &Event) -> f64 {
         match (&ev.base, ev.slow) {
-            (Some(base), true) => self.dist.surprise(s, Self::distance(base, ev.obs)),
+            (Some(base), true) => self
+                .dist
+                .surprise(s, Self::distance(base, ev.obs), &ev.counts()),
             _ => 0.0,
         }
     }
@@ -75,8 +77,8 @@ impl Channel for Level {
         };
         // |f' - offset| <= h with f' = f + (x - season - f) / n.
         let b = &base.b;
-        let down = self.dist.magnitude(s, l, false).max(0.0) * base.dev;
-        let up = self.dist.magnitude(s, l, true).max(0.0) * base.dev;
+        let down = self.dist.magnitude(s, l, false, &ev.counts()).max(0.0) * base.dev;
+        let up = self.dist.magnitude(s, l, true, &ev.counts()).max(0.0) * base.dev;
         let n = (b[slot::COUNT] + 1.0).clamp(1.0, LEVEL_EVENTS);
         let f = b[slot::FAST];
         let center = base.season(&ev.obs.season) + f + n * (b[slot::OFFSET] - f);
@@ -85,7 +87,7 @@ impl Channel for Level {
     }
 
     #[inline]
-    fn learn(&self, s: &mut [f64], ev: &Event, _outcome: &Outcome) {
+    fn learn(&self, s: &mut [f64], ev: &Event, outcome: &Outcome) {
         // The baseline's own deviation needs a few events before distances
         // in it mean anything.
         if let Some(base) = ev.base.as_ref().filter(|b| b.ready()) {
@@ -93,7 +95,13 @@ impl Channel for Level {
             // An exact 0 is "nothing to measure" (the three values
             // disagree): the body learns the distances there are, so it is
             // not judged against a spread shrunk by zeros.
-            self.dist.learn(s, x, ev.seen(), true, false);
+            let learning = Learning {
+                recorded: true,
+                alerted: outcome.alerting,
+                zero_counts: false,
+                censored: outcome.censored,
+            };
+            self.dist.learn(s, x, &ev.counts(), &learning);
         }
     }
 }

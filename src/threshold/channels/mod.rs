@@ -17,7 +17,8 @@ pub(crate) use drift::Drift;
 pub(crate) use forecast::Forecast;
 
 use super::baseline::BaseAt;
-use super::distribution::Distribution;
+use super::distribution::{Distribution, Seen};
+use super::record::Fading;
 use super::{BandLimits, Observation, Reason, ThresholdConfig};
 use crate::threshold::ewma::Ewma;
 
@@ -46,6 +47,14 @@ impl Event<'_> {
     pub fn seen(&self) -> bool {
         self.events >= 1.0
     }
+
+    /// What a distribution is told about the series' age.
+    #[inline]
+    pub fn counts(&self) -> Seen {
+        Seen {
+            events: self.events,
+        }
+    }
 }
 
 /// What a channel learns along with the event, once it is scored.
@@ -53,10 +62,18 @@ impl Event<'_> {
 pub(crate) struct Outcome {
     /// The channel's own surprise of the event (without its margin).
     pub raw: f64,
+    /// The channel raised an alert on the event, or would have were the
+    /// series already trusted: its surprise, beyond the margin, is at the
+    /// alert's. (An excursion learned before the series was trusted is not
+    /// vouched for as normal just because nobody was told of it.)
+    pub alerting: bool,
     /// The event is an echo: as surprising as an anomaly, but within the
     /// anomaly in progress (the forecast's return after a spike). It is no
     /// excursion of the series' own.
     pub echoed: bool,
+    /// The event is anomalous within an episode: it teaches nothing of the
+    /// normal.
+    pub censored: bool,
 }
 
 /// What every channel shares: how the bodies and records learn.
@@ -67,10 +84,8 @@ pub(crate) struct Common {
     /// Learns moments when the kind does not keep them (events of memory
     /// as the bodies).
     pub moments: Option<Ewma>,
-    /// Per-event decay of the records' peaks.
-    pub top_decay: f64,
-    /// Per-event weight kept by exponentially weighted counts.
-    pub keep: f64,
+    /// How the records fade (and the exponentially weighted counts).
+    pub fading: Fading,
 }
 
 /// One channel. Its state is a run of `len` slots of the series' slab; it
@@ -83,7 +98,7 @@ pub(crate) trait Channel {
     /// Whether it measures against the seasonal baseline.
     const NEEDS_BASELINE: bool = false;
     /// Whether a change it reports for long enough becomes the new normal
-    /// (the baseline's offset moves; see [`super::baseline::Baseline::accept`]).
+    /// (the baseline's offset moves, see [`super::episode`]).
     const ACCEPTS_NEW_NORMAL: bool = false;
 
     /// Slots of per-series state.

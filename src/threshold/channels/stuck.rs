@@ -8,7 +8,7 @@
 use super::{Channel, Common, Event, Outcome, SLOW_MARGIN};
 use crate::threshold::Reason;
 use crate::threshold::distribution::LEARN_CLIP_SURPRISE;
-use crate::threshold::record::{RECORD_LEN, Record, slot as record_slot};
+use crate::threshold::record::{Fading, RECORD_LEN, Record, slot as record_slot};
 
 /// Weight (in transitions) of the prior that repeats are independent.
 const STUCK_PRIOR: f64 = 20.0;
@@ -35,16 +35,14 @@ mod slot {
 /// The stuck channel.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Stuck {
-    top_decay: f64,
-    keep: f64,
+    fading: Fading,
 }
 
 impl Stuck {
     /// The channel whose counts fade as the others'.
     pub fn new(common: &Common) -> Self {
         Self {
-            top_decay: common.top_decay,
-            keep: common.keep,
+            fading: common.fading,
         }
     }
 
@@ -62,7 +60,7 @@ impl Stuck {
 
     /// Surprise of a run of `m` repeats: the chance of a run that long
     /// under a two-state Markov chain, capped by the record of completed
-    /// runs.
+    /// runs (in proportion to the longest: see [`Record`]).
     #[inline]
     fn run_surprise(st: &[f64], m: f64) -> f64 {
         if m < 1.0 {
@@ -77,12 +75,9 @@ impl Stuck {
             (st[slot::GOES_ON] + STUCK_PRIOR * p_start) / (st[slot::REPEATS] + STUCK_PRIOR);
         let per = -p_cont.ln();
         let geo = -p_start.ln() + (m - 1.0) * per;
-        let r = Record::new(&st[slot::RECORD..slot::RECORD + RECORD_LEN], 1.0, 1.0);
-        if r.top > 0.0 {
-            geo.min(r.cap + (m - r.top).max(0.0) * per)
-        } else {
-            geo
-        }
+        // Beyond the record, a run twice as long as any seen is news; one a
+        // few events longer is not.
+        geo.min(Record::new(&st[slot::RECORD..slot::RECORD + RECORD_LEN], 1.0, 1.0).surprise(m))
     }
 }
 
@@ -105,14 +100,14 @@ impl Channel for Stuck {
         // A run that has become surprising does not teach how often the
         // series repeats: a frozen exporter is not its new normal until its
         // run ends and joins the record.
-        if ev.seen() && outcome.raw <= LEARN_CLIP_SURPRISE {
+        if ev.seen() && outcome.raw <= LEARN_CLIP_SURPRISE && !outcome.censored {
             let (from, hit) = if st[slot::RUN] >= 1.0 {
                 (slot::REPEATS, slot::GOES_ON)
             } else {
                 (slot::CHANGES, slot::STARTS)
             };
             for c in &mut st[slot::CHANGES..slot::RECORD] {
-                *c *= self.keep;
+                *c *= self.fading.keep;
             }
             st[from] += 1.0;
             if run >= 1.0 {
@@ -126,6 +121,6 @@ impl Channel for Stuck {
         if run >= 1.0 {
             r[record_slot::CURRENT] = r[record_slot::CURRENT].max(run);
         }
-        Record::learn(r, prev_run, run >= 1.0, self.top_decay, self.keep);
+        Record::learn(r, prev_run, run >= 1.0, outcome.alerting, &self.fading);
     }
 }
