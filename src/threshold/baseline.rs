@@ -191,7 +191,10 @@ impl Baseline {
         }
         let (base, dev) = Self::value_and_dev(b, &obs.season);
         let e = obs.value - base;
-        let e_clip = if b[slot::COUNT] >= CLIP_AFTER {
+        // The clip needs a deviation to be relative to: one at its floor (a
+        // series that stood still so far) would hold it there for ever.
+        let floor = (1e-9 * b[slot::OFFSET].abs()).max(1e-300);
+        let e_clip = if b[slot::COUNT] >= CLIP_AFTER && dev > 1e3 * floor {
             e.clamp(-BASE_CLIP * dev, BASE_CLIP * dev)
         } else {
             e

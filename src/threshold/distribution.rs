@@ -14,7 +14,8 @@
 //! beyond the *jump floor* (where the body's surprise is [`JUMP_FLOOR`]
 //! nats) is also judged as a jump: the chance that this event is a jump at
 //! all, by Laplace's rule of succession from the `k` jumps (beyond the
-//! floor, raising no alert) among the `n` events the series has seen,
+//! floor, raising no alert) among the `n` events the series has seen
+//! (both exponentially weighted over [`JUMP_MEMORY_HORIZONS`] horizons),
 //! `(k + 1) / (n + 2)`, times the chance that a jump is this large, a power
 //! law of index [`JUMP_SIZE_INDEX`] beyond the floor:
 //!
@@ -31,7 +32,7 @@
 //! the start of the channel's slots.
 
 use super::body::Kind;
-use super::record::{Fading, RECORD_LEN, Record};
+use super::record::{self, Fading, RECORD_LEN, Record};
 
 /// Magnitudes beyond this many deviations are all "impossible"; the cap
 /// keeps the statistics finite.
@@ -53,6 +54,11 @@ pub const JUMP_FLOOR: f64 = 7.0;
 /// calm series, and NAB; see docs/quality.md.)
 pub const JUMP_SIZE_INDEX: f64 = 8.0;
 
+/// How many horizons (`detector.threshold.horizon_events`) the jump
+/// counts remember: jumps are rare, and a series that has run calm for a
+/// long time has earned its trust in its body.
+pub const JUMP_MEMORY_HORIZONS: f64 = 5.0;
+
 /// The Weibull shape of the bodies' tails as the records see them (the
 /// Gaussian's).
 const BODY_SHAPE: f64 = 2.0;
@@ -73,6 +79,8 @@ pub(crate) struct Distribution {
 pub(crate) struct Seen {
     /// Events the series has learned (saturating at the horizon).
     pub events: f64,
+    /// Events the series has learned over the jumps' memory.
+    pub jump_events: f64,
 }
 
 impl Distribution {
@@ -136,7 +144,7 @@ impl Distribution {
     /// direction `up`.
     #[inline]
     fn jump_cap(&self, s: &[f64], up: bool, seen: &Seen) -> f64 {
-        ((seen.events + 2.0) / (s[self.jumps_at(up)] + 1.0)).ln()
+        ((seen.jump_events + 2.0) / (s[self.jumps_at(up)] + 1.0)).ln()
     }
 
     /// The jump bound of magnitude `a` (∞ below the floor).
@@ -240,16 +248,19 @@ impl Distribution {
         };
         for (up, a) in [(true, a_up), (false, a_down)] {
             let r = self.record_at(up);
+            // Within an episode the excursion goes on: one anomaly is one
+            // suspect peak, however its errors wander.
+            let goes_on = learning.censored && s[r + record::slot::CURRENT] > 0.0;
             Record::learn(
                 &mut s[r..r + RECORD_LEN],
                 a,
-                a > floor,
+                a > floor || goes_on,
                 learning.alerted,
                 &self.fading,
             );
             let j = self.jumps_at(up);
-            s[j] =
-                s[j] * self.fading.keep + f64::from(u8::from(a > jump_floor && !learning.alerted));
+            s[j] = s[j] * self.fading.jump_keep
+                + f64::from(u8::from(a > jump_floor && !learning.alerted));
         }
         clipped
     }

@@ -76,15 +76,12 @@ impl Episodes {
         }
     }
 
-    /// Whether the event is censored: anomalous (at the resolve level or
-    /// above), within an episode, so it teaches nothing of the normal.
+    /// Whether the event is censored: within an episode (its return
+    /// included, whose errors are still measured from the anomaly), so it
+    /// teaches nothing of the normal.
     #[inline]
-    pub fn censors(&self, phase: Phase, surprise: f64) -> bool {
-        match phase {
-            Phase::Started => true,
-            Phase::Ongoing => surprise >= self.resolve_surprise,
-            _ => false,
-        }
+    pub fn censors(&self, phase: Phase) -> bool {
+        matches!(phase, Phase::Started | Phase::Ongoing | Phase::Returned)
     }
 
     /// Applies `phase` to header `h` after an event of `surprise` at

@@ -58,11 +58,15 @@ impl Ewma {
 
     /// Relative standard error of `σ`: the coefficient of variation of the
     /// magnitudes over the square root of how many were seen. `∞` before
-    /// two magnitudes.
+    /// two magnitudes; 0 when every magnitude was 0 (a constant series, or
+    /// one forecast perfectly: its deviation is the floor, known exactly).
     #[inline]
     pub fn relative_error(s: &[f64]) -> f64 {
-        if s[0] < 2.0 || s[1] <= 0.0 {
+        if s[0] < 2.0 {
             return f64::INFINITY;
+        }
+        if s[1] <= 0.0 {
+            return 0.0;
         }
         let cv2 = (s[2] / (s[1] * s[1]) - 1.0).max(0.0);
         (cv2 / s[0]).sqrt()
@@ -161,6 +165,8 @@ mod tests {
         assert_eq!(t.surprise(&s, 0.0), 0.0);
         // The floor is a hundredth of the unit: one unit is 100σ.
         assert!(t.surprise(&s, 1.0) >= 5000.0);
-        assert_eq!(Ewma::relative_error(&s), f64::INFINITY);
+        // Every magnitude 0: the deviation is the floor, known exactly, so
+        // a constant series is trusted (and its first change surprising).
+        assert_eq!(Ewma::relative_error(&s), 0.0);
     }
 }

@@ -76,7 +76,7 @@ pub use warmup::WARM_RELATIVE_ERROR;
 use baseline::{BaseAt, Baseline};
 use body::Kind;
 use channels::{AnyChannel, Common, Event, Forecast, Outcome};
-use distribution::Distribution;
+use distribution::{Distribution, JUMP_MEMORY_HORIZONS};
 use echo::Echo;
 use episode::{Episodes, Phase};
 use ewma::Ewma;
@@ -101,8 +101,11 @@ pub(crate) mod header {
     pub const EPISODE_MS: usize = 5;
     /// Its events back to normal in a row.
     pub const QUIET: usize = 6;
+    /// Events learned, exponentially weighted over the jumps' memory (see
+    /// [`super::distribution`]).
+    pub const JUMP_EVENTS: usize = 7;
     /// Length of the header.
-    pub const LEN: usize = 7;
+    pub const LEN: usize = 8;
 }
 
 /// Which channel gave an event its score (see the module docs).
@@ -204,6 +207,8 @@ pub struct Observation {
     pub residual: f64,
     /// The value itself (level, drift and stuck channels).
     pub value: f64,
+    /// The value the model expected.
+    pub expected: f64,
     /// Event time (the season, and the warm-up in time).
     pub ts_ms: i64,
     /// The daily basis at `ts_ms`, computed once per event.
@@ -211,13 +216,14 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// The observation of `value` at `ts_ms` with forecast residual
-    /// `residual`.
+    /// The observation of `value` at `ts_ms`, which the model expected to
+    /// be `expected`, with forecast residual `residual`.
     #[inline]
-    pub fn new(residual: f64, value: f64, ts_ms: i64) -> Self {
+    pub fn new(residual: f64, value: f64, expected: f64, ts_ms: i64) -> Self {
         Self {
             residual,
             value,
+            expected,
             ts_ms,
             season: baseline::season_basis(ts_ms),
         }
@@ -296,6 +302,8 @@ pub struct Thresholds {
     episodes: Episodes,
     /// Events the header counts up to.
     horizon: f64,
+    /// Per-event weight kept by the jumps' counts.
+    jump_keep: f64,
     /// Slab length.
     len: usize,
 }
@@ -315,6 +323,7 @@ impl Thresholds {
         };
         let keep = 1.0 - 1.0 / horizon;
         let fading = Fading {
+            jump_keep: 1.0 - 1.0 / (JUMP_MEMORY_HORIZONS * horizon),
             normal: 0.5f64.powf(1.0 / horizon),
             // Alerted peaks fade as fast as the bodies forget.
             suspect: 0.5f64.powf(1.0 / body),
@@ -357,6 +366,7 @@ impl Thresholds {
                 max_ms: targets.max_episode_secs as f64 * 1000.0,
             },
             horizon,
+            jump_keep: fading.jump_keep,
             len: at,
         }
     }
@@ -392,11 +402,44 @@ impl Thresholds {
         Event {
             obs,
             events: s[header::EVENTS],
+            jump_events: s[header::JUMP_EVENTS],
             slow: Warmup::slow(s, obs.ts_ms),
             base: self
                 .baseline
                 .map(|(_, at)| BaseAt::new(&s[at..at + baseline::slot::LEN], obs)),
         }
+    }
+
+    /// Where the series is expected to be when it is not where it normally
+    /// is: the nearest level it is normally at (the level channel's normal
+    /// levels at the alert's surprise), when the forecast follows a level the
+    /// series is not normally at, during an episode or where the level
+    /// channel would fire at the forecast itself; `None` when the forecast
+    /// stands (or no channel judges levels).
+    #[inline]
+    pub fn normal_expectation(&self, state: &ThresholdState, obs: &Observation) -> Option<f64> {
+        let s = &state.slab;
+        let ev = self.event(s, obs);
+        let l = self.echo.alert_surprise;
+        let p = self
+            .channels
+            .iter()
+            .find(|p| p.channel.reason() == Reason::Level)?;
+        let (lo, hi) = p.channel.normal_level(p.slots(s), &ev, l)?;
+        let inside = |(a, b): (f64, f64), x: f64| a < x && x < b;
+        let e = obs.expected;
+        if inside((lo, hi), e) || lo >= hi || lo.is_nan() || hi.is_nan() {
+            return None;
+        }
+        let in_episode = s[header::EPISODE] > 0.0;
+        let fires_at_forecast = p
+            .channel
+            .normal_values(p.slots(s), &ev, l)
+            .is_some_and(|iv| !inside(iv, e));
+        (in_episode || fires_at_forecast).then(|| {
+            let width = hi - lo;
+            e.clamp(lo + 1e-9 * width, hi - 1e-9 * width)
+        })
     }
 
     /// Scores one event against the state, before the state learns it.
@@ -420,7 +463,7 @@ impl Thresholds {
         let onset = Echo::onset(s[header::ECHO], surprise);
         let cold = |l: f64| if warm { score_from_surprise(l) } else { 0.0 };
         let phase = self.episodes.phase(s, warm, surprise, obs.ts_ms);
-        let censored = self.episodes.censors(phase, surprise);
+        let censored = self.episodes.censors(phase);
         Scored {
             score: cold(surprise),
             onset: cold(onset),
@@ -513,6 +556,7 @@ impl Thresholds {
             s[header::FIRST_MS] = obs.ts_ms as f64;
         }
         s[header::EVENTS] = (s[header::EVENTS] + 1.0).min(self.horizon);
+        s[header::JUMP_EVENTS] = s[header::JUMP_EVENTS] * self.jump_keep + 1.0;
         if warm {
             s[header::WARM] = 1.0;
         }
@@ -544,7 +588,9 @@ mod tests {
     }
 
     fn obs(residual: f64, value: f64, i: usize) -> Observation {
-        Observation::new(residual, value, i as i64 * MINUTE)
+        // The residual is the test's own: the model is taken to have
+        // expected the value itself, so only the residual channel sees it.
+        Observation::new(residual, value, value, i as i64 * MINUTE)
     }
 
     fn build(kind: ThresholdKind) -> Thresholds {
@@ -651,18 +697,30 @@ mod tests {
         assert!(drop.score < 0.3, "a recurring drop: {drop:?}");
         // A drop far beyond any seen still alerts.
         assert!(t.score(&st, &obs(-120.0, 10.5, 3000)).score >= 0.5);
-        // The same size upwards was never seen: it alerts.
+        // The same size upwards was never seen: it alerts, critical (not
+        // higher: a jump at all is one in the 3,000 events seen, see the
+        // jump bound).
         let jump = t.score(&st, &obs(30.0, 10.5, 3000));
-        assert!(jump.score >= 0.8, "{jump:?}");
-        // On calm data alone the body decides: a single record changes
-        // nothing a Gaussian would not expect.
+        assert!(
+            jump.onset >= crate::alert::lifecycle::default_critical(DEFAULT_ALERT_THRESHOLD),
+            "{jump:?}"
+        );
+        // On calm data alone the body decides up to the jump floor: a single
+        // record changes nothing a Gaussian would not expect. Beyond the
+        // floor the jump bound tempers it, and still alerts.
         let (t, st) = trained(ThresholdKind::Ewma, 3000, calm);
-        let body = t
-            .forecast
-            .dist()
-            .body_surprise(t.forecast_slots(&st.slab), 5.0);
-        let score = t.score(&st, &obs(5.0, 10.5, 3000));
-        assert!((score.surprise - body).abs() < 1e-9, "{score:?} vs {body}");
+        let slots = t.forecast_slots(&st.slab);
+        let body = |a: f64| t.forecast.dist().body_surprise(slots, a);
+        let below = t.score(&st, &obs(2.2, 10.5, 3000));
+        assert!(body(2.2) < distribution::JUMP_FLOOR, "{}", body(2.2));
+        assert!(
+            (below.surprise - body(2.2)).abs() < 1e-9,
+            "{below:?} vs {}",
+            body(2.2)
+        );
+        let beyond = t.score(&st, &obs(5.0, 10.5, 3000));
+        assert!(beyond.surprise < body(5.0), "{beyond:?}");
+        assert!(beyond.onset >= DEFAULT_ALERT_THRESHOLD, "{beyond:?}");
     }
 
     #[test]
@@ -912,7 +970,7 @@ mod proptests {
             let mut ts = 1_767_225_600_000i64;
             for (residual, value, step) in events {
                 ts += step;
-                let obs = Observation::new(residual, value, ts);
+                let obs = Observation::new(residual, value, value, ts);
                 let s = t.score(&st, &obs);
                 prop_assert!((0.0..1.0).contains(&s.score), "{obs:?}: {s:?}");
                 prop_assert!(s.onset <= s.score, "{s:?}");

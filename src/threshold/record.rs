@@ -64,6 +64,9 @@ pub(crate) const RECORD_LEN: usize = slot::LEN;
 /// How fast a record's peaks fade (shared by every series).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Fading {
+    /// Per-event weight kept by the jump counts (a longer memory: jumps
+    /// are rare).
+    pub jump_keep: f64,
     /// Per-event decay of the normal peak.
     pub normal: f64,
     /// Per-event decay of the alerted peaks.

@@ -11,6 +11,7 @@ mod faults;
 mod prometheus;
 mod reference_config;
 mod remote_write;
+mod shapes;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;

@@ -1389,9 +1389,11 @@ async fn an_alert_rule_change_keeps_the_learned_models() {
     let (text, alerts, _) = restart_with(
         &stream,
         &original,
+        // (The alert and resolve thresholds also say where the detector's
+        // episodes start and end; the severity and the cooldown do not.)
         |c| {
-            c.alert.threshold = 0.55;
-            c.alert.resolve_after_events = 1;
+            c.alert.critical_threshold = Some(0.9);
+            c.alert.cooldown_secs = 60;
         },
         "rule",
         K,
@@ -1419,8 +1421,17 @@ async fn an_alert_rule_change_keeps_the_learned_models() {
             .unwrap_or_else(|| panic!("s{j} did not fire at {ts}: {alerts:?}"));
         let d = full.series[j].decisions[i];
         assert!((a.expected - d.expected).abs() <= 1e-9);
-        assert!((a.score - d.score).abs() <= 1e-9 && a.score >= 0.55);
-        assert_eq!(a.threshold, 0.55, "the new rule applies");
+        assert!((a.score - d.score).abs() <= 1e-9 && a.score >= 0.5);
+        // The new rule applies: a score under 0.9 is a warning now.
+        assert_eq!(
+            a.severity,
+            if a.score >= 0.9 {
+                anomalyd::alert::Severity::Critical
+            } else {
+                anomalyd::alert::Severity::Warning
+            },
+            "{a:?}"
+        );
     }
     // The alerts firing in the snapshot resolved under the new rule.
     for j in 0..2 {

@@ -9,7 +9,7 @@
 use super::{Channel, Common, Event, Outcome, SLOW_MARGIN};
 use crate::threshold::baseline::{BaseAt, slot as base_slot};
 use crate::threshold::record::{Fading, RECORD_LEN, Record};
-use crate::threshold::{BandLimits, Observation, Reason};
+use crate::threshold::{Observation, Reason};
 
 /// The CUSUM's reference value, in deviations: it accumulates deviations
 /// beyond `1.5` standardised units on average.
@@ -130,24 +130,6 @@ impl Channel for Drift {
     }
 
     #[inline]
-    fn band(&self, d: &[f64], ev: &Event, l: f64, limits: &mut BandLimits) {
-        let Some(base) = ev.base.as_ref().filter(|_| ev.slow && Self::ready(d)) else {
-            return;
-        };
-        let w = Self::evidence(&base.b);
-        let c = Self::limit(d, l + Self::MARGIN);
-        // The standardised deviation that would take the CUSUM to c.
-        let hi = (c + CUSUM_K - d[slot::UP]) / w;
-        let lo = -(c + CUSUM_K - d[slot::DOWN]) / w;
-        if hi < CUSUM_CLIP {
-            limits.level.1 = limits.level.1.min(base.value + hi * base.dev);
-        }
-        if lo > -CUSUM_CLIP {
-            limits.level.0 = limits.level.0.max(base.value + lo * base.dev);
-        }
-    }
-
-    #[inline]
     fn learn(&self, d: &mut [f64], ev: &Event, outcome: &Outcome) {
         let Some(base) = ev.base.as_ref().filter(|b| b.ready()) else {
             return;
@@ -168,15 +150,20 @@ impl Channel for Drift {
         Record::learn(
             &mut d[slot::RECORD..],
             c,
-            c > 0.0,
+            c > 0.0 || outcome.censored,
             outcome.alerting,
             &self.fading,
         );
     }
 
+    /// The CUSUM restarts, and the channel learns again what the series'
+    /// drifts look like around its new level before it judges one (its
+    /// baseline has just moved, and the first excursions around it are no
+    /// evidence of a drift).
     fn new_normal(&self, d: &mut [f64]) {
         d[slot::UP] = 0.0;
         d[slot::DOWN] = 0.0;
+        d[slot::RECORD..slot::RECORD + RECORD_LEN].fill(0.0);
     }
 }
 

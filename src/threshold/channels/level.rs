@@ -72,18 +72,61 @@ impl Channel for Level {
 
     #[inline]
     fn band(&self, s: &[f64], ev: &Event, l: f64, limits: &mut BandLimits) {
+        if let Some((lo, hi)) = self.normal_values(s, ev, l) {
+            limits.level = (limits.level.0.max(lo), limits.level.1.min(hi));
+        }
+    }
+
+    /// The open interval of values whose level surprise stays below `l`,
+    /// exactly: the distance is `min(|f'|, |now|, |prev|)` when the three
+    /// agree in sign (see [`Level::distance`]), with the short average
+    /// `f' = f + (value - season - f) / n` and `now = value - season`
+    /// (both from the offset) rising with the value and `prev` fixed. So
+    /// upwards the channel fires from the value where both `f'` and `now`
+    /// reach the magnitude of `l`, and only if `prev` is there already
+    /// (else never: one stray value does not move the level); downwards
+    /// the same.
+    #[inline]
+    fn normal_level(&self, s: &[f64], ev: &Event, l: f64) -> Option<(f64, f64)> {
         let (Some(base), true) = (&ev.base, ev.slow) else {
-            return;
+            return None;
         };
-        // |f' - offset| <= h with f' = f + (x - season - f) / n.
-        let b = &base.b;
-        let down = self.dist.magnitude(s, l, false, &ev.counts()).max(0.0) * base.dev;
         let up = self.dist.magnitude(s, l, true, &ev.counts()).max(0.0) * base.dev;
+        let down = self.dist.magnitude(s, l, false, &ev.counts()).max(0.0) * base.dev;
+        let level = base.season(&ev.obs.season) + base.b[slot::OFFSET];
+        Some((level - down, level + up))
+    }
+
+    #[inline]
+    fn normal_values(&self, s: &[f64], ev: &Event, l: f64) -> Option<(f64, f64)> {
+        let (Some(base), true) = (&ev.base, ev.slow) else {
+            return None;
+        };
+        let b = &base.b;
+        let up = self.dist.magnitude(s, l, true, &ev.counts()).max(0.0) * base.dev;
+        let down = self.dist.magnitude(s, l, false, &ev.counts()).max(0.0) * base.dev;
         let n = (b[slot::COUNT] + 1.0).clamp(1.0, LEVEL_EVENTS);
         let f = b[slot::FAST];
-        let center = base.season(&ev.obs.season) + f + n * (b[slot::OFFSET] - f);
-        limits.level.0 = limits.level.0.max(center - n * down);
-        limits.level.1 = limits.level.1.min(center + n * up);
+        let off = b[slot::OFFSET];
+        let season = base.season(&ev.obs.season);
+        // The value at which f' - offset = h, and at which now = h.
+        let by_average = |h: f64| season + f + n * (off + h - f);
+        let by_value = |h: f64| season + off + h;
+        if b[slot::COUNT] < 2.0 {
+            return Some((by_average(-down), by_average(up)));
+        }
+        let prev = b[slot::PREV] - off;
+        let hi = if prev >= up {
+            by_average(up).max(by_value(up))
+        } else {
+            f64::INFINITY
+        };
+        let lo = if prev <= -down {
+            by_average(-down).min(by_value(-down))
+        } else {
+            f64::NEG_INFINITY
+        };
+        Some((lo, hi))
     }
 
     #[inline]

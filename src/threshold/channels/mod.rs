@@ -34,6 +34,8 @@ pub(crate) struct Event<'a> {
     pub obs: &'a Observation,
     /// Events the series has learned (saturating at the horizon).
     pub events: f64,
+    /// Events the series has learned, over the jumps' memory.
+    pub jump_events: f64,
     /// Whether the slow channels (level, drift) may speak: the series is
     /// warm and has seen a day of event time (a season).
     pub slow: bool,
@@ -53,6 +55,7 @@ impl Event<'_> {
     pub fn counts(&self) -> Seen {
         Seen {
             events: self.events,
+            jump_events: self.jump_events,
         }
     }
 }
@@ -107,8 +110,20 @@ pub(crate) trait Channel {
     fn init(&self, _s: &mut [f64]) {}
     /// The event's surprise, in nats, without the margin.
     fn surprise(&self, s: &[f64], ev: &Event) -> f64;
-    /// Narrows `limits` to what keeps this channel's surprise below `l`.
+    /// Narrows `limits` to what keeps this channel's surprise below `l`
+    /// (the value-driven channels only: forecast and level).
     fn band(&self, _s: &[f64], _ev: &Event, _l: f64, _limits: &mut BandLimits) {}
+    /// The open interval of values (in the series' units) that keep this
+    /// channel's surprise below `l`, for a channel that judges where the
+    /// series sits (level); `None` for the others.
+    fn normal_values(&self, _s: &[f64], _ev: &Event, _l: f64) -> Option<(f64, f64)> {
+        None
+    }
+    /// The open interval of levels the series is normally at (surprise
+    /// below `l` were it to sit there), for a channel that judges it.
+    fn normal_level(&self, _s: &[f64], _ev: &Event, _l: f64) -> Option<(f64, f64)> {
+        None
+    }
     /// What the echo holds when this channel raised an anomaly of
     /// `surprise`: what the anomaly will mean once learned.
     fn held(&self, _s: &[f64], _ev: &Event, surprise: f64) -> f64 {
@@ -216,6 +231,18 @@ impl AnyChannel {
     #[inline]
     pub fn band(&self, s: &[f64], ev: &Event, l: f64, limits: &mut BandLimits) {
         dispatch!(self, c => c.band(s, ev, l, limits))
+    }
+
+    /// See [`Channel::normal_values`].
+    #[inline]
+    pub fn normal_values(&self, s: &[f64], ev: &Event, l: f64) -> Option<(f64, f64)> {
+        dispatch!(self, c => c.normal_values(s, ev, l))
+    }
+
+    /// See [`Channel::normal_level`].
+    #[inline]
+    pub fn normal_level(&self, s: &[f64], ev: &Event, l: f64) -> Option<(f64, f64)> {
+        dispatch!(self, c => c.normal_level(s, ev, l))
     }
 
     /// See [`Channel::held`].
