@@ -39,6 +39,23 @@ impl Phase {
     }
 }
 
+/// What an episode is judged on, for one event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpisodeSurprise {
+    /// The event's surprise (every channel, beyond its margin).
+    pub all: f64,
+    /// The value-driven channels' (forecast, level).
+    pub value: f64,
+    /// Whether a value-driven channel gave the event its surprise.
+    pub raised_by_value: bool,
+}
+
+/// The header's episode mark of one raised by a value-driven channel.
+const RAISED_BY_VALUE: f64 = 1.0;
+
+/// ... and of one raised by an accumulating channel (drift, stuck).
+const RAISED_BY_EVIDENCE: f64 = 2.0;
+
 /// The episode rule (shared by every series).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Episodes {
@@ -54,26 +71,47 @@ pub(crate) struct Episodes {
 }
 
 impl Episodes {
-    /// The phase after an event of `surprise` at `ts_ms`, from header `h`.
-    /// An episode starts at any warm event at the alert's surprise (an
-    /// onset, or a slow channel that has grown into it), so that whatever
-    /// holds the series at alert level ends, one way or the other.
+    /// The phase after an event at `ts_ms`, from header `h`. An episode
+    /// starts at any warm event at the alert's surprise (an onset, or a
+    /// slow channel that has grown into it), so that whatever holds the
+    /// series at alert level ends, one way or the other. One raised by a
+    /// value-driven channel (forecast, level) is over when the value is
+    /// back: the evidence the accumulating channels gathered during it
+    /// does not hold it (it is reset at the return); one raised by drift
+    /// or stuck lasts while they do.
     #[inline]
-    pub fn phase(&self, h: &[f64], warm: bool, surprise: f64, ts_ms: i64) -> Phase {
+    pub fn phase(&self, h: &[f64], warm: bool, surprise: &EpisodeSurprise, ts_ms: i64) -> Phase {
         if h[header::EPISODE] <= 0.0 {
-            if warm && surprise >= self.alert_surprise {
+            if warm && surprise.all >= self.alert_surprise {
                 Phase::Started
             } else {
                 Phase::Quiet
             }
         } else if ts_ms as f64 - h[header::EPISODE_MS] >= self.max_ms {
             Phase::NewNormal
-        } else if surprise < self.resolve_surprise && h[header::QUIET] + 1.0 >= self.resolve_events
-        {
+        } else if self.is_back(h, surprise) && h[header::QUIET] + 1.0 >= self.resolve_events {
             Phase::Returned
         } else {
             Phase::Ongoing
         }
+    }
+
+    /// Whether the episode in header `h` was raised by a value-driven
+    /// channel.
+    #[inline]
+    pub fn raised_by_value(h: &[f64]) -> bool {
+        h[header::EPISODE] == RAISED_BY_VALUE
+    }
+
+    /// Whether the series of header `h` is back to normal at this event.
+    #[inline]
+    fn is_back(&self, h: &[f64], surprise: &EpisodeSurprise) -> bool {
+        let measured = if Self::raised_by_value(h) {
+            surprise.value
+        } else {
+            surprise.all
+        };
+        measured < self.resolve_surprise
     }
 
     /// Whether the event is censored: within an episode (its return
@@ -87,16 +125,20 @@ impl Episodes {
     /// Applies `phase` to header `h` after an event of `surprise` at
     /// `ts_ms`.
     #[inline]
-    pub fn apply(&self, h: &mut [f64], phase: Phase, surprise: f64, ts_ms: i64) {
+    pub fn apply(&self, h: &mut [f64], phase: Phase, surprise: &EpisodeSurprise, ts_ms: i64) {
         match phase {
             Phase::Quiet => {}
             Phase::Started => {
-                h[header::EPISODE] = 1.0;
+                h[header::EPISODE] = if surprise.raised_by_value {
+                    RAISED_BY_VALUE
+                } else {
+                    RAISED_BY_EVIDENCE
+                };
                 h[header::EPISODE_MS] = ts_ms as f64;
                 h[header::QUIET] = 0.0;
             }
             Phase::Ongoing => {
-                h[header::QUIET] = if surprise < self.resolve_surprise {
+                h[header::QUIET] = if self.is_back(h, surprise) {
                     h[header::QUIET] + 1.0
                 } else {
                     0.0

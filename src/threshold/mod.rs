@@ -78,7 +78,7 @@ use body::Kind;
 use channels::{AnyChannel, Common, Event, Forecast, Outcome};
 use distribution::{Distribution, JUMP_MEMORY_HORIZONS};
 use echo::Echo;
-use episode::{Episodes, Phase};
+use episode::{EpisodeSurprise, Episodes, Phase};
 use ewma::Ewma;
 use quantile::Quantile;
 use record::Fading;
@@ -247,9 +247,11 @@ pub struct Scored {
     pub raw: PerChannel<f64>,
     /// What the event does to the series' episode.
     pub phase: Phase,
-    /// Whether the event teaches nothing of the normal (it is anomalous,
-    /// within an episode): the model should learn its forecast instead.
+    /// Whether the event teaches nothing of the normal (within an
+    /// episode): the model learns its lags only.
     pub censored: bool,
+    /// What the episode judged.
+    episode: EpisodeSurprise,
 }
 
 /// Where values would score below a given score, for the band: each bound
@@ -451,6 +453,7 @@ impl Thresholds {
         let ev = self.event(s, obs);
         let mut raw = PerChannel::default();
         let mut best = (0.0, Reason::Forecast);
+        let mut value = 0.0f64;
         for p in &self.channels {
             let reason = p.channel.reason();
             raw[reason] = p.channel.surprise(p.slots(s), &ev);
@@ -458,11 +461,19 @@ impl Thresholds {
             if x > best.0 {
                 best = (x, reason);
             }
+            if p.channel.value_driven() {
+                value = value.max(x);
+            }
         }
         let surprise = best.0.min(MAX_SURPRISE);
         let onset = Echo::onset(s[header::ECHO], surprise);
         let cold = |l: f64| if warm { score_from_surprise(l) } else { 0.0 };
-        let phase = self.episodes.phase(s, warm, surprise, obs.ts_ms);
+        let episode = EpisodeSurprise {
+            all: surprise,
+            value,
+            raised_by_value: matches!(best.1, Reason::Forecast | Reason::Level),
+        };
+        let phase = self.episodes.phase(s, warm, &episode, obs.ts_ms);
         let censored = self.episodes.censors(phase);
         Scored {
             score: cold(surprise),
@@ -473,6 +484,7 @@ impl Thresholds {
             raw,
             phase,
             censored,
+            episode,
         }
     }
 
@@ -550,8 +562,13 @@ impl Thresholds {
                 }
             }
         }
+        if scored.phase == Phase::Returned && Episodes::raised_by_value(s) {
+            for p in &self.channels {
+                p.channel.episode_over(p.slots_mut(s));
+            }
+        }
         self.episodes
-            .apply(s, scored.phase, scored.surprise, obs.ts_ms);
+            .apply(s, scored.phase, &scored.episode, obs.ts_ms);
         if s[header::EVENTS] < 1.0 {
             s[header::FIRST_MS] = obs.ts_ms as f64;
         }

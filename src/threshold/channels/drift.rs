@@ -160,6 +160,11 @@ impl Channel for Drift {
     /// drifts look like around its new level before it judges one (its
     /// baseline has just moved, and the first excursions around it are no
     /// evidence of a drift).
+    fn episode_over(&self, d: &mut [f64]) {
+        d[slot::UP] = 0.0;
+        d[slot::DOWN] = 0.0;
+    }
+
     fn new_normal(&self, d: &mut [f64]) {
         d[slot::UP] = 0.0;
         d[slot::DOWN] = 0.0;

@@ -50,6 +50,7 @@ impl Forecast {
 
 impl Channel for Forecast {
     const REASON: Reason = Reason::Forecast;
+    const VALUE_DRIVEN: bool = true;
 
     fn len(&self) -> usize {
         self.dist.len()

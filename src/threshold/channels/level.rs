@@ -49,6 +49,7 @@ impl Level {
 
 impl Channel for Level {
     const REASON: Reason = Reason::Level;
+    const VALUE_DRIVEN: bool = true;
     const NEEDS_BASELINE: bool = true;
     const ACCEPTS_NEW_NORMAL: bool = true;
 

@@ -100,6 +100,9 @@ pub(crate) trait Channel {
     const MARGIN: f64 = 0.0;
     /// Whether it measures against the seasonal baseline.
     const NEEDS_BASELINE: bool = false;
+    /// Whether it judges the value itself (forecast, level), as opposed to
+    /// accumulating evidence over events (drift, stuck).
+    const VALUE_DRIVEN: bool = false;
     /// Whether a change it reports for long enough becomes the new normal
     /// (the baseline's offset moves, see [`super::episode`]).
     const ACCEPTS_NEW_NORMAL: bool = false;
@@ -134,6 +137,9 @@ pub(crate) trait Channel {
     /// The change the channel reported is the new normal: restart what
     /// accumulates evidence.
     fn new_normal(&self, _s: &mut [f64]) {}
+    /// The series is back from an episode a value-driven channel raised:
+    /// what accumulated during it was that anomaly's, not news.
+    fn episode_over(&self, _s: &mut [f64]) {}
 }
 
 /// Every channel, dispatched statically.
@@ -177,12 +183,13 @@ pub(crate) fn build(config: &ThresholdConfig, common: &Common) -> Vec<AnyChannel
 }
 
 /// A channel's constants, read through an instance.
-fn consts<C: Channel>(_: &C) -> (Reason, f64, bool, bool) {
+fn consts<C: Channel>(_: &C) -> (Reason, f64, bool, bool, bool) {
     (
         C::REASON,
         C::MARGIN,
         C::NEEDS_BASELINE,
         C::ACCEPTS_NEW_NORMAL,
+        C::VALUE_DRIVEN,
     )
 }
 
@@ -208,6 +215,17 @@ impl AnyChannel {
     #[inline]
     pub fn accepts_new_normal(&self) -> bool {
         dispatch!(self, c => consts(c).3)
+    }
+
+    /// Whether it judges the value itself.
+    #[inline]
+    pub fn value_driven(&self) -> bool {
+        dispatch!(self, c => consts(c).4)
+    }
+
+    /// See [`Channel::episode_over`].
+    pub fn episode_over(&self, s: &mut [f64]) {
+        dispatch!(self, c => c.episode_over(s))
     }
 
     /// See [`Channel::len`].
