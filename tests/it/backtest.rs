@@ -308,7 +308,8 @@ fn a_level_shift_a_ramp_and_a_spike_are_each_one_alert_spanning_the_episode() {
     // is back, and the return is no new alert.
     let start = 3 * 1440 + 200;
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Box<dyn Fn(usize) -> f64>, usize); 3] = [
+    type Anomaly = Box<dyn Fn(usize) -> f64>;
+    let cases: [(&str, Anomaly, usize); 3] = [
         // Four hours at +40 (20σ).
         (
             "shift",
