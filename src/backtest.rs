@@ -154,9 +154,9 @@ pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
     config
         .validate()
         .map_err(crate::app::config::ConfigError::Invalid)?;
-    let detector = Detector::new(&config.detector, config.alert.threshold)?;
     let rule =
         AlertRule::new(&config.alert, "alert").map_err(crate::app::config::ConfigError::Invalid)?;
+    let detector = Detector::with_targets(&config.detector, &rule.targets())?;
     let scorer = Scorer {
         detector: &detector,
         rule: &rule,
@@ -400,7 +400,8 @@ fn run_file(
         let ts_field = csv_field(ts_raw);
         let value_field = csv_field(value_raw);
         match &decision {
-            Some(d) => writeln!(
+            // No band while the series warms up: it is not judged yet.
+            Some(d) if d.warm => writeln!(
                 out,
                 "{ts_field},{value_field},{},{},{},{},{},{}",
                 d.onset,
@@ -410,6 +411,7 @@ fn run_file(
                 u8::from(is_alert),
                 if d.score > 0.0 { d.reason.as_str() } else { "" }
             ),
+            Some(d) => writeln!(out, "{ts_field},{value_field},0,{},,,0,", d.expected),
             None => writeln!(out, "{ts_field},{value_field},0,,,,0,"),
         }
         .map_err(io_err(output))?;

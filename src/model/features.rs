@@ -47,8 +47,9 @@ const ABS_SD_FLOOR: f64 = 1e-12;
 /// threshold (how far a value is from what the series usually is).
 ///
 /// State layout in a slab: `[count, mean, mean square of differences,
-/// variance of the level, scale, level scale]` (the two scales are kept so
-/// the per-event path takes no square roots to read them).
+/// variance of the level, scale, level scale, mean size of the non-zero
+/// differences, how many of them were seen (saturating at the horizon)]` (the two scales are kept so the per-event path takes no
+/// square roots to read them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Standardizer {
     /// Events after which the weights stop growing.
@@ -59,7 +60,15 @@ pub struct Standardizer {
 const STEP_CLIP: f64 = 10.0;
 
 /// Number of `f64` a [`Standardizer`] keeps in the slab.
-pub const STANDARDIZER_LEN: usize = 6;
+pub const STANDARDIZER_LEN: usize = 8;
+
+/// The typical step is at least this share of the typical *change* (the
+/// mean size of the steps that are not zero): a series that mostly stands
+/// still (a replica count, a config gauge, an error counter) keeps a unit
+/// of its own size instead of collapsing to the float floor, where every
+/// change would be the same "impossible" residual and every band zero
+/// wide.
+const CHANGE_SHARE: f64 = 0.1;
 
 impl Standardizer {
     /// Mean of the series so far (slab view `s`).
@@ -96,6 +105,12 @@ impl Standardizer {
         ((x - origin) / Self::scale(s)).clamp(-INPUT_CLAMP, INPUT_CLAMP)
     }
 
+    /// The series now sits at `x`: the running mean moves there (the
+    /// typical step and the level's deviation stay).
+    pub fn rebase(s: &mut [f64], x: f64) {
+        s[1] = x;
+    }
+
     /// Learns `x` (after it has been scored); `prev` is the value before it,
     /// if any.
     #[inline]
@@ -113,7 +128,20 @@ impl Standardizer {
             // STEP_CLIP typical steps, so the unit of every residual is not
             // blown up for a whole horizon by one event; a lasting change
             // of volatility still moves it within a few dozen events.
-            let d = x - p;
+            let raw = x - p;
+            if raw != 0.0 {
+                // The typical change, from the changes only (equal weights
+                // at first), one wild change counting as at most ten.
+                let c = (s[7] + 1.0).min(self.horizon);
+                s[7] = c;
+                let size = if c > 5.0 {
+                    raw.abs().min(STEP_CLIP * s[6])
+                } else {
+                    raw.abs()
+                };
+                s[6] += (size - s[6]) / c;
+            }
+            let d = raw;
             let d = if n > 20.0 && s[4] > 0.0 {
                 d.clamp(-STEP_CLIP * s[4], STEP_CLIP * s[4])
             } else {
@@ -123,7 +151,7 @@ impl Standardizer {
             s[2] += beta * (d * d - s[2]);
         }
         let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
-        s[4] = s[2].sqrt().max(floor);
+        s[4] = s[2].sqrt().max(CHANGE_SHARE * s[6]).max(floor);
         s[5] = s[3].sqrt().max(floor);
     }
 }
@@ -172,6 +200,14 @@ impl Ring {
         }
         debug_assert!(cap == 0 || filled <= cap);
         filled
+    }
+
+    /// Fills the ring with `x`.
+    pub fn fill(r: &mut [f64], x: f64) {
+        let cap = r.len() - 2;
+        r[0] = cap as f64;
+        r[1] = 0.0;
+        r[2..].fill(x);
     }
 
     /// Appends `x`, dropping the oldest value when full.

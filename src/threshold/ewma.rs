@@ -9,12 +9,13 @@
 //! and gives the Gaussian tail's surprise in nats through its Chernoff bound,
 //! `L = (a/σ)² / 2` (`P(|X| > a) ≤ exp(-a²/2σ²)`), which inverts in closed
 //! form for the band. Heavier tails are the record stage's job
-//! ([`super::Record`]): the body alone is what a Gaussian series needs.
+//! (the record): the body alone is what a Gaussian series needs.
 //!
 //! State: `[count, m, mean square]`; the mean square gives the spread of
 //! `a` itself, from which the warm-up judges how well `σ` is known.
 
-use super::{Threshold, ew_update_mean};
+use super::Threshold;
+use super::body::ew_update_mean;
 
 /// `√(π/2)`: the ratio of a Gaussian's deviation to its mean absolute value.
 pub const SQRT_HALF_PI: f64 = 1.253_314_137_315_500_3;
@@ -57,11 +58,15 @@ impl Ewma {
 
     /// Relative standard error of `σ`: the coefficient of variation of the
     /// magnitudes over the square root of how many were seen. `∞` before
-    /// two magnitudes.
+    /// two magnitudes; 0 when every magnitude was 0 (a constant series, or
+    /// one forecast perfectly: its deviation is the floor, known exactly).
     #[inline]
     pub fn relative_error(s: &[f64]) -> f64 {
-        if s[0] < 2.0 || s[1] <= 0.0 {
+        if s[0] < 2.0 {
             return f64::INFINITY;
+        }
+        if s[1] <= 0.0 {
+            return 0.0;
         }
         let cv2 = (s[2] / (s[1] * s[1]) - 1.0).max(0.0);
         (cv2 / s[0]).sqrt()
@@ -160,6 +165,8 @@ mod tests {
         assert_eq!(t.surprise(&s, 0.0), 0.0);
         // The floor is a hundredth of the unit: one unit is 100σ.
         assert!(t.surprise(&s, 1.0) >= 5000.0);
-        assert_eq!(Ewma::relative_error(&s), f64::INFINITY);
+        // Every magnitude 0: the deviation is the floor, known exactly, so
+        // a constant series is trusted (and its first change surprising).
+        assert_eq!(Ewma::relative_error(&s), 0.0);
     }
 }

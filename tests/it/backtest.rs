@@ -63,8 +63,13 @@ fn file_mode_writes_one_row_per_input_row_in_order() {
         assert_eq!(format!("{},{}", row[0], row[1]), *inp);
         let score: f64 = row[2].parse().unwrap();
         assert!((0.0..1.0).contains(&score));
-        let (lower, upper): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
-        assert!(lower <= upper);
+        // No band while the series warms up; a warm one is never empty.
+        if !row[4].is_empty() {
+            let (lower, upper): (f64, f64) = (row[4].parse().unwrap(), row[5].parse().unwrap());
+            assert!(lower < upper, "{row:?}");
+        } else {
+            assert!(row[5].is_empty() && score == 0.0, "{row:?}");
+        }
         assert!(row[6] == "0" || row[6] == "1");
         // The channel that scored the row, empty where nothing did.
         assert!(
@@ -260,4 +265,99 @@ fn exit_codes_for_bad_cli_missing_input_and_unwritable_output() {
         .output()
         .unwrap();
     assert_eq!(unwritable.status.code(), Some(1));
+}
+
+/// Five days of a minute-sampled daily cycle with unit noise, plus
+/// `anomaly(i)` from day 3 + 200 minutes on, written as a backtest input.
+fn episode_input(dir: &Path, name: &str, anomaly: impl Fn(usize) -> f64) -> PathBuf {
+    let mut rng = anomalyd::demo::fleet::Rng(61);
+    let mut text = String::from("timestamp,value\n");
+    for i in 0..5 * 1440 {
+        let day = (i as f64 / 1440.0) * std::f64::consts::TAU;
+        let v = 100.0 + 20.0 * day.sin() + 2.0 * rng.normal() + anomaly(i);
+        text += &format!("{},{v:.4}\n", 1_767_225_600 + i * 60);
+    }
+    let path = dir.join(format!("{name}.csv"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The alert spans `(first row, rows)` of a backtest output.
+fn alert_spans(path: &Path) -> Vec<(usize, usize)> {
+    let (_, rows) = read_rows(path);
+    let alert: Vec<bool> = rows.iter().map(|r| r[6] == "1").collect();
+    let mut spans = Vec::new();
+    let mut i = 0;
+    while i < alert.len() {
+        if alert[i] {
+            let start = i;
+            while i < alert.len() && alert[i] {
+                i += 1;
+            }
+            spans.push((start, i - start));
+        } else {
+            i += 1;
+        }
+    }
+    spans
+}
+
+#[test]
+fn a_level_shift_a_ramp_and_a_spike_are_each_one_alert_spanning_the_episode() {
+    // Issue 17: each anomaly is one alert from its onset until the series
+    // is back, and the return is no new alert.
+    let start = 3 * 1440 + 200;
+    let dir = tempfile::tempdir().unwrap();
+    type Anomaly = Box<dyn Fn(usize) -> f64>;
+    let cases: [(&str, Anomaly, usize); 3] = [
+        // Four hours at +40 (20σ).
+        (
+            "shift",
+            Box::new(move |i| {
+                if (start..start + 240).contains(&i) {
+                    40.0
+                } else {
+                    0.0
+                }
+            }),
+            240,
+        ),
+        // Two hours climbing half a unit a minute, then back at once.
+        (
+            "ramp",
+            Box::new(move |i| {
+                if (start..start + 120).contains(&i) {
+                    0.5 * (i - start) as f64
+                } else {
+                    0.0
+                }
+            }),
+            120,
+        ),
+        // One row at +50.
+        (
+            "spike",
+            Box::new(move |i| if i == start { 50.0 } else { 0.0 }),
+            1,
+        ),
+    ];
+    for (name, anomaly, len) in cases {
+        let input = episode_input(dir.path(), name, anomaly);
+        let out = dir.path().join(format!("{name}.out.csv"));
+        run(&args(input, out.clone())).unwrap();
+        let spans = alert_spans(&out);
+        assert_eq!(spans.len(), 1, "{name}: {spans:?}");
+        let (first, rows) = spans[0];
+        // It starts within the episode (a ramp takes a while to be sure)...
+        assert!(
+            (start..start + len.max(60)).contains(&first),
+            "{name}: starts at {first}"
+        );
+        // ... and ends after the series is back, within an hour.
+        let end = first + rows;
+        assert!(
+            (start + len..start + len + 60).contains(&end),
+            "{name}: ends at {end}"
+        );
+    }
 }

@@ -3,22 +3,27 @@
 //! message), with the default configuration:
 //!
 //! - the score is evidence: monotone in the size of an anomaly, a 3σ event
-//!   does not alert, a 10σ one is critical and scores at least 0.8, a 30σ
-//!   one at least 0.9, at any age of the series after its warm-up;
+//!   does not alert, a 10σ one does, a 20σ one is critical and a 30σ one
+//!   scores at least 0.75, at any age of the series after its warm-up (a
+//!   young series is humble about jumps: see the jump bound);
 //! - a clean series is silent from its first event on, through warm-up and
 //!   after it, and again after a restore, an eviction and re-creation, and a
 //!   config change that relearns its model;
-//! - a level shift alerts once and resolves; stuck values and drifts are
-//!   detected; every alert says which channel raised it.
+//! - a level shift is one alert: resolved when the series is back, or as
+//!   the new normal once it has lasted the maximum episode; the return is
+//!   no new alert; stuck values and drifts are detected; every alert says
+//!   which channel raised it.
 //!
 //! The series are generated here with a seeded generator, so the tests
 //! stand alone and fail the same way every run.
 
+use anomalyd::alert::Resolution;
 use anomalyd::alert::lifecycle::{AlertRule, AlertRuleConfig, Lifecycle, Transition, build_alert};
 use anomalyd::alert::{Reason, Severity};
 use anomalyd::demo::fleet::Rng;
 use anomalyd::detector::{Decision, Detector, DetectorConfig, DetectorState, Skipped};
 use anomalyd::event::SeriesKey;
+use anomalyd::threshold::DEFAULT_MAX_EPISODE_SECS;
 
 const MINUTE: i64 = 60_000;
 /// 2026-01-05T00:00:00Z, a Monday.
@@ -130,11 +135,13 @@ fn the_score_grows_with_the_size_of_a_spike_at_any_age_after_warm_up() {
                 let hit = rule.is_hit(v, &x, false);
                 match k {
                     3.0 => assert!(!hit && x.score < 0.5, "3σ alerts at {at}: {x:?}"),
-                    10.0 => {
-                        assert!(hit && x.score >= 0.8, "10σ at {at}: {x:?}");
-                        assert_eq!(rule.severity(x.score), Severity::Critical);
-                    }
-                    30.0 => assert!(x.score >= 0.9, "30σ at {at}: {x:?}"),
+                    10.0 => assert!(hit, "10σ at {at}: {x:?}"),
+                    20.0 => assert_eq!(
+                        rule.severity(x.score),
+                        Severity::Critical,
+                        "20σ at {at}: {x:?}"
+                    ),
+                    30.0 => assert!(x.score >= 0.75, "30σ at {at}: {x:?}"),
                     _ => {}
                 }
                 if k >= 10.0 {
@@ -272,25 +279,59 @@ fn restore_eviction_and_relearning_stay_silent() {
 }
 
 #[test]
-fn a_level_shift_alerts_once_and_resolves() {
+fn a_lasting_level_shift_is_one_alert_that_ends_as_the_new_normal() {
     let mut values = seasonal(21, 12_000);
     for v in &mut values[4_000..] {
         *v += 15.0;
     }
     let r = run(&values);
     assert_eq!(r.firings(), vec![4_000], "{:?}", r.transitions);
-    let resolved: Vec<usize> = r
+    assert_eq!(r.transitions[0].1.reason(), Reason::Forecast);
+    // One alert from the onset until the shift has lasted the maximum
+    // episode (six hours of minutes): then it is the series' new normal,
+    // and the alert says so.
+    let resolved: Vec<(usize, Option<Resolution>)> = r
         .transitions
         .iter()
         .filter(|(_, t)| matches!(t, Transition::Resolved { .. }))
-        .map(|(i, _)| *i)
+        .map(|(i, t)| (*i, t.resolution()))
+        .collect();
+    let max_episode = (DEFAULT_MAX_EPISODE_SECS * 1000 / MINUTE as u64) as usize;
+    assert_eq!(
+        resolved,
+        vec![(4_000 + max_episode, Some(Resolution::NewNormal))],
+        "{:?}",
+        r.transitions
+    );
+    // The plateau scores as anomalous to the end of the episode: the
+    // expected value is the normal level, and the band says where it is.
+    let plateau = &r.decisions[4_100];
+    assert!(plateau.score >= 0.32, "{plateau:?}");
+    assert!(plateau.value_outside_band(values[4_100]), "{plateau:?}");
+    assert!(plateau.upper < values[4_100] - 5.0, "{plateau:?}");
+}
+
+#[test]
+fn a_shift_that_comes_back_is_one_alert_and_the_return_no_new_one() {
+    // Four hours at +15, then back: one alert spanning the shift, resolved
+    // as returned shortly after the return, and the return is no new
+    // alert.
+    let mut values = seasonal(22, 8_000);
+    for v in &mut values[4_000..4_240] {
+        *v += 15.0;
+    }
+    let r = run(&values);
+    assert_eq!(r.firings(), vec![4_000], "{:?}", r.transitions);
+    let resolved: Vec<(usize, Option<Resolution>)> = r
+        .transitions
+        .iter()
+        .filter(|(_, t)| matches!(t, Transition::Resolved { .. }))
+        .map(|(i, t)| (*i, t.resolution()))
         .collect();
     assert_eq!(resolved.len(), 1, "{:?}", r.transitions);
-    // It resolves once the new level is the expected one: the forecast
-    // follows at once, and what stays unusual for the level channel is no
-    // longer new.
-    assert!(resolved[0] < 4_000 + 120, "resolved at {}", resolved[0]);
-    assert_eq!(r.transitions[0].1.reason(), Reason::Forecast);
+    let (at, why) = resolved[0];
+    assert!((4_240..4_240 + 60).contains(&at), "resolved at {at}");
+    assert_eq!(why, Some(Resolution::Returned));
 }
 
 #[test]
@@ -346,7 +387,9 @@ fn alerts_carry_the_channel_that_raised_them() {
             let ts = T0 + i as i64 * MINUTE;
             let x = d.observe(&mut st, ts, v).unwrap();
             if let Some(t) = lc.step(&rule, ts, v, &x) {
-                alert.get_or_insert_with(|| build_alert(&key, &t, ts, v, &x, &rule, "regression"));
+                alert.get_or_insert_with(|| {
+                    build_alert(&key, &t, ts, v, &x, lc.peak_score(), &rule, "regression")
+                });
             }
         }
         let json = serde_json::to_value(alert.expect("an alert")).unwrap();

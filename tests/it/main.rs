@@ -17,6 +17,7 @@ mod prometheus;
 mod real_parts;
 mod reference_config;
 mod remote_write;
+mod shapes;
 mod sinks_alertmanager;
 mod sinks_kafka;
 mod sinks_webhook;

@@ -18,7 +18,15 @@
 #     `score >= T` with T chosen leaving the scored family out (the most
 #     sensitive T within 2 false alarms per 10k events on the other
 #     families);
-#  5. when NAB_DIR (a NAB data directory with combined_windows.json) and
+#  5. when ASD_DIR (labelled metrics of real servers laid out as
+#     shared/data/asd: labels-asd.json, test/<server>/<metric>.csv) and
+#     SCORE_SERVERS (its scorer, score_servers.py) are set: the shared
+#     servers, each series replayed from its first event, anomalyd at its
+#     defaults beside the peers (thresholds chosen on the other servers by
+#     the scorer's 2-fold split), with false alarms by day since each
+#     series' first event and anomalyd's pages (incident notifications) per
+#     10k events (servers.py);
+#  6. when NAB_DIR (a NAB data directory with combined_windows.json) and
 #     NABSCORE (NAB's scorer, nabscore.py) are set: NAB's standard
 #     profile with the threshold chosen leaving the scored category out
 #     (LOCO), anomalyd also at its fixed default threshold 0.5, and the
@@ -88,6 +96,31 @@ for seed in $seeds; do
     python3 "$here/evaluate.py" corpus --data "$data" $(dets "$work/out-corpus-$seed") \
         --json "$work/corpus-$seed.json" | tee "$work/corpus-$seed.md"
 done
+
+asd_dir=${ASD_DIR:-}
+score_servers=${SCORE_SERVERS:-}
+if [[ -n $asd_dir && -f $asd_dir/labels-asd.json && -f $score_servers ]]; then
+    out=$work/out-asd
+    rm -rf "$out"
+    mkdir -p "$out/asd"
+    log "anomalyd on $asd_dir/test"
+    "$bin" backtest --input "$asd_dir/test" --output "$out/asd/anomalyd" >/dev/null
+    for p in $peers; do
+        log "$p on $asd_dir/test"
+        "$here/peers/run.sh" "$p" "$asd_dir/test" "$out/asd/$p" >&2
+    done
+    dets=(--det anomalyd)
+    for p in $peers; do dets+=(--det "$p"); done
+    echo
+    echo "## Shared servers ($asd_dir)"
+    echo
+    python3 "$score_servers" --data "$asd_dir" --out "$out" --ds asd "${dets[@]}" \
+        --json "$work/servers.json" >&2
+    python3 "$here/servers.py" --scorer "$score_servers" --data "$asd_dir" --out "$out" \
+        --json "$work/servers.json" "${dets[@]}" | tee "$work/servers.md"
+else
+    log "shared servers skipped: set ASD_DIR to a directory laid out as shared/data/asd and SCORE_SERVERS to its scorer"
+fi
 
 if [[ $nab -eq 1 ]]; then
     nab_dir=${NAB_DIR:-}
