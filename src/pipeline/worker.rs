@@ -1318,11 +1318,12 @@ mod tests {
         assert_eq!(incremental(&mut s), [(P, fp(11), false)]);
     }
 
-    /// The per-series entry stays small: a million series hold 128 MB of
-    /// entries (plus their keys and detector slabs).
+    /// The per-series entry stays small: a million series hold 136 MB of
+    /// entries (plus their keys and detector slabs). (The alert lifecycle
+    /// keeps the alert's peak score since 0.2.0.)
     #[test]
-    fn entries_are_128_bytes() {
-        assert_eq!(std::mem::size_of::<Entry>(), 128);
+    fn entries_are_136_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 136);
     }
 
     /// Alerts handed over, for the tests that check them.
