@@ -154,9 +154,9 @@ pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
     config
         .validate()
         .map_err(crate::app::config::ConfigError::Invalid)?;
-    let detector = Detector::new(&config.detector, config.alert.threshold)?;
     let rule =
         AlertRule::new(&config.alert, "alert").map_err(crate::app::config::ConfigError::Invalid)?;
+    let detector = Detector::with_targets(&config.detector, &rule.targets())?;
     let scorer = Scorer {
         detector: &detector,
         rule: &rule,

@@ -16,8 +16,9 @@ use crate::config::Problems;
 use crate::model::Forecast;
 use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
+use crate::threshold::episode::Phase;
 use crate::threshold::{
-    BandTarget, Observation, Reason, ThresholdConfig, ThresholdState, Thresholds,
+    AlertTargets, BandTarget, Observation, Reason, ThresholdConfig, ThresholdState, Thresholds,
 };
 
 thread_local! {
@@ -52,6 +53,11 @@ pub struct Decision {
     /// the echo and the plateau of an anomaly score low. This is the
     /// score to rank the onsets of anomalies by (NAB scores it).
     pub onset: f64,
+    /// The series' episode (its anomaly in progress) lasted past the
+    /// maximum: from this event on, where it sits is its new normal (see
+    /// [`crate::threshold::episode`]).
+    #[serde(default)]
+    pub new_normal: bool,
 }
 
 impl Decision {
@@ -67,6 +73,7 @@ impl Decision {
             warm: true,
             reason: Reason::Forecast,
             onset: score,
+            new_normal: false,
         }
     }
 
@@ -107,7 +114,7 @@ impl DetectorConfig {
         let json = serde_json::to_vec(self)
             .expect("a config of plain numbers, enums and bools serialises");
         let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-        h.update(b"anomalyd.detector.v2\xff");
+        h.update(b"anomalyd.detector.v3\xff");
         h.update(&json);
         h.digest()
     }
@@ -217,10 +224,22 @@ impl DetectorState {
 }
 
 impl Detector {
-    /// Builds the shared detector. `alert_threshold` is the score at which
-    /// the alerting code fires; the band in each [`Decision`] is the range of
-    /// values that would score below it.
+    /// Builds the shared detector for the default alert rule at score
+    /// `alert_threshold` (see [`Detector::with_targets`]).
     pub fn new(config: &DetectorConfig, alert_threshold: f64) -> Result<Self, DetectorError> {
+        Self::with_targets(config, &AlertTargets::at(alert_threshold))
+    }
+
+    /// Builds the shared detector for alerts as `targets` says: the alert
+    /// threshold is the score at which the alerting code fires (the band in
+    /// each [`Decision`] is the range of values that would score below it),
+    /// the resolve threshold and events end an episode, and an episode that
+    /// lasts longer than its maximum is the new normal.
+    pub fn with_targets(
+        config: &DetectorConfig,
+        targets: &AlertTargets,
+    ) -> Result<Self, DetectorError> {
+        let alert_threshold = targets.threshold;
         let mut problems = Problems::new();
         config.validate("detector", &mut problems);
         if !problems.is_empty() {
@@ -237,7 +256,7 @@ impl Detector {
         Ok(Self {
             config: *config,
             model: config.model.build(),
-            thresholds: config.threshold.build(alert_threshold),
+            thresholds: config.threshold.build(targets),
             optimizer,
             alert_threshold,
             band_target: BandTarget::new(alert_threshold),
@@ -345,6 +364,7 @@ impl Detector {
         if !self.owns(state) {
             return Err(Skipped::IncompatibleState);
         }
+        work.censored = false;
         let forecast = self
             .model
             .forecast(&state.model, ts_ms, value, work)
@@ -361,6 +381,7 @@ impl Detector {
                 warm: false,
                 reason: Reason::Forecast,
                 onset: 0.0,
+                new_normal: false,
             });
         }
         // Magnitudes beyond 1e12 deviations are all "impossible"; the cap
@@ -376,10 +397,19 @@ impl Detector {
             warm: scored.warm,
             reason: scored.reason,
             onset: scored.onset,
+            new_normal: scored.phase == Phase::NewNormal,
         };
-        // Train: now the model and the threshold learn this event.
+        // Train: now the model and the threshold learn this event. An
+        // anomalous event within an episode teaches neither the model's
+        // weights nor its typical step (its lags still take the value, so
+        // the forecast follows); at a new normal the forecast restarts from
+        // the value.
+        work.censored = scored.censored;
         self.model
             .learn(&mut state.model, &self.optimizer, value, work);
+        if scored.phase == Phase::NewNormal {
+            self.model.rebase(&mut state.model, value);
+        }
         self.thresholds.observe(&mut state.threshold, &obs, &scored);
         state.scored = state.scored.saturating_add(1);
         Ok(decision)

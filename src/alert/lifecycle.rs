@@ -25,11 +25,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
-use super::{Alert, AlertStatus, Severity};
+use super::{Alert, AlertStatus, Resolution, Severity};
 use crate::config::Problems;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
-use crate::threshold::Reason;
+use crate::threshold::{AlertTargets, Reason};
 
 /// Default alert threshold: the score contract's documented default.
 pub use crate::threshold::DEFAULT_ALERT_THRESHOLD;
@@ -39,6 +39,14 @@ pub const MAX_WINDOW_EVENTS: u32 = 64;
 
 /// Largest `cooldown_secs` (365 days).
 pub const MAX_COOLDOWN_SECS: u64 = 365 * 24 * 3600;
+
+/// Smallest `max_episode_secs` (one minute).
+pub const MIN_EPISODE_SECS: u64 = 60;
+
+/// Largest `max_episode_secs` (30 days).
+pub const MAX_EPISODE_SECS: u64 = 30 * 24 * 3600;
+
+pub use crate::threshold::DEFAULT_MAX_EPISODE_SECS;
 
 /// Which deviations can alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -66,8 +74,7 @@ pub fn default_critical(t: f64) -> f64 {
 /// 60 % of its surprise (0.32 for 0.5), so a firing alert is not resolved
 /// and re-fired by scores that hover around the threshold.
 pub fn default_resolve(t: f64) -> f64 {
-    use crate::threshold::{score_from_surprise, surprise_from_score};
-    score_from_surprise(0.6 * surprise_from_score(t))
+    AlertTargets::at(t).resolve_threshold
 }
 
 /// When a series alerts (`[alert]`).
@@ -106,6 +113,11 @@ pub struct AlertRuleConfig {
     /// Ignore deviations with `|value - expected|` below this fraction of
     /// `|expected|` (0.1 = 10 %). Default 0 (off).
     pub min_rel_deviation: f64,
+    /// A change that lasts longer than this (seconds of event time) is the
+    /// series' new normal: its alert resolves saying so (`resolution:
+    /// "new_normal"`) and the detector learns the series where it now sits.
+    /// Default 21600 (six hours). Between 60 and 2592000 (30 days).
+    pub max_episode_secs: u64,
 }
 
 impl Default for AlertRuleConfig {
@@ -121,6 +133,7 @@ impl Default for AlertRuleConfig {
             direction: Direction::Both,
             min_abs_deviation: 0.0,
             min_rel_deviation: 0.0,
+            max_episode_secs: DEFAULT_MAX_EPISODE_SECS,
         }
     }
 }
@@ -184,6 +197,15 @@ impl AlertRuleConfig {
                 self.cooldown_secs
             ),
         );
+        problems.check(
+            (MIN_EPISODE_SECS..=MAX_EPISODE_SECS).contains(&self.max_episode_secs),
+            format!("{prefix}.max_episode_secs"),
+            format!(
+                "must be between {MIN_EPISODE_SECS} and {MAX_EPISODE_SECS} seconds (30 days) \
+                 (got {}); {DEFAULT_MAX_EPISODE_SECS}, six hours, is the default",
+                self.max_episode_secs
+            ),
+        );
         for (key, v) in [
             ("min_abs_deviation", self.min_abs_deviation),
             ("min_rel_deviation", self.min_rel_deviation),
@@ -220,6 +242,8 @@ pub struct AlertRule {
     min_abs_deviation: f64,
     /// Relative deviation floor.
     min_rel_deviation: f64,
+    /// When a change is the new normal (seconds).
+    max_episode_secs: u64,
 }
 
 impl AlertRule {
@@ -250,6 +274,7 @@ impl AlertRule {
             direction: config.direction,
             min_abs_deviation: config.min_abs_deviation,
             min_rel_deviation: config.min_rel_deviation,
+            max_episode_secs: config.max_episode_secs,
         })
     }
 
@@ -275,6 +300,17 @@ impl AlertRule {
     /// The resolve threshold (score).
     pub fn resolve_threshold(&self) -> f64 {
         self.resolve_threshold
+    }
+
+    /// What the detector needs of this rule: where an anomaly starts and
+    /// ends, and when a change is the new normal.
+    pub fn targets(&self) -> AlertTargets {
+        AlertTargets {
+            threshold: self.threshold,
+            resolve_threshold: self.resolve_threshold,
+            resolve_after_events: self.resolve_after_events,
+            max_episode_secs: self.max_episode_secs,
+        }
     }
 
     /// Whether one observation counts toward firing (`firing`: the series
@@ -311,7 +347,7 @@ impl AlertRule {
 }
 
 /// A change of a series' alert state, as returned by [`Lifecycle::step`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Transition {
     /// The series started firing at this event.
@@ -340,6 +376,8 @@ pub enum Transition {
         started_at_ms: i64,
         /// The channel that raised (or escalated) the alert.
         reason: Reason,
+        /// Why: the series is back, or its change is the new normal.
+        resolution: Resolution,
     },
 }
 
@@ -379,6 +417,14 @@ impl Transition {
         }
     }
 
+    /// Why it resolved (resolved transitions only).
+    pub fn resolution(&self) -> Option<Resolution> {
+        match *self {
+            Self::Resolved { resolution, .. } => Some(resolution),
+            _ => None,
+        }
+    }
+
     /// A label value for metrics and logs: `firing`, `escalated` or
     /// `resolved`.
     pub fn as_str(&self) -> &'static str {
@@ -390,10 +436,10 @@ impl Transition {
     }
 }
 
-/// The alert state of one series: 24 bytes, `Copy`, snapshotted with the
+/// The alert state of one series: 32 bytes, `Copy`, snapshotted with the
 /// series. A rule change between snapshots is tolerated: the window is
 /// re-masked on the next event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Lifecycle {
     /// Hit flags of the last events, newest in bit 0.
     hits: u64,
@@ -409,6 +455,8 @@ pub struct Lifecycle {
     severity: Severity,
     /// Firing: the channel that raised it (or escalated it).
     reason: Reason,
+    /// Firing: the highest score of the alert so far.
+    peak: f64,
 }
 
 impl Default for Lifecycle {
@@ -420,6 +468,7 @@ impl Default for Lifecycle {
             firing: false,
             severity: Severity::Warning,
             reason: Reason::Forecast,
+            peak: 0.0,
         }
     }
 }
@@ -445,6 +494,12 @@ impl Lifecycle {
         self.firing.then_some(self.severity)
     }
 
+    /// The highest score of the current (or, just after it resolved, the
+    /// last) alert.
+    pub fn peak_score(&self) -> f64 {
+        self.peak
+    }
+
     /// Feeds one observation (in event-time order) and returns the
     /// transition it causes, if any.
     pub fn step(
@@ -459,6 +514,14 @@ impl Lifecycle {
         let holds = self.hits.count_ones() >= rule.for_events;
 
         if self.firing {
+            if decision.score.is_finite() {
+                self.peak = self.peak.max(decision.score);
+            }
+            if decision.new_normal {
+                // The change lasted past the rule's maximum episode: the
+                // detector has taken the series' present as its normal.
+                return Some(self.resolve(ts_ms, Resolution::NewNormal));
+            }
             if holds {
                 self.clear_run = 0;
                 // Severity follows how anomalous the events are (the score),
@@ -482,15 +545,7 @@ impl Lifecycle {
             if self.clear_run < rule.resolve_after_events {
                 return None;
             }
-            let started_at_ms = self.since_ms;
-            self.firing = false;
-            self.clear_run = 0;
-            self.since_ms = ts_ms;
-            return Some(Transition::Resolved {
-                severity: self.severity,
-                started_at_ms,
-                reason: self.reason,
-            });
+            return Some(self.resolve(ts_ms, Resolution::Returned));
         }
 
         // `since_ms` is `i64::MIN` before the first resolve: no cooldown.
@@ -506,6 +561,11 @@ impl Lifecycle {
                 Severity::Warning
             };
             self.reason = decision.reason;
+            self.peak = if decision.score.is_finite() {
+                decision.score
+            } else {
+                0.0
+            };
             return Some(Transition::Firing {
                 severity: self.severity,
                 started_at_ms: ts_ms,
@@ -513,6 +573,22 @@ impl Lifecycle {
             });
         }
         None
+    }
+}
+
+impl Lifecycle {
+    /// Stops firing at `ts_ms` for `resolution`.
+    fn resolve(&mut self, ts_ms: i64, resolution: Resolution) -> Transition {
+        let started_at_ms = self.since_ms;
+        self.firing = false;
+        self.clear_run = 0;
+        self.since_ms = ts_ms;
+        Transition::Resolved {
+            severity: self.severity,
+            started_at_ms,
+            reason: self.reason,
+            resolution,
+        }
     }
 }
 
@@ -541,14 +617,17 @@ fn finite(x: f64, nan_to: f64) -> f64 {
 }
 
 /// Builds the message for `transition`, caused by the observation
-/// (`ts_ms`, `value`, `decision`) of series `key`. `model` names the model
+/// (`ts_ms`, `value`, `decision`) of series `key`, whose alert peaked at
+/// score `peak` (see [`Lifecycle::peak_score`]). `model` names the model
 /// kind (e.g. `regression`). All numbers in the message are finite.
+#[allow(clippy::too_many_arguments)]
 pub fn build_alert(
     key: &SeriesKey,
     transition: &Transition,
     ts_ms: i64,
     value: f64,
     decision: &Decision,
+    peak: f64,
     rule: &AlertRule,
     model: &str,
 ) -> Alert {
@@ -575,10 +654,12 @@ pub fn build_alert(
         lower: finite(decision.lower, expected),
         upper: finite(decision.upper, expected),
         score: finite(decision.score, 0.0).clamp(0.0, 1.0),
+        peak_score: finite(peak, 0.0).clamp(0.0, 1.0),
         threshold: rule.threshold(),
         severity: transition.severity(),
         model: model.to_owned(),
         reason: transition.reason(),
+        resolution: transition.resolution(),
     }
 }
 
@@ -691,6 +772,7 @@ mod tests {
                 severity: Severity::Warning,
                 started_at_ms: 0,
                 reason: Reason::Forecast,
+                resolution: Resolution::Returned,
             })
         );
     }
@@ -807,6 +889,7 @@ mod tests {
                 severity: Severity::Critical,
                 started_at_ms: 0,
                 reason: Reason::Forecast,
+                resolution: Resolution::Returned,
             })
         );
         // A critical first hit fires as critical.
@@ -861,6 +944,7 @@ mod tests {
             severity: Severity::Warning,
             started_at_ms: 0,
             reason: Reason::Forecast,
+            resolution: Resolution::Returned,
         };
         let wild = Decision {
             score: f64::NAN,
@@ -870,8 +954,9 @@ mod tests {
             warm: true,
             reason: Reason::Forecast,
             onset: f64::NAN,
+            new_normal: false,
         };
-        let a = build_alert(&key, &t, 1000, f64::NAN, &wild, &r, "regression");
+        let a = build_alert(&key, &t, 1000, f64::NAN, &wild, f64::NAN, &r, "regression");
         for x in [a.value, a.expected, a.lower, a.upper, a.score, a.threshold] {
             assert!(x.is_finite(), "{a:?}");
         }
@@ -921,8 +1006,7 @@ mod tests {
 
     #[test]
     fn state_is_small() {
-        assert!(std::mem::size_of::<Lifecycle>() <= 32);
-        assert_eq!(std::mem::size_of::<Lifecycle>(), 24);
+        assert_eq!(std::mem::size_of::<Lifecycle>(), 32);
     }
 
     #[test]
@@ -937,6 +1021,7 @@ mod tests {
             warm: true,
             reason: Reason::Forecast,
             onset: 0.97,
+            new_normal: false,
         };
         let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
         let fire = Transition::Firing {
@@ -944,7 +1029,7 @@ mod tests {
             started_at_ms: start,
             reason: Reason::Forecast,
         };
-        let a = build_alert(&key, &fire, start, 0.0, &dec, &r, "regression");
+        let a = build_alert(&key, &fire, start, 0.0, &dec, 0.97, &r, "regression");
         assert_eq!(
             serde_json::to_value(&a).unwrap(),
             serde_json::json!({
@@ -960,16 +1045,19 @@ mod tests {
                 "lower": 0.9,
                 "upper": 1.1,
                 "score": 0.97,
+                "peak_score": 0.97,
                 "threshold": 0.5,
                 "severity": "critical",
                 "model": "regression",
-                "reason": "forecast"
+                "reason": "forecast",
+                "resolution": null
             })
         );
         let resolved = Transition::Resolved {
             severity: Severity::Critical,
             started_at_ms: start,
             reason: Reason::Forecast,
+            resolution: Resolution::Returned,
         };
         let a = build_alert(
             &key,
@@ -977,6 +1065,7 @@ mod tests {
             start + 90_250,
             1.0,
             &d(0.1),
+            0.97,
             &r,
             "regression",
         );
@@ -985,7 +1074,17 @@ mod tests {
         assert_eq!(a.ended_at.as_deref(), Some("2026-01-01T00:01:30.250Z"));
         assert_eq!(a.ts, "2026-01-01T00:01:30.250Z");
         // Zero-padded to 16 digits.
-        let f = build_alert(&SeriesKey::from_name("a"), &fire, 0, 0.0, &dec, &r, "m").fingerprint;
+        let f = build_alert(
+            &SeriesKey::from_name("a"),
+            &fire,
+            0,
+            0.0,
+            &dec,
+            0.97,
+            &r,
+            "m",
+        )
+        .fingerprint;
         assert_eq!(f.len(), 16);
         assert!(
             f.bytes()
@@ -1022,6 +1121,7 @@ mod tests {
             direction: Direction::Both,
             min_abs_deviation: -1.0,
             min_rel_deviation: f64::NAN,
+            max_episode_secs: DEFAULT_MAX_EPISODE_SECS,
         };
         let err = AlertRule::new(&bad, "alert").unwrap_err();
         let keys: Vec<&str> = err.iter().map(|p| p.key.as_str()).collect();
@@ -1095,6 +1195,7 @@ mod proptests {
                     direction,
                     min_abs_deviation: abs,
                     min_rel_deviation: rel,
+                    max_episode_secs: DEFAULT_MAX_EPISODE_SECS,
                 }
             })
     }
@@ -1142,6 +1243,7 @@ mod proptests {
                     warm,
                     reason: Reason::Forecast,
                     onset: score,
+                    new_normal: false,
                 };
                 let hit = rule.is_hit(value, &d, lc.is_firing());
                 let t = lc.step(&rule, ts, value, &d);
@@ -1179,7 +1281,7 @@ mod proptests {
                 prop_assert_eq!(lc.is_firing(), open.is_some());
                 prop_assert_eq!(lc.started_at_ms(), open.map(|o| o.0));
                 if let Some(t) = t {
-                    let a = build_alert(&key, &t, ts, value, &d, &rule, "regression");
+                    let a = build_alert(&key, &t, ts, value, &d, lc.peak_score(), &rule, "regression");
                     for x in [a.value, a.expected, a.lower, a.upper, a.score] {
                         prop_assert!(x.is_finite(), "{a:?}");
                     }
@@ -1204,6 +1306,7 @@ mod proptests {
                 warm: true,
                 reason: Reason::Forecast,
                 onset: 0.999,
+                new_normal: false,
             };
             let value = match config.direction {
                 Direction::Below => -1e12,

@@ -50,6 +50,27 @@ impl AlertStatus {
     }
 }
 
+/// Why an alert resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// The series is back to its normal from before the alert.
+    Returned,
+    /// The change lasted longer than `alert.max_episode_secs`: where the
+    /// series sits now is its new normal.
+    NewNormal,
+}
+
+impl Resolution {
+    /// The label value used in logs and Alertmanager annotations.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Returned => "returned",
+            Self::NewNormal => "new_normal",
+        }
+    }
+}
+
 /// How bad an anomaly is, from its score.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -98,8 +119,11 @@ pub struct Alert {
     pub lower: f64,
     /// Upper edge of the normal band.
     pub upper: f64,
-    /// Anomaly score in [0, 1).
+    /// Anomaly score in [0, 1) of the observation this message reports.
     pub score: f64,
+    /// The highest score of the alert so far (the episode's peak).
+    #[serde(default)]
+    pub peak_score: f64,
     /// The score threshold the rule compares against.
     pub threshold: f64,
     /// Warning or critical.
@@ -111,4 +135,9 @@ pub struct Alert {
     /// errors that keep one sign: a drift or a broken season) or `stuck`
     /// (the value repeated for unusually long).
     pub reason: Reason,
+    /// Resolved messages: `returned` (the series is back to its normal)
+    /// or `new_normal` (the change lasted past `alert.max_episode_secs`
+    /// and is the series' normal now); `null` while firing.
+    #[serde(default)]
+    pub resolution: Option<Resolution>,
 }

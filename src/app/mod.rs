@@ -326,10 +326,10 @@ fn start_pipeline(
     history: Option<Arc<History>>,
     options: ShardOptions,
 ) -> anyhow::Result<(Pipeline, u64, &'static str)> {
-    let detector = Detector::new(&config.detector, config.alert.threshold)?;
-    let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
     let rule =
         AlertRule::new(&config.alert, "alert").map_err(crate::app::config::ConfigError::Invalid)?;
+    let detector = Detector::with_targets(&config.detector, &rule.targets())?;
+    let (model_hash, model_name) = (detector.model_hash(), detector.model_name());
     let core = Arc::new(Core {
         detector,
         rule,

@@ -85,6 +85,12 @@ impl Autoencoder {
         STANDARDIZER_LEN + ring_len(self.window - 1)
     }
 
+    /// Restarts `state` from `value` (see [`super::Model::rebase`]).
+    pub fn rebase(&self, state: &mut AutoencoderState, value: f64) {
+        Standardizer::rebase(&mut state.slab[..STANDARDIZER_LEN], value);
+        Ring::fill(&mut state.slab[STANDARDIZER_LEN..self.ring_end()], value);
+    }
+
     fn slab_len(&self) -> usize {
         self.ring_end() + 2 * self.params()
     }
@@ -188,7 +194,7 @@ impl OnlineModel for Autoencoder {
     ) {
         let (w, h) = (self.window, self.hidden);
         let re = self.ring_end();
-        if work.ready {
+        if work.ready && !work.censored {
             let np = self.params();
             let mut grad = [0.0; MAX_PARAMS];
             let (p, sum) = state.slab[re..re + 2 * np].split_at_mut(np);
@@ -217,8 +223,10 @@ impl OnlineModel for Autoencoder {
             }
             optimizer.step(p, sum, &mut state.step, &grad[..np]);
         }
-        self.standardizer
-            .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
+        if !work.censored {
+            self.standardizer
+                .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
+        }
         Ring::push(&mut state.slab[STANDARDIZER_LEN..re], value);
     }
 }

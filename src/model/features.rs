@@ -96,6 +96,12 @@ impl Standardizer {
         ((x - origin) / Self::scale(s)).clamp(-INPUT_CLAMP, INPUT_CLAMP)
     }
 
+    /// The series now sits at `x`: the running mean moves there (the
+    /// typical step and the level's deviation stay).
+    pub fn rebase(s: &mut [f64], x: f64) {
+        s[1] = x;
+    }
+
     /// Learns `x` (after it has been scored); `prev` is the value before it,
     /// if any.
     #[inline]
@@ -172,6 +178,14 @@ impl Ring {
         }
         debug_assert!(cap == 0 || filled <= cap);
         filled
+    }
+
+    /// Fills the ring with `x`.
+    pub fn fill(r: &mut [f64], x: f64) {
+        let cap = r.len() - 2;
+        r[0] = cap as f64;
+        r[1] = 0.0;
+        r[2..].fill(x);
     }
 
     /// Appends `x`, dropping the oldest value when full.

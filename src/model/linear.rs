@@ -81,6 +81,15 @@ impl LinearModel {
         self.weights_start() + 2 * self.inputs()
     }
 
+    /// Restarts `state` from `value` (see [`super::Model::rebase`]).
+    pub fn rebase(&self, state: &mut LinearState, value: f64) {
+        Standardizer::rebase(&mut state.slab[..STANDARDIZER_LEN], value);
+        Ring::fill(
+            &mut state.slab[self.ring_start()..self.weights_start()],
+            value,
+        );
+    }
+
     /// Whether `state` has this model's layout (a snapshot taken under
     /// another config does not).
     pub fn fits(&self, state: &LinearState) -> bool {
@@ -151,11 +160,13 @@ impl OnlineModel for LinearModel {
     fn learn(&self, state: &mut LinearState, optimizer: &Adagrad, value: f64, work: &mut Work) {
         let n = self.inputs();
         let ws = self.weights_start();
-        if work.ready {
+        if work.ready && !work.censored {
             self.step(state, optimizer, work, n, ws);
         }
-        self.standardizer
-            .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
+        if !work.censored {
+            self.standardizer
+                .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
+        }
         Ring::push(&mut state.slab[self.ring_start()..ws], value);
     }
 }

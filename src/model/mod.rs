@@ -278,6 +278,10 @@ pub struct Work {
     pub ready: bool,
     /// The previous value of the series, if any (for the step statistics).
     pub last: Option<f64>,
+    /// The event is anomalous (within an episode): its value enters the
+    /// lags, but it teaches neither the weights nor the statistics (set by
+    /// the caller before [`OnlineModel::learn`]).
+    pub censored: bool,
 }
 
 impl Default for Work {
@@ -290,6 +294,7 @@ impl Default for Work {
             y_hat: 0.0,
             ready: false,
             last: None,
+            censored: false,
         }
     }
 }
@@ -390,6 +395,16 @@ impl Model {
                 Some(m.forecast(s, ts_ms, value, work))
             }
             _ => None,
+        }
+    }
+
+    /// Restarts the forecast from `value`: the series now sits there (its new
+    /// normal), so every lag holds it and the running mean moves to it.
+    pub fn rebase(&self, state: &mut ModelState, value: f64) {
+        match (self, state) {
+            (Self::Linear(m), ModelState::Linear(s)) => m.rebase(s, value),
+            (Self::Autoencoder(m), ModelState::Autoencoder(s)) => m.rebase(s, value),
+            _ => {}
         }
     }
 

@@ -396,6 +396,7 @@ impl<B: TapBatch> Scoring<'_, B> {
                         ts_ms,
                         value,
                         &decision,
+                        e.lifecycle.peak_score(),
                         &core.rule,
                         core.detector.model_name(),
                     );

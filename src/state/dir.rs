@@ -322,6 +322,7 @@ mod tests {
                         warm: true,
                         reason: crate::threshold::Reason::Forecast,
                         onset: 0.99,
+                        new_normal: false,
                     };
                     assert!(lifecycle.step(&rule, 1_000, 5.0, &hit).is_some());
                 }

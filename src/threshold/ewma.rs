@@ -9,12 +9,13 @@
 //! and gives the Gaussian tail's surprise in nats through its Chernoff bound,
 //! `L = (a/σ)² / 2` (`P(|X| > a) ≤ exp(-a²/2σ²)`), which inverts in closed
 //! form for the band. Heavier tails are the record stage's job
-//! ([`super::Record`]): the body alone is what a Gaussian series needs.
+//! (the record): the body alone is what a Gaussian series needs.
 //!
 //! State: `[count, m, mean square]`; the mean square gives the spread of
 //! `a` itself, from which the warm-up judges how well `σ` is known.
 
-use super::{Threshold, ew_update_mean};
+use super::Threshold;
+use super::body::ew_update_mean;
 
 /// `√(π/2)`: the ratio of a Gaussian's deviation to its mean absolute value.
 pub const SQRT_HALF_PI: f64 = 1.253_314_137_315_500_3;

@@ -5,299 +5,104 @@
 //! ([`crate::model`]) or decide alerts (the alert lifecycle compares scores
 //! with its thresholds).
 //!
-//! # The score contract
-//!
-//! Every event gets a **surprise** `L ≥ 0` in nats (`L = -ln p`, `p` the
-//! probability, under the series' learned normal behaviour, of something at
-//! least as unusual), and
-//!
-//! ```text
-//! score = r / (r + 1),  r = (L / SURPRISE_AT_HALF)^1.5     (SURPRISE_AT_HALF = 10 nats)
-//! ```
-//!
-//! - `score` is in `[0, 1)`, and 0 while the series warms up;
-//! - for a given series state it is monotone in how improbable the event is
-//!   over the whole range: nothing caps it, so on a Gaussian series a 30σ
-//!   spike scores above a 10σ one (about 0.99 and 0.9), which scores above
-//!   a 4.5σ one (0.5), and a 3σ one stays at about 0.2;
-//! - scores of different series are comparable: each is judged against its
-//!   own learned distributions;
-//! - it never reaches 1.0 (`L` is capped at [`MAX_SURPRISE`]).
-//!
-//! [`DEFAULT_ALERT_THRESHOLD`] = 0.5 is `L` = 10 nats: what a series' normal
-//! behaviour produces about once in 22,000 events per channel.
-//!
-//! Beside the score, every event gets an **onset** score: the same, less
-//! what the series' recent anomaly already explains (echo suppression,
-//! below). An anomaly's first event has both high; its echo (the return
+//! Every event gets a surprise in nats and a score in `[0, 1)` from it (the
+//! score contract, [`contract`]). Beside the score, it gets an **onset**
+//! score: the same, less what the series' recent anomaly already explains
+//! (`echo`). An anomaly's first event has both high; its echo (the return
 //! after a spike) and its plateau (the events after a level shift) keep a
 //! high score but a low onset. Alerts fire on the onset, so one anomaly is
 //! one alert, and report the score, so the alert says how big it is.
 //!
 //! # Channels
 //!
-//! Four channels each turn the event into a magnitude, learn its normal
-//! distribution per series, and give a surprise; `L` is the largest, and the
-//! channel that gave it is the event's [`Reason`]:
+//! Four `channels` each turn the event into a magnitude, learn its normal
+//! distribution per series, and give a surprise; the surprise is the
+//! largest, beyond each channel's margin, and the channel that gave it is
+//! the event's [`Reason`]:
 //!
 //! - **forecast**: `value - expected`, in the series' typical steps;
-//! - **level**: where the series sits now (a short average, confirmed by
-//!   the last two values) against its baseline: a slow offset plus a daily
-//!   season (three harmonics, learned by least mean squares), in deviations
-//!   of the deseasonalised value. It sees what the forecast follows: a
-//!   drift, a level the series never sits at, a day without its usual
-//!   peak;
-//! - **drift**: a two-sided CUSUM (Page 1954) of the deseasonalised value,
-//!   standardised and discounted for its autocorrelation: small deviations
-//!   that keep one sign (a slow drift, a broken season) which no single
-//!   event shows;
-//! - **stuck**: how many times in a row the value repeated exactly, against
-//!   a two-state Markov estimate of how often this series repeats (a frozen
-//!   exporter). A repeated zero is an idle counter, not a frozen one.
+//! - **level**: where the series sits now against its seasonal
+//!   `baseline`;
+//! - **drift**: a CUSUM of the deseasonalised value;
+//! - **stuck**: how many times in a row the value repeated exactly.
 //!
-//! The drift and stuck channels accumulate evidence event by event; they
-//! need [`SLOW_MARGIN`] more nats than the others, so that evidence hovering
-//! near the threshold does not fire them.
+//! The forecast and level channels score with a body ([`body`]: a threshold
+//! *kind*, [`ewma`] by default, [`quantile`] or [`spot`]) bounded per
+//! direction by a `record` of the largest recent excursions
+//! (`distribution`). Channels learn each event after scoring it: the
+//! bodies with the magnitude clipped at the one whose surprise is
+//! [`LEARN_CLIP_SURPRISE`], the records with the peaks as they were.
 //!
-//! # How a channel's surprise is computed
+//! A series is silent until trusted (`warmup`).
 //!
-//! A threshold *kind* ([`ewma`] by default, [`quantile`] or [`spot`]) learns
-//! the *body* of the magnitude's distribution and gives its surprise. On top
-//! sits the **record bound** ([`Record`]), kept per direction (a series
-//! whose drops are normal, like a sawtooth or a disk that is cleaned up, may
-//! still never jump up): from the peaks of the channel's recent
-//! *excursions*, a magnitude up to the second-largest peak `t2` (it happened
-//! at least twice: once is an anomaly, twice a pattern) has surprise at most
-//! `ln((m + 1) / 2)` after `m` excursions, and beyond `t2` the surprise
-//! grows as a Weibull tail anchored there: with the body's shape (2 for the
-//! Gaussian) when `t2` is where the body expects it, gentler when the
-//! series' tail is heavier than its body. For a Gaussian series the bound
-//! hardly binds; for a spiky one it calibrates the tail. Records learn from
-//! excursion peaks, not events, so a slowly rising magnitude cannot walk its
-//! record up a step at a time.
+//! # State
 //!
-//! Channels learn each event after scoring it: the body with the magnitude
-//! clipped at the one whose surprise is [`LEARN_CLIP_SURPRISE`] (an anomaly
-//! moves it no more than an event past the alert threshold), the records
-//! with the peaks as they were (peaks fade by half over `horizon_events`).
-//!
-//! **Echo suppression.** A channel's surprise at or above the alert
-//! threshold becomes its *echo peak*, held while the channel stays at alert
-//! level and decaying with a time constant of [`ECHO_EVENTS`] events once
-//! it is back below; the onset score counts only what exceeds it.
-//!
-//! # Warm-up
-//!
-//! A new series is silent (score 0) until it is trusted: at least
-//! `warmup_events` events and `warmup_secs` of event time, and the forecast
-//! residual's deviation known to within [`WARM_RELATIVE_ERROR`] (its
-//! standard error, from the spread of the residuals seen: a heavy-tailed
-//! series takes longer). The level and drift channels also wait for a day
-//! of event time: their season needs one. Warmth is part of the state, so a
-//! restored series is warm at once; a new, evicted or relearned one warms
-//! up again, while every channel learns.
-//!
-//! All of it is a fixed handful of numbers per series (one boxed slab) and
-//! O(1) work per event.
+//! One boxed slab of `f64` per series: a `header`, then each channel's
+//! slots (and the baseline's, before the first channel that needs it), laid
+//! out once per config. O(1) work per event.
 
+mod baseline;
+pub mod body;
+mod channels;
+mod config;
+pub mod contract;
+mod distribution;
+mod echo;
+pub mod episode;
 pub mod ewma;
 pub mod quantile;
+mod record;
 pub mod spot;
+mod warmup;
+
+use std::ops::{Index, IndexMut};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problems;
+pub use body::Threshold;
+pub use channels::SLOW_MARGIN;
+pub use config::{
+    AlertTargets, DEFAULT_MAX_EPISODE_SECS, RESOLVE_SURPRISE_SHARE, RemovedKey, ThresholdConfig,
+    ThresholdKind,
+};
+pub use contract::{
+    DEFAULT_ALERT_THRESHOLD, MAX_SURPRISE, SCORE_POWER, SURPRISE_AT_HALF, score_from_surprise,
+    surprise_from_score,
+};
+pub use distribution::LEARN_CLIP_SURPRISE;
+pub use echo::ECHO_EVENTS;
+pub use warmup::WARM_RELATIVE_ERROR;
+
+use baseline::{BaseAt, Baseline};
+use body::Kind;
+use channels::{AnyChannel, Common, Event, Forecast, Outcome};
+use distribution::Distribution;
+use echo::Echo;
+use episode::{Episodes, Phase};
 use ewma::Ewma;
 use quantile::Quantile;
+use record::Fading;
 use spot::Spot;
+use warmup::Warmup;
 
-/// Surprise (nats) at which the score is 0.5.
-pub const SURPRISE_AT_HALF: f64 = 10.0;
-
-/// How steeply the score rises with surprise: `score = r / (r + 1)` with
-/// `r = (L / SURPRISE_AT_HALF)^SCORE_POWER`. Above 1, so that the scale
-/// spreads where it matters: 3 nats below the alert level are far below
-/// 0.5 and three times its surprise is 0.84.
-pub const SCORE_POWER: f64 = 1.5;
-
-/// Cap on surprise: a residual can never make the score reach 1.0.
-pub const MAX_SURPRISE: f64 = 1e6;
-
-/// The score at which to alert by default: [`SURPRISE_AT_HALF`] nats.
-pub const DEFAULT_ALERT_THRESHOLD: f64 = 0.5;
-
-/// A channel's body learns a magnitude of at most the one with this
-/// surprise.
-pub const LEARN_CLIP_SURPRISE: f64 = 12.0;
-
-/// The forecast residual's deviation must be known to within this relative
-/// standard error before a series is scored.
-pub const WARM_RELATIVE_ERROR: f64 = 0.1;
-
-/// Extra nats the accumulating channels (drift, stuck) need.
-pub const SLOW_MARGIN: f64 = 3.0;
-
-/// Each channel's margin: forecast, level, drift, stuck.
-const MARGINS: [f64; 4] = [0.0, 0.0, SLOW_MARGIN, SLOW_MARGIN];
-
-/// Time constant, in events, of the echo peaks' decay.
-pub const ECHO_EVENTS: f64 = 50.0;
-
-/// Event time the level and drift channels need to have seen (one day: one
-/// season).
-const SLOW_WARMUP_MS: f64 = 86_400_000.0;
-
-/// Time constant of the seasonal coefficients (three days).
-const SEASON_MEMORY_MS: f64 = 3.0 * 86_400_000.0;
-
-/// Events in the level channel's short average.
-const LEVEL_EVENTS: f64 = 10.0;
-
-/// How gently a heavy tail extrapolates: the record's shape is the body's
-/// divided by `heaviness^TAIL_GENTLENESS` (never below exponential).
-const TAIL_GENTLENESS: f64 = 0.25;
-
-/// A record binds only when its second-largest peak is this many times
-/// above where the body expects it (the spread of that peak between
-/// samples of a Gaussian is about a tenth of it).
-const RECORD_TOLERANCE: f64 = 1.3;
-
-/// Records with fewer excursions than `ln((m + 1) / 2)` reaching this bound
-/// nothing.
-const RECORD_MIN_CAP: f64 = 0.3;
-
-/// The CUSUM's reference value, in deviations: it accumulates deviations
-/// beyond `1.5` standardised units on average.
-const CUSUM_K: f64 = 0.75;
-
-/// Largest standardised deviation one event adds to the CUSUM.
-const CUSUM_CLIP: f64 = 3.0;
-
-/// The CUSUM is held at the value of this surprise, so it forgets an
-/// anomaly within a few dozen events of its end.
-const CUSUM_CAP_SURPRISE: f64 = 40.0;
-
-/// Completed CUSUM excursions (exponentially weighted) the drift channel
-/// needs before it scores.
-const DRIFT_MIN_EXCURSIONS: f64 = 3.0;
-
-/// Floor on the evidence one autocorrelated deviation carries (see
-/// [`Thresholds::evidence`]).
-const EVIDENCE_FLOOR: f64 = 0.5;
-
-/// Weight (in transitions) of the stuck channel's prior that repeats are
-/// independent.
-const STUCK_PRIOR: f64 = 20.0;
-
-/// Events the baseline learns before the level and drift channels learn
-/// distances in its deviation.
-const BASE_READY: f64 = 20.0;
-
-/// Events the level or drift channel must report a change in a row before
-/// it is accepted as the new normal (see [`Thresholds::observe`]).
-const ACCEPT_EVENTS: f64 = 30.0;
-
-/// The baseline learns deviations clipped at this many of its own.
-const BASE_CLIP: f64 = 5.0;
-
-/// Runs `$body` with `$t` bound to the concrete kind: static dispatch, so
-/// the kind's code inlines into the per-event path.
-macro_rules! with_kind {
-    ($kind:expr, $t:ident => $body:expr) => {
-        match $kind {
-            Kind::Ewma($t) => $body,
-            Kind::Quantile($t) => $body,
-            Kind::Spot($t) => $body,
-        }
-    };
-}
-
-/// Maps a surprise in nats to a score in `[0, 1)` (see the module docs).
-#[inline]
-pub fn score_from_surprise(surprise: f64) -> f64 {
-    if surprise > 0.0 {
-        // x^SCORE_POWER as x·√x: this runs twice per event.
-        const _: () = assert!(SCORE_POWER == 1.5);
-        let x = surprise.min(MAX_SURPRISE) / SURPRISE_AT_HALF;
-        let r = x * x.sqrt();
-        r / (r + 1.0)
-    } else {
-        // Also maps NaN to 0: a broken estimate must not alert.
-        0.0
-    }
-}
-
-/// The surprise at which the score equals `score` (inverse of
-/// [`score_from_surprise`]); `score ≥ 1` maps to [`MAX_SURPRISE`].
-#[inline]
-pub fn surprise_from_score(score: f64) -> f64 {
-    if score <= 0.0 {
-        0.0
-    } else if score >= 1.0 {
-        MAX_SURPRISE
-    } else {
-        (SURPRISE_AT_HALF * (score / (1.0 - score)).powf(1.0 / SCORE_POWER)).min(MAX_SURPRISE)
-    }
-}
-
-/// One exponentially weighted mean step whose horizon grows from 1 to
-/// `horizon` (equal weights at first, so warm-up is short). `s` is
-/// `[count, mean]`; returns the weight of the new value.
-#[inline]
-pub(crate) fn ew_update_mean(s: &mut [f64], horizon: f64, inv_horizon: f64, x: f64) -> f64 {
-    let n = (s[0] + 1.0).min(horizon);
-    s[0] = n;
-    let alpha = if n >= horizon { inv_horizon } else { 1.0 / n };
-    s[1] += alpha * (x - s[1]);
-    alpha
-}
-
-/// [`ew_update_mean`] plus the variance: `s` is `[count, mean, variance]`.
-#[inline]
-pub(crate) fn ew_update(s: &mut [f64], horizon: f64, inv_horizon: f64, x: f64) {
-    let delta = x - s[1];
-    let alpha = ew_update_mean(&mut s[..2], horizon, inv_horizon, x);
-    s[2] = (1.0 - alpha) * (s[2] + alpha * delta * delta);
-}
-
-/// The shape of a threshold kind: it learns the distribution of a
-/// magnitude `a ≥ 0` in a slice of per-series state and gives the surprise
-/// of a new one.
-pub trait Threshold {
-    /// How many `f64` of per-series state the kind keeps.
-    fn state_len(&self) -> usize;
-    /// Sets fresh state.
-    fn init(&self, state: &mut [f64]);
-    /// Surprise in nats of magnitude `a`, non-decreasing in `a`.
-    fn surprise(&self, state: &[f64], a: f64) -> f64;
-    /// The magnitude whose surprise is `surprise` (inverse of
-    /// [`Threshold::surprise`] where it is increasing).
-    fn magnitude_at(&self, state: &[f64], surprise: f64) -> f64;
-    /// Learns magnitude `a` (after it has been scored).
-    fn observe(&self, state: &mut [f64], a: f64);
-}
-
-/// Which threshold kind learns the body of each channel's distribution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ThresholdKind {
-    /// Gaussian body from an EW mean absolute value ([`ewma`]).
-    Ewma,
-    /// P² streaming quantile ([`quantile`]).
-    Quantile,
-    /// SPOT generalised Pareto tail ([`spot`]).
-    Spot,
-}
-
-impl ThresholdKind {
-    /// The name used in config.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Ewma => "ewma",
-            Self::Quantile => "quantile",
-            Self::Spot => "spot",
-        }
-    }
+/// The slots of a series' header.
+pub(crate) mod header {
+    /// Events learned, saturating at the horizon.
+    pub const EVENTS: usize = 0;
+    /// The first event's time (ms).
+    pub const FIRST_MS: usize = 1;
+    /// Whether the series is trusted (0 or 1).
+    pub const WARM: usize = 2;
+    /// The echo peak (see [`super::echo`]).
+    pub const ECHO: usize = 3;
+    /// Whether an episode is going on (0 or 1; see [`super::episode`]).
+    pub const EPISODE: usize = 4;
+    /// When it started (ms).
+    pub const EPISODE_MS: usize = 5;
+    /// Its events back to normal in a row.
+    pub const QUIET: usize = 6;
+    /// Length of the header.
+    pub const LEN: usize = 7;
 }
 
 /// Which channel gave an event its score (see the module docs).
@@ -316,8 +121,11 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// How many reasons (channels) there are.
+    pub const COUNT: usize = 4;
+
     /// Every reason, in channel order.
-    pub const ALL: [Reason; 4] = [Self::Forecast, Self::Level, Self::Drift, Self::Stuck];
+    pub const ALL: [Reason; Self::COUNT] = [Self::Forecast, Self::Level, Self::Drift, Self::Stuck];
 
     /// The name in alerts, logs and metrics.
     pub fn as_str(&self) -> &'static str {
@@ -330,374 +138,24 @@ impl Reason {
     }
 }
 
-/// A config key that existed in an earlier version and was removed: any
-/// value is accepted by the parser so that validation can say what to do.
+/// One value per channel, indexed by its [`Reason`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct RemovedKey;
+pub struct PerChannel<T>(pub [T; Reason::COUNT]);
 
-impl<'de> Deserialize<'de> for RemovedKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        serde::de::IgnoredAny::deserialize(d).map(|_| RemovedKey)
-    }
-}
+impl<T> Index<Reason> for PerChannel<T> {
+    type Output = T;
 
-/// `[detector.threshold]`: how the model's output becomes scores.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ThresholdConfig {
-    /// `ewma` (default), `quantile` or `spot`: how each channel learns the
-    /// body of its distribution.
-    pub kind: ThresholdKind,
-    /// Fewest events before a series is scored. At least 1.
-    pub warmup_events: u32,
-    /// Least event time (seconds) before a series is scored: a series with
-    /// a daily cycle is not judged before it has seen one.
-    pub warmup_secs: u64,
-    /// Events over which the channels remember what is normal: the largest
-    /// excursions fade by half over this many events, the bodies over a
-    /// fifth of it. At least 10.
-    pub horizon_events: u32,
-    /// Time constant (seconds) of the level channel's baseline: how long a
-    /// new level takes to become the normal one. At least 60.
-    pub level_memory_secs: u64,
-    /// `quantile`: the tracked quantile; `spot`: the level of the initial
-    /// threshold. Between 0.5 and 1, exclusive.
-    pub quantile: f64,
-    /// Score where the series sits against its seasonal baseline.
-    pub level_channel: bool,
-    /// Score small deviations that keep one sign (CUSUM).
-    pub drift_channel: bool,
-    /// Score values that repeat exactly for unusually long.
-    pub stuck_channel: bool,
-    /// Removed in 0.2 (the anomaly-likelihood stage).
-    #[serde(skip_serializing)]
-    pub smoothing_events: Option<RemovedKey>,
-    /// Removed in 0.2 (inflation after an anomaly).
-    #[serde(skip_serializing)]
-    pub inflation_events: Option<RemovedKey>,
-    /// Removed in 0.2 (range novelty).
-    #[serde(skip_serializing)]
-    pub range_novelty: Option<RemovedKey>,
-}
-
-impl Default for ThresholdConfig {
-    fn default() -> Self {
-        Self {
-            kind: ThresholdKind::Ewma,
-            warmup_events: 100,
-            warmup_secs: 86_400,
-            horizon_events: 5000,
-            level_memory_secs: 3 * 86_400,
-            quantile: 0.98,
-            level_channel: true,
-            drift_channel: true,
-            stuck_channel: true,
-            smoothing_events: None,
-            inflation_events: None,
-            range_novelty: None,
-        }
-    }
-}
-
-impl ThresholdConfig {
-    /// Records every problem with its full key (`prefix` is e.g.
-    /// `detector.threshold`).
-    pub fn validate(&self, prefix: &str, problems: &mut Problems) {
-        let key = |k: &str| format!("{prefix}.{k}");
-        problems.check(
-            self.warmup_events >= 1,
-            key("warmup_events"),
-            "must be at least 1 (100 is the default)",
-        );
-        problems.check(
-            self.horizon_events >= 10,
-            key("horizon_events"),
-            "must be at least 10 (5000 is the default)",
-        );
-        problems.check(
-            self.level_memory_secs >= 60,
-            key("level_memory_secs"),
-            "must be at least 60 seconds (259200, three days, is the default)",
-        );
-        problems.check(
-            self.quantile > 0.5 && self.quantile < 1.0,
-            key("quantile"),
-            "must be between 0.5 and 1, exclusive (0.98 is the default)",
-        );
-        for (name, removed, what) in [
-            (
-                "smoothing_events",
-                self.smoothing_events,
-                "the anomaly-likelihood stage was removed; the drift channel scores sustained deviations",
-            ),
-            (
-                "inflation_events",
-                self.inflation_events,
-                "inflation after anomalies was removed; echo suppression keeps an anomaly to one alert",
-            ),
-            (
-                "range_novelty",
-                self.range_novelty,
-                "range novelty was removed; the records of the level channel cover new ranges",
-            ),
-        ] {
-            problems.check(
-                removed.is_none(),
-                key(name),
-                format!("was removed in 0.2 ({what}); delete this key"),
-            );
-        }
-    }
-
-    /// Builds the shared threshold for alerts at score `alert_threshold`
-    /// (echo suppression starts at its surprise). Call
-    /// [`ThresholdConfig::validate`] first; out-of-range values are clamped
-    /// here.
-    pub fn build(&self, alert_threshold: f64) -> Thresholds {
-        let horizon = f64::from(self.horizon_events.max(10));
-        let body = horizon / 5.0;
-        let q = self.quantile.clamp(0.5 + 1e-9, 1.0 - 1e-9);
-        let kind = match self.kind {
-            ThresholdKind::Ewma => Kind::Ewma(Ewma::new(body)),
-            ThresholdKind::Quantile => Kind::Quantile(Quantile { q }),
-            ThresholdKind::Spot => Kind::Spot(Spot::new(q, body)),
-        };
-        let kind_len = with_kind!(&kind, t => t.state_len());
-        let channel_len = kind_len + 2 * RECORD_LEN;
-        let mut at = HEADER_LEN;
-        let mut take = |len: usize| {
-            at += len;
-            at - len
-        };
-        let forecast = take(channel_len);
-        // The default kind keeps the residual's moments itself.
-        let moments = if matches!(kind, Kind::Ewma(_)) {
-            forecast
-        } else {
-            take(MOMENTS_LEN)
-        };
-        let base = (self.level_channel || self.drift_channel).then(|| take(BASE_LEN));
-        let level = self.level_channel.then(|| take(channel_len));
-        let drift = self.drift_channel.then(|| take(DRIFT_LEN));
-        let stuck = self.stuck_channel.then(|| take(STUCK_LEN));
-        Thresholds {
-            kind,
-            moments_kind: Ewma::new(body),
-            kind_len,
-            horizon,
-            top_decay: 0.5f64.powf(1.0 / horizon),
-            keep: 1.0 - 1.0 / horizon,
-            echo_decay: (-1.0 / ECHO_EVENTS).exp(),
-            warmup_events: f64::from(self.warmup_events.max(1)),
-            warmup_ms: self.warmup_secs as f64 * 1000.0,
-            level_memory_ms: self.level_memory_secs.max(60) as f64 * 1000.0,
-            alert_surprise: surprise_from_score(alert_threshold),
-            layout: Layout {
-                forecast,
-                moments,
-                base,
-                level,
-                drift,
-                stuck,
-                len: at,
-            },
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Ewma(Ewma),
-    Quantile(Quantile),
-    Spot(Spot),
-}
-
-/// Header: `[n (events, saturating at the horizon), first event time (ms),
-/// warm (0 or 1), echo peak]`.
-const HEADER_LEN: usize = 4;
-/// Where the echo peak is.
-const ECHO: usize = 3;
-/// The forecast residual's moments (an [`Ewma`] state).
-const MOMENTS_LEN: usize = 3;
-/// The baseline: `[count, offset, last event time, 6 daily coefficients
-/// (harmonics 1 to 3, cos and sin), the residual's moments (an Ewma), its
-/// lag-1 statistics (last, EW mean of e_t e_{t-1}, of e_t²), the short
-/// average, the previous deseasonalised value]`.
-const BASE_LEN: usize = 3 + 6 + 3 + 3 + 2 + 1;
-/// Where the baseline's daily coefficients start.
-const BASE_SEASON: usize = 3;
-/// Where the baseline's residual moments start.
-const BASE_MOMENTS: usize = 9;
-/// Where its lag-1 statistics start.
-const BASE_AUTO: usize = 12;
-/// Where the short average is.
-const BASE_FAST: usize = 15;
-/// Where the previous deseasonalised value is.
-const BASE_PREV: usize = 16;
-/// Where the count of consecutive events the level or drift channel spent
-/// at alert level is.
-const BASE_ALERTING: usize = 17;
-/// Drift: `[S+, S-, record]`.
-const DRIFT_LEN: usize = 2 + RECORD_LEN;
-/// Stuck: `[last value, run, changes, repeats after a change, repeats,
-/// repeats after a repeat, record of completed runs]`, the counts
-/// exponentially weighted.
-const STUCK_LEN: usize = 6 + RECORD_LEN;
-
-const DAY_MS: f64 = 86_400_000.0;
-
-/// The daily basis at `ts_ms`: harmonics 1 to 3, cos and sin.
-#[inline]
-fn season_basis(ts_ms: i64) -> [f64; 6] {
-    let (s1, c1) =
-        crate::model::features::sin_cos_turns((ts_ms as f64).rem_euclid(DAY_MS) / DAY_MS);
-    let (c2, s2) = (c1 * c1 - s1 * s1, 2.0 * s1 * c1);
-    let (c3, s3) = (c1 * c2 - s1 * s2, s1 * c2 + c1 * s2);
-    [c1, s1, c2, s2, c3, s3]
-}
-
-/// Where each channel lives in the slab. A kind-scored channel (forecast,
-/// level) is `[kind state, record up, record down]`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Layout {
-    forecast: usize,
-    moments: usize,
-    base: Option<usize>,
-    level: Option<usize>,
-    drift: Option<usize>,
-    stuck: Option<usize>,
-    len: usize,
-}
-
-/// The record bound (see the module docs). State: `[excursions (EW
-/// count), largest peak, second largest peak, peak of the current
-/// excursion]`.
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    /// `ln((m + 1) / 2)`: the surprise of a magnitude seen twice in `m`
-    /// excursions.
-    cap: f64,
-    /// Second-largest recent peak (0: no bound).
-    top: f64,
-    /// Shape of the tail beyond it.
-    k: f64,
-}
-
-/// Length of a [`Record`]'s state.
-const RECORD_LEN: usize = 4;
-
-impl Record {
-    /// The record in state `r`, for a channel whose body has deviation
-    /// `scale` and Weibull shape `body_k` (2 Gaussian, 1 exponential).
     #[inline]
-    fn new(r: &[f64], scale: f64, body_k: f64) -> Self {
-        let cap = (0.5 * (r[0] + 1.0)).ln();
-        if cap < RECORD_MIN_CAP || r[2] <= 0.0 {
-            return Self {
-                cap: f64::INFINITY,
-                top: 0.0,
-                k: body_k,
-            };
-        }
-        // Where t2 would sit if the magnitudes followed the body (the
-        // expected second-largest of m) and how much heavier than that the
-        // tail is: a tail like the body's extrapolates with the body's
-        // shape, a heavier one more gently (never below exponential).
-        // (k·cap)^(1/k), and below h^-TAIL_GENTLENESS, by square roots for
-        // the Gaussian body and the quarter power (this runs several times
-        // per event).
-        const _: () = assert!(TAIL_GENTLENESS == 0.25);
-        let kc = body_k * cap;
-        let root = if body_k == 2.0 {
-            kc.sqrt()
-        } else {
-            kc.powf(1.0 / body_k)
-        };
-        let expected = root * scale.max(1e-300);
-        let heaviness = (r[2] / expected).max(1.0);
-        if heaviness < RECORD_TOLERANCE {
-            // The record is what the body predicts, up to sampling noise:
-            // the body alone describes the tail.
-            return Self {
-                cap: f64::INFINITY,
-                top: 0.0,
-                k: body_k,
-            };
-        }
-        let k = (body_k / heaviness.sqrt().sqrt()).max(body_k.min(1.0));
-        Self { cap, top: r[2], k }
-    }
-
-    /// Surprise bound of magnitude `a`: `cap` up to the record, then the
-    /// Weibull tail `cap (a / top)^k` (for a Gaussian record, the
-    /// Gaussian's own tail `a² / 2σ²`).
-    #[inline]
-    fn surprise(&self, a: f64) -> f64 {
-        if a <= self.top {
-            self.cap
-        } else {
-            self.cap * (a / self.top).powf(self.k)
-        }
-    }
-
-    /// Smallest magnitude whose bound reaches `l` (0 if all do, ∞ if none).
-    #[inline]
-    fn magnitude_at(&self, l: f64) -> f64 {
-        if l <= self.cap {
-            0.0
-        } else if self.top <= 0.0 {
-            f64::INFINITY
-        } else {
-            self.top * (l / self.cap).powf(1.0 / self.k)
-        }
-    }
-
-    /// Learns magnitude `a`: an excursion goes on while `above`, and its
-    /// peak joins the record when it ends. `decay` fades the peaks, `keep`
-    /// the excursion count.
-    #[inline]
-    fn learn(r: &mut [f64], a: f64, above: bool, decay: f64, keep: f64) {
-        r[1] *= decay;
-        r[2] *= decay;
-        if above {
-            r[3] = r[3].max(a);
-            return;
-        }
-        r[0] *= keep;
-        if r[3] > 0.0 {
-            let p = r[3];
-            r[0] += 1.0;
-            r[3] = 0.0;
-            if p > r[1] {
-                r[2] = r[1];
-                r[1] = p;
-            } else if p > r[2] {
-                r[2] = p;
-            }
-        }
+    fn index(&self, r: Reason) -> &T {
+        &self.0[r as usize]
     }
 }
 
-/// A configured threshold (shared by every series).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    kind: Kind,
-    /// Learns the forecast residual's moments when the kind does not.
-    moments_kind: Ewma,
-    kind_len: usize,
-    horizon: f64,
-    /// Per-event decay of the records' peaks (half over the horizon).
-    top_decay: f64,
-    /// Per-event weight kept by exponentially weighted counts.
-    keep: f64,
-    /// Per-event decay of the echo peaks.
-    echo_decay: f64,
-    warmup_events: f64,
-    warmup_ms: f64,
-    level_memory_ms: f64,
-    /// The alert threshold's surprise: echo peaks track surprises above it.
-    alert_surprise: f64,
-    layout: Layout,
+impl<T> IndexMut<Reason> for PerChannel<T> {
+    #[inline]
+    fn index_mut(&mut self, r: Reason) -> &mut T {
+        &mut self.0[r as usize]
+    }
 }
 
 /// Per-series state of a [`Thresholds`]: one slab laid out as
@@ -761,20 +219,17 @@ impl Observation {
             residual,
             value,
             ts_ms,
-            season: season_basis(ts_ms),
+            season: baseline::season_basis(ts_ms),
         }
     }
 }
-
-/// Surprise per channel: forecast, level, drift, stuck.
-type PerChannel = [f64; 4];
 
 /// What a threshold says about one event, before it learns it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
     /// The score in `[0, 1)` (the contract above); 0 while cold.
     pub score: f64,
-    /// The onset score: as `score`, less each channel's echo peak.
+    /// The onset score: as `score`, less the echo peak.
     pub onset: f64,
     /// The surprise behind `score`, in nats (computed while cold too).
     pub surprise: f64,
@@ -782,12 +237,13 @@ pub struct Scored {
     pub reason: Reason,
     /// Whether the series is trusted to be scored.
     pub warm: bool,
-    /// Each channel's surprise (the slow channels without their margin).
-    raw: PerChannel,
-    /// The CUSUM after this event.
-    cusum: (f64, f64),
-    /// The run of repeats after this event.
-    run: f64,
+    /// Each channel's surprise, without its margin.
+    pub raw: PerChannel<f64>,
+    /// What the event does to the series' episode.
+    pub phase: Phase,
+    /// Whether the event teaches nothing of the normal (it is anomalous,
+    /// within an episode): the model should learn its forecast instead.
+    pub censored: bool,
 }
 
 /// Where values would score below a given score, for the band: each bound
@@ -802,282 +258,169 @@ pub struct BandLimits {
     pub level: (f64, f64),
 }
 
+/// A channel and where its slots start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Placed {
+    channel: AnyChannel,
+    at: usize,
+    len: usize,
+}
+
+impl Placed {
+    #[inline]
+    fn slots<'a>(&self, slab: &'a [f64]) -> &'a [f64] {
+        &slab[self.at..self.at + self.len]
+    }
+
+    #[inline]
+    fn slots_mut<'a>(&self, slab: &'a mut [f64]) -> &'a mut [f64] {
+        &mut slab[self.at..self.at + self.len]
+    }
+}
+
+/// A configured threshold (shared by every series).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    /// The kind's name.
+    kind: ThresholdKind,
+    /// The channels the config turns on, in [`Reason`] order; the forecast
+    /// channel is always the first.
+    channels: Vec<Placed>,
+    /// The forecast channel (also `channels[0]`): the warm-up reads its
+    /// moments.
+    forecast: Forecast,
+    /// The baseline and where its slots start, when a channel needs it.
+    baseline: Option<(Baseline, usize)>,
+    warmup: Warmup,
+    echo: Echo,
+    episodes: Episodes,
+    /// Events the header counts up to.
+    horizon: f64,
+    /// Slab length.
+    len: usize,
+}
+
 impl Thresholds {
+    /// The threshold `config` describes, for alerts as `targets` says (see
+    /// [`ThresholdConfig::build`]).
+    fn new(config: &ThresholdConfig, targets: &AlertTargets) -> Self {
+        let alert_surprise = surprise_from_score(targets.threshold);
+        let horizon = f64::from(config.horizon_events.max(10));
+        let body = horizon / 5.0;
+        let q = config.quantile.clamp(0.5 + 1e-9, 1.0 - 1e-9);
+        let kind = match config.kind {
+            ThresholdKind::Ewma => Kind::Ewma(Ewma::new(body)),
+            ThresholdKind::Quantile => Kind::Quantile(Quantile { q }),
+            ThresholdKind::Spot => Kind::Spot(Spot::new(q, body)),
+        };
+        let keep = 1.0 - 1.0 / horizon;
+        let fading = Fading {
+            normal: 0.5f64.powf(1.0 / horizon),
+            // Alerted peaks fade as fast as the bodies forget.
+            suspect: 0.5f64.powf(1.0 / body),
+            keep,
+        };
+        let common = Common {
+            dist: Distribution::new(kind, fading),
+            // The default kind keeps the residual's moments itself.
+            moments: (!matches!(kind, Kind::Ewma(_))).then(|| Ewma::new(body)),
+            fading,
+        };
+        let level_memory_ms = config.level_memory_secs.max(60) as f64 * 1000.0;
+        let mut at = header::LEN;
+        let mut baseline = None;
+        let mut channels = Vec::new();
+        for channel in channels::build(config, &common) {
+            if channel.needs_baseline() && baseline.is_none() {
+                baseline = Some((Baseline::new(body, level_memory_ms), at));
+                at += baseline::slot::LEN;
+            }
+            let len = channel.len();
+            channels.push(Placed { channel, at, len });
+            at += len;
+        }
+        Self {
+            kind: config.kind,
+            channels,
+            forecast: Forecast::new(&common),
+            baseline,
+            warmup: Warmup::new(
+                f64::from(config.warmup_events.max(1)),
+                config.warmup_secs as f64 * 1000.0,
+            ),
+            echo: Echo::new(alert_surprise),
+            episodes: Episodes {
+                alert_surprise,
+                resolve_surprise: surprise_from_score(targets.resolve_threshold)
+                    .min(alert_surprise),
+                resolve_events: f64::from(targets.resolve_after_events.max(1)),
+                max_ms: targets.max_episode_secs as f64 * 1000.0,
+            },
+            horizon,
+            len: at,
+        }
+    }
+
     /// The kind's name.
     pub fn name(&self) -> &'static str {
-        match self.kind {
-            Kind::Ewma(_) => ThresholdKind::Ewma.as_str(),
-            Kind::Quantile(_) => ThresholdKind::Quantile.as_str(),
-            Kind::Spot(_) => ThresholdKind::Spot.as_str(),
-        }
+        self.kind.as_str()
     }
 
     /// Fresh per-series state.
     pub fn new_state(&self) -> ThresholdState {
-        let l = &self.layout;
-        let mut slab = vec![0.0; l.len].into_boxed_slice();
-        with_kind!(&self.kind, k => {
-            for at in [Some(l.forecast), l.level].into_iter().flatten() {
-                k.init(&mut slab[at..at + self.kind_len]);
-            }
-        });
+        let mut slab = vec![0.0; self.len].into_boxed_slice();
+        for p in &self.channels {
+            p.channel.init(p.slots_mut(&mut slab));
+        }
         ThresholdState { slab }
     }
 
     /// Whether `state` has this threshold's layout.
     pub fn owns(&self, state: &ThresholdState) -> bool {
-        state.slab.len() == self.layout.len
+        state.slab.len() == self.len
     }
 
+    /// The forecast channel's placement (always the first).
     #[inline]
-    fn kind_surprise(&self, s: &[f64], a: f64) -> f64 {
-        let l = with_kind!(&self.kind, k => k.surprise(s, a));
-        if l.is_nan() { 0.0 } else { l.min(MAX_SURPRISE) }
+    fn forecast_slots<'a>(&self, slab: &'a [f64]) -> &'a [f64] {
+        self.channels[0].slots(slab)
     }
 
+    /// What the channels are told about the event `obs` in state `s`.
     #[inline]
-    fn kind_magnitude(&self, s: &[f64], l: f64) -> f64 {
-        with_kind!(&self.kind, k => k.magnitude_at(s, l))
-    }
-
-    /// The kind state of the kind-scored channel at `at`.
-    #[inline]
-    fn kind_state<'a>(&self, slab: &'a [f64], at: usize) -> &'a [f64] {
-        &slab[at..at + self.kind_len]
-    }
-
-    /// A kind-scored channel's typical magnitude (surprise ½ nat, 1σ for
-    /// the Gaussian body): the floor of its excursions and of its tail.
-    #[inline]
-    fn scale(&self, slab: &[f64], at: usize) -> f64 {
-        self.kind_magnitude(self.kind_state(slab, at), 0.5)
-    }
-
-    /// The record of the kind-scored channel at `at`, direction `up`.
-    #[inline]
-    fn record(&self, slab: &[f64], at: usize, up: bool) -> Record {
-        let r = at + self.kind_len + if up { 0 } else { RECORD_LEN };
-        Record::new(&slab[r..r + RECORD_LEN], self.scale(slab, at), 2.0)
-    }
-
-    /// Surprise of signed deviation `x` on the kind-scored channel at `at`:
-    /// the body is symmetric, the records are kept per direction.
-    #[inline]
-    fn channel_surprise(&self, slab: &[f64], at: usize, x: f64) -> f64 {
-        let a = x.abs().min(1e12);
-        let body = self.kind_surprise(self.kind_state(slab, at), a);
-        body.min(self.record(slab, at, x >= 0.0).surprise(a))
-    }
-
-    /// Surprise of signed deviation `x` on the kind-scored channel at `at`
-    /// once the excursion it belongs to has joined its record: what the
-    /// series will make of this magnitude after it has learned it. Equal to
-    /// [`Self::channel_surprise`] for a first large excursion; for one that
-    /// repeats an earlier excursion of similar size it is the record's
-    /// tempered bound.
-    #[inline]
-    fn learned_surprise(&self, slab: &[f64], at: usize, x: f64) -> f64 {
-        let a = x.abs().min(1e12);
-        let up = x >= 0.0;
-        let at_r = at + self.kind_len + if up { 0 } else { RECORD_LEN };
-        let mut r = [0.0; RECORD_LEN];
-        r.copy_from_slice(&slab[at_r..at_r + RECORD_LEN]);
-        r[3] = r[3].max(a);
-        Record::learn(&mut r, 0.0, false, 1.0, 1.0);
-        let body = self.kind_surprise(self.kind_state(slab, at), a);
-        body.min(Record::new(&r, self.scale(slab, at), 2.0).surprise(a))
-    }
-
-    /// Largest magnitude, in direction `up`, on the channel at `at` whose
-    /// surprise is below `l`.
-    #[inline]
-    fn channel_magnitude(&self, slab: &[f64], at: usize, l: f64, up: bool) -> f64 {
-        let body = self.kind_magnitude(self.kind_state(slab, at), l);
-        body.max(self.record(slab, at, up).magnitude_at(l))
-    }
-
-    /// How much independent evidence one deseasonalised deviation carries
-    /// for the drift channel: `√((1 - φ) / (1 + φ))` for its lag-1
-    /// autocorrelation `φ > 0` (the deviation of a sum of `n` such values
-    /// is `√((1 + φ)/(1 - φ))` times that of `n` independent ones), at least
-    /// [`EVIDENCE_FLOOR`], 1 for `φ ≤ 0`.
-    #[inline]
-    fn evidence(b: &[f64]) -> f64 {
-        let a = &b[BASE_AUTO..BASE_AUTO + 3];
-        if a[2] <= 0.0 {
-            return 1.0;
+    fn event<'a>(&self, s: &[f64], obs: &'a Observation) -> Event<'a> {
+        Event {
+            obs,
+            events: s[header::EVENTS],
+            slow: Warmup::slow(s, obs.ts_ms),
+            base: self
+                .baseline
+                .map(|(_, at)| BaseAt::new(&s[at..at + baseline::slot::LEN], obs)),
         }
-        let phi = (a[1] / a[2]).clamp(0.0, 0.999);
-        ((1.0 - phi) / (1.0 + phi)).sqrt().max(EVIDENCE_FLOOR)
-    }
-
-    /// The seasonal part of the baseline `b` at the time of daily basis
-    /// `basis`.
-    #[inline]
-    fn season(b: &[f64], basis: &[f64; 6]) -> f64 {
-        basis
-            .iter()
-            .zip(&b[BASE_SEASON..BASE_SEASON + 6])
-            .map(|(x, w)| x * w)
-            .sum()
-    }
-
-    /// The baseline's value at the time of `basis` (offset plus season)
-    /// and the deviation of values around it, in the series' units.
-    #[inline]
-    fn baseline(b: &[f64], basis: &[f64; 6]) -> (f64, f64) {
-        let m = &b[BASE_MOMENTS..BASE_MOMENTS + 3];
-        let floor = (1e-9 * b[1].abs()).max(1e-300);
-        (
-            b[1] + Self::season(b, basis),
-            (m[1] * ewma::SQRT_HALF_PI).max(floor),
-        )
-    }
-
-    /// The short average after `value` at the time of `basis`
-    /// (deseasonalised).
-    #[inline]
-    fn fast_level(b: &[f64], value: f64, basis: &[f64; 6]) -> f64 {
-        let d = value - Self::season(b, basis);
-        if b[0] < 1.0 {
-            return d;
-        }
-        let n = (b[0] + 1.0).min(LEVEL_EVENTS);
-        b[BASE_FAST] + (d - b[BASE_FAST]) / n
-    }
-
-    /// The level channel's signed distance, in baseline deviations: the
-    /// short average's distance from the offset, but only as far as the
-    /// current and the previous value are off the same way too, so that
-    /// one stray value (a jitter, a spike: the forecast channel's business)
-    /// does not move it, while a level that has really moved does. (The
-    /// median of the three was tried: it raised false alarms on the
-    /// corpus from 1.8 to 2.3 per 10,000 events.)
-    #[inline]
-    fn level_distance(b: &[f64], obs: &Observation, dev: f64) -> f64 {
-        let off = b[1];
-        let f = Self::fast_level(b, obs.value, &obs.season) - off;
-        if b[0] < 2.0 {
-            return f / dev;
-        }
-        let now = obs.value - Self::season(b, &obs.season) - off;
-        let prev = b[BASE_PREV] - off;
-        if f.signum() != now.signum() || f.signum() != prev.signum() {
-            return 0.0;
-        }
-        f.signum() * f.abs().min(now.abs()).min(prev.abs()) / dev
-    }
-
-    /// Whether the slow channels (level, drift) may speak at `ts_ms`.
-    #[inline]
-    fn slow_warm(slab: &[f64], ts_ms: i64) -> bool {
-        slab[2] > 0.0 && (ts_ms as f64 - slab[1]) >= SLOW_WARMUP_MS
-    }
-
-    /// Whether the drift channel has seen enough of the series' CUSUM
-    /// excursions to judge one: a slowly wandering series makes few, long
-    /// ones, and until its record holds [`DRIFT_MIN_EXCURSIONS`] the first
-    /// of them would look like a drift.
-    #[inline]
-    fn drift_ready(d: &[f64]) -> bool {
-        d[2] >= DRIFT_MIN_EXCURSIONS
-    }
-
-    /// Drift surprise of CUSUM value `c` (drift block `d`): the CUSUM's
-    /// stationary tail is exponential (rate about 1 nat per unit for
-    /// Gaussian deviations), capped by the record of its excursions.
-    #[inline]
-    fn drift_surprise(d: &[f64], c: f64) -> f64 {
-        c.min(Record::new(&d[2..2 + RECORD_LEN], 1.0, 1.0).surprise(c))
-    }
-
-    /// Largest CUSUM value with drift surprise below `l`.
-    #[inline]
-    fn drift_limit(d: &[f64], l: f64) -> f64 {
-        l.max(Record::new(&d[2..2 + RECORD_LEN], 1.0, 1.0).magnitude_at(l))
-    }
-
-    /// Stuck surprise of a run of `m` repeats (stuck block `st`): the
-    /// chance of a run that long under a two-state Markov chain, capped by
-    /// the record of completed runs.
-    #[inline]
-    fn stuck_surprise(st: &[f64], m: f64) -> f64 {
-        if m < 1.0 {
-            return 0.0;
-        }
-        // P(repeat | the value changed last time), with half a repeat of
-        // prior; P(repeat | it repeated), with the prior that repeats are
-        // independent worth STUCK_PRIOR transitions, so a frozen value does
-        // not teach in its first few events that repeats go on.
-        let p_start = (st[3] + 0.5) / (st[2] + 1.0);
-        let p_cont = (st[5] + STUCK_PRIOR * p_start) / (st[4] + STUCK_PRIOR);
-        let per = -p_cont.ln();
-        let geo = -p_start.ln() + (m - 1.0) * per;
-        let r = Record::new(&st[6..6 + RECORD_LEN], 1.0, 1.0);
-        if r.top > 0.0 {
-            geo.min(r.cap + (m - r.top).max(0.0) * per)
-        } else {
-            geo
-        }
-    }
-
-    /// Whether a cold series is trusted from the event at `ts_ms` on.
-    #[inline]
-    fn becomes_warm(&self, s: &[f64], ts_ms: i64) -> bool {
-        let m = &s[self.layout.moments..self.layout.moments + MOMENTS_LEN];
-        s[0] >= self.warmup_events
-            && (ts_ms as f64 - s[1]) >= self.warmup_ms
-            && Ewma::relative_error(m) <= WARM_RELATIVE_ERROR
     }
 
     /// Scores one event against the state, before the state learns it.
     #[inline]
     pub fn score(&self, state: &ThresholdState, obs: &Observation) -> Scored {
         let s = &state.slab;
-        let l = &self.layout;
-        let warm = s[2] > 0.0 || (s[0] >= 1.0 && self.becomes_warm(s, obs.ts_ms));
-        let slow = Self::slow_warm(s, obs.ts_ms);
-        let mut raw = [0.0; 4];
-        raw[0] = self.channel_surprise(s, l.forecast, obs.residual);
-        let mut cusum = (0.0, 0.0);
-        if let Some(b) = l.base {
-            let bb = &s[b..b + BASE_LEN];
-            let (base, dev) = Self::baseline(bb, &obs.season);
-            if let (Some(at), true) = (l.level, slow) {
-                raw[1] = self.channel_surprise(s, at, Self::level_distance(bb, obs, dev));
-            }
-            if let Some(at) = l.drift {
-                let d = &s[at..at + DRIFT_LEN];
-                let z =
-                    ((obs.value - base) / dev).clamp(-CUSUM_CLIP, CUSUM_CLIP) * Self::evidence(bb);
-                cusum = ((d[0] + z - CUSUM_K).max(0.0), (d[1] - z - CUSUM_K).max(0.0));
-                if slow && Self::drift_ready(d) {
-                    raw[2] = Self::drift_surprise(d, cusum.0.max(cusum.1));
-                }
-            }
-        }
-        let mut run = 0.0;
-        if let Some(at) = l.stuck {
-            let st = &s[at..at + STUCK_LEN];
-            // A zero that repeats is an idle counter or rate, not a frozen
-            // exporter.
-            run = if s[0] >= 1.0 && obs.value == st[0] && obs.value != 0.0 {
-                st[1] + 1.0
-            } else {
-                0.0
-            };
-            raw[3] = Self::stuck_surprise(st, run);
-        }
+        let moments = self.forecast.moments(self.forecast_slots(s));
+        let warm = self.warmup.is_warm(s, moments, obs.ts_ms);
+        let ev = self.event(s, obs);
+        let mut raw = PerChannel::default();
         let mut best = (0.0, Reason::Forecast);
-        for (i, reason) in Reason::ALL.into_iter().enumerate() {
-            let x = raw[i] - MARGINS[i];
+        for p in &self.channels {
+            let reason = p.channel.reason();
+            raw[reason] = p.channel.surprise(p.slots(s), &ev);
+            let x = raw[reason] - p.channel.margin();
             if x > best.0 {
                 best = (x, reason);
             }
         }
         let surprise = best.0.min(MAX_SURPRISE);
-        let onset = (surprise - s[ECHO]).max(0.0);
+        let onset = Echo::onset(s[header::ECHO], surprise);
         let cold = |l: f64| if warm { score_from_surprise(l) } else { 0.0 };
+        let phase = self.episodes.phase(s, warm, surprise, obs.ts_ms);
+        let censored = self.episodes.censors(phase, surprise);
         Scored {
             score: cold(surprise),
             onset: cold(onset),
@@ -1085,8 +428,8 @@ impl Thresholds {
             reason: best.1,
             warm,
             raw,
-            cusum,
-            run,
+            phase,
+            censored,
         }
     }
 
@@ -1099,266 +442,93 @@ impl Thresholds {
         target: &BandTarget,
         obs: &Observation,
     ) -> BandLimits {
-        let ts_ms = obs.ts_ms;
         let s = &state.slab;
-        let l = &self.layout;
-        let lt = target.surprise;
-        let residual = (
-            self.channel_magnitude(s, l.forecast, lt, false).max(0.0),
-            self.channel_magnitude(s, l.forecast, lt, true).max(0.0),
-        );
-        let mut level = (f64::NEG_INFINITY, f64::INFINITY);
-        if let (Some(b), true) = (l.base, Self::slow_warm(s, ts_ms)) {
-            let bb = &s[b..b + BASE_LEN];
-            let (base, dev) = Self::baseline(bb, &obs.season);
-            if let Some(at) = l.level {
-                // |f' - offset| <= h with f' = f + (x - season - f) / n.
-                let down = self.channel_magnitude(s, at, lt, false).max(0.0) * dev;
-                let up = self.channel_magnitude(s, at, lt, true).max(0.0) * dev;
-                let n = (bb[0] + 1.0).clamp(1.0, LEVEL_EVENTS);
-                let f = bb[BASE_FAST];
-                let center = Self::season(bb, &obs.season) + f + n * (bb[1] - f);
-                level = (center - n * down, center + n * up);
-            }
-            if let Some(at) = l
-                .drift
-                .filter(|&at| Self::drift_ready(&s[at..at + DRIFT_LEN]))
-            {
-                let d = &s[at..at + DRIFT_LEN];
-                let w = Self::evidence(bb);
-                let c = Self::drift_limit(d, lt + SLOW_MARGIN);
-                // The standardised deviation that would take the CUSUM to c.
-                let hi = (c + CUSUM_K - d[0]) / w;
-                let lo = -(c + CUSUM_K - d[1]) / w;
-                if hi < CUSUM_CLIP {
-                    level.1 = level.1.min(base + hi * dev);
-                }
-                if lo > -CUSUM_CLIP {
-                    level.0 = level.0.max(base + lo * dev);
-                }
-            }
-        }
-        BandLimits { residual, level }
-    }
-
-    /// Learns signed deviation `x` on the kind-scored channel at `at`: the
-    /// body with the magnitude clipped at the one of
-    /// [`LEARN_CLIP_SURPRISE`], the record of `x`'s direction with the
-    /// magnitude as it is. Returns the clipped magnitude.
-    #[inline]
-    fn learn_channel(&self, slab: &mut [f64], at: usize, x: f64, recorded: bool) -> f64 {
-        let a = x.abs().min(1e12);
-        let up = x >= 0.0;
-        let clip = self.channel_magnitude(slab, at, LEARN_CLIP_SURPRISE, up);
-        let floor = self.scale(slab, at);
-        let clipped = if clip.is_finite() && clip > 0.0 && slab[0] >= 1.0 {
-            a.min(clip)
-        } else {
-            a
+        let ev = self.event(s, obs);
+        let mut limits = BandLimits {
+            residual: (0.0, 0.0),
+            level: (f64::NEG_INFINITY, f64::INFINITY),
         };
-        // For the level channel an exact 0 is "nothing to measure" (its
-        // three values disagree): the body learns the distances there are,
-        // so it is not judged against a spread shrunk by zeros.
-        if x != 0.0 || at == self.layout.forecast {
-            with_kind!(&self.kind, k => k.observe(&mut slab[at..at + self.kind_len], clipped));
+        for p in &self.channels {
+            p.channel
+                .band(p.slots(s), &ev, target.surprise, &mut limits);
         }
-        let r = at + self.kind_len;
-        let (a_up, a_down) = match (recorded, up) {
-            (false, _) => (0.0, 0.0),
-            (true, true) => (a, 0.0),
-            (true, false) => (0.0, a),
-        };
-        for (r, a) in [(r, a_up), (r + RECORD_LEN, a_down)] {
-            Record::learn(
-                &mut slab[r..r + RECORD_LEN],
-                a,
-                a > floor,
-                self.top_decay,
-                self.keep,
-            );
-        }
-        clipped
-    }
-
-    /// Echo suppression: the series' echo peak holds the surprise of the
-    /// anomaly in progress (any channel at or above the alert threshold
-    /// raises it, and it holds while one stays there) and decays once the
-    /// series is back below, so that what follows an anomaly (its echo, its
-    /// plateau, the other channels that see the same change) must be
-    /// surprising beyond the anomaly itself to be an onset. `held` is
-    /// `None` below the alert's surprise (the peak decays); else the peak
-    /// takes it, the anomaly's surprise as the series will see it once
-    /// learned (see [`Self::learned_surprise`]): for a first anomaly that is
-    /// its surprise; for one that repeats an earlier excursion's size, the
-    /// record's bound replaces the peak, since the earlier excursion is by
-    /// now part of the normal tail and its echo no reason to stay blind.
-    #[inline]
-    fn echo(&self, peak: &mut f64, surprise: f64, held: Option<f64>) {
-        match held {
-            Some(held) if held < surprise => *peak = held,
-            Some(held) => *peak = peak.max(held),
-            None => *peak *= self.echo_decay,
-        }
-    }
-
-    /// Learns the baseline: the offset is an exponentially weighted mean
-    /// of the deseasonalised value with time constant `level_memory`, the
-    /// daily coefficients a least-mean-squares fit with time constant
-    /// [`SEASON_MEMORY_MS`] (both shorter while the series is younger than
-    /// them, so a new series learns fast), the deviation an [`Ewma`] of the
-    /// residual's magnitude. Time constants in event time keep it
-    /// independent of the sampling rate.
-    fn learn_baseline(&self, b: &mut [f64], obs: &Observation, first_ts: f64) {
-        let t = obs.ts_ms as f64;
-        b[BASE_FAST] = Self::fast_level(b, obs.value, &obs.season);
-        b[BASE_PREV] = obs.value - Self::season(b, &obs.season);
-        if b[0] < 1.0 {
-            b[0] = 1.0;
-            b[1] = obs.value;
-            b[2] = t;
-            return;
-        }
-        let (base, dev) = Self::baseline(b, &obs.season);
-        let e = obs.value - base;
-        let e_clip = if b[0] >= 10.0 {
-            e.clamp(-BASE_CLIP * dev, BASE_CLIP * dev)
-        } else {
-            e
-        };
-        self.moments_kind
-            .observe(&mut b[BASE_MOMENTS..BASE_MOMENTS + 3], e_clip.abs());
-        // Lag-1 autocorrelation of the clipped residual.
-        let alpha = 1.0 / b[BASE_MOMENTS].max(1.0);
-        let au = &mut b[BASE_AUTO..BASE_AUTO + 3];
-        au[1] += alpha * (e_clip * au[0] - au[1]);
-        au[2] += alpha * (e_clip * e_clip - au[2]);
-        au[0] = e_clip;
-        b[0] += 1.0;
-        let dt = (t - b[2]).max(0.0);
-        b[2] = b[2].max(t);
-        let age = (t - first_ts).max(dt).max(1.0);
-        let rate = |tau: f64| {
-            if dt <= 0.0 {
-                0.0
-            } else {
-                -(-dt / tau.min(age)).exp_m1()
-            }
-        };
-        // At least a little per event, so that a series whose clock stands
-        // still still follows its level.
-        b[1] += rate(self.level_memory_ms).max(1.0 / b[0].min(1e4)) * e_clip;
-        // Gradient of ½e² on each coefficient, normalised by E[x²] = ½.
-        let a_s = 2.0 * rate(SEASON_MEMORY_MS) * e_clip;
-        for (w, x) in b[BASE_SEASON..BASE_SEASON + 6].iter_mut().zip(obs.season) {
-            *w += a_s * x;
-        }
+        limits
     }
 
     /// Learns the event that `scored` scored.
     #[inline]
     pub fn observe(&self, state: &mut ThresholdState, obs: &Observation, scored: &Scored) {
-        let l = self.layout;
         let s = &mut state.slab;
         let warm = scored.warm;
-        let first_ts = if s[0] < 1.0 { obs.ts_ms as f64 } else { s[1] };
-        // The echo holds what the anomaly will mean once learned: a spike
-        // that repeats an earlier one's size holds the record's bound, not
-        // the body's (which would hide the next larger spike for hundreds
-        // of events).
-        // (Only an event at the alert's surprise moves the peak, so only
-        // such an event pays for the hypothetical record.)
-        let anomalous = warm && scored.surprise >= self.alert_surprise;
-        let held = match (anomalous, scored.reason) {
-            (false, _) => None,
-            (true, Reason::Forecast) => Some(
-                scored
-                    .surprise
-                    .min(self.learned_surprise(s, l.forecast, obs.residual) - MARGINS[0]),
-            ),
-            (true, _) => Some(scored.surprise),
+        let first_ms = if s[header::EVENTS] < 1.0 {
+            obs.ts_ms as f64
+        } else {
+            s[header::FIRST_MS]
         };
-        // An echo (as surprising as an anomaly, but within the anomaly in
-        // progress: the forecast's return after a spike) is not an
-        // excursion of the series' own.
-        let echoed = anomalous && scored.surprise - s[ECHO] < self.alert_surprise;
-        let a = self.learn_channel(s, l.forecast, obs.residual, !echoed);
-        self.echo(&mut s[ECHO], scored.surprise, held);
-        if l.moments != l.forecast {
-            self.moments_kind
-                .observe(&mut s[l.moments..l.moments + MOMENTS_LEN], a);
-        }
-        if let Some(b) = l.base {
-            let (_, dev) = Self::baseline(&s[b..b + BASE_LEN], &obs.season);
-            // The baseline's own deviation needs a few events before
-            // distances in it mean anything.
-            let ready = s[b] >= BASE_READY;
-            if let (Some(at), true) = (l.level, ready) {
-                let x = Self::level_distance(&s[b..b + BASE_LEN], obs, dev);
-                self.learn_channel(s, at, x, true);
-            }
-            if let (Some(at), true) = (l.drift, ready) {
-                let d = &mut s[at..at + DRIFT_LEN];
-                let cap = Self::drift_limit(d, CUSUM_CAP_SURPRISE);
-                d[0] = scored.cusum.0.min(cap);
-                d[1] = scored.cusum.1.min(cap);
-                let c = d[0].max(d[1]);
-                Record::learn(&mut d[2..], c, c > 0.0, self.top_decay, self.keep);
-            }
-            self.learn_baseline(&mut s[b..b + BASE_LEN], obs, first_ts);
-            // A change the level or drift channel has reported for
-            // ACCEPT_EVENTS events in a row is the new normal: the offset
-            // moves to where the series now sits and the CUSUM restarts (as
-            // a CUSUM does after it signals), instead of the channels
-            // reporting it until the offset's slow memory catches up.
-            let slow_alert =
-                (scored.raw[1] - MARGINS[1]).max(scored.raw[2] - MARGINS[2]) >= self.alert_surprise;
-            let bb = &mut s[b..b + BASE_LEN];
-            bb[BASE_ALERTING] = if warm && slow_alert {
-                bb[BASE_ALERTING] + 1.0
-            } else {
-                0.0
+        let ev = self.event(s, obs);
+        // (Only an event at the alert's surprise moves the echo peak, so
+        // only such an event pays for what its channel holds.)
+        let anomalous = self.echo.anomalous(warm, scored.surprise);
+        let held = anomalous.then(|| {
+            let p = self
+                .channels
+                .iter()
+                .find(|p| p.channel.reason() == scored.reason)
+                .expect("the reason is a channel that is on: it gave the surprise");
+            p.channel.held(p.slots(s), &ev, scored.surprise)
+        });
+        let echoed = anomalous && self.echo.is_echo(s[header::ECHO], scored.surprise);
+        for p in &self.channels {
+            let raw = scored.raw[p.channel.reason()];
+            let outcome = Outcome {
+                raw,
+                alerting: self.echo.anomalous(true, raw - p.channel.margin()),
+                echoed,
+                censored: scored.censored,
             };
-            if bb[BASE_ALERTING] >= ACCEPT_EVENTS {
-                bb[BASE_ALERTING] = 0.0;
-                bb[1] = bb[BASE_FAST];
-                if let Some(at) = l.drift {
-                    s[at] = 0.0;
-                    s[at + 1] = 0.0;
+            p.channel.learn(p.slots_mut(s), &ev, &outcome);
+        }
+        self.echo
+            .update(&mut s[header::ECHO], scored.surprise, held);
+        if let Some((baseline, at)) = &self.baseline {
+            let b = &mut s[*at..*at + baseline::slot::LEN];
+            baseline.learn(b, obs, first_ms, scored.censored);
+            if scored.phase == Phase::NewNormal {
+                // The change has lasted: where the series sits now is its
+                // normal, and what accumulated evidence of the change
+                // starts over.
+                Baseline::rebase(b);
+                for p in self
+                    .channels
+                    .iter()
+                    .filter(|p| p.channel.accepts_new_normal())
+                {
+                    p.channel.new_normal(p.slots_mut(s));
                 }
             }
         }
-        if let Some(at) = l.stuck {
-            let n = s[0];
-            let st = &mut s[at..at + STUCK_LEN];
-            // A run that has become surprising does not teach how often the
-            // series repeats: a frozen exporter is not its new normal until
-            // its run ends and joins the record.
-            if n >= 1.0 && Self::stuck_surprise(st, scored.run) <= LEARN_CLIP_SURPRISE {
-                let (from, hit) = if st[1] >= 1.0 { (4, 5) } else { (2, 3) };
-                for c in &mut st[2..6] {
-                    *c *= self.keep;
-                }
-                st[from] += 1.0;
-                if scored.run >= 1.0 {
-                    st[hit] += 1.0;
-                }
-            }
-            let prev_run = st[1];
-            st[0] = obs.value;
-            st[1] = scored.run;
-            let r = &mut st[6..6 + RECORD_LEN];
-            if scored.run >= 1.0 {
-                r[3] = r[3].max(scored.run);
-            }
-            Record::learn(r, prev_run, scored.run >= 1.0, self.top_decay, self.keep);
+        self.episodes
+            .apply(s, scored.phase, scored.surprise, obs.ts_ms);
+        if s[header::EVENTS] < 1.0 {
+            s[header::FIRST_MS] = obs.ts_ms as f64;
         }
-        if s[0] < 1.0 {
-            s[1] = obs.ts_ms as f64;
-        }
-        s[0] = (s[0] + 1.0).min(self.horizon);
+        s[header::EVENTS] = (s[header::EVENTS] + 1.0).min(self.horizon);
         if warm {
-            s[2] = 1.0;
+            s[header::WARM] = 1.0;
         }
+    }
+}
+
+#[cfg(test)]
+impl Thresholds {
+    /// The slots of the channel of `reason` (for tests).
+    fn slots_of<'a>(&self, slab: &'a [f64], reason: Reason) -> &'a [f64] {
+        let p = self
+            .channels
+            .iter()
+            .find(|p| p.channel.reason() == reason)
+            .expect("the channel is on");
+        p.slots(slab)
     }
 }
 
@@ -1383,7 +553,7 @@ mod tests {
             warmup_secs: 0,
             ..ThresholdConfig::default()
         }
-        .build(DEFAULT_ALERT_THRESHOLD)
+        .build(&AlertTargets::at(DEFAULT_ALERT_THRESHOLD))
     }
 
     /// A threshold that has learned `n` events of `f(i) -> (residual, value)`.
@@ -1431,29 +601,6 @@ mod tests {
         ThresholdKind::Quantile,
         ThresholdKind::Spot,
     ];
-
-    #[test]
-    fn score_map_is_in_range_monotone_and_invertible() {
-        let mut last = -1.0;
-        for k in 0..2000 {
-            let l = k as f64 * 0.37;
-            let s = score_from_surprise(l);
-            assert!((0.0..1.0).contains(&s));
-            assert!(s > last || (l == 0.0 && s == 0.0));
-            last = s;
-            assert!((surprise_from_score(s) - l).abs() < 1e-9 * l.max(1.0));
-        }
-        assert_eq!(score_from_surprise(f64::NAN), 0.0);
-        assert_eq!(score_from_surprise(-3.0), 0.0);
-        assert!(score_from_surprise(f64::INFINITY) < 1.0);
-        assert_eq!(score_from_surprise(SURPRISE_AT_HALF), 0.5);
-        assert_eq!(
-            surprise_from_score(DEFAULT_ALERT_THRESHOLD),
-            SURPRISE_AT_HALF
-        );
-        // Three times the alert's surprise is a clear 0.84.
-        assert!(score_from_surprise(3.0 * SURPRISE_AT_HALF) > 0.83);
-    }
 
     #[test]
     fn larger_residuals_score_higher_and_never_tie_at_one() {
@@ -1510,7 +657,10 @@ mod tests {
         // On calm data alone the body decides: a single record changes
         // nothing a Gaussian would not expect.
         let (t, st) = trained(ThresholdKind::Ewma, 3000, calm);
-        let body = t.kind_surprise(t.kind_state(&st.slab, t.layout.forecast), 5.0);
+        let body = t
+            .forecast
+            .dist()
+            .body_surprise(t.forecast_slots(&st.slab), 5.0);
         let score = t.score(&st, &obs(5.0, 10.5, 3000));
         assert!((score.surprise - body).abs() < 1e-9, "{score:?} vs {body}");
     }
@@ -1564,12 +714,16 @@ mod tests {
             let (r, v) = calm(i);
             let wander = 3.0 * (i as f64 * std::f64::consts::TAU / (3.0 * 1440.0)).sin();
             let s = learn(&t, &mut st, obs(r, 10.0 + wander + 1e-3 * (v - 10.0), i));
-            if s.raw[2] - SLOW_MARGIN >= t.alert_surprise {
+            if s.raw[Reason::Drift] - SLOW_MARGIN >= t.echo.alert_surprise {
                 drift_alerts += 1;
             }
         }
-        let d = &st.slab[t.layout.drift.unwrap()..];
-        assert!(d[2] < DRIFT_MIN_EXCURSIONS, "excursions: {}", d[2]);
+        let d = t.slots_of(&st.slab, Reason::Drift);
+        let excursions = channels::Drift::excursions(d);
+        assert!(
+            excursions < channels::Drift::MIN_EXCURSIONS,
+            "excursions: {excursions}"
+        );
         assert_eq!(drift_alerts, 0);
     }
 
@@ -1617,8 +771,8 @@ mod tests {
         for k in 0..40 {
             let o = obs(0.0, 10.5, 2000 + k);
             let s = t.score(&st, &o);
-            assert!(s.raw[3] >= last, "{k}: {s:?}");
-            last = s.raw[3];
+            assert!(s.raw[Reason::Stuck] >= last, "{k}: {s:?}");
+            last = s.raw[Reason::Stuck];
             if s.onset >= 0.5 && fired.is_none() {
                 fired = Some((k, s.reason));
             }
@@ -1638,7 +792,7 @@ mod tests {
         for k in 0..200 {
             let o = obs(0.0, 0.0, 2000 + k);
             let s = t.score(&st, &o);
-            assert_eq!(s.raw[3], 0.0);
+            assert_eq!(s.raw[Reason::Stuck], 0.0);
             t.observe(&mut st, &o, &s);
         }
     }
@@ -1650,7 +804,7 @@ mod tests {
             warmup_secs: 3600,
             ..ThresholdConfig::default()
         }
-        .build(DEFAULT_ALERT_THRESHOLD);
+        .build(&AlertTargets::at(DEFAULT_ALERT_THRESHOLD));
         let mut st = t.new_state();
         let mut first_warm = None;
         for i in 0..200 {
@@ -1671,15 +825,15 @@ mod tests {
 
     #[test]
     fn layouts_follow_the_channels() {
-        let all = ThresholdConfig::default().build(0.5);
+        let all = ThresholdConfig::default().build(&AlertTargets::at(0.5));
         let none = ThresholdConfig {
             level_channel: false,
             drift_channel: false,
             stuck_channel: false,
             ..ThresholdConfig::default()
         }
-        .build(0.5);
-        assert!(none.layout.len < all.layout.len);
+        .build(&AlertTargets::at(0.5));
+        assert!(none.len < all.len);
         assert!(!none.owns(&all.new_state()));
         assert!(all.owns(&all.new_state()));
     }
@@ -1752,7 +906,7 @@ mod proptests {
             target in 0.01..0.99f64,
             events in prop::collection::vec((residual(), value(), 0i64..120_000), 0..300),
         ) {
-            let t = config.build(0.5);
+            let t = config.build(&AlertTargets::at(0.5));
             let target = BandTarget::new(target);
             let mut st = t.new_state();
             let mut ts = 1_767_225_600_000i64;

@@ -26,7 +26,8 @@
 //!
 //! State: `[count, μ, σ², φ, m, second moment of excesses, peaks]`.
 
-use super::{Threshold, ew_update};
+use super::Threshold;
+use super::body::ew_update;
 
 /// Deviation floor of `a`, in residual units.
 const SD_FLOOR: f64 = 1e-6;

@@ -423,6 +423,7 @@ mod tests {
                         warm: t > 2,
                         reason: crate::threshold::Reason::Forecast,
                         onset: score,
+                        new_normal: false,
                     };
                     let v = if score > 0.5 { 9.0 } else { 1.0 };
                     let ts = 1_767_225_600_000 + t * 60_000;

@@ -346,7 +346,9 @@ fn alerts_carry_the_channel_that_raised_them() {
             let ts = T0 + i as i64 * MINUTE;
             let x = d.observe(&mut st, ts, v).unwrap();
             if let Some(t) = lc.step(&rule, ts, v, &x) {
-                alert.get_or_insert_with(|| build_alert(&key, &t, ts, v, &x, &rule, "regression"));
+                alert.get_or_insert_with(|| {
+                    build_alert(&key, &t, ts, v, &x, lc.peak_score(), &rule, "regression")
+                });
             }
         }
         let json = serde_json::to_value(alert.expect("an alert")).unwrap();

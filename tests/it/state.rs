@@ -195,6 +195,7 @@ impl Oracle {
                 event.ts_ms,
                 event.value,
                 &d,
+                s.lifecycle.peak_score(),
                 &self.rule,
                 self.detector.model_name(),
             );

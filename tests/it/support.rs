@@ -47,6 +47,8 @@ pub fn firing(fingerprint: &str, host: &str, value: f64) -> Alert {
         severity: Severity::Warning,
         model: "regression".to_owned(),
         reason: anomalyd::alert::Reason::Forecast,
+        peak_score: 0.9991,
+        resolution: None,
     }
 }
 
@@ -58,6 +60,7 @@ pub fn resolved(a: &Alert, ended_at: &str) -> Alert {
         ts: ended_at.to_owned(),
         value: a.expected,
         score: 0.1,
+        resolution: Some(anomalyd::alert::Resolution::Returned),
         ..a.clone()
     }
 }

@@ -136,6 +136,9 @@ pub(crate) mod tests {
             severity: Severity::Warning,
             model: "regression".to_owned(),
             reason: crate::alert::Reason::Forecast,
+            peak_score: 0.999,
+            resolution: (status == AlertStatus::Resolved)
+                .then_some(crate::alert::Resolution::Returned),
         }
     }
 

@@ -1,0 +1,126 @@
+//! **stuck**: the value has repeated exactly for unusually long.
+//!
+//! How many times in a row the value repeated, against a two-state Markov
+//! estimate of how often this series repeats (a frozen exporter), capped by
+//! the record of its completed runs. A repeated zero is an idle counter,
+//! not a frozen one.
+
+use super::{Channel, Common, Event, Outcome, SLOW_MARGIN};
+use crate::threshold::Reason;
+use crate::threshold::distribution::LEARN_CLIP_SURPRISE;
+use crate::threshold::record::{Fading, RECORD_LEN, Record, slot as record_slot};
+
+/// Weight (in transitions) of the prior that repeats are independent.
+const STUCK_PRIOR: f64 = 20.0;
+
+/// The slots of the stuck channel's state; the counts are exponentially
+/// weighted.
+mod slot {
+    /// The last value.
+    pub const LAST: usize = 0;
+    /// Repeats in a row up to it.
+    pub const RUN: usize = 1;
+    /// Transitions from a change.
+    pub const CHANGES: usize = 2;
+    /// Repeats right after a change.
+    pub const STARTS: usize = 3;
+    /// Transitions from a repeat.
+    pub const REPEATS: usize = 4;
+    /// Repeats right after a repeat.
+    pub const GOES_ON: usize = 5;
+    /// The record of completed runs.
+    pub const RECORD: usize = 6;
+}
+
+/// The stuck channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Stuck {
+    fading: Fading,
+}
+
+impl Stuck {
+    /// The channel whose counts fade as the others'.
+    pub fn new(common: &Common) -> Self {
+        Self {
+            fading: common.fading,
+        }
+    }
+
+    /// The run of repeats the event makes. A zero that repeats is an idle
+    /// counter or rate, not a frozen exporter.
+    #[inline]
+    fn run(st: &[f64], ev: &Event) -> f64 {
+        let v = ev.obs.value;
+        if ev.seen() && v == st[slot::LAST] && v != 0.0 {
+            st[slot::RUN] + 1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// Surprise of a run of `m` repeats: the chance of a run that long
+    /// under a two-state Markov chain, capped by the record of completed
+    /// runs (in proportion to the longest: see [`Record`]).
+    #[inline]
+    fn run_surprise(st: &[f64], m: f64) -> f64 {
+        if m < 1.0 {
+            return 0.0;
+        }
+        // P(repeat | the value changed last time), with half a repeat of
+        // prior; P(repeat | it repeated), with the prior that repeats are
+        // independent worth STUCK_PRIOR transitions, so a frozen value does
+        // not teach in its first few events that repeats go on.
+        let p_start = (st[slot::STARTS] + 0.5) / (st[slot::CHANGES] + 1.0);
+        let p_cont =
+            (st[slot::GOES_ON] + STUCK_PRIOR * p_start) / (st[slot::REPEATS] + STUCK_PRIOR);
+        let per = -p_cont.ln();
+        let geo = -p_start.ln() + (m - 1.0) * per;
+        // Beyond the record, a run twice as long as any seen is news; one a
+        // few events longer is not.
+        geo.min(Record::new(&st[slot::RECORD..slot::RECORD + RECORD_LEN], 1.0, 1.0).surprise(m))
+    }
+}
+
+impl Channel for Stuck {
+    const REASON: Reason = Reason::Stuck;
+    const MARGIN: f64 = SLOW_MARGIN;
+
+    fn len(&self) -> usize {
+        slot::RECORD + RECORD_LEN
+    }
+
+    #[inline]
+    fn surprise(&self, st: &[f64], ev: &Event) -> f64 {
+        Self::run_surprise(st, Self::run(st, ev))
+    }
+
+    #[inline]
+    fn learn(&self, st: &mut [f64], ev: &Event, outcome: &Outcome) {
+        let run = Self::run(st, ev);
+        // A run that has become surprising does not teach how often the
+        // series repeats: a frozen exporter is not its new normal until its
+        // run ends and joins the record.
+        if ev.seen() && outcome.raw <= LEARN_CLIP_SURPRISE && !outcome.censored {
+            let (from, hit) = if st[slot::RUN] >= 1.0 {
+                (slot::REPEATS, slot::GOES_ON)
+            } else {
+                (slot::CHANGES, slot::STARTS)
+            };
+            for c in &mut st[slot::CHANGES..slot::RECORD] {
+                *c *= self.fading.keep;
+            }
+            st[from] += 1.0;
+            if run >= 1.0 {
+                st[hit] += 1.0;
+            }
+        }
+        let prev_run = st[slot::RUN];
+        st[slot::LAST] = ev.obs.value;
+        st[slot::RUN] = run;
+        let r = &mut st[slot::RECORD..slot::RECORD + RECORD_LEN];
+        if run >= 1.0 {
+            r[record_slot::CURRENT] = r[record_slot::CURRENT].max(run);
+        }
+        Record::learn(r, prev_run, run >= 1.0, outcome.alerting, &self.fading);
+    }
+}

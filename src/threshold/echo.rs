@@ -1,0 +1,65 @@
+//! Echo suppression: one anomaly, one onset.
+//!
+//! A channel's surprise at or above the alert threshold becomes the
+//! series' *echo peak*, held while the series stays at alert level and
+//! decaying with a time constant of [`ECHO_EVENTS`] events once it is back
+//! below; the onset score counts only what exceeds it. So what follows an
+//! anomaly (its echo, its plateau, the other channels that see the same
+//! change) must be surprising beyond the anomaly itself to be an onset.
+
+/// Time constant, in events, of the echo peaks' decay.
+pub const ECHO_EVENTS: f64 = 50.0;
+
+/// The echo rule (shared by every series).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Echo {
+    /// Per-event decay of the peak.
+    decay: f64,
+    /// The alert threshold's surprise: the peak tracks surprises above it.
+    pub alert_surprise: f64,
+}
+
+impl Echo {
+    /// The rule for alerts at `alert_surprise` nats.
+    pub fn new(alert_surprise: f64) -> Self {
+        Self {
+            decay: (-1.0 / ECHO_EVENTS).exp(),
+            alert_surprise,
+        }
+    }
+
+    /// Whether an event of `surprise` (on a warm series) is at alert level.
+    #[inline]
+    pub fn anomalous(&self, warm: bool, surprise: f64) -> bool {
+        warm && surprise >= self.alert_surprise
+    }
+
+    /// The onset surprise: what exceeds the echo `peak`.
+    #[inline]
+    pub fn onset(peak: f64, surprise: f64) -> f64 {
+        (surprise - peak).max(0.0)
+    }
+
+    /// Whether an anomalous event of `surprise` is only an echo: within
+    /// the anomaly in progress.
+    #[inline]
+    pub fn is_echo(&self, peak: f64, surprise: f64) -> bool {
+        surprise - peak < self.alert_surprise
+    }
+
+    /// Updates the `peak` after an event of `surprise`. `held` is `None`
+    /// below the alert's surprise (the peak decays); else the peak takes
+    /// it, the anomaly's surprise as the series will see it once learned
+    /// (see [`super::channels::Channel::held`]): for a first anomaly that is
+    /// its surprise; for one that repeats an earlier excursion's size, the
+    /// record's bound replaces the peak, since the earlier excursion is by
+    /// now part of the normal tail and its echo no reason to stay blind.
+    #[inline]
+    pub fn update(&self, peak: &mut f64, surprise: f64, held: Option<f64>) {
+        match held {
+            Some(held) if held < surprise => *peak = held,
+            Some(held) => *peak = peak.max(held),
+            None => *peak *= self.decay,
+        }
+    }
+}
