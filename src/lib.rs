@@ -39,4 +39,5 @@ pub mod state;
 pub mod telemetry;
 pub mod threshold;
 pub mod ui;
+pub mod units;
 pub mod warm;

@@ -131,6 +131,8 @@ impl UiConfig {
 pub struct UiState {
     /// The per-series history the shards write.
     pub history: Arc<History>,
+    /// The incidents the notifier last sent (open, and recently closed).
+    pub incidents: Arc<crate::alert::notify::IncidentBoard>,
     /// The `[ui]` section.
     pub config: UiConfig,
     /// The alert rule's threshold, shown beside the scores.
