@@ -11,6 +11,7 @@ mod detection;
 mod docs;
 mod faults;
 mod history;
+mod incidents;
 mod layering;
 mod prometheus;
 mod real_parts;

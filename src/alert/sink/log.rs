@@ -162,6 +162,8 @@ fn log_incident(i: &Incident) {
     match i.status {
         IncidentStatus::Firing if i.opens() => line!("Incident opened."),
         IncidentStatus::Firing => line!("Incident updated."),
+        // Opened and over between two flushes (a replay, a short blip).
+        IncidentStatus::Resolved if i.opens() => line!("Incident opened and resolved."),
         IncidentStatus::Resolved => line!("Incident resolved."),
         IncidentStatus::Merged => line!("Incident merged into a fleet-wide incident."),
     }
