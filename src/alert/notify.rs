@@ -80,17 +80,21 @@ impl IncidentBoard {
         }
     }
 
-    /// Open incidents (newest start first), then those closed within the
-    /// window (most recently closed first).
+    /// Open incidents, then those closed within the window, each newest
+    /// start first.
     pub fn list(&self) -> Vec<Incident> {
         let mut b = self.lock();
         let keep = self.keep;
         while b.closed.front().is_some_and(|(t, _)| t.elapsed() > keep) {
             b.closed.pop_front();
         }
+        let newest_first =
+            |a: &Incident, b: &Incident| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id));
         let mut open: Vec<Incident> = b.open.values().cloned().collect();
-        open.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(a.id.cmp(&b.id)));
-        open.extend(b.closed.iter().rev().map(|(_, i)| i.clone()));
+        open.sort_by(newest_first);
+        let mut closed: Vec<Incident> = b.closed.iter().map(|(_, i)| i.clone()).collect();
+        closed.sort_by(newest_first);
+        open.extend(closed);
         open
     }
 }

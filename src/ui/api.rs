@@ -250,8 +250,8 @@ pub struct SeriesList {
     /// matches, plus the `top` quiet ones with the highest scores, sorted
     /// as asked.
     pub series: Vec<SeriesRow>,
-    /// The open incidents (newest first), then those closed within
-    /// `history_minutes` (latest first), each as its last notification.
+    /// The open incidents, then those closed within `history_minutes`
+    /// (at most 100), each newest start first, as its last notification.
     pub incidents: Vec<Incident>,
 }
 

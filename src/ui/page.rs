@@ -97,10 +97,9 @@ fn state_badge(r: &SeriesRow) -> (String, String) {
 }
 
 /// The columns: header text, sort key (if sortable), cell class.
-const COLUMNS: [(&str, Option<SortKey>, &str); 11] = [
+const COLUMNS: [(&str, Option<SortKey>, &str); 9] = [
     ("State", Some(SortKey::Alert), "state"),
-    ("Series", Some(SortKey::Series), "name"),
-    ("Labels", None, "labels"),
+    ("Series and labels", Some(SortKey::Series), "name"),
     ("Reason", None, "reason"),
     ("Since (UTC)", None, "since"),
     ("Last value", Some(SortKey::Value), "num"),
@@ -108,7 +107,6 @@ const COLUMNS: [(&str, Option<SortKey>, &str); 11] = [
     ("Band", None, "num band"),
     ("Score", Some(SortKey::Score), "num score"),
     ("Alert peak", Some(SortKey::Peak), "num peak"),
-    ("Last seen (UTC)", Some(SortKey::Time), "time"),
 ];
 
 /// The metric name as the page shows it: `rate(name)` for a counter
@@ -159,7 +157,7 @@ fn row(s: &mut String, query: &ListQuery, r: &SeriesRow) {
         s,
         "<tr data-fingerprint=\"{fp}\" class=\"row state-{}\">\
          <td class=\"state\"><span class=\"{badge_class}\">{badge}</span></td>\
-         <td class=\"name\"><a href=\"/series/{fp}\">{}</a></td><td class=\"labels\">",
+         <td class=\"name\"><a href=\"/series/{fp}\">{}</a><div class=\"labels\">",
         r.state,
         escape(&display_name(r))
     );
@@ -177,22 +175,22 @@ fn row(s: &mut String, query: &ListQuery, r: &SeriesRow) {
     let (since, how) = since_cell(r);
     let _ = writeln!(
         s,
-        "</td><td class=\"reason\">{}</td>\
+        "</div></td><td class=\"reason\">{}</td>\
          <td class=\"since\">{}<span class=\"sub\">{}</span></td>\
-         <td class=\"num\">{}</td><td class=\"num\">{}</td>\
+         <td class=\"num value\">{}<span class=\"sub\">at {}</span></td><td class=\"num\">{}</td>\
          <td class=\"num band\">[{}, {}]</td><td class=\"num score\">{:.3}</td>\
-         <td class=\"num peak\">{}</td><td class=\"time\">{}</td></tr>",
+         <td class=\"num peak\">{}</td></tr>",
         r.reason.map_or("—", |x| x.as_str()),
         escape(&since),
         escape(&how),
         escape(&u.format(r.value)),
+        escape(when(&r.ts).get(11..).unwrap_or("")),
         escape(&u.format(r.expected)),
         escape(&u.format(r.lower)),
         escape(&u.format(r.upper)),
         r.score,
         r.alert_peak_score
             .map_or("—".to_owned(), |p| format!("{p:.3}")),
-        escape(&when(&r.ts))
     );
 }
 
@@ -280,7 +278,11 @@ fn incident_row(s: &mut String, query: &ListQuery, i: &Incident) {
     );
 }
 
-/// The incidents table (above the series).
+/// Closed incidents the index lists (the newest); the API has them all.
+pub const CLOSED_SHOWN: usize = 5;
+
+/// The incidents table (above the series): every open incident, then the
+/// newest [`CLOSED_SHOWN`] closed ones.
 fn incidents(s: &mut String, ui: &UiState, query: &ListQuery, list: &SeriesList) {
     s.push_str(
         "<h2 class=\"section\">Incidents</h2>\n<table class=\"incidents\" id=\"incidents\"><thead><tr>\
@@ -288,13 +290,24 @@ fn incidents(s: &mut String, ui: &UiState, query: &ListQuery, list: &SeriesList)
          <th class=\"reason\">Reason</th><th class=\"since\">Since (UTC)</th>\
          <th class=\"num\">Peak</th></tr></thead>\n<tbody id=\"incident-rows\">\n",
     );
-    for i in &list.incidents {
+    let open = list
+        .incidents
+        .iter()
+        .filter(|i| i.status == IncidentStatus::Firing)
+        .count();
+    let shown = open + CLOSED_SHOWN.min(list.incidents.len() - open);
+    for i in &list.incidents[..shown] {
         incident_row(s, query, i);
     }
+    let more = list.incidents.len() - shown;
     let _ = writeln!(
         s,
-        "</tbody></table>\n<p class=\"empty\" id=\"incidents-empty\"{}>No incident in the last {} \
+        "</tbody></table>\n<p class=\"more\" id=\"incidents-more\"{}>{more} older incidents of the \
+         last {} min are in <a href=\"/api/v1/series\">/api/v1/series</a>.</p>\n\
+         <p class=\"empty\" id=\"incidents-empty\"{}>No incident in the last {} \
          min: alerts that start together on one host, or on many hosts at once, show here as one.</p>",
+        if more == 0 { " hidden" } else { "" },
+        ui.config.history_minutes,
         if list.incidents.is_empty() {
             ""
         } else {
@@ -785,7 +798,10 @@ mod tests {
         assert!(r.peak_score < 0.95, "the decayed one is another field");
         assert_eq!((r.unit_symbol.as_str(), r.unit_prefixes), ("B", "up"));
         let html = index(&ui, &all, &l);
-        assert!(html.contains("<td class=\"num\">6 GB</td>"), "{html}");
+        assert!(
+            html.contains("<td class=\"num value\">6 GB<span class=\"sub\">at 00:11:00</span>"),
+            "{html}"
+        );
         assert!(html.contains("[5.98 GB, 6.05 GB]"), "{html}");
         assert!(html.contains("<td class=\"reason\">level</td>"), "{html}");
         assert!(

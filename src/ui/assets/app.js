@@ -138,22 +138,23 @@
     state.append(badge(r));
     const name = el("td", "name");
     name.append(link("/series/" + encodeURIComponent(r.fingerprint), r.rate ? "rate(" + r.name + ")" : r.name));
-    const labels = el("td", "labels");
+    const labels = el("div", "labels");
     for (const [k, v] of Object.entries(r.labels)) {
       labels.append(chip(k, v), " ");
     }
+    name.append(labels);
+    const value = el("td", "num value", qty(r.value, r));
+    value.append(el("span", "sub", "at " + when(r.ts).slice(11)));
     tr.append(
       state,
       name,
-      labels,
       el("td", "reason", r.reason || "—"),
       sinceCell(r),
-      el("td", "num", qty(r.value, r)),
+      value,
       el("td", "num", qty(r.expected, r)),
       el("td", "num band", "[" + qty(r.lower, r) + ", " + qty(r.upper, r) + "]"),
       el("td", "num score", r.score.toFixed(3)),
-      el("td", "num peak", r.alert_peak_score === null ? "—" : r.alert_peak_score.toFixed(3)),
-      el("td", "time", when(r.ts))
+      el("td", "num peak", r.alert_peak_score === null ? "—" : r.alert_peak_score.toFixed(3))
     );
     return tr;
   }
@@ -196,7 +197,14 @@
   }
   async function refreshIndex() {
     const list = await getJson(body.dataset.api);
-    document.getElementById("incident-rows").replaceChildren(...list.incidents.map(incidentRow));
+    // Every open incident, then the newest closed ones (page.rs:
+    // CLOSED_SHOWN).
+    const open = list.incidents.filter((i) => i.status === "firing").length;
+    const shown = open + Math.min(5, list.incidents.length - open);
+    document.getElementById("incident-rows").replaceChildren(...list.incidents.slice(0, shown).map(incidentRow));
+    const more = document.getElementById("incidents-more");
+    more.hidden = list.incidents.length === shown;
+    more.firstChild.textContent = (list.incidents.length - shown) + " older incidents of the last " + list.history_minutes + " min are in ";
     document.getElementById("incidents-empty").hidden = list.incidents.length > 0;
     document.getElementById("rows").replaceChildren(...list.series.map(row));
     document.getElementById("empty").hidden = list.series.length > 0;
