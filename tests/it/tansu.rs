@@ -31,8 +31,6 @@ fn broker(metrics_partitions: i32, changelog: bool) -> Tansu {
     let broker = Tansu::start();
     broker.create_topic("metrics", metrics_partitions, &[]);
     broker.create_topic("alerts", 1, &[]);
-    // The Kafka sink's incident notifications (its default topic).
-    broker.create_topic("anomalyd-incidents", 1, &[]);
     if changelog {
         broker.create_topic(
             "state",
