@@ -6,7 +6,8 @@
 //! see [`crate::counter`]) → [`Detector::observe`] (score, then learn) →
 //! alert lifecycle, unless the event is older than
 //! `alert.max_event_age_secs` (then it only teaches the model) → alerts
-//! handed to the sink queues (never waiting on a sink). It also answers
+//! handed over (the daemon's notifier groups them into incidents and
+//! queues them for the sinks; never waiting on a sink). It also answers
 //! barriers (see [`super::Barrier`]), installs restored series and enforces
 //! the memory bounds (`max_series`, idle TTL). With a [`Tap`] (the live
 //! page), it also reports each scored event to it, one [`TapBatch`] per
