@@ -135,10 +135,9 @@ async fn a_hosts_simultaneous_alerts_are_one_incident_on_the_log_and_the_webhook
     assert_eq!(opened[0]["scope"], "group");
     let last = lines
         .iter()
-        .filter(|l| {
+        .rfind(|l| {
             l["incident"] == id.as_str() && l["message"].as_str().unwrap().starts_with("Incident")
         })
-        .last()
         .unwrap();
     assert!(
         last["message"].as_str().unwrap().ends_with("resolved."),

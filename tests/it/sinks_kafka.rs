@@ -9,7 +9,7 @@ use anomalyd::alert::incident::{Incident, IncidentConfig, Incidents};
 use anomalyd::alert::sink::SinkHandle;
 use anomalyd::alert::sink::kafka::{KafkaSink, KafkaSinkConfig, NAME};
 use anomalyd::alert::sink::{SinkMetrics, SinkSection};
-use anomalyd::alert::{AlertStatus, Notice, SeriesAlert};
+use anomalyd::alert::{AlertStatus, SeriesAlert};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
