@@ -1,6 +1,6 @@
 //! The `alertmanager` sink: Prometheus Alertmanager, API v2.
 //!
-//! This module owns the mapping from an [`Alert`] to Alertmanager's
+//! This module owns the mapping from an alert ([`SeriesAlert`]) to Alertmanager's
 //! postable alert and the re-sending that Alertmanager expects. It POSTs to
 //! `<url>/api/v2/alerts`:
 //!
