@@ -12,6 +12,20 @@
 //! chart. The configuration is the daemon's: defaults, `--config` file,
 //! `ANOMALYD__*` environment.
 //!
+//! **Incidents.** The alerts go through the daemon's incident grouping
+//! ([`crate::alert::incident`], the `[alert]` incident keys). In directory
+//! mode each file is one series: its metric name (`__name__`) is the
+//! file's stem and its `instance` label the relative path of its
+//! directory (none for files at the top), so the files of one directory
+//! group like the metrics of one host. The alerts of all files are merged
+//! by event time (each series' alerts depend on its own rows only, so
+//! merging them is merging the files by timestamp) and grouped in that
+//! order, the notifications of one instant together, as the daemon sends
+//! them. Every incident notification is written to `incidents.csv` in the
+//! output directory ([`INCIDENTS_HEADER`]), and the summary counts the
+//! *pages*: notifications that open an incident. A single file is one
+//! series; its pages are counted too.
+//!
 //! Timestamps may be NAB's `YYYY-MM-DD HH:MM:SS` (UTC, optional fraction),
 //! RFC 3339, or epoch seconds / milliseconds (integers of 1e11 or more are
 //! read as milliseconds). A row that cannot be read (bad timestamp, bad
@@ -25,14 +39,26 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime};
 
-use crate::alert::Severity;
-use crate::alert::lifecycle::{AlertRule, Lifecycle};
+use crate::alert::incident::{Incident, IncidentConfig, IncidentStatus, Incidents};
+use crate::alert::lifecycle::{AlertRule, Lifecycle, Transition, build_alert};
+use crate::alert::{Notice, Reason, SeriesAlert, Severity, ValueKind};
 use crate::app::config::Config;
 use crate::chart::{Chart, Expected, Point};
 use crate::detector::{Decision, Detector, DetectorError};
+use crate::event::SeriesKey;
 
 /// The output header, exactly.
 pub const OUTPUT_HEADER: &str = "timestamp,value,anomaly_score,expected,lower,upper,alert,reason";
+
+/// The header of `incidents.csv`: one row per incident notification, in
+/// the order they were sent. `opens` is 1 on the notification that opens
+/// an incident (a page); `members` lists the members' series, top peak
+/// first, separated by `;`.
+pub const INCIDENTS_HEADER: &str = "updated_at,id,revision,opens,status,scope,group,groups,\
+severity,members_total,firing,started_at,ended_at,top_series,top_reason,top_peak_score,members";
+
+/// The incidents file's name in the output directory.
+pub const INCIDENTS_FILE: &str = "incidents.csv";
 
 /// Arguments of `anomalyd backtest`.
 #[derive(Debug, Clone, clap::Args)]
@@ -119,6 +145,10 @@ pub struct Summary {
     pub malformed: usize,
     /// Rows with `alert = 1`.
     pub alerts: usize,
+    /// Incident notifications that open an incident: the pages.
+    pub pages: usize,
+    /// Incident notifications of any kind (opens, updates, resolves).
+    pub incident_notifications: usize,
 }
 
 /// Parses a timestamp into milliseconds since the epoch (UTC); see the module
@@ -164,17 +194,24 @@ pub fn run(args: &BacktestArgs) -> Result<Summary, BacktestError> {
     if args.input.is_file() {
         let mut summary = Summary::default();
         let report = |m: &str| eprintln!("{m}");
-        let file = run_file(
+        let name = args
+            .input
+            .file_stem()
+            .map_or_else(|| "series".to_owned(), |n| n.to_string_lossy().into_owned());
+        let mut file = run_file(
             &scorer,
+            &SeriesKey::from_name(name),
             &args.input,
             &args.output,
             args.plot.as_deref(),
             &report,
         )?;
+        let alerts = std::mem::take(&mut file.alerts);
         summary.add(file);
+        group(&config.alert.incidents, alerts, &mut summary, |_| Ok(()))?;
         Ok(summary)
     } else if args.input.is_dir() {
-        run_dir(&scorer, args)
+        run_dir(&scorer, &config.alert.incidents, args)
     } else {
         Err(BacktestError::Input(args.input.clone()))
     }
@@ -185,16 +222,116 @@ impl Summary {
         self.files += 1;
         self.rows += f.rows;
         self.malformed += f.malformed;
-        self.alerts += f.alerts;
+        self.alerts += f.alerts_rows;
     }
 }
 
-/// Counts of one file.
-#[derive(Debug, Clone, Copy, Default)]
+/// What one file gave.
+#[derive(Debug, Clone, Default)]
 struct FileSummary {
     rows: usize,
     malformed: usize,
-    alerts: usize,
+    /// Rows with `alert = 1`.
+    alerts_rows: usize,
+    /// The alert messages the daemon would have sent, in order.
+    alerts: Vec<SeriesAlert>,
+}
+
+/// The series a directory-mode file is: its stem as the metric name, its
+/// directory's relative path (`/`-separated) as `instance`.
+pub fn series_of(rel: &Path) -> SeriesKey {
+    let name = rel
+        .file_stem()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let dir: Vec<String> = rel
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.components())
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if dir.is_empty() {
+        SeriesKey::from_name(name)
+    } else {
+        SeriesKey::new(name, [("instance", dir.join("/"))])
+    }
+}
+
+/// Milliseconds of an alert message's `ts`.
+fn ts_of(a: &SeriesAlert) -> i64 {
+    DateTime::parse_from_rfc3339(&a.ts).map_or(0, |t| t.timestamp_millis())
+}
+
+/// Groups `alerts` (of any number of series) into incidents in event-time
+/// order, flushing at each new instant as the daemon does; counts the
+/// notifications in `summary` and hands each to `write`.
+fn group(
+    config: &IncidentConfig,
+    mut alerts: Vec<SeriesAlert>,
+    summary: &mut Summary,
+    mut write: impl FnMut(&Incident) -> Result<(), BacktestError>,
+) -> Result<(), BacktestError> {
+    // Stable: alerts of one instant keep their file order.
+    alerts.sort_by_key(ts_of);
+    let mut incidents = Incidents::new(config);
+    let mut out = |notices: Vec<Notice>, summary: &mut Summary| {
+        for n in notices {
+            if let Notice::Incident(i) = n {
+                summary.incident_notifications += 1;
+                if i.opens() && i.status != IncidentStatus::Merged {
+                    summary.pages += 1;
+                }
+                write(&i)?;
+            }
+        }
+        Ok::<(), BacktestError>(())
+    };
+    let mut instant = None;
+    for a in alerts {
+        let ts = ts_of(&a);
+        if instant.is_some_and(|t| t != ts) {
+            out(incidents.flush(), summary)?;
+        }
+        instant = Some(ts);
+        incidents.observe(a);
+    }
+    out(incidents.flush(), summary)
+}
+
+/// One row of `incidents.csv` ([`INCIDENTS_HEADER`]).
+fn incident_row(i: &Incident) -> String {
+    let group = i
+        .group
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let top = i.members.first();
+    let members = i
+        .members
+        .iter()
+        .map(|m| m.series.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
+    [
+        i.updated_at.clone(),
+        i.id.clone(),
+        i.revision.to_string(),
+        u8::from(i.opens() && i.status != IncidentStatus::Merged).to_string(),
+        i.status.as_str().to_owned(),
+        i.scope.as_str().to_owned(),
+        csv_field(&group),
+        i.groups.to_string(),
+        i.severity.as_str().to_owned(),
+        i.members_total.to_string(),
+        i.firing.to_string(),
+        i.started_at.clone(),
+        i.ended_at.clone().unwrap_or_default(),
+        csv_field(top.map_or("", |m| m.series.as_str())),
+        top.map_or("", |m| m.reason.as_str()).to_owned(),
+        top.map_or(String::new(), |m| m.peak_score.to_string()),
+        csv_field(&members),
+    ]
+    .join(",")
 }
 
 /// Every `*.csv` under `dir`, as paths relative to it, sorted.
@@ -227,8 +364,13 @@ struct Scorer<'a> {
     rule: &'a AlertRule,
 }
 
-fn run_dir(scorer: &Scorer<'_>, args: &BacktestArgs) -> Result<Summary, BacktestError> {
+fn run_dir(
+    scorer: &Scorer<'_>,
+    incidents: &IncidentConfig,
+    args: &BacktestArgs,
+) -> Result<Summary, BacktestError> {
     let files = csv_files(&args.input)?;
+    let mut alerts = Vec::new();
     let bar = indicatif::ProgressBar::new(files.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -251,17 +393,27 @@ fn run_dir(scorer: &Scorer<'_>, args: &BacktestArgs) -> Result<Summary, Backtest
         }
         // Messages about malformed rows go around the bar, not through it.
         let report = |m: &str| bar.suspend(|| eprintln!("{m}"));
-        let file = run_file(
+        let mut file = run_file(
             scorer,
+            &series_of(rel),
             &args.input.join(rel),
             &out,
             plot.as_deref(),
             &report,
         )?;
+        alerts.append(&mut file.alerts);
         summary.add(file);
         bar.inc(1);
     }
     bar.finish_and_clear();
+    fs::create_dir_all(&args.output).map_err(io_err(&args.output))?;
+    let path = args.output.join(INCIDENTS_FILE);
+    let mut out = io::BufWriter::new(fs::File::create(&path).map_err(io_err(&path))?);
+    writeln!(out, "{INCIDENTS_HEADER}").map_err(io_err(&path))?;
+    group(incidents, alerts, &mut summary, |i| {
+        writeln!(out, "{}", incident_row(i)).map_err(io_err(&path))
+    })?;
+    out.flush().map_err(io_err(&path))?;
     Ok(summary)
 }
 
@@ -276,6 +428,8 @@ pub struct Row {
     pub decision: Option<Decision>,
     /// The alert's severity while the rule was firing at this row.
     pub alert: Option<Severity>,
+    /// That alert was raised by the `stuck` channel.
+    pub stuck: bool,
 }
 
 /// Draws `rows` with the shared chart (rows without a timestamp cannot be
@@ -294,6 +448,7 @@ pub fn plot_svg(title: &str, rows: &[Row]) -> String {
                 }),
                 warming: r.decision.is_some_and(|d| !d.warm),
                 alert: r.alert,
+                stuck: r.stuck,
             })
         })
         .collect();
@@ -302,6 +457,7 @@ pub fn plot_svg(title: &str, rows: &[Row]) -> String {
 
 fn run_file(
     scorer: &Scorer<'_>,
+    key: &SeriesKey,
     input: &Path,
     output: &Path,
     plot_path: Option<&Path>,
@@ -335,6 +491,8 @@ fn run_file(
     let detector = scorer.detector;
     let mut state = detector.new_state();
     let mut lifecycle = Lifecycle::default();
+    // The channel that raised the alert firing (for the plot).
+    let mut alert_reason = Reason::Forecast;
     let mut summary = FileSummary::default();
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
@@ -355,6 +513,7 @@ fn run_file(
                     value: None,
                     decision: None,
                     alert: None,
+                    stuck: false,
                 });
                 continue;
             }
@@ -390,13 +549,30 @@ fn run_file(
         };
         // The daemon's order: score and learn, then the alert lifecycle.
         // A row that was not scored leaves the lifecycle as it was.
-        if let (Some(d), Some(ts), Some(v)) = (&decision, ts, value) {
-            lifecycle.step(scorer.rule, ts, v, d);
+        if let (Some(d), Some(ts), Some(v)) = (&decision, ts, value)
+            && let Some(t) = lifecycle.step(scorer.rule, ts, v, d)
+        {
+            if let Transition::Firing { reason, .. } | Transition::Escalated { reason, .. } = t {
+                alert_reason = reason;
+            }
+            let alert = build_alert(
+                key,
+                &t,
+                ts,
+                v,
+                d,
+                lifecycle.peak_score(),
+                scorer.rule,
+                scorer.detector.model_name(),
+            );
+            summary
+                .alerts
+                .push(SeriesAlert::new(alert, ValueKind::Value));
         }
         let is_alert = decision.is_some() && lifecycle.is_firing();
         summary.rows += 1;
         summary.malformed += usize::from(decision.is_none());
-        summary.alerts += usize::from(is_alert);
+        summary.alerts_rows += usize::from(is_alert);
         let ts_field = csv_field(ts_raw);
         let value_field = csv_field(value_raw);
         match &decision {
@@ -421,6 +597,7 @@ fn run_file(
                 value: value.filter(|v| v.is_finite()),
                 decision,
                 alert: lifecycle.severity().filter(|_| is_alert),
+                stuck: is_alert && alert_reason == Reason::Stuck,
             });
         }
     }

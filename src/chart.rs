@@ -2,9 +2,13 @@
 //!
 //! This module owns drawing only: given the points of one series (value,
 //! expected value, band, warm-up, alert state), [`Chart::render`] writes an
-//! SVG document with a time axis (UTC dates), a value axis in the series'
-//! own unit, a legend, the band, the value line, the expected line drawn on
-//! top of both, warm-up shaded and alert spans marked with their severity.
+//! SVG document with a title (wrapped between label pairs when long), a
+//! time axis (UTC dates), a value axis in the series' own unit with its SI
+//! prefix ([`crate::units`]), a legend, the band, the value line, the
+//! expected line drawn on top of both, warm-up shaded and alert spans
+//! marked with their severity. A span of an alert the `stuck` channel
+//! raised is drawn hatched in a neutral grey: the value repeats, and may
+//! well sit inside the band, so it is not painted as a value anomaly.
 //! `anomalyd backtest --plot` and the live page ([`crate::ui`]) both draw
 //! with it, so a backtest plot and the page look alike.
 //!
@@ -26,6 +30,9 @@ use std::fmt::Write;
 use chrono::DateTime;
 
 use crate::alert::Severity;
+use crate::units::Unit;
+
+pub use crate::units::unit_of_metric;
 
 /// The model's view of one observation: what it expected and the band of
 /// values that would not have alerted.
@@ -53,6 +60,8 @@ pub struct Point {
     /// The alert state after this observation: firing with this severity,
     /// or quiet.
     pub alert: Option<Severity>,
+    /// That alert was raised by the `stuck` channel (the value repeats).
+    pub stuck: bool,
 }
 
 /// Colours, one place: the legend and the marks must agree.
@@ -63,6 +72,7 @@ mod colour {
     pub const WARMUP: &str = "#d1d5db";
     pub const WARNING: &str = "#f59e0b";
     pub const CRITICAL: &str = "#dc2626";
+    pub const STUCK: &str = "#6b7280";
     pub const GRID: &str = "#e5e7eb";
     pub const AXIS: &str = "#6b7280";
     pub const TEXT: &str = "#374151";
@@ -75,9 +85,17 @@ const FONT: &str = "font-family=\"system-ui, -apple-system, 'Segoe UI', sans-ser
 pub struct Chart<'a> {
     title: &'a str,
     unit: Option<&'a str>,
+    quantity: Unit,
     width: f64,
     height: f64,
 }
+
+/// Height of one title line.
+const TITLE_LINE: f64 = 19.0;
+
+/// Title lines at most (a longer title ends in `…`; the `<title>` element
+/// keeps it whole).
+const MAX_TITLE_LINES: usize = 4;
 
 impl<'a> Chart<'a> {
     /// A 1000 × 380 chart titled `title` (escaped when drawn).
@@ -85,6 +103,7 @@ impl<'a> Chart<'a> {
         Self {
             title,
             unit: None,
+            quantity: Unit::none(),
             width: 1000.0,
             height: 380.0,
         }
@@ -94,6 +113,13 @@ impl<'a> Chart<'a> {
     /// `seconds`; see [`unit_of_metric`].
     pub fn unit(mut self, unit: Option<&'a str>) -> Self {
         self.unit = unit;
+        self
+    }
+
+    /// The unit the value axis' ticks are printed in, with its SI prefix
+    /// (default: a plain number).
+    pub fn quantity(mut self, unit: Unit) -> Self {
+        self.quantity = unit;
         self
     }
 
@@ -107,7 +133,11 @@ impl<'a> Chart<'a> {
 
     /// Draws `points` (in time order) as an SVG document.
     pub fn render(&self, points: &[Point]) -> String {
-        let plot = Plot::new(self, points);
+        // About 8.3 units per character at the title's size.
+        let per_line = ((self.width - 96.0) / 8.3).max(20.0) as usize;
+        let title_lines = wrap_title(self.title, per_line, MAX_TITLE_LINES);
+        let extra = TITLE_LINE * (title_lines.len().max(1) - 1) as f64;
+        let plot = Plot::new(self, points, extra);
         let mut s = String::with_capacity(4096 + points.len() * 48);
         let (w, h) = (self.width, self.height);
         // Writing to a String cannot fail; results are ignored on purpose.
@@ -129,15 +159,29 @@ impl<'a> Chart<'a> {
             "\n<title>{}</title>\n<rect class=\"background\" width=\"{w}\" height=\"{h}\" fill=\"white\"/>\n",
             escape(self.title)
         );
-        let _ = writeln!(
+        let _ = write!(
             s,
-            r#"<text class="title" x="{:.1}" y="20" font-size="15" font-weight="600" fill="{}">{}</text>"#,
+            r#"<text class="title" x="{:.1}" y="20" font-size="15" font-weight="600" fill="{}">"#,
             plot.left,
             colour::TEXT,
-            escape(self.title)
         );
-        self.legend(&mut s, &plot);
-        plot.grid_and_axes(&mut s, self.unit);
+        for (i, line) in title_lines.iter().enumerate() {
+            let dy = if i == 0 { 0.0 } else { TITLE_LINE };
+            let _ = write!(
+                s,
+                r#"<tspan x="{:.1}" dy="{dy}">{}</tspan>"#,
+                plot.left,
+                escape(line)
+            );
+        }
+        s.push_str("</text>\n");
+        s.push_str(concat!(
+            r#"<defs><pattern id="stuck-hatch" width="8" height="8" patternUnits="userSpaceOnUse" patternTransform="rotate(45)">"#,
+            r##"<rect width="8" height="8" fill="#6b7280" fill-opacity="0.08"/><line x1="0" y1="0" x2="0" y2="8" stroke="#6b7280" stroke-width="3" stroke-opacity="0.35"/></pattern></defs>"##,
+            "\n"
+        ));
+        self.legend(&mut s, &plot, 38.0 + extra);
+        plot.grid_and_axes(&mut s, self.unit, &self.quantity);
         if plot.empty {
             let _ = writeln!(
                 s,
@@ -168,13 +212,15 @@ impl<'a> Chart<'a> {
     }
 
     /// One row under the title: a swatch and a word per mark.
-    fn legend(&self, s: &mut String, plot: &Plot) {
-        /// A line swatch (colour, dash) or a filled one (colour, opacity).
+    fn legend(&self, s: &mut String, plot: &Plot, y: f64) {
+        /// A line swatch (colour, dash), a filled one (colour, opacity) or
+        /// the stuck hatching.
         enum Swatch {
             Line(&'static str, &'static str),
             Fill(&'static str, &'static str),
+            Hatch,
         }
-        const ITEMS: [(Swatch, &str); 6] = [
+        const ITEMS: [(Swatch, &str); 7] = [
             (Swatch::Line(colour::VALUE, ""), "value"),
             (
                 Swatch::Line(colour::EXPECTED, r#" stroke-dasharray="6 3""#),
@@ -184,8 +230,8 @@ impl<'a> Chart<'a> {
             (Swatch::Fill(colour::WARMUP, "0.6"), "warm-up"),
             (Swatch::Fill(colour::WARNING, "0.5"), "warning alert"),
             (Swatch::Fill(colour::CRITICAL, "0.45"), "critical alert"),
+            (Swatch::Hatch, "stuck alert (repeated value)"),
         ];
-        let y = 38.0;
         let mut x = plot.left;
         let _ = write!(s, r#"<g class="legend" fill="{}">"#, colour::TEXT);
         for (swatch, label) in ITEMS {
@@ -200,6 +246,12 @@ impl<'a> Chart<'a> {
                     r#"<rect x="{x:.1}" y="{:.1}" width="16" height="10" fill="{c}" fill-opacity="{opacity}"/>"#,
                     y - 5.0
                 ),
+                Swatch::Hatch => write!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{:.1}" width="16" height="10" fill="url(#stuck-hatch)" stroke="{}" stroke-width="0.5"/>"#,
+                    y - 5.0,
+                    colour::STUCK
+                ),
             };
             let _ = write!(
                 s,
@@ -213,30 +265,50 @@ impl<'a> Chart<'a> {
     }
 }
 
-/// The metric unit a Prometheus-style name announces by its suffix
-/// (`http_latency_p99_seconds` → `seconds`), or `None`.
-pub fn unit_of_metric(name: &str) -> Option<&'static str> {
-    const SUFFIXES: &[(&str, &str)] = &[
-        ("_per_second", "per second"),
-        ("_seconds", "seconds"),
-        ("_milliseconds", "milliseconds"),
-        ("_bytes", "bytes"),
-        ("_percent", "percent"),
-        ("_ratio", "ratio"),
-        ("_celsius", "°C"),
-        ("_meters", "meters"),
-        ("_volts", "volts"),
-        ("_amperes", "amperes"),
-        ("_joules", "joules"),
-        ("_watts", "watts"),
-        ("_grams", "grams"),
-        ("_hertz", "hertz"),
-    ];
-    let name = name.strip_suffix("_total").unwrap_or(name);
-    SUFFIXES
-        .iter()
-        .find(|(suffix, _)| name.ends_with(suffix))
-        .map(|&(_, unit)| unit)
+/// `title` in lines of at most `width` characters, broken after a `,`
+/// (between a selector's label pairs), else at a space, `{` or `/`, else
+/// anywhere; at most `max_lines` lines, the last one ending in `…` when
+/// the title is longer still.
+pub fn wrap_title(title: &str, width: usize, max_lines: usize) -> Vec<String> {
+    let chars: Vec<char> = title.chars().collect();
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while start < chars.len() {
+        if lines.len() + 1 == max_lines.max(1) || chars.len() - start <= width {
+            let rest: String = chars[start..].iter().collect();
+            if chars.len() - start > width {
+                let cut: String = chars[start..start + width.saturating_sub(1)]
+                    .iter()
+                    .collect();
+                lines.push(format!("{cut}…"));
+            } else {
+                lines.push(rest);
+            }
+            break;
+        }
+        let window = &chars[start..start + width];
+        let best = |set: &[char]| {
+            window
+                .iter()
+                .rposition(|c| set.contains(c))
+                .filter(|&i| i > 0)
+        };
+        let end = best(&[','])
+            .or_else(|| best(&[' ', '{', '/']))
+            .map_or(width, |i| i + 1);
+        lines.push(
+            chars[start..start + end]
+                .iter()
+                .collect::<String>()
+                .trim_end()
+                .to_owned(),
+        );
+        start += end;
+    }
+    if lines.is_empty() {
+        lines.push(String::new());
+    }
+    lines
 }
 
 /// Escapes text for XML and HTML, in element content and in quoted
@@ -311,9 +383,11 @@ struct Plot {
 const BAND_REACH: f64 = 1.0;
 
 impl Plot {
-    fn new(chart: &Chart<'_>, points: &[Point]) -> Self {
+    /// The plot of `points` under a title `extra` units taller than one
+    /// line.
+    fn new(chart: &Chart<'_>, points: &[Point], extra: f64) -> Self {
         let (left, right) = (72.0, chart.width - 24.0);
-        let (top, bottom) = (54.0, chart.height - 46.0);
+        let (top, bottom) = (54.0 + extra, chart.height - 46.0);
         let (mut t0, mut t1) = (i64::MAX, i64::MIN);
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for p in points {
@@ -379,7 +453,7 @@ impl Plot {
         self.bottom - (self.bottom - self.top) * (v - self.lo) / (self.hi - self.lo)
     }
 
-    fn grid_and_axes(&self, s: &mut String, unit: Option<&str>) {
+    fn grid_and_axes(&self, s: &mut String, unit: Option<&str>, quantity: &Unit) {
         let _ = write!(
             s,
             r#"<g class="axis value-axis" fill="{}" font-size="11">"#,
@@ -397,7 +471,7 @@ impl Plot {
                 colour::GRID,
                 self.left - 6.0,
                 y + 4.0,
-                format_value(v, self.step)
+                escape(&quantity.format_tick(v, self.step, self.lo.abs().max(self.hi.abs())))
             );
         }
         let label = unit.map_or(Cow::Borrowed("value"), |u| {
@@ -471,31 +545,46 @@ impl Plot {
                 colour::WARMUP
             );
         }
-        for run in runs(points, |p| p.alert) {
+        // A run: consecutive firing points of one kind (stuck or not).
+        for run in runs(points, |p| p.alert.map(|_| p.stuck)) {
             let severity = run.iter().filter_map(|p| p.alert).max();
             let Some(severity) = severity else { continue };
-            let (c, opacity) = match severity {
-                Severity::Warning => (colour::WARNING, "0.22"),
-                Severity::Critical => (colour::CRITICAL, "0.18"),
+            let stuck = run[0].stuck;
+            let (fill, opacity, bar) = match (stuck, severity) {
+                (true, _) => ("url(#stuck-hatch)", "1", colour::STUCK),
+                (false, Severity::Warning) => (colour::WARNING, "0.22", colour::WARNING),
+                (false, Severity::Critical) => (colour::CRITICAL, "0.18", colour::CRITICAL),
             };
             let (x, w) = self.span_x(run);
             let (from, to) = (run[0].ts_ms, run[run.len() - 1].ts_ms);
+            let (class, what) = if stuck {
+                (
+                    format!("alert-span stuck {}", severity.as_str()),
+                    format!("stuck ({} alert): the value repeats", severity.as_str()),
+                )
+            } else {
+                (
+                    format!("alert-span {}", severity.as_str()),
+                    format!("{} alert", severity.as_str()),
+                )
+            };
             let _ = write!(
                 s,
-                r#"<g class="alert-span {sev}" data-severity="{sev}" data-from="{from}" data-to="{to}"><title>{sev} alert, {} to {}</title><rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{height:.1}" fill="{c}" fill-opacity="{opacity}"/><rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="5" fill="{c}"/>"#,
+                r#"<g class="{class}" data-severity="{sev}" data-reason="{reason}" data-from="{from}" data-to="{to}"><title>{what}, {} to {}</title><rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{height:.1}" fill="{fill}" fill-opacity="{opacity}"/><rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="5" fill="{bar}"/>"#,
                 crate::alert::lifecycle::rfc3339_ms(from),
                 crate::alert::lifecycle::rfc3339_ms(to),
                 self.top,
                 self.top,
                 sev = severity.as_str(),
+                reason = if stuck { "stuck" } else { "" },
             );
             if w >= 48.0 {
                 let _ = write!(
                     s,
-                    r#"<text x="{:.1}" y="{:.1}" font-size="10" font-weight="600" fill="{c}">{}</text>"#,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="10" font-weight="600" fill="{bar}">{}</text>"#,
                     x + 3.0,
                     self.top + 16.0,
-                    severity.as_str()
+                    if stuck { "stuck" } else { severity.as_str() }
                 );
             }
             s.push_str("</g>\n");
@@ -640,27 +729,6 @@ fn nice_step(raw: f64) -> f64 {
         .unwrap_or(10.0 * mag)
 }
 
-/// A tick label for `v` on an axis stepping by `step`: SI prefixes from
-/// ten thousand up, and as many decimals as the step needs.
-fn format_value(v: f64, step: f64) -> String {
-    let top = v.abs().max(step.abs());
-    let (scale, prefix) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e4, "k"), (1.0, "")]
-        .into_iter()
-        .find(|&(s, _)| top >= s)
-        .unwrap_or((1.0, ""));
-    let scale = if prefix == "k" { 1e3 } else { scale };
-    let decimals = (-(step / scale).log10().floor()).clamp(0.0, 9.0) as usize;
-    let decimals = if ((step / scale) * 10f64.powi(decimals as i32)).fract().abs() > 1e-6 {
-        decimals + 1
-    } else {
-        decimals
-    };
-    let x = v / scale;
-    // Avoid "-0".
-    let x = if x.abs() < step / scale / 1e6 { 0.0 } else { x };
-    format!("{x:.decimals$}{prefix}")
-}
-
 /// A time-axis step for `span_ms` over `width` units: about one tick per
 /// 110 units, on round UTC boundaries.
 fn time_step(span_ms: i64, width: f64) -> i64 {
@@ -740,6 +808,7 @@ mod tests {
             }),
             warming: (1..4).contains(&i),
             alert,
+            stuck: false,
         }
     }
 
@@ -776,6 +845,7 @@ mod tests {
             "warm-up",
             "warning alert",
             "critical alert",
+            "stuck alert (repeated value)",
         ] {
             assert!(s.contains(&format!(">{word}</text>")), "legend {word}");
         }
@@ -832,7 +902,7 @@ mod tests {
             q.ts_ms += 3_600_000;
         }
         let chart = Chart::new("x");
-        let plot = Plot::new(&chart, &p);
+        let plot = Plot::new(&chart, &p, 0.0);
         assert!(
             plot.lo >= -25.0 && plot.hi <= 50.0,
             "{} {}",
@@ -860,15 +930,67 @@ mod tests {
         assert_eq!(nice_step(0.7), 1.0);
         assert_eq!(nice_step(13.0), 20.0);
         assert_eq!(nice_step(0.0021), 0.0025);
-        assert_eq!(format_value(6.0e9, 5e8), "6.0G");
-        assert_eq!(format_value(12_000.0, 2_000.0), "12k");
-        assert_eq!(format_value(0.15, 0.05), "0.15");
-        assert_eq!(format_value(40.0, 10.0), "40");
-        assert_eq!(format_value(-0.0, 0.1), "0.0");
         assert_eq!(time_step(3_600_000, 900.0), 10 * 60_000);
         assert_eq!(time_step(30 * 86_400_000, 900.0), 7 * 86_400_000);
         let (t, d) = format_time(1_767_225_600_000 + 90 * 60_000, 30 * 60_000);
         assert_eq!((t.as_str(), d.as_str()), ("01:30", "2026-01-01"));
+    }
+
+    #[test]
+    fn stuck_spans_are_hatched_not_painted_as_value_anomalies() {
+        let mut p = series();
+        for q in &mut p[40..45] {
+            q.alert = Some(Severity::Critical);
+            q.stuck = true;
+        }
+        let s = Chart::new("x").render(&p);
+        assert_eq!(count(&s, r#"class="alert-span stuck critical""#), 1, "{s}");
+        assert_eq!(count(&s, r#"data-reason="stuck""#), 1);
+        assert!(s.contains(r#"fill="url(#stuck-hatch)""#));
+        assert!(s.contains("stuck (critical alert): the value repeats"));
+        // The other spans keep their colours.
+        assert_eq!(count(&s, r#"class="alert-span critical""#), 1);
+    }
+
+    #[test]
+    fn long_titles_wrap_between_label_pairs() {
+        let title = "node_network_receive_bytes_total{device=\"eth0\",instance=\"localhost:9090\",job=\"node\"}";
+        let lines = wrap_title(title, 40, 4);
+        assert!(lines.len() >= 2, "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 40), "{lines:?}");
+        assert_eq!(lines.concat(), title, "nothing lost, nothing added");
+        // Breaks fall after a comma, never inside a value.
+        for l in &lines[..lines.len() - 1] {
+            assert!(l.ends_with(',') || l.ends_with('{'), "{lines:?}");
+        }
+        assert_eq!(wrap_title("short", 40, 4), ["short"]);
+        let long = "x".repeat(200);
+        let cut = wrap_title(&long, 40, 2);
+        assert_eq!(cut.len(), 2);
+        assert!(cut[1].ends_with('…'));
+        // Drawn as lines, and the plot moves down to make room.
+        let s = Chart::new(title).size(500.0, 300.0).render(&series());
+        assert!(count(&s, "<tspan") >= 2, "{s}");
+        assert!(s.contains("localhost:9090"));
+        let top = |s: &str| -> f64 {
+            let i = s.find("data-top=\"").unwrap() + 10;
+            s[i..].split('"').next().unwrap().parse().unwrap()
+        };
+        assert!(top(&s) > top(&Chart::new("x").render(&series())));
+    }
+
+    #[test]
+    fn ticks_carry_the_unit_and_its_prefix() {
+        let mut p = series();
+        for (i, q) in p.iter_mut().enumerate() {
+            q.value = Some(1.5e10 + i as f64 * 1e8);
+            q.model = None;
+        }
+        let s = Chart::new("mem")
+            .unit(Some("bytes"))
+            .quantity(Unit::of_metric("mem_bytes", false))
+            .render(&p);
+        assert!(s.contains(" GB</text>"), "{s}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!  Kafka partitions / Prometheus remote-write ─► source (decode) ─► router ─► worker[shard]
 //!    worker, per event, per series (strictly in order):
 //!      features ─► model.predict ─► residual ─► threshold.score ─► model+Adagrad step ─► threshold.observe
-//!                                                     └─► alert lifecycle ─► sinks (bounded queues, retry)
+//!                                                     └─► alert lifecycle ─► notifier (incidents) ─► sinks (bounded queues, retry)
 //!    barrier ─► (snapshot) ─► source acknowledges the positions before it (Kafka commits offsets)
 //! ```
 //!
@@ -39,4 +39,5 @@ pub mod state;
 pub mod telemetry;
 pub mod threshold;
 pub mod ui;
+pub mod units;
 pub mod warm;

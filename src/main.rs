@@ -92,8 +92,14 @@ fn main() -> ExitCode {
         Command::Backtest(args) => match anomalyd::backtest::run(&args) {
             Ok(summary) => {
                 eprintln!(
-                    "backtest: {} file(s), {} row(s), {} malformed, {} alert row(s)",
-                    summary.files, summary.rows, summary.malformed, summary.alerts
+                    "backtest: {} file(s), {} row(s), {} malformed, {} alert row(s), \
+                     {} page(s) ({} incident notification(s))",
+                    summary.files,
+                    summary.rows,
+                    summary.malformed,
+                    summary.alerts,
+                    summary.pages,
+                    summary.incident_notifications
                 );
                 ExitCode::SUCCESS
             }

@@ -1,13 +1,15 @@
-//! The `[alert]` section: the alert rule, plus how old an event may be and
-//! still page.
+//! The `[alert]` section: the alert rule, how old an event may be and
+//! still page, and how alerts group into incidents.
 //!
 //! This module owns [`AlertConfig`], which is the rule's own config
-//! ([`AlertRuleConfig`], in [`super::lifecycle`]) with one key more,
-//! `max_event_age_secs`, in the same TOML table. The rule decides when a
-//! series fires; this key decides which events may make it fire at all:
-//! an event whose timestamp is older than this when a shard processes it
-//! teaches the model like any other, but the alert lifecycle never sees it
-//! (counted in `anomalyd_events_too_old_total`). A consumer group that
+//! ([`AlertRuleConfig`], in [`super::lifecycle`]) with more keys in the
+//! same TOML table: `max_event_age_secs`, and the incident keys
+//! `group_by`, `group_window_secs`, `fleet_min_groups`
+//! ([`IncidentConfig`], in [`super::incident`]). The rule decides when a
+//! series fires; the age limit decides which events may make it fire at
+//! all: an event whose timestamp is older than this when a shard processes
+//! it teaches the model like any other, but the alert lifecycle never sees
+//! it (counted in `anomalyd_events_too_old_total`). A consumer group that
 //! starts from the earliest retained offset, or a remote-write sender
 //! catching up after an outage, then warms the models instead of paging
 //! about the past.
@@ -18,6 +20,7 @@ use std::sync::OnceLock;
 use serde::de::{DeserializeSeed, Error as _, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::incident::IncidentConfig;
 use super::lifecycle::AlertRuleConfig;
 use crate::config::Problems;
 
@@ -30,14 +33,17 @@ pub const DEFAULT_MAX_EVENT_AGE_SECS: u64 = 3600;
 /// Largest accepted `max_event_age_secs` (10 years).
 pub const MAX_MAX_EVENT_AGE_SECS: u64 = 10 * 365 * 86_400;
 
-/// `[alert]`: the rule and the age limit.
+/// `[alert]`: the rule, the age limit and the incident grouping.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertConfig {
-    /// The rule (every other key of the section).
+    /// The rule (the rule's keys of the section).
     pub rule: AlertRuleConfig,
     /// Events older than this many seconds (wall clock at processing minus
     /// event time) are learned but never alert; 0 turns the limit off.
     pub max_event_age_secs: u64,
+    /// Which alerts are one incident (`group_by`, `group_window_secs`,
+    /// `fleet_min_groups`).
+    pub incidents: IncidentConfig,
 }
 
 impl Default for AlertConfig {
@@ -45,6 +51,7 @@ impl Default for AlertConfig {
         Self {
             rule: AlertRuleConfig::default(),
             max_event_age_secs: DEFAULT_MAX_EVENT_AGE_SECS,
+            incidents: IncidentConfig::default(),
         }
     }
 }
@@ -76,6 +83,7 @@ impl AlertConfig {
                 self.max_event_age_secs
             ),
         );
+        self.incidents.validate(prefix, problems);
     }
 
     /// The age limit in milliseconds, `None` when off.
@@ -84,13 +92,17 @@ impl AlertConfig {
     }
 }
 
-/// The key this struct adds to the rule's table.
+/// The keys this struct adds to the rule's table.
 const AGE_KEY: &str = "max_event_age_secs";
+const GROUP_BY: &str = "group_by";
+const GROUP_WINDOW: &str = "group_window_secs";
+const FLEET_MIN: &str = "fleet_min_groups";
+const OWN_KEYS: [&str; 4] = [AGE_KEY, GROUP_BY, GROUP_WINDOW, FLEET_MIN];
 
-/// One flat table: the rule's keys and `max_event_age_secs`. (serde's
-/// `flatten` cannot be combined with the rule's `deny_unknown_fields`,
-/// which must keep reporting typos in `[alert]`, and would hide the keys'
-/// types from the config schema.)
+/// One flat table: the rule's keys and this struct's. (serde's `flatten`
+/// cannot be combined with the rule's `deny_unknown_fields`, which must
+/// keep reporting typos in `[alert]`, and would hide the keys' types from
+/// the config schema.)
 impl Serialize for AlertConfig {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut table = match serde_json::to_value(&self.rule) {
@@ -101,37 +113,56 @@ impl Serialize for AlertConfig {
         // Unset options are left out, as serde leaves out `None` fields.
         table.retain(|_, v| !v.is_null());
         table.insert(AGE_KEY.to_owned(), self.max_event_age_secs.into());
+        let i = &self.incidents;
+        table.insert(GROUP_BY.to_owned(), i.group_by.clone().into());
+        table.insert(GROUP_WINDOW.to_owned(), i.group_window_secs.into());
+        table.insert(FLEET_MIN.to_owned(), i.fleet_min_groups.into());
         table.serialize(s)
     }
 }
 
-/// Reads the rule's own table with one key more: the rule's derived
-/// parser does the work (its typo check included), and [`WithAge`] takes
-/// `max_event_age_secs` out of the way. The key is also declared as one
-/// of the struct's fields, so a probe of the type (the config schema,
-/// [`crate::config::schema`]) sees it with its type beside the rule's.
+/// This struct's own keys as read, each `None` when absent.
+#[derive(Default)]
+struct Own {
+    age: Option<u64>,
+    group_by: Option<Vec<String>>,
+    group_window_secs: Option<u64>,
+    fleet_min_groups: Option<u32>,
+}
+
+/// Reads the rule's own table with this struct's keys more: the rule's
+/// derived parser does the work (its typo check included), and [`WithOwn`]
+/// takes this struct's keys out of the way. The keys are also declared as
+/// fields of the struct, so a probe of the type (the config schema,
+/// [`crate::config::schema`]) sees them with their types beside the rule's.
 impl<'de> Deserialize<'de> for AlertConfig {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut age = None;
-        let rule = AlertRuleConfig::deserialize(WithAge {
+        let mut own = Own::default();
+        let rule = AlertRuleConfig::deserialize(WithOwn {
             inner: d,
-            age: &mut age,
+            own: &mut own,
         })?;
+        let defaults = IncidentConfig::default();
         Ok(Self {
             rule,
-            max_event_age_secs: age.unwrap_or(DEFAULT_MAX_EVENT_AGE_SECS),
+            max_event_age_secs: own.age.unwrap_or(DEFAULT_MAX_EVENT_AGE_SECS),
+            incidents: IncidentConfig {
+                group_by: own.group_by.unwrap_or(defaults.group_by),
+                group_window_secs: own.group_window_secs.unwrap_or(defaults.group_window_secs),
+                fleet_min_groups: own.fleet_min_groups.unwrap_or(defaults.fleet_min_groups),
+            },
         })
     }
 }
 
 /// A deserializer that hands the rule's parser its table without
-/// [`AGE_KEY`], whose value it keeps in `age`.
-struct WithAge<'a, D> {
+/// [`OWN_KEYS`], whose values it keeps in `own`.
+struct WithOwn<'a, D> {
     inner: D,
-    age: &'a mut Option<u64>,
+    own: &'a mut Own,
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for WithAge<'_, D> {
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for WithOwn<'_, D> {
     type Error = D::Error;
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -140,20 +171,20 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for WithAge<'_, D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        // The rule's fields and the age key; one list for the process
-        // (the rule's field list is a constant), so leaking it is a one-off.
+        // The rule's fields and ours; one list for the process (the rule's
+        // field list is a constant), so leaking it is a one-off.
         static FIELDS: OnceLock<&'static [&'static str]> = OnceLock::new();
         let all = FIELDS.get_or_init(|| {
             let mut all = fields.to_vec();
-            all.push(AGE_KEY);
+            all.extend(OWN_KEYS);
             Box::leak(all.into_boxed_slice())
         });
         self.inner.deserialize_struct(
             name,
             all,
-            AgeVisitor {
+            OwnVisitor {
                 inner: visitor,
-                age: self.age,
+                own: self.own,
             },
         )
     }
@@ -169,13 +200,13 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for WithAge<'_, D> {
     }
 }
 
-/// The rule's visitor, given the table through [`AgeMap`].
-struct AgeVisitor<'a, V> {
+/// The rule's visitor, given the table through [`OwnMap`].
+struct OwnVisitor<'a, V> {
     inner: V,
-    age: &'a mut Option<u64>,
+    own: &'a mut Own,
 }
 
-impl<'de, V: Visitor<'de>> Visitor<'de> for AgeVisitor<'_, V> {
+impl<'de, V: Visitor<'de>> Visitor<'de> for OwnVisitor<'_, V> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,20 +214,20 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for AgeVisitor<'_, V> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_map(AgeMap {
+        self.inner.visit_map(OwnMap {
             inner: map,
-            age: self.age,
+            own: self.own,
         })
     }
 }
 
-/// The table without [`AGE_KEY`].
-struct AgeMap<'a, A> {
+/// The table without [`OWN_KEYS`].
+struct OwnMap<'a, A> {
     inner: A,
-    age: &'a mut Option<u64>,
+    own: &'a mut Own,
 }
 
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for AgeMap<'_, A> {
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for OwnMap<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
@@ -207,15 +238,40 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for AgeMap<'_, A> {
             let Some(key) = self.inner.next_key::<String>()? else {
                 return Ok(None);
             };
-            if key != AGE_KEY {
-                return seed.deserialize(key.into_deserializer()).map(Some);
+            let bad =
+                |what: &str, e: A::Error| A::Error::custom(format!("`{key}` must be {what}: {e}"));
+            match key.as_str() {
+                AGE_KEY => {
+                    let v = self
+                        .inner
+                        .next_value::<u64>()
+                        .map_err(|e| bad("a whole number of seconds (0 turns the limit off)", e))?;
+                    self.own.age = Some(v);
+                }
+                GROUP_BY => {
+                    let v = self.inner.next_value::<Vec<String>>().map_err(|e| {
+                        bad("a list of label names, e.g. [\"instance\", \"host\"]", e)
+                    })?;
+                    self.own.group_by = Some(v);
+                }
+                GROUP_WINDOW => {
+                    let v = self
+                        .inner
+                        .next_value::<u64>()
+                        .map_err(|e| bad("a whole number of seconds", e))?;
+                    self.own.group_window_secs = Some(v);
+                }
+                FLEET_MIN => {
+                    let v = self.inner.next_value::<u32>().map_err(|e| {
+                        bad(
+                            "a whole number of groups (0 turns fleet-wide incidents off)",
+                            e,
+                        )
+                    })?;
+                    self.own.fleet_min_groups = Some(v);
+                }
+                _ => return seed.deserialize(key.into_deserializer()).map(Some),
             }
-            let age = self.inner.next_value::<u64>().map_err(|e| {
-                A::Error::custom(format!(
-                    "`{AGE_KEY}` must be a whole number of seconds (0 turns the limit off): {e}"
-                ))
-            })?;
-            *self.age = Some(age);
         }
     }
 
@@ -230,10 +286,17 @@ mod tests {
 
     #[test]
     fn one_table_reads_and_writes_both() {
-        let c: AlertConfig =
-            toml::from_str("threshold = 0.7\nmax_event_age_secs = 60\nfor_events = 1\n").unwrap();
+        let c: AlertConfig = toml::from_str(
+            "threshold = 0.7\nmax_event_age_secs = 60\nfor_events = 1\n\
+             group_by = [\"cluster\", \"instance\"]\ngroup_window_secs = 300\n\
+             fleet_min_groups = 0\n",
+        )
+        .unwrap();
         assert_eq!(c.threshold, 0.7);
         assert_eq!(c.max_event_age_secs, 60);
+        assert_eq!(c.incidents.group_by, ["cluster", "instance"]);
+        assert_eq!(c.incidents.group_window_secs, 300);
+        assert_eq!(c.incidents.fleet_min_groups, 0);
         assert_eq!(c.max_event_age_ms(), Some(60_000));
         let back: AlertConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
@@ -255,6 +318,10 @@ mod tests {
         assert!(e.to_string().contains("treshold"), "{e}");
         let e = toml::from_str::<AlertConfig>("max_event_age_secs = -5\n").unwrap_err();
         assert!(e.to_string().contains("max_event_age_secs"), "{e}");
+        let e = toml::from_str::<AlertConfig>("group_by = \"host\"\n").unwrap_err();
+        assert!(e.to_string().contains("group_by"), "{e}");
+        let e = toml::from_str::<AlertConfig>("group_window_secs = \"2m\"\n").unwrap_err();
+        assert!(e.to_string().contains("group_window_secs"), "{e}");
         let mut p = Problems::new();
         AlertConfig {
             max_event_age_secs: MAX_MAX_EVENT_AGE_SECS + 1,
@@ -263,5 +330,16 @@ mod tests {
         .validate("alert", &mut p);
         let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["alert.max_event_age_secs"]);
+        let mut p = Problems::new();
+        AlertConfig {
+            incidents: IncidentConfig {
+                group_window_secs: 0,
+                ..IncidentConfig::default()
+            },
+            ..AlertConfig::default()
+        }
+        .validate("alert", &mut p);
+        let keys: Vec<_> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["alert.group_window_secs"]);
     }
 }

@@ -1,7 +1,8 @@
 //! Wiring and shutdown order of the daemon.
 //!
 //! [`start`] builds everything from a [`Config`]: metrics, the live page's
-//! history and the HTTP endpoint, the sinks, the history loader (with
+//! history and the HTTP endpoint, the sinks and the notifier in front of
+//! them (incidents, [`crate::alert::notify`]), the history loader (with
 //! `[history]`), the detector, the pipeline shards, the state store and
 //! the sources (Kafka, the remote-write receiver, or both). [`Running::wait`] returns when the sources stop,
 //! after the drain:
@@ -10,7 +11,8 @@
 //!    loading are given up (their series' held events are processed);
 //! 2. each source runs its final checkpoint (snapshot, synchronous commit);
 //! 3. the pipeline shards finish their queues and stop;
-//! 4. the sinks deliver what is queued, within the grace period;
+//! 4. the notifier sends what it holds, and the sinks deliver what is
+//!    queued, within the grace period;
 //! 5. the HTTP endpoint stops.
 //!
 //! The grace period bounds steps 2–4; past it the drain is abandoned and
@@ -31,8 +33,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::Alert;
+use crate::alert::SeriesAlert;
 use crate::alert::lifecycle::AlertRule;
+use crate::alert::notify::{IncidentBoard, Notifier};
 use crate::alert::sink::Sinks;
 use crate::app::config::Config;
 use crate::counter::{Classifier, StreamRules};
@@ -49,10 +52,51 @@ use crate::telemetry::web::{Front, Server, ServerName, WebMetrics};
 use crate::ui::UiState;
 use crate::ui::history::History;
 
-/// Hands alerts from the shards to the sink queues (never blocks).
-impl AlertHandoff for Sinks {
-    fn hand_off(&self, alert: Alert) {
-        self.submit(alert);
+/// Hands alerts from the shards to the notifier, which groups them into
+/// incidents and queues them for the sinks (never blocks).
+impl AlertHandoff for Notifier {
+    fn hand_off(&self, alert: SeriesAlert) {
+        self.take(alert);
+    }
+}
+
+/// The notifier over `sinks` and its flushing task; stop it with
+/// [`stop_notifier`].
+fn start_notifier(
+    config: &Config,
+    sinks: Sinks,
+    ui: Option<&Arc<UiState>>,
+    registry: &Registry,
+) -> anyhow::Result<(Arc<Notifier>, CancellationToken, JoinHandle<()>)> {
+    let notifier = Arc::new(
+        Notifier::new(
+            &config.alert.incidents,
+            sinks,
+            ui.map(|u| Arc::clone(&u.incidents)),
+            registry,
+        )
+        .context("cannot register the incident metrics")?,
+    );
+    let stop = CancellationToken::new();
+    let task = {
+        let (n, stop) = (Arc::clone(&notifier), stop.clone());
+        tokio::spawn(async move { n.run(stop).await })
+    };
+    Ok((notifier, stop, task))
+}
+
+/// Stops the notifier's task (it flushes once more), then drains the
+/// sinks until `deadline`. Call once nothing hands alerts over any more.
+async fn stop_notifier(
+    notifier: Arc<Notifier>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    deadline: tokio::time::Instant,
+) {
+    stop.cancel();
+    let _ = task.await;
+    if let Ok(n) = Arc::try_unwrap(notifier) {
+        n.into_sinks().shutdown(deadline).await;
     }
 }
 
@@ -147,10 +191,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let http_task = tokio::spawn(server.serve(routes, http_stop.clone(), Duration::from_secs(2)));
 
     let env = |k: &str| std::env::var(k).ok();
-    let sinks = Arc::new(
-        Sinks::start(&config.sinks, "sinks", &metrics, &env)
-            .context("cannot start the alert sinks")?,
-    );
+    let sinks = Sinks::start(&config.sinks, "sinks", &metrics, &env)
+        .context("cannot start the alert sinks")?;
+    let (notifier, notifier_stop, notifier_task) =
+        start_notifier(&config, sinks, ui.as_ref(), &registry)?;
     let loader = if config.history.enabled {
         let client =
             PrometheusClient::new(&config.history, &env, Some(Arc::clone(&history_metrics)))
@@ -176,7 +220,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     };
     let (pipeline, model_hash, model_name) = start_pipeline(
         &config,
-        Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
+        Arc::clone(&notifier) as Arc<dyn AlertHandoff>,
         &metrics,
         ui.as_ref().map(|u| Arc::clone(&u.history)),
         options,
@@ -283,9 +327,14 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
             if let Ok(p) = Arc::try_unwrap(pipeline) {
                 p.close().await;
             }
-            if let Ok(s) = Arc::try_unwrap(sinks) {
-                s.shutdown(tokio::time::Instant::now() + grace).await;
-            }
+            // The shards are gone: the notifier is ours.
+            stop_notifier(
+                notifier,
+                notifier_stop,
+                notifier_task,
+                tokio::time::Instant::now() + grace,
+            )
+            .await;
             summary
         };
         // The drain starts when the token is cancelled; bound it by the
@@ -324,6 +373,9 @@ fn ui_state(config: &Config, registry: &Registry) -> anyhow::Result<Option<Arc<U
         .context("cannot register the live page's metrics")?;
     Ok(Some(Arc::new(UiState {
         history: Arc::new(history),
+        incidents: Arc::new(IncidentBoard::new(Duration::from_secs(
+            config.ui.history_minutes.saturating_mul(60),
+        ))),
         config: config.ui.clone(),
         threshold: config.alert.threshold,
     })))
@@ -375,7 +427,7 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
     let ui = ui_state(&config, &registry)?;
     let metrics = Arc::new(
         Metrics::new(
-            registry,
+            registry.clone(),
             &config.metrics,
             &crate::decode::FAILURE_REASONS,
             &crate::pipeline::worker::skip_reasons(),
@@ -383,10 +435,10 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
         .context("cannot register metrics")?,
     );
     let env = |k: &str| std::env::var(k).ok();
-    let sinks = Arc::new(
-        Sinks::start(&config.sinks, "sinks", &metrics, &env)
-            .context("cannot start the alert sinks")?,
-    );
+    let sinks = Sinks::start(&config.sinks, "sinks", &metrics, &env)
+        .context("cannot start the alert sinks")?;
+    let (notifier, notifier_stop, notifier_task) =
+        start_notifier(&config, sinks, ui.as_ref(), &registry)?;
     // The replay is partition (0, 0) of stream 0, decoded as Kafka is.
     let rules = Arc::new(StreamRules::new(config.decode.counters.clone()));
     let classifier = Arc::new(Classifier::default());
@@ -398,7 +450,7 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
     };
     let (pipeline, _, _) = start_pipeline(
         &config,
-        Arc::clone(&sinks) as Arc<dyn AlertHandoff>,
+        Arc::clone(&notifier) as Arc<dyn AlertHandoff>,
         &metrics,
         ui.map(|u| Arc::clone(&u.history)),
         options,
@@ -422,10 +474,14 @@ pub async fn replay(mut config: Config, input: &std::path::Path) -> anyhow::Resu
     };
     let seconds = started.elapsed().as_secs_f64();
     pipeline.close().await;
-    if let Ok(s) = Arc::try_unwrap(sinks) {
-        let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
-        s.shutdown(tokio::time::Instant::now() + grace).await;
-    }
+    let grace = Duration::from_secs(config.pipeline.shutdown_grace_secs);
+    stop_notifier(
+        notifier,
+        notifier_stop,
+        notifier_task,
+        tokio::time::Instant::now() + grace,
+    )
+    .await;
     Ok(ReplayReport {
         lines: summary.lines,
         events: summary.events,

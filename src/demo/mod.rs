@@ -1,13 +1,15 @@
 //! `anomalyd demo`: the whole daemon on an embedded Kafka-protocol broker.
 //!
 //! Starts librdkafka's mock cluster in-process (a real Kafka wire protocol on
-//! loopback, no external broker), creates the `metrics` and `alerts` topics,
-//! streams a generated fleet ([`fleet`]) with injected anomalies into
-//! `metrics`, and runs the daemon on it through the same code as `anomalyd
-//! run` (only the broker addresses and the alert topic are set for you).
-//! Alerts go to the `alerts` topic; the demo reads them back and prints
-//! them. It prints the live page's URL first ([`crate::ui`]), and the
-//! bootstrap address so `kcat` can attach.
+//! loopback, no external broker), creates the `metrics`, `alerts` and
+//! `incidents` topics, streams a generated fleet ([`fleet`]) with injected
+//! anomalies into `metrics`, and runs the daemon on it through the same
+//! code as `anomalyd run` (only the broker addresses and the alert topics
+//! are set for you). Alerts go to the `alerts` topic and incident
+//! notifications to `incidents`; the demo reads both back and prints them,
+//! each alert with its reason and since when, numbers in their unit. It
+//! prints the live page's URL first ([`crate::ui`]), and the bootstrap
+//! address so `kcat` can attach.
 
 pub mod fleet;
 
@@ -23,7 +25,8 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
-use crate::alert::{Alert, AlertStatus};
+use crate::alert::incident::{Incident, IncidentStatus};
+use crate::alert::{AlertStatus, SeriesAlert};
 use crate::app::config::Config;
 use crate::source::kafka::OffsetReset;
 use fleet::Fleet;
@@ -32,6 +35,8 @@ use fleet::Fleet;
 pub const METRICS_TOPIC: &str = "metrics";
 /// Topic the alerts are written to.
 pub const ALERTS_TOPIC: &str = "alerts";
+/// Topic the incident notifications are written to.
+pub const INCIDENTS_TOPIC: &str = "incidents";
 /// Partitions of the metrics topic.
 const PARTITIONS: i32 = 4;
 
@@ -75,6 +80,8 @@ pub fn demo_config(mut config: Config, bootstrap: &str) -> Config {
     config.sinks.kafka.enabled = true;
     config.sinks.kafka.brokers = bootstrap.to_string();
     config.sinks.kafka.topic = ALERTS_TOPIC.to_string();
+    config.sinks.kafka.incident_topic = INCIDENTS_TOPIC.to_string();
+    config.sinks.kafka.messages = crate::alert::sink::Messages::Both;
     config.sinks.log.enabled = false;
     config
 }
@@ -94,6 +101,10 @@ pub struct DemoSummary {
     pub live_firing: u64,
     /// Of those, alerts on a series while an anomaly was injected into it.
     pub live_caught: u64,
+    /// Incident notifications read back from the incidents topic.
+    pub incident_notifications: u64,
+    /// Of those, the ones that opened an incident (the pages).
+    pub incidents_opened: u64,
 }
 
 /// Runs the demo until `shutdown` or `--duration-secs`.
@@ -108,6 +119,8 @@ pub async fn run(
         .context("cannot create the metrics topic")?;
     mock.create_topic(ALERTS_TOPIC, 1, 1)
         .context("cannot create the alerts topic")?;
+    mock.create_topic(INCIDENTS_TOPIC, 1, 1)
+        .context("cannot create the incidents topic")?;
     let bootstrap = mock.bootstrap_servers();
     let config = demo_config(config, &bootstrap);
     let daemon = crate::app::start(config).await?;
@@ -119,6 +132,7 @@ pub async fn run(
     }
     println!("  embedded Kafka broker: {bootstrap}");
     println!("  watch the alerts:      kcat -b {bootstrap} -t {ALERTS_TOPIC} -C -o beginning");
+    println!("  watch the incidents:   kcat -b {bootstrap} -t {INCIDENTS_TOPIC} -C -o beginning");
     println!("  watch the input:       kcat -b {bootstrap} -t {METRICS_TOPIC} -C -o end");
     println!("  metrics:               curl -s {metrics_url}");
     println!(
@@ -201,8 +215,9 @@ pub async fn run(
     let summary = summary?;
     let (firing, resolved) = (counts.firing, counts.resolved);
     println!(
-        "demo stopped: {produced} events produced, {} processed, {firing} firing and {resolved} resolved alerts",
-        summary.events
+        "demo stopped: {produced} events produced, {} processed, {firing} firing and {resolved} resolved alerts, \
+         {} incidents opened ({} incident notifications)",
+        summary.events, counts.incidents_opened, counts.incident_notifications
     );
     drop(mock);
     Ok(DemoSummary {
@@ -212,6 +227,8 @@ pub async fn run(
         resolved,
         live_firing: counts.live_firing,
         live_caught: counts.live_caught,
+        incident_notifications: counts.incident_notifications,
+        incidents_opened: counts.incidents_opened,
     })
 }
 
@@ -298,11 +315,15 @@ struct PrintCounts {
     resolved: u64,
     live_firing: u64,
     live_caught: u64,
+    incident_notifications: u64,
+    incidents_opened: u64,
 }
 
-/// Reads the alerts topic and prints each alert about the live part (event
-/// time from `live_from_ms` on) on one line, marking those on an injected
-/// anomaly. `printed` counts messages read, for the caller to see it settle.
+/// Reads the alerts and incidents topics and prints each alert and
+/// incident notification about the live part (event time from
+/// `live_from_ms` on) on one line, marking the alerts on an injected
+/// anomaly. `printed` counts messages read, for the caller to see it
+/// settle.
 async fn print_alerts(
     bootstrap: String,
     live_from_ms: i64,
@@ -317,7 +338,7 @@ async fn print_alerts(
         .set("session.timeout.ms", "6000")
         .create()
         .context("cannot create the alert printer")?;
-    consumer.subscribe(&[ALERTS_TOPIC])?;
+    consumer.subscribe(&[ALERTS_TOPIC, INCIDENTS_TOPIC])?;
     let mut c = PrintCounts::default();
     let mut history = 0u64;
     loop {
@@ -330,7 +351,26 @@ async fn print_alerts(
             continue;
         };
         printed.fetch_add(1, Ordering::SeqCst);
-        let a = match serde_json::from_slice::<Alert>(payload) {
+        if msg.topic() == INCIDENTS_TOPIC {
+            let i = match serde_json::from_slice::<Incident>(payload) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Unreadable incident on the incidents topic.");
+                    continue;
+                }
+            };
+            c.incident_notifications += 1;
+            if i.opens() && i.status != IncidentStatus::Merged {
+                c.incidents_opened += 1;
+            }
+            let ts = chrono::DateTime::parse_from_rfc3339(&i.updated_at)
+                .map_or(0, |t| t.timestamp_millis());
+            if ts >= live_from_ms {
+                println!("{}", describe_incident(&i));
+            }
+            continue;
+        }
+        let a = match serde_json::from_slice::<SeriesAlert>(payload) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "Unreadable alert on the alerts topic.");
@@ -368,29 +408,67 @@ async fn print_alerts(
     Ok(c)
 }
 
-/// One readable line per alert.
-pub fn describe(a: &Alert) -> String {
+/// One readable line per alert: what, why (reason), since when, its
+/// numbers in the series' unit, its incident.
+pub fn describe(a: &SeriesAlert) -> String {
+    let u = a.unit();
+    let incident = a.incident.as_deref().unwrap_or("-");
     match a.status {
         AlertStatus::Firing => format!(
-            "FIRING   [{}] {}  value={:.4} expected={:.4} band=[{:.4}, {:.4}] score={:.3} reason={}  at {}",
+            "FIRING   [{}] {}  reason={} since={}  value={} expected={} band=[{}, {}] score={:.3}  incident={}",
             a.severity.as_str(),
-            a.series,
-            a.value,
-            a.expected,
-            a.lower,
-            a.upper,
-            a.score,
+            a.display_series(),
             a.reason.as_str(),
-            a.ts
-        ),
-        AlertStatus::Resolved => format!(
-            "RESOLVED [{}] {}  value={:.4} expected={:.4}  started {} ended {}",
-            a.severity.as_str(),
-            a.series,
-            a.value,
-            a.expected,
             a.started_at,
-            a.ended_at.as_deref().unwrap_or("?")
+            u.format(a.value),
+            u.format(a.expected),
+            u.format(a.lower),
+            u.format(a.upper),
+            a.score,
+            incident
         ),
+        AlertStatus::Resolved => {
+            let lasted = match (
+                chrono::DateTime::parse_from_rfc3339(&a.started_at),
+                a.ended_at
+                    .as_deref()
+                    .map(chrono::DateTime::parse_from_rfc3339),
+            ) {
+                (Ok(from), Some(Ok(to))) => {
+                    crate::alert::incident::duration_text((to - from).num_milliseconds())
+                }
+                _ => "?".to_owned(),
+            };
+            format!(
+                "RESOLVED [{}] {}  reason={} since={}  {} after {}, peak score {:.3}  value={} expected={}  incident={}",
+                a.severity.as_str(),
+                a.display_series(),
+                a.reason.as_str(),
+                a.started_at,
+                a.resolution.map_or("resolved", |r| r.as_str()),
+                lasted,
+                a.peak_score,
+                u.format(a.value),
+                u.format(a.expected),
+                incident
+            )
+        }
     }
+}
+
+/// One readable line per incident notification.
+pub fn describe_incident(i: &Incident) -> String {
+    let what = match i.status {
+        IncidentStatus::Firing if i.opens() => "opened",
+        IncidentStatus::Firing => "updated",
+        IncidentStatus::Resolved => "resolved",
+        IncidentStatus::Merged => "merged",
+    };
+    format!(
+        "INCIDENT {what:<8} [{}] {}  since={}  id={}",
+        i.severity.as_str(),
+        i.summary,
+        i.started_at,
+        i.id
+    )
 }

@@ -11,7 +11,7 @@
 //! for it (an index instead of a map probe per event); the shard hands back
 //! `(slot, fingerprint)` when the series leaves, so the tap can drop it.
 
-use crate::alert::lifecycle::Lifecycle;
+use crate::alert::lifecycle::{Lifecycle, Transition};
 use crate::counter::Kind;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
@@ -41,9 +41,10 @@ pub trait Tap: Send + Sync + 'static {
 
 /// One shard's view of a [`Tap`] for one batch.
 pub trait TapBatch {
-    /// One scored observation of `key`, with the alert state after it;
-    /// `kind` says whether `value` is a counter's rate. `slot` is the
-    /// series' cached slot ([`NO_SLOT`] if none); the tap may set it.
+    /// One scored observation of `key`, with the alert state after it and
+    /// the alert transition it caused, if any; `kind` says whether `value`
+    /// is a counter's rate. `slot` is the series' cached slot ([`NO_SLOT`]
+    /// if none); the tap may set it.
     #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
@@ -53,6 +54,7 @@ pub trait TapBatch {
         value: f64,
         decision: &Decision,
         lifecycle: &Lifecycle,
+        transition: Option<&Transition>,
         kind: Kind,
     );
 
@@ -87,6 +89,7 @@ impl TapBatch for NoTap {
         _value: f64,
         _decision: &Decision,
         _lifecycle: &Lifecycle,
+        _transition: Option<&Transition>,
         _kind: Kind,
     ) {
         match *self {}

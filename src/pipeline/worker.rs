@@ -6,7 +6,8 @@
 //! see [`crate::counter`]) → [`Detector::observe`] (score, then learn) →
 //! alert lifecycle, unless the event is older than
 //! `alert.max_event_age_secs` (then it only teaches the model) → alerts
-//! handed to the sink queues (never waiting on a sink). It also answers
+//! handed over (the daemon's notifier groups them into incidents and
+//! queues them for the sinks; never waiting on a sink). It also answers
 //! barriers (see [`super::Barrier`]), installs restored series and enforces
 //! the memory bounds (`max_series`, idle TTL). With a [`Tap`] (the live
 //! page), it also reports each scored event to it, one [`TapBatch`] per
@@ -39,7 +40,7 @@ use tokio::sync::mpsc;
 use super::tap::{NO_SLOT, Slot, Tap, TapBatch};
 use super::{BarrierKind, Work};
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
-use crate::alert::{Alert, EmittedCounters, RATE, VALUE_LABEL};
+use crate::alert::{EmittedCounters, SeriesAlert, ValueKind};
 use crate::counter::{Classifier, Kind, RateState, SeriesValue, Step};
 use crate::detector::{Detector, DetectorState, Skipped};
 use crate::event::{Event, SeriesKey};
@@ -65,10 +66,11 @@ pub fn skip_reasons() -> Vec<&'static str> {
 }
 
 /// Where a shard hands alerts over. Implementations must not block: the
-/// sink set queues them (bounded, with a counted overflow policy).
+/// notifier groups them and the sinks queue them (bounded, with a counted
+/// overflow policy).
 pub trait AlertHandoff: Send + Sync {
     /// Takes one alert.
-    fn hand_off(&self, alert: Alert);
+    fn hand_off(&self, alert: SeriesAlert);
 }
 
 /// What every shard shares: the compiled detector and alert rule, the alert
@@ -410,13 +412,17 @@ impl<B: TapBatch> Scoring<'_, B> {
                     .options
                     .max_event_age_ms
                     .is_some_and(|max| self.now_ms.saturating_sub(ts_ms) > max);
-                if too_old {
+                let transition = if too_old {
                     // Learned above; the past does not page.
                     self.tally.too_old += 1;
-                } else if let Some(t) = e.lifecycle.step(&core.rule, ts_ms, value, &decision) {
-                    let mut alert = crate::alert::lifecycle::build_alert(
+                    None
+                } else {
+                    e.lifecycle.step(&core.rule, ts_ms, value, &decision)
+                };
+                if let Some(t) = &transition {
+                    let alert = crate::alert::lifecycle::build_alert(
                         key,
-                        &t,
+                        t,
                         ts_ms,
                         value,
                         &decision,
@@ -424,20 +430,22 @@ impl<B: TapBatch> Scoring<'_, B> {
                         &core.rule,
                         core.detector.model_name(),
                     );
-                    if e.kind == Kind::Rate {
-                        alert.labels.insert(VALUE_LABEL.to_owned(), RATE.to_owned());
-                    }
+                    let kind = match e.kind {
+                        Kind::Rate => ValueKind::Rate,
+                        Kind::Value => ValueKind::Value,
+                    };
                     self.emitted.emitted(alert.status, alert.severity);
-                    core.alerts.hand_off(alert);
+                    core.alerts.hand_off(SeriesAlert::new(alert, kind));
                 }
-                if let Some(t) = self.tap.as_mut() {
-                    t.record(
+                if let Some(tap) = self.tap.as_mut() {
+                    tap.record(
                         &mut e.tap_slot,
                         key,
                         ts_ms,
                         value,
                         &decision,
                         &e.lifecycle,
+                        transition.as_ref(),
                         e.kind,
                     );
                 }
@@ -1003,7 +1011,7 @@ mod tests {
 
     struct Discard;
     impl AlertHandoff for Discard {
-        fn hand_off(&self, _: Alert) {}
+        fn hand_off(&self, _: SeriesAlert) {}
     }
 
     /// A tap that keeps what the shard tells it: the series it holds a
@@ -1048,6 +1056,7 @@ mod tests {
             _value: f64,
             _decision: &crate::detector::Decision,
             _lifecycle: &Lifecycle,
+            _transition: Option<&crate::alert::lifecycle::Transition>,
             _kind: Kind,
         ) {
             let fp = key.fingerprint();
@@ -1328,9 +1337,9 @@ mod tests {
 
     /// Alerts handed over, for the tests that check them.
     #[derive(Default)]
-    struct Collect(std::sync::Mutex<Vec<Alert>>);
+    struct Collect(std::sync::Mutex<Vec<SeriesAlert>>);
     impl AlertHandoff for Collect {
-        fn hand_off(&self, alert: Alert) {
+        fn hand_off(&self, alert: SeriesAlert) {
             self.0.lock().unwrap().push(alert);
         }
     }
@@ -1492,6 +1501,9 @@ mod tests {
         let got = alerts.0.lock().unwrap();
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].is_rate(), "{:?}", got[0].labels);
+        // A field, not a label: the series' labels stay its own.
+        assert_eq!(got[0].value_kind, ValueKind::Rate);
+        assert!(!got[0].labels.contains_key(crate::alert::VALUE_LABEL));
         assert!(
             (got[0].value - 50.0).abs() < 1e-9,
             "per second: {}",

@@ -3,10 +3,11 @@
 //! spans), and the query that selects, filters and sorts the list.
 //!
 //! This module owns the documents' shape (docs/operations.md documents it) and the
-//! selection rule; it reads [`super::history`] and renders nothing. The
-//! HTML page and the script build their tables from these same documents.
-//! Objects only gain fields over time (a `reason` column will come with
-//! the alert's `reason`), so clients must ignore fields they do not know.
+//! selection rule; it reads [`super::history`] and the incident board
+//! ([`crate::alert::notify::IncidentBoard`]) and renders nothing. The HTML
+//! page and the script build their tables from these same documents.
+//! Objects only gain fields over time, so clients must ignore fields they
+//! do not know.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +16,9 @@ use serde::Serialize;
 
 use super::UiState;
 use super::history::{AlertState, Detail as HistoryDetail, Sample, Summary};
-use crate::alert::Severity;
 use crate::alert::lifecycle::rfc3339_ms;
+use crate::alert::{Incident, Reason, Resolution, Severity};
+use crate::units::Unit;
 
 /// How the list is sorted (`sort=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +33,7 @@ pub enum SortKey {
     Expected,
     /// Last score.
     Score,
-    /// Decayed peak score.
+    /// The current or last alert's own peak score.
     Peak,
     /// Time of the last observation.
     Time,
@@ -211,6 +213,21 @@ pub struct SeriesRow {
     pub firing_since: Option<String>,
     /// Event time of the last observation that was firing.
     pub last_alert_at: Option<String>,
+    /// The channel that raised the current or last alert (`forecast`,
+    /// `level`, `drift`, `stuck`); `null` if it never alerted (or its
+    /// alert started before the page saw it).
+    pub reason: Option<Reason>,
+    /// When the current or last alert started (event time); `null` if it
+    /// never alerted.
+    pub since: Option<String>,
+    /// When the last alert resolved (event time); `null` while firing or
+    /// if it never alerted.
+    pub ended_at: Option<String>,
+    /// How the last alert resolved: `returned` or `new_normal`.
+    pub resolution: Option<Resolution>,
+    /// The current or last alert's own peak score (what the alert
+    /// messages call `peak_score`); `null` if it never alerted.
+    pub alert_peak_score: Option<f64>,
     /// Time of the last observation (RFC 3339, event time).
     pub ts: String,
     /// The last observed value.
@@ -223,13 +240,20 @@ pub struct SeriesRow {
     pub upper: f64,
     /// The last score.
     pub score: f64,
-    /// The recent peak score (decays by 2% per observation).
+    /// The recent peak score, which decays by 2% per observation (the
+    /// history's ranking of quiet series; the alert's own peak is
+    /// `alert_peak_score`).
     pub peak_score: f64,
     /// The last observation was during warm-up.
     pub warming: bool,
     /// The values (and expected values, bands) are a counter's per-second
     /// rate, `rate(<series>)` in PromQL terms, not the raw counter.
     pub rate: bool,
+    /// The symbol its numbers print in (`B`, `s`, `/s`, `%`, or empty),
+    /// from the metric name; per second for a rate.
+    pub unit_symbol: String,
+    /// Which SI prefixes that unit takes: `both`, `up` or `none`.
+    pub unit_prefixes: &'static str,
     /// Observations held for the chart.
     pub points: usize,
 }
@@ -251,6 +275,9 @@ pub struct SeriesList {
     /// matches, plus the `top` quiet ones with the highest scores, sorted
     /// as asked.
     pub series: Vec<SeriesRow>,
+    /// The open incidents, then those closed within `history_minutes`
+    /// (at most 100), each newest start first, as its last notification.
+    pub incidents: Vec<Incident>,
 }
 
 /// One observation in `/api/v1/series/<fingerprint>`.
@@ -272,6 +299,9 @@ pub struct PointRow {
     pub warming: bool,
     /// The alert firing after it, by severity; `null` if none.
     pub alert: Option<Severity>,
+    /// That alert was raised by the `stuck` channel: the value repeats
+    /// (it may well lie inside the band).
+    pub stuck: bool,
 }
 
 /// A run of firing observations.
@@ -287,6 +317,8 @@ pub struct AlertSpan {
     pub peak_score: f64,
     /// Still firing at the last observation.
     pub ongoing: bool,
+    /// Raised by the `stuck` channel: the value repeated.
+    pub stuck: bool,
 }
 
 /// `/api/v1/series/<fingerprint>`.
@@ -343,6 +375,8 @@ fn score(x: f32) -> f64 {
 }
 
 fn row(s: &Summary) -> SeriesRow {
+    let unit = Unit::of_metric(s.key.name(), s.last.rate());
+    let alerted = s.since_ms.is_some() || s.alert_peak > 0.0;
     SeriesRow {
         fingerprint: format!("{:016x}", s.key.fingerprint()),
         series: s.key.to_string(),
@@ -352,6 +386,14 @@ fn row(s: &Summary) -> SeriesRow {
         severity: s.severity.filter(|_| s.state != AlertState::Quiet),
         firing_since: s.firing_since_ms.map(rfc3339_ms),
         last_alert_at: s.last_alert_ms.map(rfc3339_ms),
+        reason: s.reason,
+        since: s.since_ms.map(rfc3339_ms),
+        ended_at: s
+            .ended_ms
+            .filter(|_| s.firing_since_ms.is_none())
+            .map(rfc3339_ms),
+        resolution: s.resolution.filter(|_| s.firing_since_ms.is_none()),
+        alert_peak_score: alerted.then(|| score(s.alert_peak)),
         ts: rfc3339_ms(s.last.ts_ms),
         value: s.last.value,
         expected: s.last.expected,
@@ -361,6 +403,8 @@ fn row(s: &Summary) -> SeriesRow {
         peak_score: score(s.peak),
         warming: s.last.warming(),
         rate: s.last.rate(),
+        unit_symbol: unit.symbol.into_owned(),
+        unit_prefixes: unit.prefixes.as_str(),
         points: s.points,
     }
 }
@@ -375,7 +419,7 @@ fn compare(key: SortKey, a: &Summary, b: &Summary) -> std::cmp::Ordering {
         SortKey::Value => f(a.last.value, b.last.value),
         SortKey::Expected => f(a.last.expected, b.last.expected),
         SortKey::Score => f(a.last.score.into(), b.last.score.into()),
-        SortKey::Peak => f(a.peak.into(), b.peak.into()),
+        SortKey::Peak => f(a.alert_peak.into(), b.alert_peak.into()),
         SortKey::Time => a.last.ts_ms.cmp(&b.last.ts_ms),
     }
 }
@@ -406,12 +450,14 @@ pub fn list(ui: &UiState, query: &ListQuery) -> SeriesList {
         retained,
         matched: n_matched,
         series: listed.iter().map(row).collect(),
+        incidents: ui.incidents.list(),
     }
 }
 
-/// The runs of firing samples.
+/// The runs of firing samples (a stuck run apart from the others).
 fn spans(samples: &[Sample]) -> Vec<AlertSpan> {
-    let firing = samples.chunk_by(|a, b| a.alert().is_some() == b.alert().is_some());
+    let firing = samples
+        .chunk_by(|a, b| a.alert().is_some() == b.alert().is_some() && a.stuck() == b.stuck());
     let n = samples.len();
     let mut seen = 0;
     let mut out = Vec::new();
@@ -426,6 +472,7 @@ fn spans(samples: &[Sample]) -> Vec<AlertSpan> {
             severity,
             peak_score: score(run.iter().map(|s| s.score).fold(0.0, f32::max)),
             ongoing: seen == n,
+            stuck: run[0].stuck(),
         });
     }
     out
@@ -467,6 +514,7 @@ pub fn detail(ui: &UiState, fingerprint: &str) -> Result<SeriesDetail, DetailErr
                 score: score(s.score),
                 warming: s.warming(),
                 alert: s.alert(),
+                stuck: s.stuck(),
             })
             .collect(),
     })

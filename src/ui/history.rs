@@ -33,8 +33,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
-use crate::alert::Severity;
-use crate::alert::lifecycle::Lifecycle;
+use crate::alert::lifecycle::{Lifecycle, Transition};
+use crate::alert::{Reason, Resolution, Severity};
 use crate::counter::Kind;
 use crate::detector::Decision;
 use crate::event::SeriesKey;
@@ -76,7 +76,7 @@ pub struct Sample {
     pub upper: f64,
     /// The anomaly score (f32 is plenty for a chart and a table).
     pub score: f32,
-    /// [`WARMING`], [`WARNING`], [`CRITICAL`].
+    /// [`WARMING`], [`WARNING`], [`CRITICAL`], [`RATE`], [`STUCK`].
     flags: u8,
 }
 
@@ -85,6 +85,9 @@ const WARNING: u8 = 2;
 const CRITICAL: u8 = 4;
 /// The value is a counter's per-second rate (see [`crate::counter`]).
 const RATE: u8 = 8;
+/// The alert firing after it was raised by the `stuck` channel: the value
+/// repeats, it is not necessarily outside the band.
+const STUCK: u8 = 16;
 
 impl Sample {
     /// A sample of one scored observation and the alert state after it.
@@ -120,6 +123,12 @@ impl Sample {
     fn as_rate(mut self) -> Self {
         self.flags |= RATE;
         self
+    }
+
+    /// The alert firing after this observation was raised by the `stuck`
+    /// channel (the value repeats; it may well lie inside the band).
+    pub fn stuck(&self) -> bool {
+        self.flags & STUCK != 0
     }
 
     /// The alert firing after this observation, by severity.
@@ -178,6 +187,16 @@ struct Tracked {
     severity: Option<Severity>,
     /// When the current alert started (event time), if firing.
     firing_since_ms: Option<i64>,
+    /// When the current or last alert started (event time).
+    since_ms: Option<i64>,
+    /// When the last alert resolved (event time); `None` while firing.
+    ended_ms: Option<i64>,
+    /// The channel that raised the current or last alert, when seen.
+    reason: Option<Reason>,
+    /// How the last alert resolved.
+    resolution: Option<Resolution>,
+    /// The current or last alert's own peak score (the lifecycle's).
+    alert_peak: f32,
 }
 
 /// A rank: the class (2 firing, 1 alerted within the window, 0 else), then
@@ -185,7 +204,57 @@ struct Tracked {
 type Rank = (u8, f64);
 
 impl Tracked {
-    fn push(&mut self, sample: Sample, lifecycle: &Lifecycle, now_unix: u64) {
+    fn push(
+        &mut self,
+        mut sample: Sample,
+        lifecycle: &Lifecycle,
+        transition: Option<&Transition>,
+        now_unix: u64,
+    ) {
+        match transition {
+            Some(Transition::Firing {
+                started_at_ms,
+                reason,
+                ..
+            }) => {
+                self.since_ms = Some(*started_at_ms);
+                self.reason = Some(*reason);
+                self.ended_ms = None;
+                self.resolution = None;
+            }
+            Some(Transition::Escalated {
+                started_at_ms,
+                reason,
+                ..
+            }) => {
+                self.since_ms = Some(*started_at_ms);
+                self.reason = Some(*reason);
+            }
+            Some(Transition::Resolved {
+                started_at_ms,
+                reason,
+                resolution,
+                ..
+            }) => {
+                self.since_ms = Some(*started_at_ms);
+                self.reason = Some(*reason);
+                self.ended_ms = Some(sample.ts_ms);
+                self.resolution = Some(*resolution);
+                self.alert_peak = lifecycle.peak_score() as f32;
+            }
+            None => {}
+        }
+        if lifecycle.is_firing() {
+            // A series admitted mid-alert learns its start here.
+            if self.since_ms.is_none() || self.ended_ms.is_some() {
+                self.since_ms = lifecycle.started_at_ms();
+                self.ended_ms = None;
+            }
+            self.alert_peak = lifecycle.peak_score() as f32;
+            if self.reason == Some(Reason::Stuck) {
+                sample.flags |= STUCK;
+            }
+        }
         if self.ring.len() < self.ring.capacity() {
             self.ring.push(sample);
         } else {
@@ -383,6 +452,16 @@ pub struct Summary {
     pub firing_since_ms: Option<i64>,
     /// Event time of the last observation while firing.
     pub last_alert_ms: Option<i64>,
+    /// When the current or last alert started (event time).
+    pub since_ms: Option<i64>,
+    /// When the last alert resolved (event time); `None` while firing.
+    pub ended_ms: Option<i64>,
+    /// The channel that raised the current or last alert, if seen.
+    pub reason: Option<Reason>,
+    /// How the last alert resolved.
+    pub resolution: Option<Resolution>,
+    /// The current or last alert's own peak score (0 if none).
+    pub alert_peak: f32,
     /// Samples held.
     pub points: usize,
 }
@@ -545,6 +624,11 @@ impl History {
             severity: t.severity,
             firing_since_ms: t.firing_since_ms,
             last_alert_ms: t.last_alert_ms,
+            since_ms: t.since_ms,
+            ended_ms: t.ended_ms,
+            reason: t.reason,
+            resolution: t.resolution,
+            alert_peak: t.alert_peak,
             points: t.ring.len(),
         })
     }
@@ -590,11 +674,22 @@ impl Batch<'_> {
         decision: &Decision,
         lifecycle: &Lifecycle,
     ) {
-        self.record_kind(slot, key, ts_ms, value, decision, lifecycle, Kind::Value);
+        self.record_kind(
+            slot,
+            key,
+            ts_ms,
+            value,
+            decision,
+            lifecycle,
+            None,
+            Kind::Value,
+        );
     }
 
-    /// [`Batch::record`] of a series whose values are of `kind` (a rate is
-    /// marked as one, and the page says so).
+    /// [`Batch::record`] with the alert transition the observation caused
+    /// (the page shows the alert's reason, start and end from it), of a
+    /// series whose values are of `kind` (a rate is marked as one, and the
+    /// page says so).
     #[allow(clippy::too_many_arguments)]
     pub fn record_kind(
         &mut self,
@@ -604,6 +699,7 @@ impl Batch<'_> {
         value: f64,
         decision: &Decision,
         lifecycle: &Lifecycle,
+        transition: Option<&Transition>,
         kind: Kind,
     ) {
         let mut sample = Sample::new(ts_ms, value, decision, lifecycle.severity());
@@ -612,15 +708,23 @@ impl Batch<'_> {
         }
         let now = self.now_unix;
         if let Some(t) = self.store.get_mut(*slot, key.fingerprint()) {
-            t.push(sample, lifecycle, now);
+            t.push(sample, lifecycle, transition, now);
             return;
         }
-        *slot = self.admit(key, sample, lifecycle).unwrap_or(NO_SLOT);
+        *slot = self
+            .admit(key, sample, lifecycle, transition)
+            .unwrap_or(NO_SLOT);
     }
 
     /// Admits `key` if there is room or it outranks the next victim;
     /// returns its slot.
-    fn admit(&mut self, key: &SeriesKey, sample: Sample, lifecycle: &Lifecycle) -> Option<Slot> {
+    fn admit(
+        &mut self,
+        key: &SeriesKey,
+        sample: Sample,
+        lifecycle: &Lifecycle,
+        transition: Option<&Transition>,
+    ) -> Option<Slot> {
         let (now, window) = (self.now_unix, self.history.limits.window_secs);
         let points = self.history.limits.points_per_series;
         let store = &mut *self.store;
@@ -634,10 +738,15 @@ impl Batch<'_> {
             last_alert_ms: None,
             severity: None,
             firing_since_ms: None,
+            since_ms: None,
+            ended_ms: None,
+            reason: None,
+            resolution: None,
+            alert_peak: 0.0,
         };
         if store.retained < store.capacity {
             let mut t = fresh(Vec::with_capacity(points));
-            t.push(sample, lifecycle, now);
+            t.push(sample, lifecycle, transition, now);
             return Some(store.insert(t));
         }
         let rank: Rank = (2 * u8::from(lifecycle.is_firing()), f64::from(sample.score));
@@ -655,7 +764,7 @@ impl Batch<'_> {
             let mut ring = std::mem::take(&mut t.ring);
             ring.clear();
             *t = fresh(ring);
-            t.push(sample, lifecycle, now);
+            t.push(sample, lifecycle, transition, now);
             self.history.metrics.dropped.inc();
             return Some(slot);
         }
@@ -695,9 +804,12 @@ impl TapBatch for Batch<'_> {
         value: f64,
         decision: &Decision,
         lifecycle: &Lifecycle,
+        transition: Option<&Transition>,
         kind: Kind,
     ) {
-        Batch::record_kind(self, slot, key, ts_ms, value, decision, lifecycle, kind);
+        Batch::record_kind(
+            self, slot, key, ts_ms, value, decision, lifecycle, transition, kind,
+        );
     }
 
     fn forget(&mut self, gone: &mut Vec<(Slot, u64)>) {

@@ -50,7 +50,7 @@ pub struct UiConfig {
     pub points_per_series: usize,
     /// Hard cap on the history's memory, bytes, split evenly between the
     /// shards. Each retained series costs `points_per_series` × 48 bytes
-    /// plus about 100 (docs/performance.md has the measured figure); at the cap,
+    /// plus about 140 (docs/performance.md has the measured figure); at the cap,
     /// lower-ranked series make room. A shard holds at most 65,535 series
     /// whatever the cap.
     pub max_bytes: u64,
@@ -131,6 +131,8 @@ impl UiConfig {
 pub struct UiState {
     /// The per-series history the shards write.
     pub history: Arc<History>,
+    /// The incidents the notifier last sent (open, and recently closed).
+    pub incidents: Arc<crate::alert::notify::IncidentBoard>,
     /// The `[ui]` section.
     pub config: UiConfig,
     /// The alert rule's threshold, shown beside the scores.

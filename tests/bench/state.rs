@@ -20,7 +20,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anomalyd::alert::Alert;
 use anomalyd::alert::lifecycle::{AlertRule, AlertRuleConfig, Lifecycle};
 use anomalyd::detector::{Detector, DetectorConfig, DetectorState};
 use anomalyd::event::{Event, SeriesKey};
@@ -39,7 +38,7 @@ const PART: SourcePartition = SourcePartition {
 /// Alerts are not what is measured.
 struct Discard;
 impl AlertHandoff for Discard {
-    fn hand_off(&self, _: Alert) {}
+    fn hand_off(&self, _: anomalyd::alert::SeriesAlert) {}
 }
 
 fn detector() -> Detector {

@@ -85,6 +85,7 @@ fn memory_child(n: usize) {
         upper: 1.5,
         warm: true,
         reason: Reason::Forecast,
+        new_normal: false,
     };
     let before = proc_status_kib("VmRSS:");
     for t in 0..points as i64 {
@@ -132,6 +133,7 @@ fn record_ns(n: usize) -> f64 {
                         upper: 1.5,
                         warm: true,
                         reason: Reason::Forecast,
+                        new_normal: false,
                     };
                     batch.record(slot, key, t * 60_000, 1.0, &d, &lifecycle);
                     recorded += 1;

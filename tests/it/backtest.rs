@@ -361,3 +361,115 @@ fn a_level_shift_a_ramp_and_a_spike_are_each_one_alert_spanning_the_episode() {
         );
     }
 }
+
+/// Directory mode: each file is a series (`instance` = its directory,
+/// `__name__` = its stem); the alerts of all files, merged by time, group
+/// into incidents as the daemon groups them. Three metrics of host-a jump
+/// together: one incident, one page, in `incidents.csv` and the summary.
+#[test]
+fn directory_mode_groups_the_files_alerts_into_incidents() {
+    use anomalyd::backtest::{INCIDENTS_FILE, INCIDENTS_HEADER, series_of};
+    use anomalyd::demo::fleet::Rng;
+    assert_eq!(
+        series_of(Path::new("host-a/cpu.csv")).to_string(),
+        "cpu{instance=\"host-a\"}"
+    );
+    assert_eq!(
+        series_of(Path::new("dc1/host-a/mem.csv")).to_string(),
+        "mem{instance=\"dc1/host-a\"}"
+    );
+    assert_eq!(series_of(Path::new("top.csv")).to_string(), "top");
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let mut rng = Rng(5);
+    const JUMP: i64 = 400;
+    for (host, metrics) in [("host-a", 3), ("host-b", 2)] {
+        std::fs::create_dir_all(input.join(host)).unwrap();
+        for m in 0..metrics {
+            let mut text = String::from("timestamp,value\n");
+            for i in 0..500i64 {
+                let base = 100.0 * (m + 1) as f64;
+                let mut v =
+                    base * (1.0 + 0.05 * (i as f64 / 50.0 + m as f64).sin()) + 0.5 * rng.normal();
+                if host == "host-a" && (JUMP..JUMP + 3).contains(&i) {
+                    v += base * 0.6;
+                }
+                text.push_str(&format!("{},{v}\n", 1_767_225_600 + i * 60));
+            }
+            std::fs::write(input.join(host).join(format!("m{m}.csv")), text).unwrap();
+        }
+    }
+    let config = dir.path().join("anomalyd.toml");
+    std::fs::write(
+        &config,
+        "[detector.threshold]\nwarmup_events = 60\nwarmup_secs = 0\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut a = args(input.clone(), out.clone());
+    a.config = Some(config.clone());
+    let summary = run(&a).unwrap();
+    assert_eq!(summary.files, 5);
+
+    let text = std::fs::read_to_string(out.join(INCIDENTS_FILE)).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(
+        reader
+            .headers()
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>()
+            .join(","),
+        INCIDENTS_HEADER
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let col = |name: &str| INCIDENTS_HEADER.split(',').position(|h| h == name).unwrap();
+    let pages = rows.iter().filter(|r| &r[col("opens")] == "1").count();
+    assert_eq!(summary.pages, pages, "the summary counts the opening rows");
+    assert_eq!(summary.incident_notifications, rows.len());
+    // The jump: one incident of host-a's three files, opened once.
+    let jump = "2026-01-01T06:40:00.000Z";
+    let of_jump: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| &r[col("started_at")] == jump && &r[col("group")] == "instance=host-a")
+        .collect();
+    assert!(!of_jump.is_empty(), "{text}");
+    assert_eq!(
+        of_jump.iter().filter(|r| &r[col("opens")] == "1").count(),
+        1,
+        "{text}"
+    );
+    let last = of_jump.last().unwrap();
+    assert_eq!(&last[col("members_total")], "3", "{text}");
+    assert_eq!(&last[col("status")], "resolved", "{text}");
+    let members: Vec<&str> = last[col("members")].split(';').collect();
+    for m in ["m0", "m1", "m2"] {
+        assert!(
+            members.contains(&format!("{m}{{instance=\"host-a\"}}").as_str()),
+            "{members:?}"
+        );
+    }
+    // host-b is not in it.
+    assert!(!last[col("members")].contains("host-b"), "{text}");
+
+    // The binary prints the pages in its summary line.
+    let output = Command::new(env!("CARGO_BIN_EXE_anomalyd"))
+        .args(["backtest", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path().join("out2"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{pages} page(s) ({} incident notification(s))",
+            rows.len()
+        )),
+        "{stderr}"
+    );
+}

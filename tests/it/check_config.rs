@@ -337,3 +337,66 @@ fn what_run_refuses_check_config_reports_with_exit_2() {
         );
     }
 }
+
+/// The incident keys of `[alert]` and the sinks' `messages` are checked
+/// like every other key: by the shape (types, names, choices) and by
+/// their sections' rules, each problem at its full dotted key.
+#[test]
+fn incident_keys_are_checked_at_their_dotted_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "incidents.toml",
+        "[alert]\ngroup_by = \"instance\"\ngroup_windw_secs = 60\n\
+         [sinks.webhook]\nmessages = \"pages\"\n",
+    );
+    let out = anomalyd(&["check-config", "--config", &cfg], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    let lines = problems(&out);
+    let keys: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_once(": ").unwrap().0)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "alert.group_by",
+            "alert.group_windw_secs",
+            "sinks.webhook.messages"
+        ],
+        "{t}"
+    );
+    assert!(
+        lines[1].contains("did you mean `group_window_secs`?"),
+        "{t}"
+    );
+    for choice in ["both", "alerts", "incidents"] {
+        assert!(lines[2].contains(choice), "{t}");
+    }
+    // Well-formed but wrong values: the sections' own rules.
+    let cfg = write(
+        dir.path(),
+        "values.toml",
+        "[alert]\ngroup_by = [\"host\", \"host\"]\ngroup_window_secs = 0\nfleet_min_groups = 1\n",
+    );
+    let out = anomalyd(&["check-config", "--config", &cfg], &[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    let lines = problems(&out);
+    let keys: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_once(": ").unwrap().0)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "alert.group_by",
+            "alert.group_window_secs",
+            "alert.fleet_min_groups"
+        ],
+        "{t}"
+    );
+    assert!(lines[1].contains("120 is the default"), "{t}");
+    assert_no_rust_names(&t);
+}

@@ -29,4 +29,8 @@ async fn the_demo_shows_alerts_on_its_injected_anomalies_within_a_minute() {
         "an injected anomaly caught in the live part within 30 s: {s:?}"
     );
     assert!(s.resolved >= 1, "and resolutions: {s:?}");
+    // Alerts go out grouped too: at least one incident opened, and every
+    // incident notification read back.
+    assert!(s.incidents_opened >= 1, "incidents: {s:?}");
+    assert!(s.incident_notifications >= s.incidents_opened, "{s:?}");
 }

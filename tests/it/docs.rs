@@ -236,11 +236,16 @@ fn the_real_broker_walkthrough_creates_the_topics_it_uses() {
         config.sinks.kafka.enabled,
         "the walkthrough shows the Kafka alert sink"
     );
+    // The incident notifications' topic too, unless the sink is told to
+    // send alerts only.
+    let incidents = (config.sinks.kafka.messages != anomalyd::alert::sink::Messages::Alerts)
+        .then_some(&config.sinks.kafka.incident_topic);
     for topic in config
         .kafka
         .topics
         .iter()
         .chain(std::iter::once(&config.sinks.kafka.topic))
+        .chain(incidents)
     {
         assert!(
             created.contains(topic.as_str()),

@@ -389,6 +389,8 @@ async fn webhook_down(bootstrap: String) {
     let w = &mut config.sinks.webhook;
     w.enabled = true;
     w.url = hook.url.clone();
+    // The per-series alerts, which the test accounts for one by one.
+    w.messages = anomalyd::alert::sink::Messages::Alerts;
     w.delivery.queue_capacity = CAPACITY;
     w.delivery.max_batch_alerts = 4;
     w.timeout_ms = 5_000;
@@ -548,6 +550,7 @@ async fn hung_webhook(bootstrap: String) {
     let w = &mut config.sinks.webhook;
     w.enabled = true;
     w.url = hook.url.clone();
+    w.messages = anomalyd::alert::sink::Messages::Alerts;
     w.timeout_ms = 120_000;
     let running = app::start(config).await.expect("start");
     let addr = running.metrics_addr;

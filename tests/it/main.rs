@@ -12,6 +12,7 @@ mod docs;
 mod faults;
 mod front_door;
 mod history;
+mod incidents;
 mod layering;
 mod prometheus;
 mod real_parts;

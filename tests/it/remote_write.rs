@@ -81,10 +81,13 @@ impl Hook {
     }
 }
 
-/// Turns the webhook sink on, pointed at `url`.
+/// Turns the webhook sink on, pointed at `url`, with the per-series
+/// alerts these tests look for (not the incident notifications that are
+/// its default).
 pub fn with_webhook(c: &mut Config, url: String) {
     c.sinks.webhook.enabled = true;
     c.sinks.webhook.url = url;
+    c.sinks.webhook.messages = anomalyd::alert::sink::Messages::Alerts;
     c.sinks.webhook.delivery.retry.initial_backoff_ms = 10;
 }
 

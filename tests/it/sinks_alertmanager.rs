@@ -41,12 +41,17 @@ impl Alertmanager {
     }
 
     async fn start() -> Self {
+        Self::start_with("  group_wait: 1s\n").await
+    }
+
+    /// Started with `route` (indented keys) added to its one route.
+    async fn start_with(route: &str) -> Self {
         let bin = crate::real_parts::ALERTMANAGER.path();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(
             &config,
-            "route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n",
+            format!("route:\n  receiver: blackhole\n{route}receivers:\n  - name: blackhole\n"),
         )
         .unwrap();
         let storage = dir.path().join("data");
@@ -223,4 +228,103 @@ async fn firing_shows_up_active_is_resent_and_resolution_ends_it() {
     assert_eq!(s.delivered(AlertStatus::Resolved).get(), 1);
     let stats = h.shutdown(Instant::now() + WAIT).await;
     assert_eq!(stats.dropped, 0, "{stats:?}\n{}", am.log());
+}
+
+/// The alerts of one incident carry its id as the `incident` label, so a
+/// route grouping by it makes one Alertmanager group (one notification)
+/// of them, as the daemon's own sinks make one incident notification.
+#[tokio::test]
+async fn an_incidents_alerts_share_its_label_and_group_by_it() {
+    use anomalyd::alert::incident::{IncidentConfig, Incidents};
+    let am = Alertmanager::start_with("  group_by: ['incident']\n  group_wait: 1s\n").await;
+    let cfg = SinkSection::new(AlertmanagerSinkConfig {
+        enabled: true,
+        url: am.base.clone(),
+        ..AlertmanagerSinkConfig::default()
+    });
+    let m = metrics();
+    let sink = AlertmanagerSink::new(
+        &cfg,
+        "sinks.alertmanager",
+        &|_| None,
+        SinkMetrics::new(&m, NAME),
+    )
+    .unwrap();
+    let h = SinkHandle::spawn(sink, cfg.options(), SinkMetrics::new(&m, NAME));
+    // Two metrics of host web-1 and one of web-2 start together (fleet-wide
+    // incidents off, to see the groups): two incidents.
+    let mut g = Incidents::new(&IncidentConfig {
+        fleet_min_groups: 0,
+        ..IncidentConfig::default()
+    });
+    let now = rfc3339(Utc::now() - chrono::Duration::seconds(30));
+    for (fp, host, name) in [
+        ("00000000000000a1", "web-1", "cpu_usage"),
+        ("00000000000000a2", "web-1", "mem_used_bytes"),
+        ("00000000000000b1", "web-2", "cpu_usage"),
+    ] {
+        let mut a = firing(fp, host, 0.97);
+        a.labels.insert("__name__".into(), name.into());
+        a.series = format!("{name}{{host=\"{host}\"}}");
+        a.started_at = now.clone();
+        a.ts = now.clone();
+        g.observe(a.into());
+    }
+    let notices = g.flush();
+    let ids: Vec<String> = notices
+        .iter()
+        .filter_map(|n| Some(n.as_incident()?.id.clone()))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    for n in notices {
+        // The incidents themselves are not Alertmanager's: only alerts go.
+        h.submit(n);
+    }
+    let alerts = poll_some("the three alerts in Alertmanager", WAIT, || async {
+        let a = am.alerts().await;
+        (a.len() == 3).then_some(a)
+    })
+    .await;
+    let label = |host: &str| -> Vec<String> {
+        alerts
+            .iter()
+            .filter(|a| a["labels"]["host"] == host)
+            .map(|a| a["labels"]["incident"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (one, two) = (label("web-1"), label("web-2"));
+    assert_eq!(one.len(), 2);
+    assert_eq!(one[0], one[1], "one incident per host");
+    assert_ne!(one[0], two[0]);
+    assert!(ids.contains(&one[0]) && ids.contains(&two[0]));
+    // Alertmanager's own grouping follows: one group per incident.
+    let groups: Vec<Value> = poll_some("Alertmanager's groups", WAIT, || async {
+        let r = client()
+            .get(format!("{}/api/v2/alerts/groups", am.base))
+            .send()
+            .await
+            .ok()?;
+        let g: Vec<Value> = r.json().await.ok()?;
+        (g.len() == 2).then_some(g)
+    })
+    .await;
+    let mut sizes: Vec<(String, usize)> = groups
+        .iter()
+        .map(|g| {
+            (
+                g["labels"]["incident"].as_str().unwrap().to_owned(),
+                g["alerts"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    sizes.sort_by_key(|(_, n)| *n);
+    assert_eq!(sizes, [(two[0].clone(), 1), (one[0].clone(), 2)]);
+    assert!(h.flush(Instant::now() + WAIT).await);
+    let stats = h.shutdown(Instant::now() + WAIT).await;
+    assert_eq!(
+        (stats.delivered, stats.dropped),
+        (5, 0),
+        "{stats:?}\n{}",
+        am.log()
+    );
 }

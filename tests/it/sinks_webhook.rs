@@ -11,7 +11,7 @@ use anomalyd::alert::sink::{
     AlertSink, DropReason, RetryConfig, SinkError, SinkHandle, SinkOptions, Sinks,
 };
 use anomalyd::alert::sink::{SinkMetrics, SinkSection};
-use anomalyd::alert::{Alert, AlertStatus};
+use anomalyd::alert::{Alert, AlertStatus, Notice};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -299,10 +299,14 @@ impl AlertSink for Gated {
         "gated"
     }
 
-    async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
+    async fn send(&self, batch: &[Notice]) -> Result<(), SinkError> {
         let permit = self.gate.acquire().await.expect("semaphore open");
         permit.forget();
-        self.got.lock().unwrap().extend_from_slice(batch);
+        self.got.lock().unwrap().extend(
+            batch
+                .iter()
+                .filter_map(|n| Some(n.as_alert()?.alert.clone())),
+        );
         Ok(())
     }
 }
@@ -366,10 +370,14 @@ async fn sinks_start_runs_every_enabled_sink() {
         header: "authorization",
         ..Receiver::default()
     };
-    let cfg = SinksConfig {
+    let mut cfg = SinksConfig {
         webhook: config(start_receiver(r.clone()).await),
         ..SinksConfig::default()
     };
+    // Per-series alerts too (the webhook's default is incidents only,
+    // which `incidents_go_to_the_webhook_by_default_alerts_on_request`
+    // covers).
+    cfg.webhook.messages = anomalyd::alert::sink::Messages::Both;
     let mut p = anomalyd::config::Problems::new();
     cfg.validate("sinks", &mut p);
     assert!(p.is_empty(), "{p}");
@@ -388,4 +396,124 @@ async fn sinks_start_runs_every_enabled_sink() {
             .get(),
         1
     );
+}
+
+/// Two alerts of one host at one instant, as the notifier sends them: the
+/// incident notification first, then the alerts naming it.
+fn one_incident() -> Vec<Notice> {
+    use anomalyd::alert::incident::{IncidentConfig, Incidents};
+    let mut g = Incidents::new(&IncidentConfig::default());
+    let mut mem = firing("00000000000000bb", "web-1", 1.483e10);
+    mem.series = "node_memory_used_bytes{host=\"web-1\"}".into();
+    mem.peak_score = 0.9999;
+    g.observe(firing("00000000000000aa", "web-1", 0.97).into());
+    g.observe(mem.into());
+    g.flush()
+}
+
+#[tokio::test]
+async fn incidents_go_to_the_webhook_by_default_alerts_on_request() {
+    use anomalyd::alert::sink::{Messages, SinksConfig};
+    let r = Receiver {
+        header: "authorization",
+        ..Receiver::default()
+    };
+    let mut cfg = SinksConfig {
+        webhook: config(start_receiver(r.clone()).await),
+        ..SinksConfig::default()
+    };
+    cfg.log.enabled = false;
+    assert_eq!(cfg.webhook.messages, Messages::Incidents, "the default");
+    let m = metrics();
+    let sinks = Sinks::start(&cfg, "sinks", &m, &|_| None).unwrap();
+    for n in one_incident() {
+        sinks.submit(n);
+    }
+    assert!(sinks.flush(Instant::now() + WAIT).await);
+    let bodies: Vec<serde_json::Value> = r
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(bodies.len(), 1, "one POST: {bodies:?}");
+    let body = &bodies[0];
+    assert_eq!(body["version"], 1);
+    assert_eq!(
+        body["alerts"],
+        serde_json::json!([]),
+        "no per-series alerts"
+    );
+    let incidents = body["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1);
+    // The documented shape, field by field.
+    let i = &incidents[0];
+    assert_eq!(i["id"].as_str().unwrap().len(), 16);
+    assert_eq!(i["status"], "firing");
+    assert_eq!(i["scope"], "group");
+    assert_eq!(i["group"], serde_json::json!({"host": "web-1"}));
+    assert_eq!(i["groups"], 1);
+    assert_eq!(i["revision"], 1);
+    assert_eq!(i["severity"], "warning");
+    assert_eq!(
+        (i["firing"].as_u64(), i["members_total"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(i["started_at"], "2024-05-01T12:00:00.000Z");
+    assert_eq!(i["updated_at"], "2024-05-01T12:00:00.000Z");
+    assert!(i["ended_at"].is_null() && i["merged_into"].is_null());
+    let members = i["members"].as_array().unwrap();
+    // Top peak first.
+    assert_eq!(members[0]["fingerprint"], "00000000000000bb");
+    assert_eq!(
+        members[0]["series"],
+        "node_memory_used_bytes{host=\"web-1\"}"
+    );
+    assert_eq!(members[0]["peak_score"], 0.9999);
+    assert_eq!(members[1]["fingerprint"], "00000000000000aa");
+    for m in members {
+        assert_eq!(m["status"], "firing");
+        assert_eq!(m["reason"], "forecast");
+        assert_eq!(m["value_kind"], "value");
+        assert_eq!(m["started_at"], "2024-05-01T12:00:00Z");
+        assert!(m["ended_at"].is_null() && m["resolution"].is_null());
+    }
+    assert!(
+        i["summary"].as_str().unwrap().starts_with(
+            "host=\"web-1\": 2 series anomalous (2 firing); top node_memory_used_bytes"
+        ),
+        "{i}"
+    );
+    sinks.shutdown(Instant::now() + WAIT).await;
+
+    // `messages = "alerts"`: the per-series alerts, each naming its
+    // incident, and no incident.
+    let r = Receiver {
+        header: "authorization",
+        ..Receiver::default()
+    };
+    cfg.webhook = config(start_receiver(r.clone()).await);
+    cfg.webhook.messages = Messages::Alerts;
+    let sinks = Sinks::start(&cfg, "sinks", &m, &|_| None).unwrap();
+    let notices = one_incident();
+    let id = notices[0].as_incident().unwrap().id.clone();
+    for n in notices {
+        sinks.submit(n);
+    }
+    assert!(sinks.flush(Instant::now() + WAIT).await);
+    let alerts = r.alerts();
+    assert_eq!(alerts.len(), 2);
+    assert!(
+        alerts.iter().all(|a| a["incident"] == id.as_str()),
+        "{alerts:?}"
+    );
+    assert!(
+        r.got
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, b)| b["incidents"] == serde_json::json!([]))
+    );
+    sinks.shutdown(Instant::now() + WAIT).await;
 }

@@ -522,7 +522,7 @@ fn a_burst_of_new_series_stays_within_max_series() {
 /// No-op alert hand-off: the burst is about memory, not alerts.
 struct Discard;
 impl AlertHandoff for Discard {
-    fn hand_off(&self, _: Alert) {}
+    fn hand_off(&self, _: anomalyd::alert::SeriesAlert) {}
 }
 
 /// `VmRSS` or `VmHWM` of this process, in bytes.

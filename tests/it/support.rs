@@ -132,8 +132,8 @@ pub fn cluster(topics: &[(&str, i32)]) -> Cluster {
 }
 
 /// A config for the daemon on `bootstrap`: unique group, fast commits and
-/// rebalances, metrics on an ephemeral loopback port, no log sink, alerts to
-/// the `alerts` topic.
+/// rebalances, metrics on an ephemeral loopback port, no log sink, alerts
+/// (and no incident notifications) to the `alerts` topic.
 pub fn config(bootstrap: &str, group: &str, topic: &str) -> Config {
     let mut c = Config::default();
     c.kafka.brokers = bootstrap.into();
@@ -148,6 +148,10 @@ pub fn config(bootstrap: &str, group: &str, topic: &str) -> Config {
     c.sinks.kafka.enabled = true;
     c.sinks.kafka.brokers = bootstrap.into();
     c.sinks.kafka.topic = "alerts".into();
+    // The per-series alerts, which these tests count against the sink's
+    // metrics and the topic (incident notifications on Kafka: see
+    // sinks_kafka.rs and the demo).
+    c.sinks.kafka.messages = anomalyd::alert::sink::Messages::Alerts;
     c.pipeline.workers = 2;
     // The test streams span hours, not the default day of warm-up.
     c.detector.threshold.warmup_secs = 0;

@@ -2,13 +2,15 @@
 //! generated fleet (plus one series whose label value is markup), Debian's
 //! headless Chromium driven over the WebDriver protocol by chromedriver.
 //!
-//! Checks the DOM of `/` (a row per series, the markup label shown as text
-//! and never run, sorting and label filters) and of a series page (the
-//! band's path, alert spans, axes, the hover read-out of the point under
-//! the pointer, the chart updating live without a reload), and saves two
-//! screenshots to `target/ui-screenshots/` (with
-//! `ANOMALYD_UPDATE_SCREENSHOTS=1`, also to `deploy/screenshots/`, the
-//! README's pictures).
+//! Checks the DOM of `/` (the incidents above the series, a row per
+//! series with its reason and since when, label pairs that never break
+//! inside, the markup label shown as text and never run, sorting and label
+//! filters) and of a series page (the band's path, alert spans, axes, the
+//! hover read-out of the point under the pointer, the chart updating live
+//! without a reload), and saves screenshots to `target/ui-screenshots/`
+//! (with `ANOMALYD_UPDATE_SCREENSHOTS=1`, also to `deploy/screenshots/`,
+//! the README's pictures): the index, a series with the read-out, the
+//! injected level shift and the injected ramp.
 //!
 //! The binaries are required: tests/run.sh installs them (`apt-get install -y
 //! chromium chromium-driver`). `ANOMALYD_TEST_CHROMIUM` and
@@ -21,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anomalyd::demo::fleet::Fleet;
+use anomalyd::demo::fleet::{AnomalyKind, Fleet};
 use base64::Engine;
 use serde_json::{Value, json};
 
@@ -286,6 +288,17 @@ fn the_live_page_in_a_real_browser() {
         // then live samples until the test ends.
         let start_ms = chrono::Utc::now().timestamp_millis() - HISTORY as i64 * 60_000;
         let mut fleet = Fleet::new(3, 60, start_ms, 300, 15, 42);
+        // The first level shift and the first ramp (drift) injected into
+        // the history, for their pictures.
+        let injected = |kind: AnomalyKind| -> String {
+            let inj = fleet
+                .injections
+                .iter()
+                .find(|i| i.kind == kind && i.start + i.len < HISTORY)
+                .expect("one in the history");
+            format!("{:016x}", fleet.series[inj.series].key.fingerprint())
+        };
+        let (level_shift_fp, ramp_fp) = (injected(AnomalyKind::LevelShift), injected(AnomalyKind::Drift));
         let producer = Arc::new(TestProducer::new(&bootstrap));
         for i in 0..HISTORY {
             for (key, body) in fleet_events(&mut fleet, i) {
@@ -309,7 +322,8 @@ fn the_live_page_in_a_real_browser() {
             })
         };
         let series_count = 3 * 4 + 1;
-        // Every series held, with its history, and some alerts among them.
+        // Every series held, with its history, some alerts among them, and
+        // their incidents.
         let list: Value = poll_some("the history of every series", WAIT, || {
             let url = format!("{base}/api/v1/series");
             async move {
@@ -318,7 +332,8 @@ fn the_live_page_in_a_real_browser() {
                 let full = rows.len() == series_count
                     && rows.iter().all(|r| r["points"].as_u64() >= Some(HISTORY));
                 let alerted = rows.iter().filter(|r| r["state"] != "quiet").count();
-                (full && alerted >= 3).then_some(list)
+                let incidents = list["incidents"].as_array()?.len();
+                (full && alerted >= 3 && incidents >= 1).then_some(list)
             }
         })
         .await;
@@ -338,7 +353,7 @@ fn the_live_page_in_a_real_browser() {
         browser.goto(&format!("{base}/")).await;
         let xss_check = r#"
             const row = [...document.querySelectorAll('#rows tr')]
-                .find(r => r.querySelector('td.name').textContent === 'checkout_errors_per_second');
+                .find(r => r.querySelector('td.name > a').textContent === 'checkout_errors_per_second');
             return {
                 rows: document.querySelectorAll('#rows tr').length,
                 pwned: window.__pwned === undefined ? null : window.__pwned,
@@ -369,6 +384,119 @@ fn the_live_page_in_a_real_browser() {
             assert!(chips.contains(&format!("note={EVIL}").as_str()), "{dom}");
             assert!(chips.contains(&format!("spoof={SPOOF_SHOWN}").as_str()), "{dom}");
         }
+        // Why and since: the reason and since columns say what the API
+        // says, the peak is the alert's own, and the states are named as
+        // the API names them.
+        let cells = browser
+            .js(
+                r#"const heads = [...document.querySelectorAll('#series thead th')].map(t => t.textContent.trim());
+                   const col = (name) => heads.findIndex(h => h.startsWith(name));
+                   return {
+                     heads,
+                     rows: [...document.querySelectorAll('#rows tr')].map(tr => {
+                       const td = tr.querySelectorAll('td');
+                       return {
+                         fp: tr.dataset.fingerprint,
+                         state: td[col('State')].textContent,
+                         reason: td[col('Reason')].textContent,
+                         since: td[col('Since')].firstChild ? td[col('Since')].firstChild.textContent : '',
+                         peak: td[col('Alert peak')].textContent,
+                         value: td[col('Last value')].firstChild.textContent,
+                       };
+                     }),
+                   };"#,
+                json!([]),
+            )
+            .await;
+        let heads: Vec<&str> = cells["heads"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        for h in ["Reason", "Since (UTC)", "Alert peak"] {
+            assert!(heads.iter().any(|x| x.starts_with(h)), "{heads:?}");
+        }
+        let api: Value = serde_json::from_str(&support::get(&format!("{base}/api/v1/series")).await.1).unwrap();
+        let by_fp = |fp: &str| -> Value {
+            api["series"].as_array().unwrap().iter().find(|r| r["fingerprint"] == fp).cloned().unwrap_or(Value::Null)
+        };
+        let mut alerted_rows = 0;
+        for c in cells["rows"].as_array().unwrap() {
+            let r = by_fp(c["fp"].as_str().unwrap());
+            if r.is_null() {
+                continue; // listed after the page's last refresh only
+            }
+            let state = c["state"].as_str().unwrap();
+            assert!(
+                ["firing · ", "recent · ", "quiet"].iter().any(|p| state.starts_with(p)),
+                "the API's state names: {c}"
+            );
+            // The stream is live: compare rows the API still sees alike.
+            if !state.starts_with(r["state"].as_str().unwrap())
+                || r["state"] == "quiet"
+                || r["since"].is_null()
+            {
+                continue;
+            }
+            alerted_rows += 1;
+            if let Some(reason) = r["reason"].as_str() {
+                assert_eq!(c["reason"], reason, "{c} vs {r}");
+            }
+            let since = r["since"].as_str().unwrap()[..19].replace('T', " ");
+            assert_eq!(c["since"], since.as_str(), "{c} vs {r}");
+            assert_eq!(
+                c["peak"],
+                format!("{:.3}", r["alert_peak_score"].as_f64().unwrap()).as_str(),
+                "{c} vs {r}"
+            );
+            if r["name"] == "memory_used_bytes" {
+                assert!(c["value"].as_str().unwrap().ends_with(" GB"), "{c}");
+            }
+        }
+        assert!(alerted_rows >= 1, "{cells}");
+        // An incident row, above the series, with its members.
+        let incidents = browser
+            .js(
+                r#"const rows = [...document.querySelectorAll('#incident-rows tr')];
+                   const table = document.getElementById('incidents');
+                   return {
+                     above: table.compareDocumentPosition(document.getElementById('series')) === Node.DOCUMENT_POSITION_FOLLOWING,
+                     empty_hidden: document.getElementById('incidents-empty').hidden,
+                     rows: rows.map(tr => ({
+                       id: tr.dataset.incident,
+                       status: tr.querySelector('td.state').textContent,
+                       members: [...tr.querySelectorAll('a.member')].map(a => a.getAttribute('href')),
+                       count: tr.querySelector('td.members .count').textContent,
+                       reason: tr.querySelector('td.reason').textContent,
+                     })),
+                   };"#,
+                json!([]),
+            )
+            .await;
+        assert_eq!(incidents["above"], true, "{incidents}");
+        assert_eq!(incidents["empty_hidden"], true, "{incidents}");
+        let rows = incidents["rows"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{incidents}");
+        for row in rows {
+            let status = row["status"].as_str().unwrap();
+            assert!(
+                ["firing · ", "resolved · "].iter().any(|p| status.starts_with(p)),
+                "{row}"
+            );
+            assert!(!row["members"].as_array().unwrap().is_empty(), "{row}");
+            assert!(row["members"][0].as_str().unwrap().starts_with("/series/"), "{row}");
+            assert!(row["count"].as_str().unwrap().contains(" series, "), "{row}");
+            assert!(
+                ["forecast", "level", "drift", "stuck"].contains(&row["reason"].as_str().unwrap()),
+                "{row}"
+            );
+        }
+        // Label pairs wrap between each other, never inside one.
+        let broken = browser
+            .js(
+                r#"return [...document.querySelectorAll('a.chip')]
+                     .filter(a => a.getClientRects().length !== 1)
+                     .map(a => a.textContent);"#,
+                json!([]),
+            )
+            .await;
+        assert_eq!(broken, json!([]), "label pairs broken across lines");
         let index_png = browser.screenshot().await;
         assert_eq!(png_size(&index_png), (1280, 1000));
         save_screenshot("index.png", &index_png);
@@ -386,7 +514,7 @@ fn the_live_page_in_a_real_browser() {
             "sorted by score, highest first: {scores:?}"
         );
         browser.goto(&format!("{base}/?label=host%3Dweb-02")).await;
-        let hosts = browser.texts("#rows td.labels").await;
+        let hosts = browser.texts("#rows td.name .labels").await;
         assert_eq!(hosts.len(), 4, "{hosts:?}");
         assert!(hosts.iter().all(|h| h.contains("host=web-02")), "{hosts:?}");
 
@@ -442,6 +570,19 @@ fn the_live_page_in_a_real_browser() {
         }
         assert!(!chart["dates"].as_array().unwrap().is_empty(), "{chart}");
         assert!(chart["unit"].as_str().unwrap().starts_with("value"), "{chart}");
+        // The stats say why and since too.
+        let stats = browser
+            .js(
+                "return ['reason', 'since', 'peak'].map(id => document.getElementById('stat-' + id).textContent)",
+                json!([]),
+            )
+            .await;
+        assert!(
+            ["forecast", "level", "drift", "stuck"].contains(&stats[0].as_str().unwrap()),
+            "{stats}"
+        );
+        assert!(stats[1].as_str().unwrap().len() >= 19, "{stats}");
+        assert!(stats[2].as_str().unwrap().parse::<f64>().is_ok(), "{stats}");
 
         // Hover the middle of an alert span (a critical one if any): the read-out shows
         // that observation, as the API has it.
@@ -480,7 +621,17 @@ fn the_live_page_in_a_real_browser() {
             .find(|s| s["ts_ms"] == ts)
             .unwrap_or_else(|| panic!("the read-out's time {ts} is a sample's"));
         assert!(sample["alert"].is_string(), "hovered an alert: {sample}");
-        assert!(text.contains(&format!("{} alert", sample["alert"].as_str().unwrap())), "{text}");
+        let severity = sample["alert"].as_str().unwrap();
+        if sample["stuck"] == true {
+            // A stuck alert says so, not "critical alert" over a value
+            // that may sit inside the band.
+            assert!(
+                text.contains(&format!("stuck alert (the value repeats; {severity})")),
+                "{text}"
+            );
+        } else {
+            assert!(text.contains(&format!("{severity} alert")), "{text}");
+        }
         assert!(text.contains(" UTC · value "), "{text}");
         assert!(text.contains(&format!("score {:.3}", sample["score"].as_f64().unwrap())), "{text}");
         // The README's picture: a chart with the read-out on an alert.
@@ -504,6 +655,17 @@ fn the_live_page_in_a_real_browser() {
                 ),
             )
             .await;
+
+        // The pictures of the injected level shift and ramp.
+        for (fp, name) in [(&level_shift_fp, "level-shift.png"), (&ramp_fp, "ramp.png")] {
+            browser.goto(&format!("{base}/series/{fp}")).await;
+            browser
+                .wait_for("the chart", "return document.querySelector('#chart svg path.value') !== null")
+                .await;
+            let png = browser.screenshot().await;
+            assert_eq!(png_size(&png), (1280, 1000));
+            save_screenshot(name, &png);
+        }
 
         // The markup-labelled series' own page shows it as text too.
         browser.goto(&format!("{base}/series/{evil_fp}")).await;

@@ -1,18 +1,22 @@
 //! The `alertmanager` sink: Prometheus Alertmanager, API v2.
 //!
-//! This module owns the mapping from an [`Alert`] to Alertmanager's
+//! This module owns the mapping from an alert ([`SeriesAlert`]) to Alertmanager's
 //! postable alert and the re-sending that Alertmanager expects. It POSTs to
 //! `<url>/api/v2/alerts`:
 //!
 //! - `labels`: the series' labels (`__name__` becomes `metric`; names that
 //!   Alertmanager would refuse get invalid characters replaced by `_`;
 //!   empty values are left out), `extra_labels` where the series has no
-//!   label of that name, then `alertname` (config, default
-//!   `AnomalyDetected`) and `severity` (`warning`/`critical`), which always
-//!   win;
+//!   label of that name, `anomalyd_value="rate"` on a counter's rate, then
+//!   `alertname` (config, default `AnomalyDetected`), `severity`
+//!   (`warning`/`critical`) and `incident` (the id of the alert's
+//!   incident, so `group_by: [incident]` in a route makes Alertmanager
+//!   send one notification per incident), which always win;
 //! - `annotations`: `summary` (one sentence saying what is wrong, by
-//!   reason), `reason`, `series`, `value`, `expected`, `lower`, `upper`,
-//!   `score`, `threshold`, `model`, `fingerprint`;
+//!   reason, its numbers in the series' unit: `14.8 GB`), `reason`,
+//!   `since` (when it started), `series`, `value`, `expected`, `lower`,
+//!   `upper`, `score`, `peak_score`, `threshold`, `model`, `fingerprint`,
+//!   and `resolution` once resolved;
 //! - `startsAt`: the alert's `started_at`;
 //! - `endsAt`: while firing, now + 4 × `resend_interval_secs`, so
 //!   Alertmanager resolves the alert by itself if this daemon stops sending
@@ -42,7 +46,7 @@ use super::{
     AlertSink, DeliveryConfig, DropReason, SinkBuildError, SinkError, SinkSection, SinkTable,
     http_client, validate_url,
 };
-use crate::alert::{Alert, AlertStatus, Reason};
+use crate::alert::{AlertStatus, Notice, RATE, Reason, SeriesAlert, VALUE_LABEL};
 use crate::config::Problems;
 use crate::telemetry::RateLimit;
 
@@ -281,7 +285,7 @@ impl AlertmanagerSink {
     }
 
     /// Alertmanager's labels for `a`.
-    pub fn labels(&self, a: &Alert) -> BTreeMap<String, String> {
+    pub fn labels(&self, a: &SeriesAlert) -> BTreeMap<String, String> {
         let mut out: BTreeMap<String, String> = self.extra_labels.clone();
         // The metric name first, so a real series label `metric` wins.
         if let Some(name) = a.labels.get("__name__").filter(|v| !v.is_empty()) {
@@ -292,13 +296,19 @@ impl AlertmanagerSink {
                 out.insert(sanitize_label_name(k), v.clone());
             }
         }
+        if a.is_rate() {
+            out.insert(VALUE_LABEL.to_owned(), RATE.to_owned());
+        }
         out.insert("alertname".to_owned(), self.alertname.clone());
         out.insert("severity".to_owned(), a.severity.as_str().to_owned());
+        if let Some(id) = &a.incident {
+            out.insert("incident".to_owned(), id.clone());
+        }
         out
     }
 
     /// The postable form of `a` at wall-clock time `now`.
-    pub fn postable(&self, a: &Alert, now: DateTime<Utc>) -> PostableAlert {
+    pub fn postable(&self, a: &SeriesAlert, now: DateTime<Utc>) -> PostableAlert {
         let starts = parse_time(&a.started_at);
         let ends = match a.status {
             AlertStatus::Firing => self.firing_ends_at(now, starts),
@@ -308,19 +318,24 @@ impl AlertmanagerSink {
                 starts.map_or(ended, |s| ended.max(s))
             }
         };
-        let annotations = BTreeMap::from([
+        let mut annotations = BTreeMap::from([
             ("summary".to_owned(), summary(a)),
             ("reason".to_owned(), a.reason.as_str().to_owned()),
+            ("since".to_owned(), a.started_at.clone()),
             ("series".to_owned(), a.series.clone()),
             ("value".to_owned(), a.value.to_string()),
             ("expected".to_owned(), a.expected.to_string()),
             ("lower".to_owned(), a.lower.to_string()),
             ("upper".to_owned(), a.upper.to_string()),
             ("score".to_owned(), a.score.to_string()),
+            ("peak_score".to_owned(), a.peak_score.to_string()),
             ("threshold".to_owned(), a.threshold.to_string()),
             ("model".to_owned(), a.model.clone()),
             ("fingerprint".to_owned(), a.fingerprint.clone()),
         ]);
+        if let Some(r) = a.resolution {
+            annotations.insert("resolution".to_owned(), r.as_str().to_owned());
+        }
         PostableAlert {
             labels: self.labels(a),
             annotations,
@@ -345,7 +360,7 @@ impl AlertmanagerSink {
     /// The body for `batch`, updating the set of tracked firing alerts.
     /// The body starts with the ended label sets not yet delivered; the
     /// second value says how many, for [`Self::settle`].
-    fn prepare(&self, batch: &[Alert], now: DateTime<Utc>) -> (Vec<PostableAlert>, usize) {
+    fn prepare(&self, batch: &[SeriesAlert], now: DateTime<Utc>) -> (Vec<PostableAlert>, usize) {
         let mut body = Vec::with_capacity(batch.len());
         let mut over_cap = 0u64;
         let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
@@ -449,8 +464,14 @@ impl AlertSink for AlertmanagerSink {
         NAME
     }
 
-    async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
-        let (body, n_ended) = self.prepare(batch, Utc::now());
+    async fn send(&self, batch: &[Notice]) -> Result<(), SinkError> {
+        // Incidents are Alertmanager's own business (its grouping, by the
+        // `incident` label); this sink takes alerts only.
+        let alerts: Vec<SeriesAlert> = batch.iter().filter_map(Notice::as_alert).cloned().collect();
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let (body, n_ended) = self.prepare(&alerts, Utc::now());
         self.post(&body).await?;
         self.settle(n_ended);
         Ok(())
@@ -485,7 +506,8 @@ impl AlertSink for AlertmanagerSink {
         Ok(())
     }
 
-    fn discarded(&self, alert: &Alert, reason: DropReason) {
+    fn discarded(&self, alert: &Notice, reason: DropReason) {
+        let Notice::Alert(alert) = alert else { return };
         // A lost resolution must not be re-sent as firing forever: stop
         // tracking, and Alertmanager resolves the alert at its endsAt. A
         // firing alert Alertmanager refused would be refused on every
@@ -505,31 +527,34 @@ impl AlertSink for AlertmanagerSink {
 }
 
 /// The one-line summary Alertmanager shows: what is wrong, in the words of
-/// the channel that raised the alert.
-fn summary(a: &Alert) -> String {
+/// the channel that raised the alert, its numbers in the series' unit.
+fn summary(a: &SeriesAlert) -> String {
+    let u = a.unit();
+    let (value, lower, upper, expected) = (
+        u.format(a.value),
+        u.format(a.lower),
+        u.format(a.upper),
+        u.format(a.expected),
+    );
     let what = match a.reason {
         Reason::Forecast => format!(
-            "= {} is outside the expected band [{}, {}] (expected {})",
-            a.value, a.lower, a.upper, a.expected
+            "= {value} is outside the expected band [{lower}, {upper}] (expected {expected})"
         ),
-        Reason::Level => format!(
-            "= {} is far from its usual level (band [{}, {}])",
-            a.value, a.lower, a.upper
-        ),
+        Reason::Level => {
+            format!("= {value} is far from its usual level (band [{lower}, {upper}])")
+        }
         Reason::Drift => format!(
-            "has drifted: values keep falling on one side of the expected {} (now {})",
-            a.expected, a.value
+            "has drifted: values keep falling on one side of the expected {expected} (now {value})"
         ),
-        Reason::Stuck => format!("has repeated {} for unusually long", a.value),
+        Reason::Stuck => format!("has repeated {value} for unusually long"),
     };
     // A counter's numbers are its per-second rate: say so as PromQL would.
-    let series = if a.is_rate() {
-        format!("rate({})", a.series)
-    } else {
-        a.series.clone()
-    };
+    let series = a.display_series();
     match a.status {
         AlertStatus::Firing => format!("{series} {what} (score {})", a.score),
+        AlertStatus::Resolved if a.resolution == Some(crate::alert::Resolution::NewNormal) => {
+            format!("{series} has settled at a new normal (was: {what})")
+        }
         AlertStatus::Resolved => format!("{series} is back to normal (was: {what})"),
     }
 }
@@ -540,7 +565,11 @@ mod tests {
 
     use super::*;
     use crate::alert::Severity;
-    use crate::alert::sink::queue::tests::alert;
+
+    /// A test alert as the sinks get it.
+    fn alert(fp: &str, status: AlertStatus, value: f64) -> SeriesAlert {
+        crate::alert::sink::queue::tests::alert(fp, status, value).into()
+    }
     use crate::telemetry::metrics::{Metrics, MetricsConfig};
 
     fn sink(cfg: &AlertmanagerSinkConfig) -> (AlertmanagerSink, Metrics) {
@@ -603,8 +632,7 @@ mod tests {
         assert!(s.postable(&drift, now()).annotations["summary"].contains("has drifted"));
         // A counter's alert is about its rate, and says so.
         let mut rate = alert("00ab", AlertStatus::Firing, 50.0);
-        rate.labels
-            .insert(crate::alert::VALUE_LABEL.into(), crate::alert::RATE.into());
+        rate.value_kind = crate::alert::ValueKind::Rate;
         let pr = s.postable(&rate, now());
         assert!(
             pr.annotations["summary"].starts_with("rate("),
@@ -619,6 +647,30 @@ mod tests {
 
         let r = s.postable(&alert("00ab", AlertStatus::Resolved, 1.0), now());
         assert_eq!(r.ends_at, "2024-05-01T12:05:00.000Z");
+        assert_eq!(r.annotations["resolution"], "returned");
+        assert!(r.annotations["summary"].contains("is back to normal"));
+
+        // The incident is a label, so Alertmanager can group by it.
+        let mut inc = alert("00ab", AlertStatus::Firing, 9.5);
+        inc.incident = Some("00000000000000ff".into());
+        assert_eq!(
+            s.postable(&inc, now()).labels["incident"],
+            "00000000000000ff"
+        );
+        assert!(!p.labels.contains_key("incident"));
+        // Numbers in the summary are in the series' unit.
+        let mut mem = alert("00ab", AlertStatus::Firing, 1.483e10);
+        mem.labels
+            .insert("__name__".into(), "node_memory_used_bytes".into());
+        (mem.alert.expected, mem.alert.lower, mem.alert.upper) = (6.0e9, 5.9e9, 6.1e9);
+        let summary = &s.postable(&mem, now()).annotations["summary"];
+        assert!(
+            summary.contains(
+                "= 14.8 GB is outside the expected band [5.9 GB, 6.1 GB] (expected 6 GB)"
+            ),
+            "{summary}"
+        );
+        assert_eq!(s.postable(&mem, now()).annotations["value"], "14830000000");
     }
 
     #[test]
@@ -674,7 +726,7 @@ mod tests {
             ..AlertmanagerSinkConfig::default()
         };
         let (s, m) = sink(&cfg);
-        let batch: Vec<Alert> = (0..3)
+        let batch: Vec<SeriesAlert> = (0..3)
             .map(|i| alert(&format!("s{i}"), AlertStatus::Firing, 1.0))
             .collect();
         let (body, _) = s.prepare(&batch, now());
@@ -692,10 +744,13 @@ mod tests {
     fn discarded_resolution_stops_resending() {
         let (s, _) = sink(&AlertmanagerSinkConfig::default());
         s.prepare(&[alert("a", AlertStatus::Firing, 5.0)], now());
-        s.discarded(&alert("a", AlertStatus::Firing, 5.0), DropReason::QueueFull);
+        s.discarded(
+            &alert("a", AlertStatus::Firing, 5.0).into(),
+            DropReason::QueueFull,
+        );
         assert_eq!(s.active_len(), 1, "kept: the heartbeat restores it");
         s.discarded(
-            &alert("a", AlertStatus::Resolved, 1.0),
+            &alert("a", AlertStatus::Resolved, 1.0).into(),
             DropReason::QueueFull,
         );
         assert_eq!(s.active_len(), 0);

@@ -81,6 +81,7 @@ impl DeliveryConfig {
             max_batch_alerts: self.max_batch_alerts,
             retry: self.retry.clone(),
             jitter_seed: None,
+            messages: super::Messages::Both,
         }
     }
 }

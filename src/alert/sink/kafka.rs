@@ -1,10 +1,14 @@
 //! The `kafka` sink: alerts as messages on a Kafka topic.
 //!
 //! This module owns the alert producer (with the Kafka source, the only
-//! code that imports `rdkafka`). Each alert is one message: key = the
-//! alert's `fingerprint` (so all messages of a series land in one partition,
-//! in order), value = the [`Alert`] as JSON (the same object as in the
-//! webhook body). The producer always runs with `enable.idempotence=true`,
+//! code that imports `rdkafka`). Each per-series alert is one message on
+//! `topic`: key = the alert's `fingerprint` (so all messages of a series
+//! land in one partition, in order), value = the [`SeriesAlert`] as JSON
+//! (the same object as in the webhook body). Each incident notification
+//! is one message on `incident_topic`: key = the incident's `id`, value =
+//! the [`Incident`] as JSON. Every message has the header
+//! `anomalyd-message: alert` or `incident`. `messages` chooses which go
+//! out (both by default). The producer always runs with `enable.idempotence=true`,
 //! so librdkafka's own retries neither duplicate nor reorder messages.
 //! Free-form librdkafka options pass through; options that look secret
 //! (passwords, secrets, private keys) are redacted in `Debug`, in
@@ -17,12 +21,13 @@ use std::path::PathBuf;
 
 use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
-use super::{AlertSink, SinkBuildError, SinkError, SinkTable};
-use crate::alert::Alert;
+use super::{AlertSink, Messages, SinkBuildError, SinkError, SinkTable};
+use crate::alert::{Incident, Notice, SeriesAlert};
 use crate::config::Problems;
 use crate::config::secret::{ClientOptions, redacted, serialize_redacted};
 
@@ -38,8 +43,12 @@ pub struct KafkaSinkConfig {
     /// `bootstrap.servers`, e.g. `kafka-1:9092,kafka-2:9092`. Empty (the
     /// default): the input cluster, `kafka.brokers`.
     pub brokers: String,
-    /// Topic the alerts go to.
+    /// Topic the per-series alerts go to.
     pub topic: String,
+    /// Topic the incident notifications go to.
+    pub incident_topic: String,
+    /// `both` (default), `alerts` or `incidents`.
+    pub messages: Messages,
     /// librdkafka `message.timeout.ms`: how long the producer itself keeps
     /// retrying one message before the sink sees a failure.
     pub message_timeout_ms: u64,
@@ -64,6 +73,8 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("enabled", &self.enabled)
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
+            .field("incident_topic", &self.incident_topic)
+            .field("messages", &self.messages)
             .field("message_timeout_ms", &self.message_timeout_ms)
             .field("options", &redacted(&self.options))
             .field("secret_env", &self.secret_env)
@@ -78,6 +89,8 @@ impl Default for KafkaSinkConfig {
             enabled: false,
             brokers: String::new(),
             topic: "anomalyd-alerts".to_owned(),
+            incident_topic: "anomalyd-incidents".to_owned(),
+            messages: Messages::Both,
             message_timeout_ms: 30_000,
             options: BTreeMap::new(),
             secret_env: BTreeMap::new(),
@@ -103,6 +116,8 @@ impl SinkTable for KafkaSinkConfig {
         "enabled",
         "brokers",
         "topic",
+        "incident_topic",
+        "messages",
         "message_timeout_ms",
         "options",
         "secret_env",
@@ -117,14 +132,20 @@ impl SinkTable for KafkaSinkConfig {
     }
 
     fn validate(&self, prefix: &str, problems: &mut Problems) {
-        problems.check(
-            is_valid_topic(&self.topic),
-            format!("{prefix}.topic"),
-            format!(
-                "`{}` is not a valid topic name; use 1-249 of [a-zA-Z0-9._-]",
-                self.topic
+        for (key, topic, needed) in [
+            ("topic", &self.topic, self.messages != Messages::Incidents),
+            (
+                "incident_topic",
+                &self.incident_topic,
+                self.messages != Messages::Alerts,
             ),
-        );
+        ] {
+            problems.check(
+                !needed || is_valid_topic(topic),
+                format!("{prefix}.{key}"),
+                format!("`{topic}` is not a valid topic name; use 1-249 of [a-zA-Z0-9._-]"),
+            );
+        }
         problems.check(
             self.message_timeout_ms >= 1,
             format!("{prefix}.message_timeout_ms"),
@@ -171,6 +192,7 @@ pub(crate) fn is_retryable(e: &KafkaError) -> bool {
 pub struct KafkaSink {
     producer: FutureProducer,
     topic: String,
+    incident_topic: String,
 }
 
 impl fmt::Debug for KafkaSink {
@@ -214,6 +236,7 @@ impl KafkaSink {
         Ok(Self {
             producer,
             topic: config.topic.clone(),
+            incident_topic: config.incident_topic.clone(),
         })
     }
 }
@@ -223,16 +246,28 @@ impl AlertSink for KafkaSink {
         NAME
     }
 
-    async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
+    async fn send(&self, batch: &[Notice]) -> Result<(), SinkError> {
         // Enqueue the whole batch first, then await the acknowledgements,
         // so the messages travel together instead of one round trip each.
         let mut pending = Vec::with_capacity(batch.len());
         let mut first_error = None;
-        for a in batch {
-            let payload = serde_json::to_vec(a)?;
-            let record = FutureRecord::to(&self.topic)
-                .key(a.fingerprint.as_bytes())
-                .payload(&payload);
+        for n in batch {
+            let (topic, kind, payload) = match n {
+                Notice::Alert(a) => (&self.topic, "alert", serde_json::to_vec::<SeriesAlert>(a)?),
+                Notice::Incident(i) => (
+                    &self.incident_topic,
+                    "incident",
+                    serde_json::to_vec::<Incident>(i)?,
+                ),
+            };
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "anomalyd-message",
+                value: Some(kind),
+            });
+            let record = FutureRecord::to(topic)
+                .key(n.key().as_bytes())
+                .payload(&payload)
+                .headers(headers);
             match self.producer.send_result(record) {
                 Ok(delivery) => pending.push(delivery),
                 Err((e, _)) => {

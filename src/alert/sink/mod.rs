@@ -1,18 +1,23 @@
 //! Alert sinks: where alert messages go, and how they get there.
 //!
 //! This module owns delivery. [`AlertSink`] is the small capability a
-//! destination implements (`send` a batch); [`SinkHandle`] runs one sink in
-//! its own task behind its own bounded queue, with retries, and [`Sinks`]
-//! fans every alert out to all of them. The pipeline calls
-//! [`Sinks::submit`], which never waits on a sink; at shutdown the app calls
-//! [`Sinks::shutdown`] with a deadline.
+//! destination implements (`send` a batch of [`Notice`]s: per-series
+//! alerts and incident notifications); [`SinkHandle`] runs one sink in its
+//! own task behind its own bounded queue, with retries, and [`Sinks`] fans
+//! every message out to the sinks that take its kind ([`Messages`]: the
+//! log and Kafka sinks take both by default, the webhook incidents, and
+//! Alertmanager alerts only). The notifier ([`crate::alert::notify`])
+//! calls [`Sinks::submit`], which never waits on a sink; at shutdown the
+//! app calls [`Sinks::shutdown`] with a deadline.
 //!
-//! Guarantee: every submitted alert is either delivered (counted in
-//! `anomalyd_alerts_delivered_total{sink,status}`) or given up with a reason
-//! (`anomalyd_alerts_dropped_total{sink,reason}` plus a rate-limited
-//! warning). Delivery is at least once: a batch retried after a partial
-//! failure may be seen twice; receivers de-duplicate by `fingerprint`,
-//! `status` and `ts`. Memory per sink is bounded by its queue capacity.
+//! Guarantee: every submitted message is either delivered (counted in
+//! `anomalyd_alerts_delivered_total{sink,status}`; an incident counts as
+//! `firing`, or `resolved` once resolved or merged) or given up with a
+//! reason (`anomalyd_alerts_dropped_total{sink,reason}` plus a
+//! rate-limited warning). Delivery is at least once: a batch retried after
+//! a partial failure may be seen twice; receivers de-duplicate alerts by
+//! `fingerprint`, `status` and `ts`, incidents by `id` and `revision`.
+//! Memory per sink is bounded by its queue capacity.
 //!
 //! The sinks themselves: [`log`], [`webhook`], [`alertmanager`], [`kafka`].
 //! What an alert says and when it is emitted is decided elsewhere
@@ -23,7 +28,7 @@ pub mod delivery;
 pub mod kafka;
 pub mod log;
 mod metrics;
-mod queue;
+pub(crate) mod queue;
 mod runner;
 pub mod secret;
 pub mod webhook;
@@ -37,8 +42,32 @@ pub use delivery::{DeliveryConfig, SinkSection, SinkTable};
 pub use metrics::SinkMetrics;
 pub use runner::{SinkHandle, SinkOptions, SinkStats, Sinks};
 
-use crate::alert::Alert;
+use crate::alert::{Notice, NoticeKind};
 use crate::config::Problems;
+
+/// Which messages a sink takes (`messages` in its table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Messages {
+    /// Per-series alerts and incident notifications.
+    #[default]
+    Both,
+    /// Per-series alerts only (as before incidents existed).
+    Alerts,
+    /// Incident notifications only: one message per incident update.
+    Incidents,
+}
+
+impl Messages {
+    /// Whether a sink set to this takes messages of `kind`.
+    pub fn takes(self, kind: NoticeKind) -> bool {
+        match self {
+            Self::Both => true,
+            Self::Alerts => kind == NoticeKind::Alert,
+            Self::Incidents => kind == NoticeKind::Incident,
+        }
+    }
+}
 
 /// A destination for alerts.
 ///
@@ -49,11 +78,12 @@ pub trait AlertSink: Send + Sync + 'static {
     /// from code, so the label set stays bounded.
     fn name(&self) -> &'static str;
 
-    /// Delivers a batch (oldest first, at most the configured batch size).
-    /// `Ok` means every alert of the batch was accepted. Errors say whether
-    /// a retry may help ([`SinkError::is_retryable`]). The future may be
-    /// dropped at any await point (shutdown deadline).
-    fn send(&self, batch: &[Alert]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Delivers a batch (oldest first, at most the configured batch size,
+    /// all of one kind: alerts or incident notifications). `Ok` means
+    /// every message of the batch was accepted. Errors say whether a retry
+    /// may help ([`SinkError::is_retryable`]). The future may be dropped
+    /// at any await point (shutdown deadline).
+    fn send(&self, batch: &[Notice]) -> impl Future<Output = Result<(), SinkError>> + Send;
 
     /// How often [`AlertSink::heartbeat`] runs while the sink is idle or
     /// between batches; `None` (the default) for never.
@@ -70,7 +100,7 @@ pub trait AlertSink: Send + Sync + 'static {
     /// Told about every alert the runner gave up on and why (already
     /// counted), so a sink that keeps state can forget it. May be called
     /// from the submitting thread: must be quick and must not block.
-    fn discarded(&self, _alert: &Alert, _reason: DropReason) {}
+    fn discarded(&self, _alert: &Notice, _reason: DropReason) {}
 }
 
 /// Why a sink gave up on an alert: the `reason` label of
@@ -346,11 +376,15 @@ impl Sinks {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Sinks, SinkBuildError> {
         let mut handles = Vec::new();
+        let with = |mut o: SinkOptions, messages: Messages| {
+            o.messages = messages;
+            o
+        };
         if config.log.enabled {
             let sink = log::LogSink;
             handles.push(SinkHandle::spawn(
                 sink,
-                config.log.options(),
+                with(config.log.options(), config.log.messages),
                 SinkMetrics::new(metrics, log::NAME),
             ));
         }
@@ -359,7 +393,7 @@ impl Sinks {
             let sink = webhook::WebhookSink::new(c, &format!("{prefix}.webhook"), env)?;
             handles.push(SinkHandle::spawn(
                 sink,
-                c.options(),
+                with(c.options(), c.messages),
                 SinkMetrics::new(metrics, webhook::NAME),
             ));
         }
@@ -372,14 +406,20 @@ impl Sinks {
                 env,
                 m.clone(),
             )?;
-            handles.push(SinkHandle::spawn(sink, c.options(), m));
+            // Alertmanager groups alerts itself, by their `incident`
+            // label among others.
+            handles.push(SinkHandle::spawn(
+                sink,
+                with(c.options(), Messages::Alerts),
+                m,
+            ));
         }
         if config.kafka.enabled {
             let c = &config.kafka;
             let sink = kafka::KafkaSink::new(c, &format!("{prefix}.kafka"), env)?;
             handles.push(SinkHandle::spawn(
                 sink,
-                c.options(),
+                with(c.options(), c.messages),
                 SinkMetrics::new(metrics, kafka::NAME),
             ));
         }

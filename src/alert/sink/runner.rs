@@ -17,8 +17,8 @@ use tracing::warn;
 
 use super::SinkMetrics;
 use super::queue::AlertQueue;
-use super::{AlertSink, DropReason, RetryConfig};
-use crate::alert::Alert;
+use super::{AlertSink, DropReason, Messages, RetryConfig};
+use crate::alert::Notice;
 use crate::telemetry::RateLimit;
 
 /// Queue and retry settings of one running sink.
@@ -34,6 +34,9 @@ pub struct SinkOptions {
     /// Seed of the jitter generator. `None` seeds from the process id and
     /// the clock, so replicas that fail together spread their retries.
     pub jitter_seed: Option<u64>,
+    /// Which messages the sink takes: per-series alerts, incident
+    /// notifications, or both ([`Sinks::submit`] routes by it).
+    pub messages: Messages,
 }
 
 impl Default for SinkOptions {
@@ -43,6 +46,7 @@ impl Default for SinkOptions {
             max_batch_alerts: 100,
             retry: RetryConfig::default(),
             jitter_seed: None,
+            messages: Messages::Both,
         }
     }
 }
@@ -77,7 +81,7 @@ struct State {
 
 /// The sink's [`AlertSink::discarded`], type-erased so the handle is not
 /// generic.
-type DiscardHook = Box<dyn Fn(&Alert, DropReason) + Send + Sync>;
+type DiscardHook = Box<dyn Fn(&Notice, DropReason) + Send + Sync>;
 
 /// State shared by the handle (submit side) and the runner task.
 struct Shared {
@@ -117,7 +121,7 @@ impl Shared {
     }
 
     /// Counts, logs and reports alerts given up for `reason`.
-    fn give_up(&self, alerts: &[Alert], reason: DropReason) {
+    fn give_up(&self, alerts: &[Notice], reason: DropReason) {
         if alerts.is_empty() {
             return;
         }
@@ -154,6 +158,8 @@ impl Shared {
 /// One running sink: the submit side of its queue and its task.
 pub struct SinkHandle {
     shared: Arc<Shared>,
+    /// The messages it takes.
+    messages: Messages,
     /// Hard stop: cancels the send or backoff in progress.
     abort: CancellationToken,
     task: JoinHandle<()>,
@@ -191,9 +197,11 @@ impl SinkHandle {
             on_discard: Box::new(move |a, r| discard_sink.discarded(a, r)),
         });
         let abort = CancellationToken::new();
+        let messages = options.messages;
         let task = tokio::spawn(run(sink, Arc::clone(&shared), options, abort.clone()));
         Self {
             shared,
+            messages,
             abort,
             task,
         }
@@ -204,10 +212,17 @@ impl SinkHandle {
         self.shared.name
     }
 
-    /// Queues `alert` for delivery without waiting. When the queue is full
-    /// the overflow policy gives up one alert (counted); after shutdown
-    /// began the alert is dropped with reason `shutdown`.
-    pub fn submit(&self, alert: Alert) {
+    /// The messages it takes.
+    pub fn messages(&self) -> Messages {
+        self.messages
+    }
+
+    /// Queues `alert` (a per-series alert or an incident notification)
+    /// for delivery without waiting, whatever the sink takes. When the
+    /// queue is full the overflow policy gives up one message (counted);
+    /// after shutdown began it is dropped with reason `shutdown`.
+    pub fn submit(&self, alert: impl Into<Notice>) {
+        let alert = alert.into();
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
         let evicted = {
             let mut st = self.shared.lock();
@@ -298,14 +313,18 @@ impl Sinks {
         self.handles.is_empty()
     }
 
-    /// Hands `alert` to every sink's queue; never waits.
-    pub fn submit(&self, alert: Alert) {
-        if let Some((last, rest)) = self.handles.split_last() {
-            for h in rest {
-                h.submit(alert.clone());
-            }
-            last.submit(alert);
+    /// Hands `alert` to the queue of every sink that takes its kind
+    /// (see [`Messages`]); never waits.
+    pub fn submit(&self, alert: impl Into<Notice>) {
+        let alert = alert.into();
+        let kind = alert.kind();
+        let mut takers = self.handles.iter().filter(|h| h.messages.takes(kind));
+        let Some(mut h) = takers.next() else { return };
+        for next in takers {
+            h.submit(alert.clone());
+            h = next;
         }
+        h.submit(alert);
     }
 
     /// Counters of every sink.
@@ -454,7 +473,7 @@ async fn beat<S: AlertSink>(sink: &S, shared: &Shared, abort: &CancellationToken
 async fn deliver<S: AlertSink>(
     sink: &S,
     shared: &Shared,
-    batch: Vec<Alert>,
+    batch: Vec<Notice>,
     retry: &RetryConfig,
     abort: &CancellationToken,
     jitter: &mut Jitter,
@@ -506,7 +525,7 @@ async fn deliver<S: AlertSink>(
     match outcome {
         Ok(()) => {
             for a in &batch {
-                shared.metrics.delivered(a.status).inc();
+                shared.metrics.delivered(a.status()).inc();
             }
             shared
                 .delivered
@@ -548,14 +567,14 @@ mod tests {
         fn name(&self) -> &'static str {
             "flaky"
         }
-        async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
+        async fn send(&self, batch: &[Notice]) -> Result<(), SinkError> {
             if self.calls.fetch_add(1, Ordering::SeqCst) < self.fail {
                 return Err(SinkError::Unavailable("down".into()));
             }
             self.got
                 .lock()
                 .unwrap()
-                .extend(batch.iter().map(|a| a.value));
+                .extend(batch.iter().filter_map(|a| Some(a.as_alert()?.value)));
             Ok(())
         }
     }
@@ -572,6 +591,7 @@ mod tests {
                 max_attempts,
             },
             jitter_seed: Some(7),
+            messages: Messages::Both,
         }
     }
 

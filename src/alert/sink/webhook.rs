@@ -3,14 +3,19 @@
 //! This module owns the webhook body and its HTTP exchange. The body is
 //!
 //! ```json
-//! {"version": 1, "alerts": [ <Alert>, ... ]}
+//! {"version": 1, "alerts": [ <Alert>, ... ], "incidents": [ <Incident>, ... ]}
 //! ```
 //!
-//! where each `<Alert>` is [`crate::alert::Alert`] serialised as is (the
-//! same JSON as the Kafka sink's message value). Non-finite numbers are
-//! written as `null`. `version` changes only if the envelope changes
-//! incompatibly. Any 2xx answer is success; 408, 429, 5xx and transport
-//! errors are retried; other answers drop the batch (reason `rejected`).
+//! where each `<Alert>` is a [`crate::alert::SeriesAlert`] and each
+//! `<Incident>` an [`crate::alert::Incident`] notification, serialised as
+//! is (the same JSON as the Kafka sink's message values). One POST carries
+//! one kind; the other list is empty. By default (`messages =
+//! "incidents"`) the webhook gets incident notifications only: a receiver
+//! that pages gets one message per incident update, not one per series
+//! (`messages = "both"` or `"alerts"` adds or keeps the per-series
+//! alerts). `version` changes only if the envelope changes incompatibly.
+//! Any 2xx answer is success; 408, 429, 5xx and transport errors are
+//! retried; other answers drop the batch (reason `rejected`).
 
 use std::time::Duration;
 
@@ -19,8 +24,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::secret::AuthConfig;
-use super::{AlertSink, SinkBuildError, SinkError, SinkTable, http_client, validate_url};
-use crate::alert::Alert;
+use super::{AlertSink, Messages, SinkBuildError, SinkError, SinkTable, http_client, validate_url};
+use crate::alert::Notice;
 use crate::config::Problems;
 
 /// The `sink` label of this sink.
@@ -31,11 +36,14 @@ pub const BODY_VERSION: u32 = 1;
 
 /// The JSON body of one POST.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct WebhookBody<A> {
+pub struct WebhookBody<A, I> {
     /// Envelope version, [`BODY_VERSION`].
     pub version: u32,
-    /// The alerts, oldest first.
+    /// Per-series alerts, oldest first.
     pub alerts: A,
+    /// Incident notifications, oldest first.
+    #[serde(default)]
+    pub incidents: I,
 }
 
 /// The `[sinks.webhook]` section.
@@ -50,6 +58,9 @@ pub struct WebhookSinkConfig {
     pub timeout_ms: u64,
     /// Optional auth header; the token comes from an env var or a file.
     pub auth: AuthConfig,
+    /// `incidents` (default: one message per incident update), `alerts`
+    /// (one per series) or `both`.
+    pub messages: Messages,
 }
 
 impl Default for WebhookSinkConfig {
@@ -59,6 +70,7 @@ impl Default for WebhookSinkConfig {
             url: String::new(),
             timeout_ms: 10_000,
             auth: AuthConfig::default(),
+            messages: Messages::Incidents,
         }
     }
 }
@@ -70,6 +82,7 @@ impl SinkTable for WebhookSinkConfig {
         "url",
         "timeout_ms",
         "auth",
+        "messages",
         "queue_capacity",
         "max_batch_alerts",
         "retry",
@@ -131,10 +144,13 @@ impl AlertSink for WebhookSink {
         NAME
     }
 
-    async fn send(&self, batch: &[Alert]) -> Result<(), SinkError> {
+    async fn send(&self, batch: &[Notice]) -> Result<(), SinkError> {
+        let alerts: Vec<_> = batch.iter().filter_map(Notice::as_alert).collect();
+        let incidents: Vec<_> = batch.iter().filter_map(Notice::as_incident).collect();
         let body = serde_json::to_vec(&WebhookBody {
             version: BODY_VERSION,
-            alerts: batch,
+            alerts,
+            incidents,
         })?;
         let mut req = self
             .client

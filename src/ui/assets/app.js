@@ -9,17 +9,39 @@
   const SVG_NS = "http://www.w3.org/2000/svg";
   let refreshes = 0;
 
-  // Numbers as the server prints them (page.rs: number).
-  function num(v) {
+  // Quantities as the server prints them (units.rs: Unit::format): three
+  // significant digits and the unit's SI prefix, from the row's
+  // unit_symbol and unit_prefixes.
+  const PREFIX = { "-12": "p", "-9": "n", "-6": "µ", "-3": "m", "0": "", "3": "k", "6": "M", "9": "G", "12": "T", "15": "P" };
+  function qty(v, r) {
     if (typeof v !== "number" || !isFinite(v) || Math.abs(v) >= 1e300) {
       return v < 0 ? "−∞" : "∞";
     }
-    if (v === 0) return "0";
+    const symbol = r.unit_symbol || "";
+    const join = (n, p) => (p === "" && symbol === "" ? n : n + " " + p + symbol);
     const a = Math.abs(v);
-    if (a < 1e-3 || a >= 1e6) return v.toExponential(3).replace("e+", "e");
-    let s = v.toFixed(Math.max(0, 4 - Math.floor(Math.log10(a))));
+    if (a === 0) return join("0", "");
+    const range = r.unit_prefixes === "both" ? [-12, 15] : r.unit_prefixes === "none" ? [0, 0] : [0, 15];
+    const expOf = (x) => Math.min(Math.max(Math.floor(Math.floor(Math.log10(x)) / 3) * 3, range[0]), range[1]);
+    const roundSig = (x) => {
+      const mag = Math.pow(10, Math.floor(Math.log10(x)) - 2);
+      return Math.round(x / mag) * mag;
+    };
+    let e = expOf(a);
+    let m = v / Math.pow(10, e);
+    if (roundSig(Math.abs(m)) >= 1000 && expOf(a * 1000) > e) {
+      e += 3;
+      m = v / Math.pow(10, e);
+    }
+    const am = Math.abs(m);
+    if (am < 1e-3 || am >= 1e6) {
+      let [mant, exp] = v.toExponential(2).split("e");
+      if (mant.includes(".")) mant = mant.replace(/0+$/, "").replace(/\.$/, "");
+      return join(mant + "e" + exp.replace("+", ""), "");
+    }
+    let s = m.toFixed(Math.max(0, 2 - Math.floor(Math.log10(am))));
     if (s.includes(".")) s = s.replace(/0+$/, "").replace(/\.$/, "");
-    return s;
+    return join(s, PREFIX[String(e)]);
   }
   // Text from data as the server shows it (chart.rs: escape): control,
   // bidirectional-formatting and zero-width characters become visible
@@ -36,6 +58,17 @@
   function when(iso) {
     return typeof iso === "string" ? iso.slice(0, 19).replace("T", " ") : "";
   }
+  // A duration in one unit (incident.rs: duration_text).
+  function duration(ms) {
+    const s = Math.max(0, ms) / 1000;
+    if (s < 60) return s.toFixed(0) + " s";
+    if (s < 3600) return (s / 60).toFixed(0) + " min";
+    if (s < 48 * 3600) return (s / 3600).toFixed(1) + " h";
+    return (s / 86400).toFixed(1) + " d";
+  }
+  function between(from, to) {
+    return Date.parse(to) - Date.parse(from);
+  }
   function el(tag, className, text) {
     const e = document.createElement(tag);
     if (className) e.className = className;
@@ -47,12 +80,35 @@
     a.href = href;
     return a;
   }
-  // The state badge (page.rs: state_badge).
+  // The state badge, in the API's words (page.rs: state_badge).
   function badge(r) {
     const sev = r.severity || "";
-    if (r.state === "firing") return el("span", "badge firing " + sev, sev);
-    if (r.state === "recent") return el("span", "badge recent " + sev, "resolved");
-    return el("span", "badge quiet", r.warming ? "warm-up" : "ok");
+    if (r.state === "firing") return el("span", "badge firing " + sev, "firing · " + sev);
+    if (r.state === "recent") return el("span", "badge recent " + sev, "recent · " + sev);
+    return el("span", "badge quiet", r.warming ? "quiet · warming" : "quiet");
+  }
+  // The since cell: start, and how long (page.rs: since_cell).
+  function since(r) {
+    if (!r.since) return ["—", ""];
+    let how = "";
+    if (r.state === "firing") how = "for " + duration(between(r.since, r.ts));
+    else if (r.ended_at) {
+      how = "lasted " + duration(between(r.since, r.ended_at));
+      if (r.resolution) how += ", " + r.resolution;
+    }
+    return [when(r.since), how];
+  }
+  function sinceCell(r) {
+    const [start, how] = since(r);
+    const td = el("td", "since", start);
+    td.append(el("span", "sub", how));
+    return td;
+  }
+  function chip(k, v) {
+    const text = visible(k) + "=" + visible(v);
+    const a = link(filterHref(k, v), text, "chip");
+    a.title = text;
+    return a;
   }
   function setLive(ok) {
     const live = document.getElementById("updated");
@@ -95,25 +151,74 @@
     state.append(badge(r));
     const name = el("td", "name");
     name.append(link("/series/" + encodeURIComponent(r.fingerprint), r.rate ? "rate(" + visible(r.name) + ")" : visible(r.name)));
-    const labels = el("td", "labels");
+    const labels = el("div", "labels");
     for (const [k, v] of Object.entries(r.labels)) {
-      labels.append(link(filterHref(k, v), visible(k) + "=" + visible(v), "chip"), " ");
+      labels.append(chip(k, v), " ");
     }
+    name.append(labels);
+    const value = el("td", "num value", qty(r.value, r));
+    value.append(el("span", "sub", "at " + when(r.ts).slice(11)));
     tr.append(
       state,
       name,
-      labels,
-      el("td", "num", num(r.value)),
-      el("td", "num", num(r.expected)),
-      el("td", "num band", "[" + num(r.lower) + ", " + num(r.upper) + "]"),
+      el("td", "reason", r.reason || "—"),
+      sinceCell(r),
+      value,
+      el("td", "num", qty(r.expected, r)),
+      el("td", "num band", "[" + qty(r.lower, r) + ", " + qty(r.upper, r) + "]"),
       el("td", "num score", r.score.toFixed(3)),
-      el("td", "num", r.peak_score.toFixed(3)),
-      el("td", "time", when(r.ts))
+      el("td", "num peak", r.alert_peak_score === null ? "—" : r.alert_peak_score.toFixed(3))
+    );
+    return tr;
+  }
+  // One incident (page.rs: incident_row).
+  function incidentRow(i) {
+    const tr = el("tr", "incident status-" + i.status);
+    tr.dataset.incident = i.id;
+    const state = el("td", "state");
+    state.append(el("span", "badge incident " + i.status + " " + i.severity, i.status + " · " + i.severity));
+    const where = el("td", "where");
+    if (i.scope === "fleet") {
+      where.append(el("strong", "", "fleet-wide"), " · " + i.groups + " groups ");
+    } else if (Object.keys(i.group).length === 0) {
+      where.append("one series ");
+    } else {
+      for (const [k, v] of Object.entries(i.group)) where.append(chip(k, v), " ");
+    }
+    where.append(el("span", "sub", i.id));
+    const members = el("td", "members");
+    members.append(el("span", "count", i.members_total + " series, " + i.firing + " firing"));
+    for (const m of i.members.slice(0, 3)) {
+      members.append(link("/series/" + encodeURIComponent(m.fingerprint), m.series, "member status-" + m.status));
+    }
+    if (i.members_total > 3) members.append(el("span", "sub", "and " + (i.members_total - 3) + " more"));
+    const top = i.members[0];
+    let how = "";
+    if (i.status === "firing") how = "for " + duration(between(i.started_at, i.updated_at));
+    else if (i.ended_at) how = "lasted " + duration(between(i.started_at, i.ended_at));
+    const sinceTd = el("td", "since", when(i.started_at));
+    sinceTd.append(el("span", "sub", how));
+    tr.append(
+      state,
+      where,
+      members,
+      el("td", "reason", top ? top.reason : "—"),
+      sinceTd,
+      el("td", "num peak", top ? top.peak_score.toFixed(3) : "—")
     );
     return tr;
   }
   async function refreshIndex() {
     const list = await getJson(body.dataset.api);
+    // Every open incident, then the newest closed ones (page.rs:
+    // CLOSED_SHOWN).
+    const open = list.incidents.filter((i) => i.status === "firing").length;
+    const shown = open + Math.min(5, list.incidents.length - open);
+    document.getElementById("incident-rows").replaceChildren(...list.incidents.slice(0, shown).map(incidentRow));
+    const more = document.getElementById("incidents-more");
+    more.hidden = list.incidents.length === shown;
+    more.firstChild.textContent = (list.incidents.length - shown) + " older incidents of the last " + list.history_minutes + " min are in ";
+    document.getElementById("incidents-empty").hidden = list.incidents.length > 0;
     document.getElementById("rows").replaceChildren(...list.series.map(row));
     document.getElementById("empty").hidden = list.series.length > 0;
     document.getElementById("count").textContent =
@@ -129,9 +234,6 @@
   function chartSvg() {
     return document.querySelector("#chart svg");
   }
-  function unit(d) {
-    return d.unit ? " " + d.unit : "";
-  }
   function updateStats(d) {
     const set = (id, text) => {
       const e = document.getElementById("stat-" + id);
@@ -139,10 +241,14 @@
     };
     const state = document.getElementById("stat-state");
     if (state) state.replaceChildren(badge(d));
-    set("value", num(d.value) + unit(d));
-    set("expected", num(d.expected) + unit(d));
-    set("band", "[" + num(d.lower) + ", " + num(d.upper) + "]");
-    set("score", d.score.toFixed(3) + " (peak " + d.peak_score.toFixed(3) + ")");
+    const [start, how] = since(d);
+    set("reason", d.reason || "—");
+    set("since", how ? start + " · " + how : start);
+    set("value", qty(d.value, d));
+    set("expected", qty(d.expected, d));
+    set("band", "[" + qty(d.lower, d) + ", " + qty(d.upper, d) + "]");
+    set("score", d.score.toFixed(3));
+    set("peak", d.alert_peak_score === null ? "—" : d.alert_peak_score.toFixed(3));
     set("ts", when(d.ts));
     set("points", String(d.points));
     const rows = d.alerts.slice().reverse().map((a) => {
@@ -151,12 +257,20 @@
       sev.append(el("span", "badge firing " + a.severity, a.severity));
       tr.append(
         sev,
+        el("td", "", a.stuck ? "stuck (repeated value)" : "value"),
         el("td", "", when(a.from)),
         el("td", "", a.ongoing ? "ongoing" : when(a.to)),
         el("td", "num", a.peak_score.toFixed(3))
       );
       return tr;
     });
+    if (rows.length === 0) {
+      const tr = el("tr", "empty");
+      const td = el("td", "", "No alert in the chart's window.");
+      td.colSpan = 5;
+      tr.append(td);
+      rows.push(tr);
+    }
     document.querySelector("#alerts tbody").replaceChildren(...rows);
   }
   function nearest(samples, t) {
@@ -196,10 +310,11 @@
       x1: px, x2: px, y1: top, y2: bottom, stroke: "#111827", "stroke-width": 1, "stroke-dasharray": "2 2",
     });
     mark(svg, "circle", "cursor-dot", { cx: px, cy: py, r: 4, fill: "#111827" });
-    let text = when(new Date(p.ts_ms).toISOString()) + " UTC · value " + num(p.value) + unit(detail) +
-      " · expected " + num(p.expected) + " · band [" + num(p.lower) + ", " + num(p.upper) + "]" +
+    let text = when(new Date(p.ts_ms).toISOString()) + " UTC · value " + qty(p.value, detail) +
+      " · expected " + qty(p.expected, detail) + " · band [" + qty(p.lower, detail) + ", " + qty(p.upper, detail) + "]" +
       " · score " + p.score.toFixed(3);
-    if (p.alert) text += " · " + p.alert + " alert";
+    if (p.alert && p.stuck) text += " · stuck alert (the value repeats; " + p.alert + ")";
+    else if (p.alert) text += " · " + p.alert + " alert";
     if (p.warming) text += " · warm-up";
     readout.textContent = text;
     readout.dataset.ts = String(p.ts_ms);
