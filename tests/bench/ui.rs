@@ -79,7 +79,6 @@ fn memory_child(n: usize) {
     let d = Decision {
         score: 0.1,
         onset: 0.1,
-        new_normal: false,
         expected: 1.0,
         lower: 0.5,
         upper: 1.5,
@@ -127,7 +126,6 @@ fn record_ns(n: usize) -> f64 {
                     let d = Decision {
                         score,
                         onset: score,
-                        new_normal: false,
                         expected: 1.0,
                         lower: 0.5,
                         upper: 1.5,
