@@ -109,7 +109,11 @@ if [[ -n $asd_dir && -f $asd_dir/labels-asd.json && -f $score_servers ]]; then
         log "$p on $asd_dir/test"
         "$here/peers/run.sh" "$p" "$asd_dir/test" "$out/asd/$p" >&2
     done
-    dets=(--det anomalyd)
+    # anomalyd's onset scores judged as the peers' are (threshold chosen on
+    # the other servers, at the same false-alarm budget): the comparison at
+    # equal false alarms, beside its own alerts.
+    ln -sfn anomalyd "$out/asd/onset-scores"
+    dets=(--det anomalyd --det onset-scores)
     for p in $peers; do dets+=(--det "$p"); done
     echo
     echo "## Shared servers ($asd_dir)"

@@ -42,7 +42,7 @@ def pages(out):
         return None
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return sum(1 for r in rows if r.get("kind", r.get("status", "")) in ("opened", "firing", "open"))
+    return sum(1 for r in rows if r.get("opens") == "1")
 
 
 def main(argv=None):
