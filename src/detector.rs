@@ -119,7 +119,7 @@ impl DetectorConfig {
         let json = serde_json::to_vec(self)
             .expect("a config of plain numbers, enums and bools serialises");
         let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-        h.update(b"anomalyd.detector.v4\xff");
+        h.update(b"anomalyd.detector.v3\xff");
         h.update(&json);
         h.digest()
     }

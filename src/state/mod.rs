@@ -49,7 +49,7 @@ use crate::event::SeriesKey;
 /// (every record written before counters were learned as rates, and every
 /// gauge's) read as a series learned from its raw values, which is what
 /// they are; readers that predate the trailer ignore it.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Which store keeps the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,13 +9,11 @@
 //! the values, so the forecast follows the series). The level channel goes
 //! on measuring against the level before the episode, so a level shift or
 //! a drift holds its one alert until the series is back, or until it is
-//! the new normal (a series too young for the level channel is measured
-//! against what it was expected to be at the onset, the header's
-//! `EPISODE_EXPECTED`); the band after the episode is the band before it; and
+//! the new normal; the band after the episode is the band before it; and
 //! the return, the forecast's echo of the change, is no new onset (see
 //! [`super::echo`]).
 
-use super::{Observation, header};
+use super::header;
 
 /// What an event does to the series' episode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -124,25 +122,19 @@ impl Episodes {
         matches!(phase, Phase::Started | Phase::Ongoing | Phase::Returned)
     }
 
-    /// Applies `phase` to header `h` after the event `obs` of `surprise`.
+    /// Applies `phase` to header `h` after an event of `surprise` at
+    /// `ts_ms`.
     #[inline]
-    pub fn apply(
-        &self,
-        h: &mut [f64],
-        phase: Phase,
-        surprise: &EpisodeSurprise,
-        obs: &Observation,
-    ) {
+    pub fn apply(&self, h: &mut [f64], phase: Phase, surprise: &EpisodeSurprise, ts_ms: i64) {
         match phase {
             Phase::Quiet => {}
             Phase::Started => {
-                h[header::EPISODE_EXPECTED] = obs.expected;
                 h[header::EPISODE] = if surprise.raised_by_value {
                     RAISED_BY_VALUE
                 } else {
                     RAISED_BY_EVIDENCE
                 };
-                h[header::EPISODE_MS] = obs.ts_ms as f64;
+                h[header::EPISODE_MS] = ts_ms as f64;
                 h[header::QUIET] = 0.0;
             }
             Phase::Ongoing => {
@@ -156,7 +148,6 @@ impl Episodes {
                 h[header::EPISODE] = 0.0;
                 h[header::EPISODE_MS] = 0.0;
                 h[header::QUIET] = 0.0;
-                h[header::EPISODE_EXPECTED] = 0.0;
             }
         }
     }

@@ -104,12 +104,8 @@ pub(crate) mod header {
     /// Events learned, exponentially weighted over the jumps' memory (see
     /// [`super::distribution`]).
     pub const JUMP_EVENTS: usize = 7;
-    /// What the series was expected to be at the episode's onset: where a
-    /// series whose level channel does not speak yet (younger than its
-    /// season) is normally, while an episode its value raised lasts.
-    pub const EPISODE_EXPECTED: usize = 8;
     /// Length of the header.
-    pub const LEN: usize = 9;
+    pub const LEN: usize = 8;
 }
 
 /// Which channel gave an event its score (see the module docs).
@@ -421,31 +417,23 @@ impl Thresholds {
     /// levels at the alert's surprise), when the forecast follows a level the
     /// series is not normally at, during an episode or where the level
     /// channel would fire at the forecast itself; `None` when the forecast
-    /// stands. Where no level channel speaks (a series younger than the
-    /// level's season, or the channel is off), an episode raised by the
-    /// value is measured against what the series was expected to be at its
-    /// onset: the plateau stays the anomaly and the return is the series
-    /// back, not a second change.
+    /// stands (or no channel judges levels).
     #[inline]
     pub fn normal_expectation(&self, state: &ThresholdState, obs: &Observation) -> Option<f64> {
         let s = &state.slab;
         let ev = self.event(s, obs);
         let l = self.echo.alert_surprise;
-        let in_episode = s[header::EPISODE] > 0.0;
-        let level = self
+        let p = self
             .channels
             .iter()
-            .find(|p| p.channel.reason() == Reason::Level)
-            .and_then(|p| Some((p, p.channel.normal_level(p.slots(s), &ev, l)?)));
-        let Some((p, (lo, hi))) = level else {
-            return (in_episode && Episodes::raised_by_value(s))
-                .then_some(s[header::EPISODE_EXPECTED]);
-        };
+            .find(|p| p.channel.reason() == Reason::Level)?;
+        let (lo, hi) = p.channel.normal_level(p.slots(s), &ev, l)?;
         let inside = |(a, b): (f64, f64), x: f64| a < x && x < b;
         let e = obs.expected;
         if inside((lo, hi), e) || lo >= hi || lo.is_nan() || hi.is_nan() {
             return None;
         }
+        let in_episode = s[header::EPISODE] > 0.0;
         let fires_at_forecast = p
             .channel
             .normal_values(p.slots(s), &ev, l)
@@ -579,7 +567,8 @@ impl Thresholds {
                 p.channel.episode_over(p.slots_mut(s));
             }
         }
-        self.episodes.apply(s, scored.phase, &scored.episode, obs);
+        self.episodes
+            .apply(s, scored.phase, &scored.episode, obs.ts_ms);
         if s[header::EVENTS] < 1.0 {
             s[header::FIRST_MS] = obs.ts_ms as f64;
         }
