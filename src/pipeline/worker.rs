@@ -40,14 +40,20 @@ use tokio::sync::mpsc;
 use super::tap::{NO_SLOT, Slot, Tap, TapBatch};
 use super::{BarrierKind, Work};
 use crate::alert::lifecycle::{AlertRule, Lifecycle};
-use crate::alert::{EmittedCounters, SeriesAlert, ValueKind};
-use crate::counter::{Classifier, Kind, RateState, SeriesValue, Step};
-use crate::detector::{Detector, DetectorState, Skipped};
+use crate::alert::{EmittedCounters, SeriesAlert};
+use crate::counter::{Classifier, SeriesValue};
+use crate::detector::{Detector, Skipped};
 use crate::event::{Event, SeriesKey};
 use crate::history::{self, Loaded, Loader, Outcome, Reply};
 use crate::state::{SeriesSnapshot, SnapshotRecord, SourcePartition};
-use crate::telemetry::metrics::{Metrics, SeriesSample};
+use crate::telemetry::metrics::Metrics;
 use prometheus::local::{LocalHistogram, LocalIntCounter};
+
+mod entry;
+mod scoring;
+
+use entry::{Entry, Leaving, encode, flag};
+use scoring::{Scoring, wall_ms};
 
 /// `anomalyd_events_skipped_total` reason of an event older than its
 /// series' latest from the same partition.
@@ -124,102 +130,6 @@ impl WorkerReport {
     }
 }
 
-/// Bits of [`Entry::flags`].
-mod flag {
-    /// Changed since its last snapshot.
-    pub const DIRTY: u8 = 1;
-    /// A snapshot holds a record of it in `partition` (it was saved there,
-    /// or restored from there): leaving the partition must delete that
-    /// record. Series that never reached a store (a burst of new series
-    /// evicted at the cap) need no deletion.
-    pub const STORED: u8 = 2;
-    /// Its history is loading: its events are held in the shard's
-    /// `loading` map, and it is never evicted meanwhile.
-    pub const LOADING: u8 = 4;
-}
-
-/// Per-series entry of the shard's map: 128 bytes (the value rule added
-/// 16: a counter's previous sample; its kind and the loading bit fit in
-/// bytes that were padding; the out-of-order check 8: the latest event
-/// time).
-struct Entry {
-    detector: DetectorState,
-    lifecycle: Lifecycle,
-    /// A counter's previous sample (unused by a series of raw values).
-    rate: RateState,
-    /// How samples become values.
-    kind: Kind,
-    /// Partition of the latest event: where the series goes on a revoke.
-    partition: SourcePartition,
-    /// Seconds since the shard started when the last event arrived (u32 is
-    /// 136 years; cheaper than an `Instant` per series). Drives the idle TTL.
-    last_seen: u32,
-    /// The shard's logical clock when the series was last touched: orders
-    /// series for eviction at the cap. Seconds are too coarse for that: in
-    /// a burst every series shares the same second, and eviction would then
-    /// drop established series as readily as the burst's new ones.
-    touched: u64,
-    /// [`flag`] bits.
-    flags: u8,
-    /// The series' slot in the tap ([`NO_SLOT`] when it has none): one
-    /// array index per event instead of a map probe. Two bytes, which fit
-    /// in this struct's padding.
-    tap_slot: Slot,
-    /// Event time of the latest event taken: an older one from the same
-    /// partition is out of order and dropped (a store refuses it too;
-    /// learning it would teach the calendar features time running
-    /// backwards). Not snapshotted: a restored series takes whatever comes
-    /// first.
-    last_ts: i64,
-}
-
-impl Entry {
-    /// A series first seen now, learned as `kind`, with `flags`.
-    fn new(
-        detector: DetectorState,
-        lifecycle: Lifecycle,
-        value: SeriesValue,
-        partition: SourcePartition,
-        last_seen: u32,
-        touched: u64,
-        flags: u8,
-    ) -> Self {
-        Self {
-            detector,
-            lifecycle,
-            rate: value.rate,
-            kind: value.kind,
-            partition,
-            last_seen,
-            touched,
-            flags,
-            tap_slot: NO_SLOT,
-            last_ts: i64::MIN,
-        }
-    }
-
-    fn is(&self, f: u8) -> bool {
-        self.flags & f != 0
-    }
-
-    fn set(&mut self, f: u8, on: bool) {
-        if on {
-            self.flags |= f;
-        } else {
-            self.flags &= !f;
-        }
-    }
-
-    /// The value rule and its state, as snapshots and [`history::learn`]
-    /// take them.
-    fn value(&self) -> SeriesValue {
-        SeriesValue {
-            kind: self.kind,
-            rate: self.rate,
-        }
-    }
-}
-
 /// A series whose history is on its way.
 struct Loading {
     /// The request's number (see [`Loaded::id`]).
@@ -291,33 +201,6 @@ struct Shard<T: Tap> {
     requests: u64,
 }
 
-/// What must forget a series when it leaves the shard, besides the map:
-/// borrowed beside the map so that a `retain` over it can call
-/// [`Leaving::leave`].
-struct Leaving<'a> {
-    metrics: &'a Metrics,
-    left: &'a mut Vec<(SourcePartition, u64)>,
-    tap_gone: &'a mut Vec<(Slot, u64)>,
-}
-
-impl Leaving<'_> {
-    /// The one way out of the shard (evicted at the cap, idle, or handed
-    /// over with its partition), called for an entry just taken out of the
-    /// map: its per-series gauges go, an incremental store deletes its
-    /// record in its partition (unless the same snapshot saves it there
-    /// again, see [`Shard::deletions`]), and the tap drops it.
-    fn leave(&mut self, key: &SeriesKey, e: &Entry) {
-        // Frees the per-series gauge slot (a no-op when disabled).
-        self.metrics.forget_series(key);
-        if e.is(flag::STORED) {
-            self.left.push((e.partition, key.fingerprint()));
-        }
-        if e.tap_slot != NO_SLOT {
-            self.tap_gone.push((e.tap_slot, key.fingerprint()));
-        }
-    }
-}
-
 /// The shard thread's main loop: runs until the queue closes. `wake`
 /// reaches this shard's own queue (weakly, so the queue still closes when
 /// the pipeline drops its senders): the history loader nudges the shard
@@ -357,109 +240,6 @@ pub(super) fn run<T: Tap>(
     s.series.clear();
     s.publish_series_count();
     tracing::debug!(shard, series = held, "Shard stopped.");
-}
-
-/// Wall-clock time in Unix milliseconds (read once per batch).
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The per-event path for one batch: what its events share.
-struct Scoring<'a, B> {
-    core: &'a Core,
-    emitted: &'a EmittedCounters,
-    /// The batch's wall clock (Unix ms), against which an event's age is
-    /// measured.
-    now_ms: i64,
-    /// The tap's view for this batch, if there is a tap.
-    tap: Option<B>,
-    tally: Tally,
-}
-
-impl<B: TapBatch> Scoring<'_, B> {
-    /// One live event of series `key`: value rule, score and learn, then
-    /// (unless too old) the alert lifecycle, then the tap.
-    #[inline]
-    fn observe(&mut self, key: &SeriesKey, e: &mut Entry, ts_ms: i64, raw: f64) {
-        let core = self.core;
-        let m = &core.metrics;
-        let value = match e.rate.apply(e.kind, ts_ms, raw) {
-            Step::Value(v) => v,
-            step => {
-                if let Some(reason) = step.skip_reason() {
-                    m.event_skipped(reason);
-                }
-                return;
-            }
-        };
-        // Scores the event with the model as it was, then trains on it.
-        match core.detector.observe(&mut e.detector, ts_ms, value) {
-            Ok(decision) => {
-                self.tally.processed += 1;
-                if m.per_series_enabled() {
-                    let sample = SeriesSample {
-                        value,
-                        expected: decision.expected,
-                        lower: decision.lower,
-                        upper: decision.upper,
-                        score: decision.score,
-                    };
-                    m.observe_series(key, &sample);
-                }
-                let too_old = core
-                    .options
-                    .max_event_age_ms
-                    .is_some_and(|max| self.now_ms.saturating_sub(ts_ms) > max);
-                let transition = if too_old {
-                    // Learned above; the past does not page.
-                    self.tally.too_old += 1;
-                    None
-                } else {
-                    e.lifecycle.step(&core.rule, ts_ms, value, &decision)
-                };
-                if let Some(t) = &transition {
-                    let alert = crate::alert::lifecycle::build_alert(
-                        key,
-                        t,
-                        ts_ms,
-                        value,
-                        &decision,
-                        e.lifecycle.peak_score(),
-                        &core.rule,
-                        core.detector.model_name(),
-                    );
-                    let kind = match e.kind {
-                        Kind::Rate => ValueKind::Rate,
-                        Kind::Value => ValueKind::Value,
-                    };
-                    self.emitted.emitted(alert.status, alert.severity);
-                    core.alerts.hand_off(SeriesAlert::new(alert, kind));
-                }
-                if let Some(tap) = self.tap.as_mut() {
-                    tap.record(
-                        &mut e.tap_slot,
-                        key,
-                        ts_ms,
-                        value,
-                        &decision,
-                        &e.lifecycle,
-                        transition.as_ref(),
-                        e.kind,
-                    );
-                }
-            }
-            Err(skipped) => {
-                m.event_skipped(skipped.reason());
-                if skipped == Skipped::IncompatibleState {
-                    // Restored under another model shape: start over so
-                    // the series' next events are scored again.
-                    e.detector = core.detector.new_state();
-                }
-            }
-        }
-    }
 }
 
 impl<T: Tap> Shard<T> {
@@ -988,24 +768,12 @@ impl<T: Tap> Shard<T> {
     }
 }
 
-fn encode(key: &SeriesKey, e: &Entry, report: &mut WorkerReport) {
-    match crate::state::encode_series_value(key, &e.detector, &e.lifecycle, &e.value()) {
-        Ok(bytes) => report.records.push(SnapshotRecord {
-            partition: e.partition,
-            fingerprint: key.fingerprint(),
-            bytes,
-        }),
-        Err(err) => {
-            report.encode_failures += 1;
-            tracing::error!(series = %key, error = %err, "Failed to encode series state; it will relearn after a restart.");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::ValueKind;
     use crate::alert::lifecycle::AlertRuleConfig;
+    use crate::counter::Kind;
     use crate::detector::DetectorConfig;
     use crate::telemetry::metrics::MetricsConfig;
 

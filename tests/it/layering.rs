@@ -421,3 +421,31 @@ fn the_reader_sees_paths_and_skips_comments_strings_and_tests() {
     assert!(knots(&g).is_empty(), "{g:?}");
     assert!(!g.get("b").is_some_and(|e| e.contains_key("a")), "{g:?}");
 }
+
+/// Lines of production code a source file may hold before its tests
+/// (issue 18: a file a reader can hold in mind; split it when it grows).
+const MAX_LINES_BEFORE_TESTS: usize = 800;
+
+/// The lines of `text` before its first `#[cfg(test)]` item.
+fn lines_before_tests(text: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start() == "#[cfg(test)]")
+        .unwrap_or_else(|| text.lines().count())
+}
+
+#[test]
+fn no_source_file_is_over_800_lines_before_its_tests() {
+    assert_eq!(lines_before_tests("a\nb\n#[cfg(test)]\nmod tests {}\n"), 2);
+    assert_eq!(lines_before_tests("a\nb\nc\n"), 3);
+    let long: Vec<String> = sources()
+        .into_iter()
+        .map(|(file, text)| (file, lines_before_tests(&text)))
+        .filter(|&(_, n)| n > MAX_LINES_BEFORE_TESTS)
+        .map(|(file, n)| format!("src/{file}: {n}"))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "source files over {MAX_LINES_BEFORE_TESTS} lines before their tests (split them):\n{}",
+        long.join("\n")
+    );
+}
