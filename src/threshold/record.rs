@@ -159,16 +159,21 @@ impl Record {
     #[inline]
     pub fn new(r: &[f64], scale: f64, body_k: f64) -> Self {
         let m = r[slot::EXCURSIONS];
+        // An anchor without a peak bounds nothing: its logarithm is not
+        // computed (this runs several times per event, and most series
+        // hold no second alerted peak).
+        let anchor = |p: f64, top: f64| {
+            if top > 0.0 {
+                Anchor::new(p.ln(), top, scale, body_k)
+            } else {
+                Anchor::NONE
+            }
+        };
         Self {
             // The largest of m: exceeded with probability 1 / (m + 1).
-            normal: Anchor::new((m + 1.0).ln(), r[slot::NORMAL], scale, body_k),
+            normal: anchor(m + 1.0, r[slot::NORMAL]),
             // The second largest: with probability 2 / (m + 1).
-            suspect: Anchor::new(
-                (0.5 * (m + 1.0)).ln(),
-                r[slot::SUSPECT_SECOND],
-                scale,
-                body_k,
-            ),
+            suspect: anchor(0.5 * (m + 1.0), r[slot::SUSPECT_SECOND]),
         }
     }
 
