@@ -316,3 +316,21 @@ pub struct Alert {
     #[serde(default)]
     pub resolution: Option<Resolution>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON sinks (webhook, Kafka) serialise the resolution with serde,
+    /// the log and Alertmanager with `as_str`: both say the same word.
+    #[test]
+    fn every_sink_names_a_resolution_alike() {
+        for (r, name) in [
+            (Resolution::Returned, "returned"),
+            (Resolution::NewNormal, "new_normal"),
+        ] {
+            assert_eq!(r.as_str(), name);
+            assert_eq!(serde_json::to_value(r).unwrap(), name);
+        }
+    }
+}

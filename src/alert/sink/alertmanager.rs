@@ -649,6 +649,12 @@ mod tests {
         assert_eq!(r.ends_at, "2024-05-01T12:05:00.000Z");
         assert_eq!(r.annotations["resolution"], "returned");
         assert!(r.annotations["summary"].contains("is back to normal"));
+        // A change that lasted past `alert.max_episode_secs` says so.
+        let mut settled = alert("00ab", AlertStatus::Resolved, 20.0);
+        settled.resolution = Some(crate::alert::Resolution::NewNormal);
+        let n = s.postable(&settled, now());
+        assert_eq!(n.annotations["resolution"], "new_normal");
+        assert!(n.annotations["summary"].contains("has settled at a new normal"));
 
         // The incident is a label, so Alertmanager can group by it.
         let mut inc = alert("00ab", AlertStatus::Firing, 9.5);
