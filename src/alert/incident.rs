@@ -228,6 +228,32 @@ pub fn duration_text(ms: i64) -> String {
 }
 
 impl State {
+    /// A firing incident with no member yet.
+    fn open(
+        id: u64,
+        scope: Scope,
+        key: GroupKey,
+        group: BTreeMap<String, String>,
+        started_ms: i64,
+        updated_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            status: IncidentStatus::Firing,
+            scope,
+            key,
+            group,
+            groups: BTreeSet::new(),
+            started_ms,
+            updated_ms,
+            ended_ms: None,
+            members: Vec::new(),
+            index: HashMap::new(),
+            revision: 0,
+            merged_into: None,
+        }
+    }
+
     fn member_mut(&mut self, fingerprint: &str) -> Option<&mut MemberState> {
         let i = *self.index.get(fingerprint)?;
         self.members.get_mut(i)
@@ -566,21 +592,7 @@ impl Incidents {
             }
         }
         let id = self.new_id(Scope::Group, &key, started, &fp);
-        let mut s = State {
-            id,
-            status: IncidentStatus::Firing,
-            scope: Scope::Group,
-            key: key.clone(),
-            group: shown,
-            groups: BTreeSet::new(),
-            started_ms: started,
-            updated_ms: ts,
-            ended_ms: None,
-            members: Vec::new(),
-            index: HashMap::new(),
-            revision: 0,
-            merged_into: None,
-        };
+        let mut s = State::open(id, Scope::Group, key.clone(), shown, started, ts);
         s.add(m, key.clone());
         self.open.insert(id, s);
         self.by_group.insert(key, id);
@@ -599,21 +611,8 @@ impl Incidents {
             .filter_map(|id| self.open.get(id).map(|s| s.started_ms))
             .fold(m.started_ms, i64::min);
         let id = self.new_id(Scope::Fleet, &GroupKey::Labels(Vec::new()), started, &fp);
-        let mut fleet = State {
-            id,
-            status: IncidentStatus::Firing,
-            scope: Scope::Fleet,
-            key: GroupKey::Labels(Vec::new()),
-            group: BTreeMap::new(),
-            groups: BTreeSet::new(),
-            started_ms: started,
-            updated_ms: ts,
-            ended_ms: None,
-            members: Vec::new(),
-            index: HashMap::new(),
-            revision: 0,
-            merged_into: None,
-        };
+        let fleet_key = GroupKey::Labels(Vec::new());
+        let mut fleet = State::open(id, Scope::Fleet, fleet_key, BTreeMap::new(), started, ts);
         for old in near {
             let Some(mut g) = self.open.remove(old) else {
                 continue;
