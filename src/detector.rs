@@ -258,13 +258,14 @@ impl Detector {
             p.push("detector.model", e.to_string());
             DetectorError::Config(p)
         })?;
+        let thresholds = config.threshold.build(targets);
         Ok(Self {
             config: *config,
             model: config.model.build(),
-            thresholds: config.threshold.build(targets),
+            band_target: BandTarget::new(alert_threshold, &thresholds),
+            thresholds,
             optimizer,
             alert_threshold,
-            band_target: BandTarget::new(alert_threshold),
             hash: config.model_hash(),
         })
     }
@@ -397,6 +398,7 @@ impl Detector {
             forecast.residual.clamp(-1e12, 1e12),
             value,
             forecast.expected,
+            forecast.scale,
             ts_ms,
         );
         // While the forecast follows a level the series is not normally at
@@ -407,7 +409,7 @@ impl Detector {
         if let Some(normal) = self.thresholds.normal_expectation(&state.threshold, &obs) {
             forecast.expected = normal;
             forecast.residual = ((value - normal) / forecast.scale).clamp(-1e12, 1e12);
-            obs = Observation::new(forecast.residual, value, normal, ts_ms);
+            obs = Observation::new(forecast.residual, value, normal, forecast.scale, ts_ms);
         }
         let scored = self.thresholds.score(&state.threshold, &obs);
         // No band while the series warms up (it is not judged yet): the

@@ -49,7 +49,10 @@ use crate::event::SeriesKey;
 /// (every record written before counters were learned as rates, and every
 /// gauge's) read as a series learned from its raw values, which is what
 /// they are; readers that predate the trailer ignore it.
-pub const SCHEMA_VERSION: u32 = 3;
+///
+/// Version 4: the thresholds' records keep their peaks in the series' own
+/// units (a version-3 record would be read in the wrong unit).
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Which store keeps the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

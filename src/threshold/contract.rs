@@ -35,6 +35,42 @@ pub const MAX_SURPRISE: f64 = 1e6;
 /// The score at which to alert by default: [`SURPRISE_AT_HALF`] nats.
 pub const DEFAULT_ALERT_THRESHOLD: f64 = 0.5;
 
+/// The surprise of the most surprising of `k` channels that each gave
+/// surprise `l` or more: the chance that any of `k` independent channels
+/// reaches a surprise of `l` (probability `p = e^-l` each) is
+/// `1 - (1 - p)^k`, about `k p` (Šidák's correction). So an event's
+/// surprise is a chance per event of the series, whichever channels are
+/// on, and [`SURPRISE_AT_HALF`] is once in about 22,000 events of a series,
+/// not of each channel. Monotone, 0 at 0, `l - ln k` for large `l`.
+#[inline]
+pub fn combined_surprise(l: f64, k: usize) -> f64 {
+    if k <= 1 || l.is_nan() || l <= 0.0 {
+        return l.max(0.0);
+    }
+    let p = (-l).exp();
+    let k = k as f64;
+    if p < 1e-6 {
+        // 1 - (1 - p)^k = k p (1 - (k - 1) p / 2 + ...): exact to 1e-12.
+        l - k.ln() + 0.5 * (k - 1.0) * p
+    } else {
+        -(1.0 - (1.0 - p).powf(k)).ln()
+    }
+}
+
+/// The surprise each of `k` channels needs for the combined surprise to be
+/// `l` (inverse of [`combined_surprise`]).
+#[inline]
+pub fn channel_surprise(l: f64, k: usize) -> f64 {
+    if k <= 1 || l.is_nan() || l <= 0.0 {
+        return l.max(0.0);
+    }
+    let k = k as f64;
+    let any = (-l).exp();
+    // p = 1 - (1 - any)^(1/k), without cancellation for small `any`.
+    let p = -((-any).ln_1p() / k).exp_m1();
+    if p > 0.0 { -p.ln() } else { l + k.ln() }
+}
+
 /// Maps a surprise in nats to a score in `[0, 1)` (see the module docs).
 #[inline]
 pub fn score_from_surprise(surprise: f64) -> f64 {
@@ -79,6 +115,30 @@ mod tests {
             assert!((surprise_from_score(s) - l).abs() < 1e-9 * l.max(1.0));
         }
         assert_eq!(score_from_surprise(f64::NAN), 0.0);
+        for k in [1, 2, 4] {
+            let mut last = -1.0;
+            for i in 0..4000 {
+                let l = i as f64 * 0.01;
+                let c = combined_surprise(l, k);
+                assert!(
+                    c >= 0.0 && c <= l && c > last || (l == 0.0 && c == 0.0),
+                    "{k} {l} {c}"
+                );
+                last = c;
+                // Exact: 1 - (1 - p)^k from the definition, in f64.
+                let p = (-l).exp();
+                let any = 1.0 - (1.0 - p).powi(k as i32);
+                if any > 1e-9 {
+                    assert!((c + any.ln()).abs() < 1e-6, "{k} {l}");
+                }
+                assert!(
+                    (channel_surprise(c, k) - l).abs() < 1e-6 * l.max(1.0),
+                    "{k} {l}"
+                );
+            }
+            assert!((combined_surprise(50.0, k) - (50.0 - (k as f64).ln())).abs() < 1e-12);
+            assert_eq!(combined_surprise(f64::INFINITY, k), f64::INFINITY);
+        }
         assert_eq!(score_from_surprise(-3.0), 0.0);
         assert!(score_from_surprise(f64::INFINITY) < 1.0);
         assert_eq!(score_from_surprise(SURPRISE_AT_HALF), 0.5);

@@ -81,6 +81,20 @@ pub(crate) struct Seen {
     pub events: f64,
     /// Events the series has learned over the jumps' memory.
     pub jump_events: f64,
+    /// The magnitude's unit in the series' own units (its typical step
+    /// for the forecast's residual, its level deviation for the level's
+    /// distance), > 0. The records keep their peaks in the series' units:
+    /// the unit moves as the series calms down or gets busier, and a spike
+    /// as large as the last one is as large, whatever the unit says now.
+    pub unit: f64,
+}
+
+impl Seen {
+    /// Magnitudes per series unit.
+    #[inline]
+    fn per(&self) -> f64 {
+        1.0 / self.unit.max(f64::MIN_POSITIVE)
+    }
 }
 
 impl Distribution {
@@ -165,11 +179,11 @@ impl Distribution {
         self.jump_floor(s) * (excess / JUMP_SIZE_INDEX).exp()
     }
 
-    /// The record of direction `up`.
+    /// The record of direction `up`, in the magnitude's current unit.
     #[inline]
-    fn record(&self, s: &[f64], up: bool) -> Record {
+    fn record(&self, s: &[f64], up: bool, seen: &Seen) -> Record {
         let r = self.record_at(up);
-        Record::new(&s[r..r + RECORD_LEN], self.scale(s), BODY_SHAPE)
+        Record::new(&s[r..r + RECORD_LEN], self.scale(s), BODY_SHAPE, seen.per())
     }
 
     /// Surprise of signed deviation `x`: the body is symmetric, the records
@@ -179,7 +193,7 @@ impl Distribution {
         let a = x.abs().min(MAX_MAGNITUDE);
         let up = x >= 0.0;
         self.body_surprise(s, a)
-            .min(self.record(s, up).surprise(a))
+            .min(self.record(s, up, seen).surprise(a))
             .min(self.jump_surprise(s, a, up, seen))
     }
 
@@ -193,9 +207,9 @@ impl Distribution {
         let a = x.abs().min(MAX_MAGNITUDE);
         let up = x >= 0.0;
         let at = self.record_at(up);
-        let r = Record::with_alerted_peak(&s[at..at + RECORD_LEN], a);
+        let r = Record::with_alerted_peak(&s[at..at + RECORD_LEN], a * seen.unit);
         self.body_surprise(s, a)
-            .min(Record::new(&r, self.scale(s), BODY_SHAPE).surprise(a))
+            .min(Record::new(&r, self.scale(s), BODY_SHAPE, seen.per()).surprise(a))
             .min(self.jump_surprise(s, a, up, seen))
     }
 
@@ -204,7 +218,7 @@ impl Distribution {
     pub fn magnitude(&self, s: &[f64], l: f64, up: bool, seen: &Seen) -> f64 {
         self.kind
             .magnitude_at(self.body(s), l)
-            .max(self.record(s, up).magnitude_at(l))
+            .max(self.record(s, up, seen).magnitude_at(l))
             .max(self.jump_magnitude(s, l, up, seen))
     }
 
@@ -230,7 +244,7 @@ impl Distribution {
         let clip = self
             .kind
             .magnitude_at(self.body(s), LEARN_CLIP_SURPRISE)
-            .max(self.record(s, up).magnitude_at(LEARN_CLIP_SURPRISE));
+            .max(self.record(s, up, seen).magnitude_at(LEARN_CLIP_SURPRISE));
         let floor = self.scale(s);
         let jump_floor = self.jump_floor(s);
         let clipped = if clip.is_finite() && clip > 0.0 && seen.events >= 1.0 {
@@ -253,7 +267,7 @@ impl Distribution {
             let goes_on = learning.censored && s[r + record::slot::CURRENT] > 0.0;
             Record::learn(
                 &mut s[r..r + RECORD_LEN],
-                a,
+                a * seen.unit,
                 a > floor || goes_on,
                 learning.alerted,
                 &self.fading,

@@ -66,8 +66,8 @@ pub use config::{
     ThresholdKind,
 };
 pub use contract::{
-    DEFAULT_ALERT_THRESHOLD, MAX_SURPRISE, SCORE_POWER, SURPRISE_AT_HALF, score_from_surprise,
-    surprise_from_score,
+    DEFAULT_ALERT_THRESHOLD, MAX_SURPRISE, SCORE_POWER, SURPRISE_AT_HALF, channel_surprise,
+    combined_surprise, score_from_surprise, surprise_from_score,
 };
 pub use distribution::LEARN_CLIP_SURPRISE;
 pub use echo::ECHO_EVENTS;
@@ -186,16 +186,16 @@ impl ThresholdState {
 pub struct BandTarget {
     /// The score.
     pub score: f64,
-    /// Its surprise.
-    surprise: f64,
+    /// The surprise each channel may reach below it.
+    channel: f64,
 }
 
 impl BandTarget {
-    /// Precomputes the target for `score`.
-    pub fn new(score: f64) -> Self {
+    /// Precomputes the target for `score` under `thresholds`.
+    pub fn new(score: f64, thresholds: &Thresholds) -> Self {
         Self {
             score,
-            surprise: surprise_from_score(score),
+            channel: channel_surprise(surprise_from_score(score), thresholds.channels.len()),
         }
     }
 }
@@ -209,6 +209,8 @@ pub struct Observation {
     pub value: f64,
     /// The value the model expected.
     pub expected: f64,
+    /// The residual's unit: the series' typical step, > 0.
+    pub scale: f64,
     /// Event time (the season, and the warm-up in time).
     pub ts_ms: i64,
     /// The daily basis at `ts_ms`, computed once per event.
@@ -217,13 +219,15 @@ pub struct Observation {
 
 impl Observation {
     /// The observation of `value` at `ts_ms`, which the model expected to
-    /// be `expected`, with forecast residual `residual`.
+    /// be `expected`, with forecast residual `residual` in typical steps of
+    /// `scale`.
     #[inline]
-    pub fn new(residual: f64, value: f64, expected: f64, ts_ms: i64) -> Self {
+    pub fn new(residual: f64, value: f64, expected: f64, scale: f64, ts_ms: i64) -> Self {
         Self {
             residual,
             value,
             expected,
+            scale,
             ts_ms,
             season: baseline::season_basis(ts_ms),
         }
@@ -302,6 +306,9 @@ pub struct Thresholds {
     warmup: Warmup,
     echo: Echo,
     episodes: Episodes,
+    /// The surprise at which one channel alerts (above the alert's: see
+    /// [`combined_surprise`]).
+    channel_alert: f64,
     /// Events the header counts up to.
     horizon: f64,
     /// Per-event weight kept by the jumps' counts.
@@ -350,6 +357,7 @@ impl Thresholds {
             channels.push(Placed { channel, at, len });
             at += len;
         }
+        let channel_alert = channel_surprise(alert_surprise, channels.len());
         Self {
             kind: config.kind,
             channels,
@@ -367,6 +375,7 @@ impl Thresholds {
                 resolve_events: f64::from(targets.resolve_after_events.max(1)),
                 max_ms: targets.max_episode_secs as f64 * 1000.0,
             },
+            channel_alert,
             horizon,
             jump_keep: fading.jump_keep,
             len: at,
@@ -422,7 +431,7 @@ impl Thresholds {
     pub fn normal_expectation(&self, state: &ThresholdState, obs: &Observation) -> Option<f64> {
         let s = &state.slab;
         let ev = self.event(s, obs);
-        let l = self.echo.alert_surprise;
+        let l = self.channel_alert;
         let p = self
             .channels
             .iter()
@@ -465,7 +474,10 @@ impl Thresholds {
                 value = value.max(x);
             }
         }
-        let surprise = best.0.min(MAX_SURPRISE);
+        // A chance per event of the series, whichever channels are on.
+        let k = self.channels.len();
+        let surprise = combined_surprise(best.0, k).min(MAX_SURPRISE);
+        let value = combined_surprise(value, k);
         let onset = Echo::onset(s[header::ECHO], surprise);
         let cold = |l: f64| if warm { score_from_surprise(l) } else { 0.0 };
         let episode = EpisodeSurprise {
@@ -504,8 +516,7 @@ impl Thresholds {
             level: (f64::NEG_INFINITY, f64::INFINITY),
         };
         for p in &self.channels {
-            p.channel
-                .band(p.slots(s), &ev, target.surprise, &mut limits);
+            p.channel.band(p.slots(s), &ev, target.channel, &mut limits);
         }
         limits
     }
@@ -530,14 +541,15 @@ impl Thresholds {
                 .iter()
                 .find(|p| p.channel.reason() == scored.reason)
                 .expect("the reason is a channel that is on: it gave the surprise");
-            p.channel.held(p.slots(s), &ev, scored.surprise)
+            let raw = scored.raw[scored.reason] - p.channel.margin();
+            combined_surprise(p.channel.held(p.slots(s), &ev, raw), self.channels.len())
         });
         let echoed = anomalous && self.echo.is_echo(s[header::ECHO], scored.surprise);
         for p in &self.channels {
             let raw = scored.raw[p.channel.reason()];
             let outcome = Outcome {
                 raw,
-                alerting: self.echo.anomalous(true, raw - p.channel.margin()),
+                alerting: raw - p.channel.margin() >= self.channel_alert,
                 echoed,
                 censored: scored.censored,
             };
@@ -607,7 +619,7 @@ mod tests {
     fn obs(residual: f64, value: f64, i: usize) -> Observation {
         // The residual is the test's own: the model is taken to have
         // expected the value itself, so only the residual channel sees it.
-        Observation::new(residual, value, value, i as i64 * MINUTE)
+        Observation::new(residual, value, value, 1.0, i as i64 * MINUTE)
     }
 
     fn build(kind: ThresholdKind) -> Thresholds {
@@ -688,9 +700,9 @@ mod tests {
 
     #[test]
     fn band_edge_is_where_the_score_crosses_the_target() {
-        let target = BandTarget::new(DEFAULT_ALERT_THRESHOLD);
         for kind in KINDS {
             let (t, st) = trained(kind, 3000, calm);
+            let target = BandTarget::new(DEFAULT_ALERT_THRESHOLD, &t);
             let limits = t.band(&st, &target, &obs(0.0, 10.5, 3000));
             for (edge, sign) in [(limits.residual.1, 1.0), (limits.residual.0, -1.0)] {
                 assert!(edge > 0.0 && edge.is_finite(), "{kind:?}: {limits:?}");
@@ -731,7 +743,7 @@ mod tests {
         let below = t.score(&st, &obs(2.2, 10.5, 3000));
         assert!(body(2.2) < distribution::JUMP_FLOOR, "{}", body(2.2));
         assert!(
-            (below.surprise - body(2.2)).abs() < 1e-9,
+            (below.raw[Reason::Forecast] - body(2.2)).abs() < 1e-9,
             "{below:?} vs {}",
             body(2.2)
         );
@@ -982,12 +994,12 @@ mod proptests {
             events in prop::collection::vec((residual(), value(), 0i64..120_000), 0..300),
         ) {
             let t = config.build(&AlertTargets::at(0.5));
-            let target = BandTarget::new(target);
+            let target = BandTarget::new(target, &t);
             let mut st = t.new_state();
             let mut ts = 1_767_225_600_000i64;
             for (residual, value, step) in events {
                 ts += step;
-                let obs = Observation::new(residual, value, value, ts);
+                let obs = Observation::new(residual, value, value, 1.0, ts);
                 let s = t.score(&st, &obs);
                 prop_assert!((0.0..1.0).contains(&s.score), "{obs:?}: {s:?}");
                 prop_assert!(s.onset <= s.score, "{s:?}");

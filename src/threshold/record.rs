@@ -155,9 +155,11 @@ pub(crate) struct Record {
 
 impl Record {
     /// The record in state `r`, for a channel whose body has deviation
-    /// `scale` and Weibull shape `body_k` (2 Gaussian, 1 exponential).
+    /// `scale` and Weibull shape `body_k` (2 Gaussian, 1 exponential); its
+    /// peaks are kept in units `1 / per` of the magnitude (see
+    /// [`super::distribution::Seen::unit`]).
     #[inline]
-    pub fn new(r: &[f64], scale: f64, body_k: f64) -> Self {
+    pub fn new(r: &[f64], scale: f64, body_k: f64, per: f64) -> Self {
         let m = r[slot::EXCURSIONS];
         // An anchor without a peak bounds nothing: its logarithm is not
         // computed (this runs several times per event, and most series
@@ -171,9 +173,9 @@ impl Record {
         };
         Self {
             // The largest of m: exceeded with probability 1 / (m + 1).
-            normal: anchor(m + 1.0, r[slot::NORMAL]),
+            normal: anchor(m + 1.0, r[slot::NORMAL] * per),
             // The second largest: with probability 2 / (m + 1).
-            suspect: anchor(0.5 * (m + 1.0), r[slot::SUSPECT_SECOND]),
+            suspect: anchor(0.5 * (m + 1.0), r[slot::SUSPECT_SECOND] * per),
         }
     }
 

@@ -67,14 +67,19 @@ impl Channel for Forecast {
 
     #[inline]
     fn surprise(&self, s: &[f64], ev: &Event) -> f64 {
-        self.dist.surprise(s, ev.obs.residual, &ev.counts())
+        self.dist
+            .surprise(s, ev.obs.residual, &ev.counts(ev.obs.scale))
     }
 
     #[inline]
     fn band(&self, s: &[f64], ev: &Event, l: f64, limits: &mut BandLimits) {
         limits.residual = (
-            self.dist.magnitude(s, l, false, &ev.counts()).max(0.0),
-            self.dist.magnitude(s, l, true, &ev.counts()).max(0.0),
+            self.dist
+                .magnitude(s, l, false, &ev.counts(ev.obs.scale))
+                .max(0.0),
+            self.dist
+                .magnitude(s, l, true, &ev.counts(ev.obs.scale))
+                .max(0.0),
         );
     }
 
@@ -84,7 +89,11 @@ impl Channel for Forecast {
     /// events).
     #[inline]
     fn held(&self, s: &[f64], ev: &Event, surprise: f64) -> f64 {
-        surprise.min(self.dist.learned_surprise(s, ev.obs.residual, &ev.counts()) - Self::MARGIN)
+        surprise.min(
+            self.dist
+                .learned_surprise(s, ev.obs.residual, &ev.counts(ev.obs.scale))
+                - Self::MARGIN,
+        )
     }
 
     #[inline]
@@ -95,7 +104,9 @@ impl Channel for Forecast {
             zero_counts: true,
             censored: outcome.censored,
         };
-        let a = self.dist.learn(s, ev.obs.residual, &ev.counts(), &learning);
+        let a = self
+            .dist
+            .learn(s, ev.obs.residual, &ev.counts(ev.obs.scale), &learning);
         if let (Some(m), false) = (&self.moments, outcome.censored) {
             let at = self.dist.len();
             m.observe(&mut s[at..at + MOMENTS_LEN], a);

@@ -64,9 +64,10 @@ impl Channel for Level {
     #[inline]
     fn surprise(&self, s: &[f64], ev: &Event) -> f64 {
         match (&ev.base, ev.slow) {
-            (Some(base), true) => self
-                .dist
-                .surprise(s, Self::distance(base, ev.obs), &ev.counts()),
+            (Some(base), true) => {
+                self.dist
+                    .surprise(s, Self::distance(base, ev.obs), &ev.counts(base.dev))
+            }
             _ => 0.0,
         }
     }
@@ -92,8 +93,16 @@ impl Channel for Level {
         let (Some(base), true) = (&ev.base, ev.slow) else {
             return None;
         };
-        let up = self.dist.magnitude(s, l, true, &ev.counts()).max(0.0) * base.dev;
-        let down = self.dist.magnitude(s, l, false, &ev.counts()).max(0.0) * base.dev;
+        let up = self
+            .dist
+            .magnitude(s, l, true, &ev.counts(base.dev))
+            .max(0.0)
+            * base.dev;
+        let down = self
+            .dist
+            .magnitude(s, l, false, &ev.counts(base.dev))
+            .max(0.0)
+            * base.dev;
         let level = base.season(&ev.obs.season) + base.b[slot::OFFSET];
         Some((level - down, level + up))
     }
@@ -104,8 +113,16 @@ impl Channel for Level {
             return None;
         };
         let b = &base.b;
-        let up = self.dist.magnitude(s, l, true, &ev.counts()).max(0.0) * base.dev;
-        let down = self.dist.magnitude(s, l, false, &ev.counts()).max(0.0) * base.dev;
+        let up = self
+            .dist
+            .magnitude(s, l, true, &ev.counts(base.dev))
+            .max(0.0)
+            * base.dev;
+        let down = self
+            .dist
+            .magnitude(s, l, false, &ev.counts(base.dev))
+            .max(0.0)
+            * base.dev;
         let n = (b[slot::COUNT] + 1.0).clamp(1.0, LEVEL_EVENTS);
         let f = b[slot::FAST];
         let off = b[slot::OFFSET];
@@ -145,7 +162,7 @@ impl Channel for Level {
                 zero_counts: false,
                 censored: outcome.censored,
             };
-            self.dist.learn(s, x, &ev.counts(), &learning);
+            self.dist.learn(s, x, &ev.counts(base.dev), &learning);
         }
     }
 }

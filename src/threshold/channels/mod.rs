@@ -50,12 +50,14 @@ impl Event<'_> {
         self.events >= 1.0
     }
 
-    /// What a distribution is told about the series' age.
+    /// What a distribution is told about the series' age, for magnitudes
+    /// in `unit`s of the series.
     #[inline]
-    pub fn counts(&self) -> Seen {
+    pub fn counts(&self, unit: f64) -> Seen {
         Seen {
             events: self.events,
             jump_events: self.jump_events,
+            unit,
         }
     }
 }

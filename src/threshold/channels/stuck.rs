@@ -77,7 +77,9 @@ impl Stuck {
         let geo = -p_start.ln() + (m - 1.0) * per;
         // Beyond the record, a run twice as long as any seen is news; one a
         // few events longer is not.
-        geo.min(Record::new(&st[slot::RECORD..slot::RECORD + RECORD_LEN], 1.0, 1.0).surprise(m))
+        geo.min(
+            Record::new(&st[slot::RECORD..slot::RECORD + RECORD_LEN], 1.0, 1.0, 1.0).surprise(m),
+        )
     }
 }
 
