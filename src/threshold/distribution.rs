@@ -28,11 +28,37 @@
 //! and then expects it to. The bound needs no warm-up of its own and
 //! follows from the series' own counts.
 //!
-//! State: `[kind state, record up, record down, jumps up, jumps down]`, at
-//! the start of the channel's slots.
+//! # Schedules
+//!
+//! An alerted excursion bounds the tail only once two are remembered (once
+//! is an anomaly, twice a pattern; see [`Record`]). A daily job is a
+//! pattern from its second run: an excursion a day after the largest
+//! alerted peak (within [`SCHEDULE_TOLERANCE_MS`]) pairs with it.
+//!
+//! State: `[kind state, record up, record down, jumps up, jumps down, then
+//! per direction the excursion's peak time and the largest alerted peak's
+//! time]`, at the start of the channel's slots.
 
 use super::body::Kind;
 use super::record::{self, Fading, RECORD_LEN, Record};
+
+/// How far from the same time of day an excursion may come to pair with an
+/// alerted one of an earlier day: a quarter of an hour (a scheduled job's
+/// start and its sampling's jitter).
+pub const SCHEDULE_TOLERANCE_MS: f64 = 15.0 * 60_000.0;
+
+/// A day, in ms.
+const DAY_MS: f64 = 86_400_000.0;
+
+/// The time slots of a direction (after the jump counts).
+mod time {
+    /// When the excursion in progress peaked (ms).
+    pub const PEAK: usize = 0;
+    /// When the largest alerted peak came (ms; 0: none).
+    pub const SUSPECT: usize = 1;
+    /// Slots per direction.
+    pub const LEN: usize = 2;
+}
 
 /// Magnitudes beyond this many deviations are all "impossible"; the cap
 /// keeps the statistics finite.
@@ -81,6 +107,8 @@ pub(crate) struct Seen {
     pub events: f64,
     /// Events the series has learned over the jumps' memory.
     pub jump_events: f64,
+    /// The event's time (ms).
+    pub ts_ms: f64,
     /// The magnitude's unit in the series' own units (its typical step
     /// for the forecast's residual, its level deviation for the level's
     /// distance), > 0. The records keep their peaks in the series' units:
@@ -109,7 +137,7 @@ impl Distribution {
 
     /// Slots it takes.
     pub fn len(&self) -> usize {
-        self.kind_len + 2 * RECORD_LEN + 2
+        self.kind_len + 2 * RECORD_LEN + 2 + 2 * time::LEN
     }
 
     /// Sets fresh state.
@@ -139,6 +167,21 @@ impl Distribution {
     #[inline]
     fn jumps_at(&self, up: bool) -> usize {
         self.kind_len + 2 * RECORD_LEN + usize::from(!up)
+    }
+
+    /// Where the time slots of direction `up` start.
+    #[inline]
+    fn times_at(&self, up: bool) -> usize {
+        self.kind_len + 2 * RECORD_LEN + 2 + if up { 0 } else { time::LEN }
+    }
+
+    /// Whether the largest alerted peak of direction `up` came a day before
+    /// this event (see the module docs).
+    #[inline]
+    fn scheduled(&self, s: &[f64], up: bool, seen: &Seen) -> bool {
+        let then = s[self.times_at(up) + time::SUSPECT];
+        let d = seen.ts_ms - then;
+        then > 0.0 && (d - DAY_MS).abs() <= SCHEDULE_TOLERANCE_MS
     }
 
     /// The typical magnitude (surprise ½ nat, 1σ for the Gaussian body):
@@ -183,7 +226,13 @@ impl Distribution {
     #[inline]
     fn record(&self, s: &[f64], up: bool, seen: &Seen) -> Record {
         let r = self.record_at(up);
-        Record::new(&s[r..r + RECORD_LEN], self.scale(s), BODY_SHAPE, seen.per())
+        Record::new(
+            &s[r..r + RECORD_LEN],
+            self.scale(s),
+            BODY_SHAPE,
+            seen.per(),
+            self.scheduled(s, up, seen),
+        )
     }
 
     /// Surprise of signed deviation `x`: the body is symmetric, the records
@@ -208,8 +257,11 @@ impl Distribution {
         let up = x >= 0.0;
         let at = self.record_at(up);
         let r = Record::with_alerted_peak(&s[at..at + RECORD_LEN], a * seen.unit);
+        // The scheduled peak still leads unless this one outgrows it.
+        let scheduled = self.scheduled(s, up, seen)
+            && r[record::slot::SUSPECT_FIRST] == s[at + record::slot::SUSPECT_FIRST];
         self.body_surprise(s, a)
-            .min(Record::new(&r, self.scale(s), BODY_SHAPE, seen.per()).surprise(a))
+            .min(Record::new(&r, self.scale(s), BODY_SHAPE, seen.per(), scheduled).surprise(a))
             .min(self.jump_surprise(s, a, up, seen))
     }
 
@@ -265,13 +317,23 @@ impl Distribution {
             // Within an episode the excursion goes on: one anomaly is one
             // suspect peak, however its errors wander.
             let goes_on = learning.censored && s[r + record::slot::CURRENT] > 0.0;
+            let peak = s[r + record::slot::CURRENT];
+            let above = a > floor || goes_on;
             Record::learn(
                 &mut s[r..r + RECORD_LEN],
                 a * seen.unit,
-                a > floor || goes_on,
+                above,
                 learning.alerted,
                 &self.fading,
             );
+            // When the excursion peaked, and when the largest alerted peak
+            // came (an excursion that ends is the largest when its peak is).
+            let t = self.times_at(up);
+            if above && a * seen.unit > peak {
+                s[t + time::PEAK] = seen.ts_ms;
+            } else if !above && peak > 0.0 && s[r + record::slot::SUSPECT_FIRST] == peak {
+                s[t + time::SUSPECT] = s[t + time::PEAK];
+            }
             let j = self.jumps_at(up);
             s[j] = s[j] * self.fading.jump_keep
                 + f64::from(u8::from(a > jump_floor && !learning.alerted));

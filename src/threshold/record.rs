@@ -157,9 +157,12 @@ impl Record {
     /// The record in state `r`, for a channel whose body has deviation
     /// `scale` and Weibull shape `body_k` (2 Gaussian, 1 exponential); its
     /// peaks are kept in units `1 / per` of the magnitude (see
-    /// [`super::distribution::Seen::unit`]).
+    /// [`super::distribution::Seen::unit`]). `scheduled`: the largest
+    /// alerted peak came at this time of day on an earlier day, so it and
+    /// the excursion now are a pair (a daily job), and it bounds as the
+    /// second largest does.
     #[inline]
-    pub fn new(r: &[f64], scale: f64, body_k: f64, per: f64) -> Self {
+    pub fn new(r: &[f64], scale: f64, body_k: f64, per: f64, scheduled: bool) -> Self {
         let m = r[slot::EXCURSIONS];
         // An anchor without a peak bounds nothing: its logarithm is not
         // computed (this runs several times per event, and most series
@@ -175,7 +178,14 @@ impl Record {
             // The largest of m: exceeded with probability 1 / (m + 1).
             normal: anchor(m + 1.0, r[slot::NORMAL] * per),
             // The second largest: with probability 2 / (m + 1).
-            suspect: anchor(0.5 * (m + 1.0), r[slot::SUSPECT_SECOND] * per),
+            suspect: anchor(
+                0.5 * (m + 1.0),
+                if scheduled {
+                    r[slot::SUSPECT_FIRST]
+                } else {
+                    r[slot::SUSPECT_SECOND]
+                } * per,
+            ),
         }
     }
 

@@ -92,7 +92,13 @@ impl Drift {
     /// The record of the CUSUM's excursions.
     #[inline]
     fn record(d: &[f64]) -> Record {
-        Record::new(&d[slot::RECORD..slot::RECORD + RECORD_LEN], 1.0, 1.0, 1.0)
+        Record::new(
+            &d[slot::RECORD..slot::RECORD + RECORD_LEN],
+            1.0,
+            1.0,
+            1.0,
+            false,
+        )
     }
 
     /// Drift surprise of CUSUM value `c`.

@@ -57,6 +57,7 @@ impl Event<'_> {
         Seen {
             events: self.events,
             jump_events: self.jump_events,
+            ts_ms: self.obs.ts_ms as f64,
             unit,
         }
     }

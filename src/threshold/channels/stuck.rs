@@ -78,7 +78,14 @@ impl Stuck {
         // Beyond the record, a run twice as long as any seen is news; one a
         // few events longer is not.
         geo.min(
-            Record::new(&st[slot::RECORD..slot::RECORD + RECORD_LEN], 1.0, 1.0, 1.0).surprise(m),
+            Record::new(
+                &st[slot::RECORD..slot::RECORD + RECORD_LEN],
+                1.0,
+                1.0,
+                1.0,
+                false,
+            )
+            .surprise(m),
         )
     }
 }
