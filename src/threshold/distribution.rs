@@ -33,22 +33,14 @@
 //! An alerted excursion bounds the tail only once two are remembered (once
 //! is an anomaly, twice a pattern; see [`Record`]). A daily job is a
 //! pattern from its second run: an excursion a day after the largest
-//! alerted peak (within [`SCHEDULE_TOLERANCE_MS`]) pairs with it.
+//! alerted peak (within [`record::SCHEDULE_TOLERANCE_MS`]) pairs with it.
 //!
 //! State: `[kind state, record up, record down, jumps up, jumps down, then
 //! per direction the excursion's peak time and the largest alerted peak's
 //! time]`, at the start of the channel's slots.
 
 use super::body::Kind;
-use super::record::{self, Fading, RECORD_LEN, Record};
-
-/// How far from the same time of day an excursion may come to pair with an
-/// alerted one of an earlier day: a quarter of an hour (a scheduled job's
-/// start and its sampling's jitter).
-pub const SCHEDULE_TOLERANCE_MS: f64 = 15.0 * 60_000.0;
-
-/// A day, in ms.
-const DAY_MS: f64 = 86_400_000.0;
+use super::record::{self, Fading, RECORD_LEN, Record, a_day_after};
 
 /// The time slots of a direction (after the jump counts).
 mod time {
@@ -179,9 +171,7 @@ impl Distribution {
     /// this event (see the module docs).
     #[inline]
     fn scheduled(&self, s: &[f64], up: bool, seen: &Seen) -> bool {
-        let then = s[self.times_at(up) + time::SUSPECT];
-        let d = seen.ts_ms - then;
-        then > 0.0 && (d - DAY_MS).abs() <= SCHEDULE_TOLERANCE_MS
+        a_day_after(s[self.times_at(up) + time::SUSPECT], seen.ts_ms)
     }
 
     /// The typical magnitude (surprise ½ nat, 1σ for the Gaussian body):

@@ -38,6 +38,21 @@ const RECORD_TOLERANCE: f64 = 1.3;
 /// excursions).
 const RECORD_MIN_CAP: f64 = 0.3;
 
+/// How far from a day after an alerted excursion another may come to pair
+/// with it (a daily job): a quarter of an hour, a scheduled job's start and
+/// its sampling's jitter.
+pub const SCHEDULE_TOLERANCE_MS: f64 = 15.0 * 60_000.0;
+
+/// A day, in ms.
+const DAY_MS: f64 = 86_400_000.0;
+
+/// Whether `now_ms` is a day after `then_ms` (0: never), within
+/// [`SCHEDULE_TOLERANCE_MS`].
+#[inline]
+pub(crate) fn a_day_after(then_ms: f64, now_ms: f64) -> bool {
+    then_ms > 0.0 && (now_ms - then_ms - DAY_MS).abs() <= SCHEDULE_TOLERANCE_MS
+}
+
 /// The slots of a record's state.
 pub(crate) mod slot {
     /// Completed excursions, exponentially weighted.

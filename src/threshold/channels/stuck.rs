@@ -8,7 +8,7 @@
 use super::{Channel, Common, Event, Outcome, SLOW_MARGIN};
 use crate::threshold::Reason;
 use crate::threshold::distribution::LEARN_CLIP_SURPRISE;
-use crate::threshold::record::{Fading, RECORD_LEN, Record, slot as record_slot};
+use crate::threshold::record::{Fading, RECORD_LEN, Record, a_day_after, slot as record_slot};
 
 /// Weight (in transitions) of the prior that repeats are independent.
 const STUCK_PRIOR: f64 = 20.0;
@@ -28,8 +28,12 @@ mod slot {
     pub const REPEATS: usize = 4;
     /// Repeats right after a repeat.
     pub const GOES_ON: usize = 5;
+    /// When the run in progress started (ms).
+    pub const RUN_MS: usize = 6;
+    /// When the longest alerted run started (ms; 0: none).
+    pub const SUSPECT_MS: usize = 7;
     /// The record of completed runs.
-    pub const RECORD: usize = 6;
+    pub const RECORD: usize = 8;
 }
 
 /// The stuck channel.
@@ -62,7 +66,7 @@ impl Stuck {
     /// under a two-state Markov chain, capped by the record of completed
     /// runs (in proportion to the longest: see [`Record`]).
     #[inline]
-    fn run_surprise(st: &[f64], m: f64) -> f64 {
+    fn run_surprise(st: &[f64], m: f64, ts_ms: f64) -> f64 {
         if m < 1.0 {
             return 0.0;
         }
@@ -76,14 +80,21 @@ impl Stuck {
         let per = -p_cont.ln();
         let geo = -p_start.ln() + (m - 1.0) * per;
         // Beyond the record, a run twice as long as any seen is news; one a
-        // few events longer is not.
+        // few events longer is not. A run that started a day after the
+        // longest alerted one is a nightly job's second run: they pair.
+        let started = if st[slot::RUN] >= 1.0 {
+            st[slot::RUN_MS]
+        } else {
+            ts_ms
+        };
+        let scheduled = a_day_after(st[slot::SUSPECT_MS], started);
         geo.min(
             Record::new(
                 &st[slot::RECORD..slot::RECORD + RECORD_LEN],
                 1.0,
                 1.0,
                 1.0,
-                false,
+                scheduled,
             )
             .surprise(m),
         )
@@ -100,7 +111,7 @@ impl Channel for Stuck {
 
     #[inline]
     fn surprise(&self, st: &[f64], ev: &Event) -> f64 {
-        Self::run_surprise(st, Self::run(st, ev))
+        Self::run_surprise(st, Self::run(st, ev), ev.obs.ts_ms as f64)
     }
 
     #[inline]
@@ -115,7 +126,7 @@ impl Channel for Stuck {
             } else {
                 (slot::CHANGES, slot::STARTS)
             };
-            for c in &mut st[slot::CHANGES..slot::RECORD] {
+            for c in &mut st[slot::CHANGES..=slot::GOES_ON] {
                 *c *= self.fading.keep;
             }
             st[from] += 1.0;
@@ -126,10 +137,18 @@ impl Channel for Stuck {
         let prev_run = st[slot::RUN];
         st[slot::LAST] = ev.obs.value;
         st[slot::RUN] = run;
+        if run >= 1.0 && prev_run < 1.0 {
+            st[slot::RUN_MS] = ev.obs.ts_ms as f64;
+        }
         let r = &mut st[slot::RECORD..slot::RECORD + RECORD_LEN];
+        let peak = r[record_slot::CURRENT];
         if run >= 1.0 {
             r[record_slot::CURRENT] = r[record_slot::CURRENT].max(run);
         }
         Record::learn(r, prev_run, run >= 1.0, outcome.alerting, &self.fading);
+        // A run that ends as the longest alerted one: when it started.
+        if run < 1.0 && peak > 0.0 && r[record_slot::SUSPECT_FIRST] == peak {
+            st[slot::SUSPECT_MS] = st[slot::RUN_MS];
+        }
     }
 }
