@@ -48,12 +48,13 @@ pub fn combined_surprise(l: f64, k: usize) -> f64 {
         return l.max(0.0);
     }
     let p = (-l).exp();
-    let k = k as f64;
     if p < 1e-6 {
         // 1 - (1 - p)^k = k p (1 - (k - 1) p / 2 + ...): exact to 1e-12.
+        let k = k as f64;
         l - k.ln() + 0.5 * (k - 1.0) * p
     } else {
-        -(1.0 - (1.0 - p).powf(k)).ln()
+        // (k is the number of channels: a handful.)
+        -(1.0 - (1.0 - p).powi(k as i32)).ln()
     }
 }
 
