@@ -12,13 +12,16 @@
 //! - for a given series state it is monotone in how improbable the event is
 //!   over the whole range: nothing caps it, so on a Gaussian series a 30σ
 //!   spike scores above a 10σ one (about 0.99 and 0.9), which scores above
-//!   a 4.5σ one (0.5), and a 3σ one stays at about 0.2;
+//!   a 4.8σ one (0.5, with the four channels on), and a 3σ one stays below
+//!   0.2;
 //! - scores of different series are comparable: each is judged against its
 //!   own learned distributions;
 //! - it never reaches 1.0 (`L` is capped at [`MAX_SURPRISE`]).
 //!
 //! [`DEFAULT_ALERT_THRESHOLD`] = 0.5 is `L` = 10 nats: what a series' normal
-//! behaviour produces about once in 22,000 events per channel.
+//! behaviour produces about once in 22,000 events, whichever channels are
+//! on (the largest channel surprise is corrected for their number: see
+//! [`combined_surprise`]).
 
 /// Surprise (nats) at which the score is 0.5.
 pub const SURPRISE_AT_HALF: f64 = 10.0;
