@@ -266,6 +266,10 @@ pub fn encode_series_value(
             last_raw,
         })?);
     }
+    // The encoder grows its buffer by doubling: a record of 1,050 bytes
+    // would hold 2,048 until the snapshot is written (a snapshot holds one
+    // per series).
+    bytes.shrink_to_fit();
     Ok(bytes)
 }
 

@@ -88,6 +88,8 @@ pub(crate) struct Distribution {
     kind: Kind,
     /// The kind's state length.
     kind_len: usize,
+    /// Whether it keeps the times schedules pair by (see the module docs).
+    schedules: bool,
     /// How the records fade (and the jump counts).
     fading: Fading,
 }
@@ -123,13 +125,23 @@ impl Distribution {
         Self {
             kind,
             kind_len: kind.state_len(),
+            schedules: true,
             fading,
+        }
+    }
+
+    /// The same without schedules (for a magnitude whose excursions last
+    /// hours, as a level's: a daily job is the forecast's business).
+    pub fn without_schedules(self) -> Self {
+        Self {
+            schedules: false,
+            ..self
         }
     }
 
     /// Slots it takes.
     pub fn len(&self) -> usize {
-        self.kind_len + 2 * RECORD_LEN + 2 + 2 * time::LEN
+        self.kind_len + 2 * RECORD_LEN + 2 + if self.schedules { 2 * time::LEN } else { 0 }
     }
 
     /// Sets fresh state.
@@ -171,7 +183,7 @@ impl Distribution {
     /// this event (see the module docs).
     #[inline]
     fn scheduled(&self, s: &[f64], up: bool, seen: &Seen) -> bool {
-        a_day_after(s[self.times_at(up) + time::SUSPECT], seen.ts_ms)
+        self.schedules && a_day_after(s[self.times_at(up) + time::SUSPECT], seen.ts_ms)
     }
 
     /// The typical magnitude (surprise ½ nat, 1σ for the Gaussian body):
@@ -319,7 +331,8 @@ impl Distribution {
             // When the excursion peaked, and when the largest alerted peak
             // came (an excursion that ends is the largest when its peak is).
             let t = self.times_at(up);
-            if above && a * seen.unit > peak {
+            if !self.schedules {
+            } else if above && a * seen.unit > peak {
                 s[t + time::PEAK] = seen.ts_ms;
             } else if !above && peak > 0.0 && s[r + record::slot::SUSPECT_FIRST] == peak {
                 s[t + time::SUSPECT] = s[t + time::PEAK];

@@ -20,7 +20,9 @@ pub(crate) struct Level {
 impl Level {
     /// The channel with the shared body and records.
     pub fn new(common: &Common) -> Self {
-        Self { dist: common.dist }
+        Self {
+            dist: common.dist.without_schedules(),
+        }
     }
 
     /// The signed distance, in baseline deviations: the short average's
