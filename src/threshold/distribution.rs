@@ -109,13 +109,23 @@ pub(crate) struct Seen {
     /// the unit moves as the series calms down or gets busier, and a spike
     /// as large as the last one is as large, whatever the unit says now.
     pub unit: f64,
+    /// Magnitudes per series unit, `1 / unit`.
+    pub per: f64,
 }
 
 impl Seen {
-    /// Magnitudes per series unit.
+    /// What a distribution is told of an event at `ts_ms` after `events`
+    /// (`jump_events` over the jumps' memory), in `unit`s of the series.
     #[inline]
-    fn per(&self) -> f64 {
-        1.0 / self.unit.max(f64::MIN_POSITIVE)
+    pub fn new(events: f64, jump_events: f64, ts_ms: f64, unit: f64) -> Self {
+        let unit = unit.max(f64::MIN_POSITIVE);
+        Self {
+            events,
+            jump_events,
+            ts_ms,
+            unit,
+            per: 1.0 / unit,
+        }
     }
 }
 
@@ -232,7 +242,7 @@ impl Distribution {
             &s[r..r + RECORD_LEN],
             self.scale(s),
             BODY_SHAPE,
-            seen.per(),
+            seen.per,
             self.scheduled(s, up, seen),
         )
     }
@@ -263,7 +273,7 @@ impl Distribution {
         let scheduled = self.scheduled(s, up, seen)
             && r[record::slot::SUSPECT_FIRST] == s[at + record::slot::SUSPECT_FIRST];
         self.body_surprise(s, a)
-            .min(Record::new(&r, self.scale(s), BODY_SHAPE, seen.per(), scheduled).surprise(a))
+            .min(Record::new(&r, self.scale(s), BODY_SHAPE, seen.per, scheduled).surprise(a))
             .min(self.jump_surprise(s, a, up, seen))
     }
 

@@ -44,7 +44,9 @@ impl Phase {
 pub struct EpisodeSurprise {
     /// The event's surprise (every channel, beyond its margin).
     pub all: f64,
-    /// The value-driven channels' (forecast, level).
+    /// The value-driven channels' (forecast, level), as one channel's
+    /// surprise (not corrected for the channels: see
+    /// [`Episodes::resolve_value`]).
     pub value: f64,
     /// Whether a value-driven channel gave the event its surprise.
     pub raised_by_value: bool,
@@ -64,6 +66,9 @@ pub(crate) struct Episodes {
     /// Surprise below which an event is back to normal (the resolve
     /// threshold's).
     pub resolve_surprise: f64,
+    /// The same for one channel's surprise: what the value-driven channels'
+    /// surprise is measured against.
+    pub resolve_value: f64,
     /// Events back to normal in a row that end it.
     pub resolve_events: f64,
     /// Event time (ms) after which it is the new normal.
@@ -106,12 +111,11 @@ impl Episodes {
     /// Whether the series of header `h` is back to normal at this event.
     #[inline]
     fn is_back(&self, h: &[f64], surprise: &EpisodeSurprise) -> bool {
-        let measured = if Self::raised_by_value(h) {
-            surprise.value
+        if Self::raised_by_value(h) {
+            surprise.value < self.resolve_value
         } else {
-            surprise.all
-        };
-        measured < self.resolve_surprise
+            surprise.all < self.resolve_surprise
+        }
     }
 
     /// Whether the event is censored: within an episode (its return

@@ -358,6 +358,8 @@ impl Thresholds {
             at += len;
         }
         let channel_alert = channel_surprise(alert_surprise, channels.len());
+        let resolve_surprise = surprise_from_score(targets.resolve_threshold).min(alert_surprise);
+        let resolve_value = channel_surprise(resolve_surprise, channels.len());
         Self {
             kind: config.kind,
             channels,
@@ -370,8 +372,8 @@ impl Thresholds {
             echo: Echo::new(alert_surprise),
             episodes: Episodes {
                 alert_surprise,
-                resolve_surprise: surprise_from_score(targets.resolve_threshold)
-                    .min(alert_surprise),
+                resolve_surprise,
+                resolve_value,
                 resolve_events: f64::from(targets.resolve_after_events.max(1)),
                 max_ms: targets.max_episode_secs as f64 * 1000.0,
             },
@@ -477,7 +479,6 @@ impl Thresholds {
         // A chance per event of the series, whichever channels are on.
         let k = self.channels.len();
         let surprise = combined_surprise(best.0, k).min(MAX_SURPRISE);
-        let value = combined_surprise(value, k);
         let onset = Echo::onset(s[header::ECHO], surprise);
         let cold = |l: f64| if warm { score_from_surprise(l) } else { 0.0 };
         let episode = EpisodeSurprise {

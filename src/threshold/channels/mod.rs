@@ -54,12 +54,7 @@ impl Event<'_> {
     /// in `unit`s of the series.
     #[inline]
     pub fn counts(&self, unit: f64) -> Seen {
-        Seen {
-            events: self.events,
-            jump_events: self.jump_events,
-            ts_ms: self.obs.ts_ms as f64,
-            unit,
-        }
+        Seen::new(self.events, self.jump_events, self.obs.ts_ms as f64, unit)
     }
 }
 
