@@ -1022,6 +1022,47 @@ mod tests {
     }
 
     #[test]
+    fn a_young_series_long_quiet_run_is_news_only_far_beyond_its_longest() {
+        // Five-minute points of an ordinary series quantised to whole
+        // units (its longest run in two days: 12 points). On day 2 it
+        // repeats for three times its longest run so far (quiet hours a
+        // two-day-old series has not seen yet: it alerted when its hundreds
+        // of short runs counted as chances at a record), or for
+        // twenty-five times (a frozen exporter).
+        const STEP: i64 = 5 * MINUTE;
+        let d = Detector::new(&DetectorConfig::default(), DEFAULT_ALERT_THRESHOLD).unwrap();
+        let quantised = |i: usize| ordinary(i).round();
+        let at = 600;
+        let mut longest = 0;
+        let mut run = 0;
+        for i in 1..at {
+            run = if quantised(i) == quantised(i - 1) {
+                run + 1
+            } else {
+                0
+            };
+            longest = longest.max(run);
+        }
+        assert_eq!(longest, 12);
+        let stuck_alert = |times: usize| {
+            let mut st = d.new_state();
+            let mut last = 0.0;
+            (0..at + times * longest + 10).any(|i| {
+                let v = if i >= at && i < at + times * longest {
+                    last
+                } else {
+                    quantised(i)
+                };
+                last = v;
+                let x = d.observe(&mut st, T0 + i as i64 * STEP, v).unwrap();
+                x.onset >= DEFAULT_ALERT_THRESHOLD && x.reason == Reason::Stuck
+            })
+        };
+        assert!(!stuck_alert(3), "three times its longest run");
+        assert!(stuck_alert(25), "twenty-five times");
+    }
+
+    #[test]
     fn removed_keys_are_refused_with_what_to_do() {
         let c: DetectorConfig = serde_json::from_str(
             r#"{"threshold": {"smoothing_events": 5, "range_novelty": true}}"#,

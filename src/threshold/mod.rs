@@ -417,6 +417,11 @@ impl Thresholds {
             events: s[header::EVENTS],
             jump_events: s[header::JUMP_EVENTS],
             slow: Warmup::slow(s, obs.ts_ms),
+            days: if s[header::EVENTS] >= 1.0 {
+                (obs.ts_ms as f64 - s[header::FIRST_MS]) / 86_400_000.0
+            } else {
+                0.0
+            },
             base: self
                 .baseline
                 .map(|(_, at)| BaseAt::new(&s[at..at + baseline::slot::LEN], obs)),

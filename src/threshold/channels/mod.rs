@@ -39,6 +39,8 @@ pub(crate) struct Event<'a> {
     /// Whether the slow channels (level, drift) may speak: the series is
     /// warm and has seen a day of event time (a season).
     pub slow: bool,
+    /// Days of event time since the series' first event.
+    pub days: f64,
     /// The baseline, when a channel needs one.
     pub base: Option<BaseAt>,
 }

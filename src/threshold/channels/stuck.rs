@@ -66,7 +66,7 @@ impl Stuck {
     /// under a two-state Markov chain, capped by the record of completed
     /// runs (in proportion to the longest: see [`Record`]).
     #[inline]
-    fn run_surprise(st: &[f64], m: f64, ts_ms: f64) -> f64 {
+    fn run_surprise(st: &[f64], m: f64, ts_ms: f64, days: f64) -> f64 {
         if m < 1.0 {
             return 0.0;
         }
@@ -88,16 +88,13 @@ impl Stuck {
             ts_ms
         };
         let scheduled = a_day_after(st[slot::SUSPECT_MS], started);
-        geo.min(
-            Record::new(
-                &st[slot::RECORD..slot::RECORD + RECORD_LEN],
-                1.0,
-                1.0,
-                1.0,
-                scheduled,
-            )
-            .surprise(m),
-        )
+        // A series' longest runs come in its quiet hours, once a day: its
+        // completed runs are as many chances at a record as it has seen
+        // days, not as many as it has runs.
+        let mut record = [0.0; RECORD_LEN];
+        record.copy_from_slice(&st[slot::RECORD..slot::RECORD + RECORD_LEN]);
+        record[record_slot::EXCURSIONS] = record[record_slot::EXCURSIONS].min(days + 1.0);
+        geo.min(Record::new(&record, 1.0, 1.0, 1.0, scheduled).surprise(m))
     }
 }
 
@@ -111,7 +108,7 @@ impl Channel for Stuck {
 
     #[inline]
     fn surprise(&self, st: &[f64], ev: &Event) -> f64 {
-        Self::run_surprise(st, Self::run(st, ev), ev.obs.ts_ms as f64)
+        Self::run_surprise(st, Self::run(st, ev), ev.obs.ts_ms as f64, ev.days)
     }
 
     #[inline]
