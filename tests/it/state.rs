@@ -663,7 +663,7 @@ fn burst_of_new_series_in_own_process() {
         elapsed.as_secs_f64()
     );
     // The bound: 3.5 KiB per series the cap allows. A held series costs
-    // ~1.5 KiB (1,008 B of detector state, the key, the map slot;
+    // ~1.5 KiB (1,056 B of detector state, the key, the map slot;
     // `cargo bench --bench state`); the rest covers the snapshot records
     // just taken (~0.7 KiB each), batches queued in the shards and freed
     // memory the allocator keeps. Holding every series instead would cost
