@@ -340,12 +340,13 @@ impl Distribution {
             );
             // When the excursion peaked, and when the largest alerted peak
             // came (an excursion that ends is the largest when its peak is).
-            let t = self.times_at(up);
-            if !self.schedules {
-            } else if above && a * seen.unit > peak {
-                s[t + time::PEAK] = seen.ts_ms;
-            } else if !above && peak > 0.0 && s[r + record::slot::SUSPECT_FIRST] == peak {
-                s[t + time::SUSPECT] = s[t + time::PEAK];
+            if self.schedules {
+                let t = self.times_at(up);
+                if above && a * seen.unit > peak {
+                    s[t + time::PEAK] = seen.ts_ms;
+                } else if !above && peak > 0.0 && s[r + record::slot::SUSPECT_FIRST] == peak {
+                    s[t + time::SUSPECT] = s[t + time::PEAK];
+                }
             }
             let j = self.jumps_at(up);
             s[j] = s[j] * self.fading.jump_keep
