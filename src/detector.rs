@@ -1063,6 +1063,53 @@ mod tests {
     }
 
     #[test]
+    fn a_gauge_constant_for_days_keeps_a_unit_after_it_starts_moving() {
+        // Five-minute points of a ratio gauge (omi-9/m04 of the shared
+        // servers has this shape): exactly 0.5 for four days, then a lift
+        // to 1 (an alert: the series' first change ever), and then, for
+        // three days, 0.49 now and then, a small lift every few hours and a
+        // lift to 1 twice a day. Its first changes were once learned in the
+        // float floor's unit (10¹¹ steps each), and afterwards the band was
+        // ±10⁷ wide: a jump to 1000 scored 0.
+        const STEP: i64 = 5 * MINUTE;
+        let d = Detector::new(&DetectorConfig::default(), DEFAULT_ALERT_THRESHOLD).unwrap();
+        let value = |i: usize| match i {
+            _ if i < 1152 => 0.5,
+            1152 | 1153 => 1.0,
+            _ if i % 144 == 7 => 1.0,
+            _ if i % 37 == 3 => 0.58,
+            _ if i % 5 == 2 => 0.49,
+            _ => 0.5,
+        };
+        let mut st = d.new_state();
+        let mut fired = Vec::new();
+        let mut last = None;
+        for i in 0..2016 {
+            let x = d.observe(&mut st, T0 + i as i64 * STEP, value(i)).unwrap();
+            if x.onset >= DEFAULT_ALERT_THRESHOLD {
+                fired.push(i);
+            }
+            last = Some(x);
+        }
+        assert!(fired.contains(&1152), "the first change ever: {fired:?}");
+        let last = last.unwrap();
+        assert!(
+            last.lower > -2.0 && last.upper < 3.0,
+            "the band of a gauge in [0.49, 1]: {last:?}"
+        );
+        let at = T0 + 2016 * STEP;
+        let scores: Vec<f64> = [2.0, 10.0, 1000.0]
+            .iter()
+            .map(|&v| d.observe(&mut st.clone(), at, v).unwrap().score)
+            .collect();
+        assert!(scores[1] >= DEFAULT_ALERT_THRESHOLD, "{scores:?}");
+        assert!(
+            scores[0] < scores[1] && scores[1] < scores[2],
+            "the score grows with the jump: {scores:?}"
+        );
+    }
+
+    #[test]
     fn removed_keys_are_refused_with_what_to_do() {
         let c: DetectorConfig = serde_json::from_str(
             r#"{"threshold": {"smoothing_events": 5, "range_novelty": true}}"#,

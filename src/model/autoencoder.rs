@@ -223,9 +223,11 @@ impl OnlineModel for Autoencoder {
             }
             optimizer.step(p, sum, &mut state.step, &grad[..np]);
         }
-        if !work.censored {
-            self.standardizer
-                .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
+        let stats = &mut state.slab[..STANDARDIZER_LEN];
+        if work.censored {
+            self.standardizer.update_anomalous(stats, value, work.last);
+        } else {
+            self.standardizer.update(stats, value, work.last);
         }
         Ring::push(&mut state.slab[STANDARDIZER_LEN..re], value);
     }

@@ -150,6 +150,31 @@ impl Standardizer {
             let beta = 1.0 / (n - 1.0).max(1.0);
             s[2] += beta * (d * d - s[2]);
         }
+        Self::rescale(s);
+    }
+
+    /// Learns `x`, which was anomalous: it teaches nothing of the series'
+    /// scale, except where the series has none yet. A series that has
+    /// never changed has no unit (its typical step is the float floor, in
+    /// which any change is some 10¹¹ steps, and a residual body learned in
+    /// that unit is nonsense in any later one), so its first change,
+    /// anomalous or not, sets the typical change its later steps are
+    /// measured against.
+    #[inline]
+    pub fn update_anomalous(&self, s: &mut [f64], x: f64, prev: Option<f64>) {
+        if let Some(p) = prev
+            && s[7] == 0.0
+            && x != p
+        {
+            s[7] = 1.0;
+            s[6] = (x - p).abs();
+            Self::rescale(s);
+        }
+    }
+
+    /// The scales from the moments, floored.
+    #[inline]
+    fn rescale(s: &mut [f64]) {
         let floor = (REL_SD_FLOOR * s[1].abs()).max(ABS_SD_FLOOR);
         s[4] = s[2].sqrt().max(CHANGE_SHARE * s[6]).max(floor);
         s[5] = s[3].sqrt().max(floor);

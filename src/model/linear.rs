@@ -163,9 +163,11 @@ impl OnlineModel for LinearModel {
         if work.ready && !work.censored {
             self.step(state, optimizer, work, n, ws);
         }
-        if !work.censored {
-            self.standardizer
-                .update(&mut state.slab[..STANDARDIZER_LEN], value, work.last);
+        let stats = &mut state.slab[..STANDARDIZER_LEN];
+        if work.censored {
+            self.standardizer.update_anomalous(stats, value, work.last);
+        } else {
+            self.standardizer.update(stats, value, work.last);
         }
         Ring::push(&mut state.slab[self.ring_start()..ws], value);
     }

@@ -21,11 +21,19 @@ use super::body::ew_update_mean;
 pub const SQRT_HALF_PI: f64 = 1.253_314_137_315_500_3;
 
 /// Deviation floor, in the magnitude's units (typical steps of the series
-/// for a forecast residual, deviations of its level for a level): a
-/// hundredth of the series' own unit. Below it, errors are rounding, not
-/// signal; a series predicted perfectly still gets a finite surprise for its
-/// first real error.
-const SD_FLOOR: f64 = 0.01;
+/// for a forecast residual, deviations of its level for a level): a tenth
+/// of the series' own unit. Below it, errors are the model's rounding, not
+/// news: a series that stood still for days has a body of exact zeros, and
+/// once it moves, the forecast misses its usual value by a few hundredths
+/// of a step while its weights learn (at a hundredth, such misses alerted
+/// every few events). A series predicted perfectly still gets a finite
+/// surprise for its first real error (one step is 10σ).
+const SD_FLOOR: f64 = 0.1;
+
+/// The floor of the deviation the winsorising below is measured in: finer
+/// than [`SD_FLOOR`], since it only measures how well `σ` is known (the
+/// warm-up's question), not what is news.
+const SPREAD_FLOOR: f64 = 0.01;
 
 /// Magnitudes enter the mean square (which only measures how well `σ` is
 /// known) winsorised at this many deviations, so one wild value cannot hold
@@ -95,7 +103,7 @@ impl Threshold for Ewma {
 
     #[inline]
     fn observe(&self, s: &mut [f64], a: f64) {
-        let w = a.min(SPREAD_WINSOR * Self::sigma(s));
+        let w = a.min(SPREAD_WINSOR * (s[1] * SQRT_HALF_PI).max(SPREAD_FLOOR));
         let alpha = ew_update_mean(&mut s[..2], self.horizon, self.inv_horizon, a);
         s[2] += alpha * (w * w - s[2]);
     }
@@ -163,8 +171,9 @@ mod tests {
             t.observe(&mut s, 0.0);
         }
         assert_eq!(t.surprise(&s, 0.0), 0.0);
-        // The floor is a hundredth of the unit: one unit is 100σ.
-        assert!(t.surprise(&s, 1.0) >= 5000.0);
+        // The floor is a tenth of the unit: one unit is 10σ.
+        assert!(t.surprise(&s, 1.0) >= 50.0);
+        assert!(t.surprise(&s, 0.05) < 0.5, "a twentieth of a step");
         // Every magnitude 0: the deviation is the floor, known exactly, so
         // a constant series is trusted (and its first change surprising).
         assert_eq!(Ewma::relative_error(&s), 0.0);
