@@ -1110,6 +1110,26 @@ mod tests {
     }
 
     #[test]
+    fn a_constant_is_not_a_freeze() {
+        // Five-minute points of a constant for two weeks (NAB's
+        // art_flatline): it never moved, so nothing says it should. Its
+        // `stuck` score once grew all fortnight, to 0.32. Then one change
+        // is news.
+        const STEP: i64 = 5 * MINUTE;
+        let d = Detector::new(&DetectorConfig::default(), DEFAULT_ALERT_THRESHOLD).unwrap();
+        let mut st = d.new_state();
+        let n = 14 * 288;
+        let mut max = 0.0f64;
+        for i in 0..n {
+            let x = d.observe(&mut st, T0 + i as i64 * STEP, 45.0).unwrap();
+            max = max.max(x.score);
+        }
+        assert_eq!(max, 0.0);
+        let x = d.observe(&mut st, T0 + n as i64 * STEP, 46.0).unwrap();
+        assert!(x.score >= DEFAULT_ALERT_THRESHOLD, "{x:?}");
+    }
+
+    #[test]
     fn removed_keys_are_refused_with_what_to_do() {
         let c: DetectorConfig = serde_json::from_str(
             r#"{"threshold": {"smoothing_events": 5, "range_novelty": true}}"#,

@@ -108,7 +108,14 @@ impl Channel for Stuck {
 
     #[inline]
     fn surprise(&self, st: &[f64], ev: &Event) -> f64 {
-        Self::run_surprise(st, Self::run(st, ev), ev.obs.ts_ms as f64, ev.days)
+        let m = Self::run(st, ev);
+        // A run as long as all the series remembers is what the series
+        // is (a constant, an `up` that never went down), not a freeze: it
+        // has never shown that it moves.
+        if m >= ev.events {
+            return 0.0;
+        }
+        Self::run_surprise(st, m, ev.obs.ts_ms as f64, ev.days)
     }
 
     #[inline]
