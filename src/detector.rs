@@ -1130,6 +1130,55 @@ mod tests {
     }
 
     #[test]
+    fn a_series_gone_from_idle_to_busy_settles_at_its_new_normal() {
+        // One-minute points: exactly 5.0 for two days (an idle gauge), then
+        // noise of deviation about 1 around it for three days (traffic came).
+        // The change alerts; its episode teaches the model nothing, so its
+        // new normal, six hours on, came with the idle days' step and
+        // residual body, and the noise alerted again, episode after
+        // episode (14 alerts in a day in a backtest of such a series). A
+        // new normal now relearns them.
+        let d = Detector::new(&DetectorConfig::default(), DEFAULT_ALERT_THRESHOLD).unwrap();
+        let noise = |i: usize| {
+            (0..4u64)
+                .map(|k| {
+                    let h = (i as u64 * 4 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+                    h as f64 / (1u64 << 24) as f64 - 0.5
+                })
+                .sum::<f64>()
+                * 3.0f64.sqrt()
+        };
+        let busy = 2 * 1440;
+        let mut st = d.new_state();
+        let mut first = None;
+        let mut new_normal_at = None;
+        let mut after = Vec::new();
+        for i in 0..5 * 1440 {
+            let v = if i < busy { 5.0 } else { 5.0 + noise(i) };
+            let x = d.observe(&mut st, T0 + i as i64 * MINUTE, v).unwrap();
+            if x.score >= DEFAULT_ALERT_THRESHOLD {
+                first.get_or_insert(i);
+                if new_normal_at.is_some() {
+                    after.push(i);
+                }
+            }
+            if x.new_normal {
+                new_normal_at.get_or_insert(i);
+            }
+        }
+        assert_eq!(first, Some(busy));
+        // The episode lasts its six hours; then the series warms up again
+        // and, within half an hour, its noise is normal (before, it went on
+        // alerting for the day).
+        let new_normal = busy + 360;
+        assert_eq!(new_normal_at, Some(new_normal));
+        assert!(
+            after.iter().all(|&i| i < new_normal + 30),
+            "alerting after the new normal: {after:?}"
+        );
+    }
+
+    #[test]
     fn removed_keys_are_refused_with_what_to_do() {
         let c: DetectorConfig = serde_json::from_str(
             r#"{"threshold": {"smoothing_events": 5, "range_novelty": true}}"#,

@@ -105,9 +105,14 @@ impl Standardizer {
         ((x - origin) / Self::scale(s)).clamp(-INPUT_CLAMP, INPUT_CLAMP)
     }
 
-    /// The series now sits at `x`: the running mean moves there (the
-    /// typical step and the level's deviation stay).
+    /// The series now sits at `x`, its new normal: the running mean moves
+    /// there, and the typical step and the level's deviation are learned
+    /// afresh from the next events (equal weights), as a new series'
+    /// are: the episode that led here taught them nothing, and a series
+    /// that went from idle to busy has a new step. (The typical *change*,
+    /// the unit's floor, stays.)
     pub fn rebase(s: &mut [f64], x: f64) {
+        s[0] = s[0].min(1.0);
         s[1] = x;
     }
 

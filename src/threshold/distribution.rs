@@ -165,6 +165,13 @@ impl Distribution {
         &s[..self.kind_len]
     }
 
+    /// The body starts over (a new normal: see
+    /// [`super::Thresholds::observe`]); records and jump counts stay,
+    /// since what was rare is.
+    pub fn restart_body(&self, s: &mut [f64]) {
+        self.kind.init(&mut s[..self.kind_len]);
+    }
+
     /// The body's surprise of magnitude `a`.
     #[inline]
     pub fn body_surprise(&self, s: &[f64], a: f64) -> f64 {

@@ -595,6 +595,17 @@ impl Thresholds {
         if warm {
             s[header::WARM] = 1.0;
         }
+        if scored.phase == Phase::NewNormal {
+            // The episode lasted: the forecast residual's body, which the
+            // episode did not teach, starts over (as the model's typical
+            // step does), and the series is not judged until its deviation
+            // is known again. A series that went from idle to busy would
+            // otherwise alert on its new noise, episode after episode,
+            // each of which again taught nothing.
+            let f = self.channels[0].slots_mut(s);
+            self.forecast.restart(f);
+            s[header::WARM] = 0.0;
+        }
     }
 }
 

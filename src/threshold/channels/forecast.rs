@@ -41,6 +41,16 @@ impl Forecast {
         }
     }
 
+    /// The residual's body and moments start over: the series has a new
+    /// normal, and warms up again until its deviation is known.
+    pub fn restart(&self, s: &mut [f64]) {
+        self.dist.restart_body(s);
+        if self.moments.is_some() {
+            let at = self.dist.len();
+            s[at..at + MOMENTS_LEN].fill(0.0);
+        }
+    }
+
     /// The residual's distribution.
     #[cfg(test)]
     pub fn dist(&self) -> &Distribution {
