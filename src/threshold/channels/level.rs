@@ -47,6 +47,15 @@ impl Level {
         }
         f.signum() * f.abs().min(now.abs()).min(prev.abs()) / base.dev
     }
+
+    /// How far below and above the baseline, in the series' units, the
+    /// level's distance stays below `l`.
+    #[inline]
+    fn reach(&self, s: &[f64], ev: &Event, base: &BaseAt, l: f64) -> (f64, f64) {
+        let seen = ev.counts(base.dev);
+        let at = |up: bool| self.dist.magnitude(s, l, up, &seen).max(0.0) * base.dev;
+        (at(false), at(true))
+    }
 }
 
 impl Channel for Level {
@@ -95,16 +104,7 @@ impl Channel for Level {
         let (Some(base), true) = (&ev.base, ev.slow) else {
             return None;
         };
-        let up = self
-            .dist
-            .magnitude(s, l, true, &ev.counts(base.dev))
-            .max(0.0)
-            * base.dev;
-        let down = self
-            .dist
-            .magnitude(s, l, false, &ev.counts(base.dev))
-            .max(0.0)
-            * base.dev;
+        let (down, up) = self.reach(s, ev, base, l);
         let level = base.season(&ev.obs.season) + base.b[slot::OFFSET];
         Some((level - down, level + up))
     }
@@ -115,16 +115,7 @@ impl Channel for Level {
             return None;
         };
         let b = &base.b;
-        let up = self
-            .dist
-            .magnitude(s, l, true, &ev.counts(base.dev))
-            .max(0.0)
-            * base.dev;
-        let down = self
-            .dist
-            .magnitude(s, l, false, &ev.counts(base.dev))
-            .max(0.0)
-            * base.dev;
+        let (down, up) = self.reach(s, ev, base, l);
         let n = (b[slot::COUNT] + 1.0).clamp(1.0, LEVEL_EVENTS);
         let f = b[slot::FAST];
         let off = b[slot::OFFSET];
