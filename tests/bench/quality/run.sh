@@ -26,6 +26,10 @@
 #     the scorer's 2-fold split), with false alarms by day since each
 #     series' first event and anomalyd's pages (incident notifications) per
 #     10k events (servers.py);
+#     and, when ASD_DIR also has the servers' unlabelled history (train/),
+#     how young series alert: the 45 days replayed from day 1 and again
+#     from every fourth day, young runs' alert onsets by day since their
+#     first event beside the mature run's on the same rows (youth.py);
 #  6. when NAB_DIR (a NAB data directory with combined_windows.json) and
 #     NABSCORE (NAB's scorer, nabscore.py) are set: NAB's standard
 #     profile with the threshold chosen leaving the scored category out
@@ -122,6 +126,14 @@ if [[ -n $asd_dir && -f $asd_dir/labels-asd.json && -f $score_servers ]]; then
         --json "$work/servers.json" >&2
     python3 "$here/servers.py" --scorer "$score_servers" --data "$asd_dir" --out "$out" \
         --json "$work/servers.json" "${dets[@]}" | tee "$work/servers.md"
+    if [[ -d $asd_dir/train ]]; then
+        log "anomalyd young and mature on $asd_dir/train + test"
+        echo
+        echo "## Young series against mature ones (unlabelled history + test days)"
+        echo
+        python3 "$here/youth.py" --bin "$bin" --data "$asd_dir" --out "$work/out-youth" \
+            | tee "$work/youth.md"
+    fi
 else
     log "shared servers skipped: set ASD_DIR to a directory laid out as shared/data/asd and SCORE_SERVERS to its scorer"
 fi
