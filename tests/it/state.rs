@@ -662,13 +662,15 @@ fn burst_of_new_series_in_own_process() {
         hwm as f64 / 1048576.0,
         elapsed.as_secs_f64()
     );
-    // The bound: 3.5 KiB per series the cap allows. A held series costs
+    // The bound: 4 KiB per series the cap allows. A held series costs
     // ~1.5 KiB (1,056 B of detector state, the key, the map slot;
     // `cargo bench --bench state`); the rest covers the snapshot records
     // just taken (~0.7 KiB each), batches queued in the shards and freed
-    // memory the allocator keeps. Holding every series instead would cost
-    // >= 10 x 1.5 KiB per allowed series, over four times the bound.
-    let bound = cap as u64 * 7 * 512;
+    // memory the allocator keeps, which vary from run to run: 3.1 to 3.5
+    // KiB in all, measured on 2 cores (60 to 69 MiB here; at 3.5 KiB the
+    // bound failed one run in four). Holding every series instead would
+    // cost >= 10 x 1.5 KiB per allowed series, nearly four times the bound.
+    let bound = cap as u64 * 4 * 1024;
     assert!(
         growth < bound,
         "peak RSS grew by {} MiB, over the {} MiB bound",
