@@ -58,11 +58,15 @@ pub(crate) mod slot {
 
 const DAY_MS: f64 = 86_400_000.0;
 
+/// A day, in ms, as the integer event times are (their remainder is exact,
+/// as the float one is, without a call to `fmod`).
+const DAY_MS_INT: i64 = 86_400_000;
+
 /// The daily basis at `ts_ms`: harmonics 1 to 3, cos and sin.
 #[inline]
 pub(crate) fn season_basis(ts_ms: i64) -> [f64; 6] {
     let (s1, c1) =
-        crate::model::features::sin_cos_turns((ts_ms as f64).rem_euclid(DAY_MS) / DAY_MS);
+        crate::model::features::sin_cos_turns(ts_ms.rem_euclid(DAY_MS_INT) as f64 / DAY_MS);
     let (c2, s2) = (c1 * c1 - s1 * s1, 2.0 * s1 * c1);
     let (c3, s3) = (c1 * c2 - s1 * s2, s1 * c2 + c1 * s2);
     [c1, s1, c2, s2, c3, s3]
@@ -234,5 +238,36 @@ impl Baseline {
     /// offset moves to where the series sits now.
     pub fn rebase(b: &mut [f64]) {
         b[slot::OFFSET] = b[slot::FAST];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daily_basis_is_the_time_of_day_exactly() {
+        // The remainder is taken on the integer time: the same as the float
+        // remainder (exact for times below 2^53 ms), before 1970 too, and a
+        // day later the basis repeats bit for bit.
+        let day = DAY_MS_INT;
+        for ts in [
+            -3 * day - 1,
+            -1,
+            0,
+            1,
+            43_200_000,
+            1_767_571_200_000 + 12_345_678,
+            4_102_444_800_000 - 1,
+        ] {
+            let float =
+                crate::model::features::sin_cos_turns((ts as f64).rem_euclid(DAY_MS) / DAY_MS);
+            let b = season_basis(ts);
+            assert_eq!((b[1], b[0]), float, "at {ts}");
+            assert_eq!(season_basis(ts + day), b, "a day after {ts}");
+        }
+        // Noon: half a turn.
+        let noon = season_basis(43_200_000);
+        assert!((noon[0] + 1.0).abs() < 1e-11 && noon[1].abs() < 1e-11);
     }
 }
