@@ -18,7 +18,8 @@ use crate::model::{Model, ModelConfig, ModelState, Work};
 use crate::optim::Adagrad;
 use crate::threshold::episode::Phase;
 use crate::threshold::{
-    AlertTargets, BandTarget, Observation, Reason, ThresholdConfig, ThresholdState, Thresholds,
+    AlertTargets, BandTarget, Observation, Prepared, Reason, ThresholdConfig, ThresholdState,
+    Thresholds,
 };
 
 thread_local! {
@@ -318,8 +319,16 @@ impl Detector {
     /// [`crate::threshold::channels`]). Never empty and never zero width;
     /// an unbounded side (no value that way would alert) is ±`f64::MAX`,
     /// so the decision stays finite.
-    fn band(&self, threshold: &ThresholdState, f: &Forecast, obs: &Observation) -> (f64, f64) {
-        let limits = self.thresholds.band(threshold, &self.band_target, obs);
+    fn band(
+        &self,
+        threshold: &ThresholdState,
+        prepared: &Prepared,
+        f: &Forecast,
+        obs: &Observation,
+    ) -> (f64, f64) {
+        let limits = self
+            .thresholds
+            .band_prepared(threshold, prepared, &self.band_target, obs);
         let (lo, hi) = limits.level;
         let (lower, upper) = if lo < f.expected && f.expected < hi {
             (
@@ -406,16 +415,24 @@ impl Detector {
         // is to be back at its normal level: the expectation is the nearest
         // normal level, so the plateau stays anomalous, the return is no
         // surprise, and the band shows where normal is.
-        if let Some(normal) = self.thresholds.normal_expectation(&state.threshold, &obs) {
+        // (The event's time is all the preparation reads of `obs`: it holds
+        // for the observation the normal expectation makes below.)
+        let prepared = self.thresholds.prepare(&state.threshold, &obs);
+        if let Some(normal) =
+            self.thresholds
+                .normal_expectation_prepared(&state.threshold, &prepared, &obs)
+        {
             forecast.expected = normal;
             forecast.residual = ((value - normal) / forecast.scale).clamp(-1e12, 1e12);
             obs = Observation::new(forecast.residual, value, normal, forecast.scale, ts_ms);
         }
-        let scored = self.thresholds.score(&state.threshold, &obs);
+        let scored = self
+            .thresholds
+            .score_prepared(&state.threshold, &prepared, &obs);
         // No band while the series warms up (it is not judged yet): the
         // decision carries the expected value there.
         let (lower, upper) = if scored.warm {
-            self.band(&state.threshold, &forecast, &obs)
+            self.band(&state.threshold, &prepared, &forecast, &obs)
         } else {
             (forecast.expected, forecast.expected)
         };
@@ -440,7 +457,8 @@ impl Detector {
         if scored.phase == Phase::NewNormal {
             self.model.rebase(&mut state.model, value);
         }
-        self.thresholds.observe(&mut state.threshold, &obs, &scored);
+        self.thresholds
+            .observe_prepared(&mut state.threshold, &prepared, &obs, &scored);
         state.scored = state.scored.saturating_add(1);
         Ok(decision)
     }

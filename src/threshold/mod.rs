@@ -234,6 +234,18 @@ impl Observation {
     }
 }
 
+/// What the channels are told about one event besides the observation
+/// ([`Thresholds::prepare`]): the series' age and its baseline at the
+/// event's time, as the state was before the event.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    events: f64,
+    jump_events: f64,
+    slow: bool,
+    days: f64,
+    base: Option<BaseAt>,
+}
+
 /// What a threshold says about one event, before it learns it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
@@ -409,11 +421,13 @@ impl Thresholds {
         self.channels[0].slots(slab)
     }
 
-    /// What the channels are told about the event `obs` in state `s`.
+    /// What the channels will be told about an event at the time of `obs`
+    /// in `state`, until the state learns it: computed once per event
+    /// (scoring, the band and learning all read it).
     #[inline]
-    fn event<'a>(&self, s: &[f64], obs: &'a Observation) -> Event<'a> {
-        Event {
-            obs,
+    pub fn prepare(&self, state: &ThresholdState, obs: &Observation) -> Prepared {
+        let s = &state.slab;
+        Prepared {
             events: s[header::EVENTS],
             jump_events: s[header::JUMP_EVENTS],
             slow: Warmup::slow(s, obs.ts_ms),
@@ -428,6 +442,19 @@ impl Thresholds {
         }
     }
 
+    /// What the channels are told about the event `obs`.
+    #[inline]
+    fn event<'a>(p: &'a Prepared, obs: &'a Observation) -> Event<'a> {
+        Event {
+            obs,
+            events: p.events,
+            jump_events: p.jump_events,
+            slow: p.slow,
+            days: p.days,
+            base: p.base.as_ref(),
+        }
+    }
+
     /// Where the series is expected to be when it is not where it normally
     /// is: the nearest level it is normally at (the level channel's normal
     /// levels at the alert's surprise), when the forecast follows a level the
@@ -436,8 +463,19 @@ impl Thresholds {
     /// stands (or no channel judges levels).
     #[inline]
     pub fn normal_expectation(&self, state: &ThresholdState, obs: &Observation) -> Option<f64> {
+        self.normal_expectation_prepared(state, &self.prepare(state, obs), obs)
+    }
+
+    /// [`Thresholds::normal_expectation`] with the event's [`Prepared`].
+    #[inline]
+    pub fn normal_expectation_prepared(
+        &self,
+        state: &ThresholdState,
+        prepared: &Prepared,
+        obs: &Observation,
+    ) -> Option<f64> {
         let s = &state.slab;
-        let ev = self.event(s, obs);
+        let ev = Self::event(prepared, obs);
         let l = self.channel_alert;
         let p = self
             .channels
@@ -463,10 +501,21 @@ impl Thresholds {
     /// Scores one event against the state, before the state learns it.
     #[inline]
     pub fn score(&self, state: &ThresholdState, obs: &Observation) -> Scored {
+        self.score_prepared(state, &self.prepare(state, obs), obs)
+    }
+
+    /// [`Thresholds::score`] with the event's [`Prepared`].
+    #[inline]
+    pub fn score_prepared(
+        &self,
+        state: &ThresholdState,
+        prepared: &Prepared,
+        obs: &Observation,
+    ) -> Scored {
         let s = &state.slab;
         let moments = self.forecast.moments(self.forecast_slots(s));
         let warm = self.warmup.is_warm(s, moments, obs.ts_ms);
-        let ev = self.event(s, obs);
+        let ev = Self::event(prepared, obs);
         let mut raw = PerChannel::default();
         let mut best = (0.0, Reason::Forecast);
         let mut value = 0.0f64;
@@ -515,8 +564,20 @@ impl Thresholds {
         target: &BandTarget,
         obs: &Observation,
     ) -> BandLimits {
+        self.band_prepared(state, &self.prepare(state, obs), target, obs)
+    }
+
+    /// [`Thresholds::band`] with the event's [`Prepared`].
+    #[inline]
+    pub fn band_prepared(
+        &self,
+        state: &ThresholdState,
+        prepared: &Prepared,
+        target: &BandTarget,
+        obs: &Observation,
+    ) -> BandLimits {
         let s = &state.slab;
-        let ev = self.event(s, obs);
+        let ev = Self::event(prepared, obs);
         let mut limits = BandLimits {
             residual: (0.0, 0.0),
             level: (f64::NEG_INFINITY, f64::INFINITY),
@@ -530,6 +591,20 @@ impl Thresholds {
     /// Learns the event that `scored` scored.
     #[inline]
     pub fn observe(&self, state: &mut ThresholdState, obs: &Observation, scored: &Scored) {
+        let prepared = self.prepare(state, obs);
+        self.observe_prepared(state, &prepared, obs, scored);
+    }
+
+    /// [`Thresholds::observe`] with the event's [`Prepared`] (made from
+    /// `state` as it is now).
+    #[inline]
+    pub fn observe_prepared(
+        &self,
+        state: &mut ThresholdState,
+        prepared: &Prepared,
+        obs: &Observation,
+        scored: &Scored,
+    ) {
         let s = &mut state.slab;
         let warm = scored.warm;
         let first_ms = if s[header::EVENTS] < 1.0 {
@@ -537,7 +612,7 @@ impl Thresholds {
         } else {
             s[header::FIRST_MS]
         };
-        let ev = self.event(s, obs);
+        let ev = Self::event(prepared, obs);
         // (Only an event at the alert's surprise moves the echo peak, so
         // only such an event pays for what its channel holds.)
         let anomalous = self.echo.anomalous(warm, scored.surprise);

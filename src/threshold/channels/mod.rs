@@ -42,7 +42,7 @@ pub(crate) struct Event<'a> {
     /// Days of event time since the series' first event.
     pub days: f64,
     /// The baseline, when a channel needs one.
-    pub base: Option<BaseAt>,
+    pub base: Option<&'a BaseAt>,
 }
 
 impl Event<'_> {
