@@ -166,7 +166,7 @@ impl Distribution {
     }
 
     /// The body starts over (a new normal: see
-    /// [`super::Thresholds::observe`]); records and jump counts stay,
+    /// [`super::Thresholds::observe_prepared`]); records and jump counts stay,
     /// since what was rare is.
     pub fn restart_body(&self, s: &mut [f64]) {
         self.kind.init(&mut s[..self.kind_len]);

@@ -462,12 +462,6 @@ impl Thresholds {
     /// channel would fire at the forecast itself; `None` when the forecast
     /// stands (or no channel judges levels).
     #[inline]
-    pub fn normal_expectation(&self, state: &ThresholdState, obs: &Observation) -> Option<f64> {
-        self.normal_expectation_prepared(state, &self.prepare(state, obs), obs)
-    }
-
-    /// [`Thresholds::normal_expectation`] with the event's [`Prepared`].
-    #[inline]
     pub fn normal_expectation_prepared(
         &self,
         state: &ThresholdState,
@@ -498,13 +492,8 @@ impl Thresholds {
         })
     }
 
-    /// Scores one event against the state, before the state learns it.
-    #[inline]
-    pub fn score(&self, state: &ThresholdState, obs: &Observation) -> Scored {
-        self.score_prepared(state, &self.prepare(state, obs), obs)
-    }
-
-    /// [`Thresholds::score`] with the event's [`Prepared`].
+    /// Scores one event against the state, before the state learns it
+    /// (`prepared` made from the state as it is).
     #[inline]
     pub fn score_prepared(
         &self,
@@ -556,18 +545,8 @@ impl Thresholds {
     }
 
     /// The limits on an event that would score below `target` (for the
-    /// band): the inverse of [`Thresholds::score`] along each channel.
-    #[inline]
-    pub fn band(
-        &self,
-        state: &ThresholdState,
-        target: &BandTarget,
-        obs: &Observation,
-    ) -> BandLimits {
-        self.band_prepared(state, &self.prepare(state, obs), target, obs)
-    }
-
-    /// [`Thresholds::band`] with the event's [`Prepared`].
+    /// band): the inverse of [`Thresholds::score_prepared`] along each
+    /// channel.
     #[inline]
     pub fn band_prepared(
         &self,
@@ -588,15 +567,8 @@ impl Thresholds {
         limits
     }
 
-    /// Learns the event that `scored` scored.
-    #[inline]
-    pub fn observe(&self, state: &mut ThresholdState, obs: &Observation, scored: &Scored) {
-        let prepared = self.prepare(state, obs);
-        self.observe_prepared(state, &prepared, obs, scored);
-    }
-
-    /// [`Thresholds::observe`] with the event's [`Prepared`] (made from
-    /// `state` as it is now).
+    /// Learns the event that `scored` scored (`prepared` made from the
+    /// state as it is now).
     #[inline]
     pub fn observe_prepared(
         &self,
@@ -686,6 +658,32 @@ impl Thresholds {
 
 #[cfg(test)]
 impl Thresholds {
+    /// [`Thresholds::normal_expectation_prepared`], preparing the event.
+    pub fn normal_expectation(&self, state: &ThresholdState, obs: &Observation) -> Option<f64> {
+        self.normal_expectation_prepared(state, &self.prepare(state, obs), obs)
+    }
+
+    /// [`Thresholds::score_prepared`], preparing the event.
+    pub fn score(&self, state: &ThresholdState, obs: &Observation) -> Scored {
+        self.score_prepared(state, &self.prepare(state, obs), obs)
+    }
+
+    /// [`Thresholds::band_prepared`], preparing the event.
+    pub fn band(
+        &self,
+        state: &ThresholdState,
+        target: &BandTarget,
+        obs: &Observation,
+    ) -> BandLimits {
+        self.band_prepared(state, &self.prepare(state, obs), target, obs)
+    }
+
+    /// [`Thresholds::observe_prepared`], preparing the event.
+    pub fn observe(&self, state: &mut ThresholdState, obs: &Observation, scored: &Scored) {
+        let prepared = self.prepare(state, obs);
+        self.observe_prepared(state, &prepared, obs, scored);
+    }
+
     /// The slots of the channel of `reason` (for tests).
     fn slots_of<'a>(&self, slab: &'a [f64], reason: Reason) -> &'a [f64] {
         let p = self

@@ -24,6 +24,7 @@ Prints a Markdown table. Opt-in: never run by ``cargo test``.
 import argparse
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +97,7 @@ def main():
     if len(starts) < 2:
         sys.exit("youth.py: the series are too short for one young run")
 
-    subprocess.run(["rm", "-rf", args.out], check=True)
+    shutil.rmtree(args.out, ignore_errors=True)
 
     def run(start):
         data = os.path.join(args.out, f"in-{start}")
