@@ -312,13 +312,12 @@ impl Detector {
 
     /// The band is the decision: exactly the values at which neither
     /// value-driven channel (forecast, level) reaches the alert threshold.
-    /// Normally that is the forecast's interval within the level's; while
-    /// the forecast follows a level the series is not normally at, it is
-    /// the level's normal values (a value back among them is the series
-    /// returning, which the forecast channel does not judge; see
-    /// [`crate::threshold::channels`]). Never empty and never zero width;
-    /// an unbounded side (no value that way would alert) is ±`f64::MAX`,
-    /// so the decision stays finite.
+    /// That is the forecast's interval within the level's normal values
+    /// when the two meet; when they do not (the forecast follows a level
+    /// the series is not normally at), no value is normal to both, and the
+    /// band is the level's normal values: where the series would be back.
+    /// Never empty and never zero width; an unbounded side (no value that
+    /// way would alert) is ±`f64::MAX`, so the decision stays finite.
     fn band(
         &self,
         threshold: &ThresholdState,
@@ -330,11 +329,13 @@ impl Detector {
             .thresholds
             .band_prepared(threshold, prepared, &self.band_target, obs);
         let (lo, hi) = limits.level;
-        let (lower, upper) = if lo < f.expected && f.expected < hi {
-            (
-                (f.expected - limits.residual.0 * f.scale).max(lo),
-                (f.expected + limits.residual.1 * f.scale).min(hi),
-            )
+        // (Meeting is not the forecast lying strictly inside the level's
+        // values: after a stray value the expectation sits at their edge,
+        // and the forecast's limit on the other side still holds.)
+        let lower = (f.expected - limits.residual.0 * f.scale).max(lo);
+        let upper = (f.expected + limits.residual.1 * f.scale).min(hi);
+        let (lower, upper) = if lower < upper {
+            (lower, upper)
         } else {
             (lo, hi)
         };
@@ -719,6 +720,25 @@ mod tests {
             assert!(x.lower.is_finite() && x.upper.is_finite(), "{x:?}");
             assert!(x.lower <= x.upper, "{x:?}");
         }
+    }
+
+    #[test]
+    fn the_band_after_a_stray_value_keeps_both_sides() {
+        // A gauge that stood at 3 for two days and then read 2 once: the
+        // level channel sees the previous value low, so it bounds the next
+        // value from below only, and the expectation sits at that bound.
+        // The forecast still bounds it from above: the band was [3, f64::MAX]
+        // and called a jump to 100 normal.
+        let d = Detector::new(&DetectorConfig::default(), DEFAULT_ALERT_THRESHOLD).unwrap();
+        let mut v = vec![3.0; 2 * 1440];
+        v.push(2.0);
+        v.push(100.0);
+        let out = run(&d, v);
+        let x = out.last().unwrap();
+        assert!(x.warm, "{x:?}");
+        assert!(x.score >= DEFAULT_ALERT_THRESHOLD, "{x:?}");
+        assert!(x.lower <= x.expected && x.expected <= x.upper, "{x:?}");
+        assert!(x.upper < 100.0, "a jump to 100 is outside the band: {x:?}");
     }
 
     #[test]
