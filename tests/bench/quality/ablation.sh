@@ -43,6 +43,10 @@ level_memory_secs = 604800"
 warmup_secs = 0"
     "autoencoder|[detector.model]
 kind = \"autoencoder\""
+    "learning_rate_0.02|[detector.model]
+learning_rate = 0.02"
+    "learning_rate_0.2|[detector.model]
+learning_rate = 0.2"
 )
 
 cargo build --release --locked --quiet --manifest-path "$repo/Cargo.toml"
