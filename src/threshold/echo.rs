@@ -3,11 +3,11 @@
 //! A channel's surprise at or above the alert threshold becomes the
 //! series' *echo peak*, held while the series stays at alert level and
 //! decaying with a time constant of [`ECHO_EVENTS`] events once it is back
-//! below (a peak far above the threshold decays faster: its ratio to the
-//! threshold's surprise does, by the same constant); the onset score counts
-//! only what exceeds it. So what follows an
-//! anomaly (its echo, its plateau, the other channels that see the same
-//! change) must be surprising beyond the anomaly itself to be an onset.
+//! below (a peak far above the threshold decays faster: the logarithm of
+//! its ratio to the threshold's surprise does, by the same constant); the
+//! onset score counts only what exceeds it. So what follows an anomaly (its
+//! echo, its plateau, the other channels that see the same change) must be
+//! surprising beyond the anomaly itself to be an onset.
 
 /// Time constant, in events, of the echo peaks' decay.
 pub const ECHO_EVENTS: f64 = 50.0;
@@ -62,9 +62,9 @@ impl Echo {
             Some(held) if held < surprise => *peak = held,
             Some(held) => *peak = peak.max(held),
             // Far above the threshold the peak decays in orders of
-            // magnitude (its ratio to the threshold's surprise, by the same
-            // time constant), so an anomaly of 200 nats is not a reason to
-            // be blind to one of 40 for 150 events.
+            // magnitude (the logarithm of its ratio to the threshold's
+            // surprise, by the same time constant), so an anomaly of 200
+            // nats is not a reason to be blind to one of 40 for 150 events.
             None if *peak > self.alert_surprise => {
                 *peak = (*peak * self.decay)
                     .min(self.alert_surprise * (*peak / self.alert_surprise).powf(self.decay));
