@@ -45,7 +45,7 @@ warmup_secs = 0"
 kind = \"autoencoder\""
     "learning_rate_0.02|[detector.model]
 learning_rate = 0.02"
-    "learning_rate_0.2|[detector.model]
+    "learning_rate_0.20|[detector.model]
 learning_rate = 0.2"
 )
 
